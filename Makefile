@@ -1,0 +1,74 @@
+# Everything a user or CI runs goes through these targets; `make` alone lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON_BASE ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.install-stamp
+CHECKPOINTS ?= checkpoints
+REPOSITORY ?= model_repository
+FRAMES ?= 10 20 30
+PRECISION ?= fp32
+GRPC_PORT ?= 8001
+HTTP_PORT ?= 8000
+METRICS_PORT ?= 8002
+PYTEST_ARGS ?=
+
+.PHONY: help install checkpoints export tensorrt models serve demo test test-unit clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(STAMP) ## create .venv and install every pinned dependency (quick when nothing changed)
+
+$(STAMP): pyproject.toml tools/pins.py
+	@$(MAKE) --no-print-directory apt-packages
+	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $$($(PY) tools/pins.py base) $$($(PY) tools/pins.py extra server) $$($(PY) tools/pins.py extra dev)
+	$(PIP) install --quiet --no-deps $$($(PY) tools/pins.py no-deps)
+	$(PY) -c "import torch, torchvision, facenet_pytorch, av, cv2, onnx, onnxruntime, tritonclient.grpc, pytriton"
+	touch $(STAMP)
+
+.PHONY: apt-packages
+apt-packages: ## install the Debian packages (libb64-0d for perf_analyzer) when root
+	@packages="$$($(PYTHON_BASE) tools/pins.py apt)"; missing=""; \
+	for p in $$packages; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else \
+		echo "NOTE: install these Debian packages as root for perf_analyzer and the offline validators: sudo apt-get install -y$$missing"; \
+	fi
+
+checkpoints: $(STAMP) ## write demo checkpoints (random weights, scores mean nothing) unless CHECKPOINTS has files
+	@if ls $(CHECKPOINTS)/model_*_acc_*_frames_*.pt >/dev/null 2>&1; then echo "checkpoints present in $(CHECKPOINTS)"; \
+	else $(PY) -m export demo-checkpoints --out $(CHECKPOINTS) --frames $(FRAMES); fi
+
+export: checkpoints ## export + verify ONNX classifiers for FRAMES from CHECKPOINTS into REPOSITORY
+	$(PY) -m export onnx --checkpoints $(CHECKPOINTS) --repository $(REPOSITORY) --frames $(FRAMES) --precision $(PRECISION)
+
+tensorrt: $(STAMP) ## build TensorRT plans from the exported ONNX (on a GPU node with TensorRT)
+	$(PY) -m export tensorrt --repository $(REPOSITORY)
+
+models: $(STAMP) ## export the ONNX models only when some are missing
+	@missing=0; for n in $(FRAMES); do test -f $(REPOSITORY)/resnext_lstm_$$n/1/model.onnx || missing=1; done; \
+	if [ $$missing = 1 ]; then $(MAKE) --no-print-directory export; else echo "ONNX models present"; fi
+
+serve: models ## run the embedded tritonserver (CPU) on REPOSITORY in the foreground
+	$(PY) -m serve --model-repository $(REPOSITORY) --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
+
+demo: models ## everything end to end: install, export, start the server, score sample clips, stop
+	$(PY) -m serve.demo --model-repository $(REPOSITORY)
+
+test: models ## run the whole test suite (unit and integration, real tritonserver)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## run the tests that need no server
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+clean: ## remove built artifacts (ONNX, plans, logs); keeps .venv and checkpoints
+	rm -f $(REPOSITORY)/*/1/model.onnx $(REPOSITORY)/*/1/model.plan $(REPOSITORY)/*/1/export.json $(REPOSITORY)/*/1/tensorrt.json
+	rm -rf logs .serve .pytest_cache

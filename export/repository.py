@@ -1,0 +1,371 @@
+"""The Triton model repository layout, rendered for any sequence length.
+
+The folders for 10, 20 and 30 frames are committed exactly as ``render_model_folders`` writes
+them (a test keeps them in sync), and ``python -m export onnx --frames 40`` adds the folders
+for a length nobody committed. Three configuration worlds share one repository:
+
+- ``config.pbtxt``: GPU nodes running the NGC ``tritonserver:24.10-py3`` image; the classifier
+  runs on Triton's onnxruntime backend with the TensorRT execution accelerator in FP16.
+- ``configs/cpu.pbtxt``: the embedded CPU server (``--model-config-name=cpu``); the classifier
+  runs in a python-backend model on ONNX Runtime, since the pip server bundles only that backend.
+- ``configs/tensorrt.pbtxt``: GPU nodes serving TensorRT plans built on the target GPU
+  (``--model-config-name=tensorrt``).
+
+A model without a file for the selected name falls back to its ``config.pbtxt`` (ensembles
+and the preprocessing model on GPU nodes).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+MAX_BATCH = 8
+FACE_SIZE = 112
+VERSION = "1"
+
+
+class RepositoryError(Exception):
+    """The repository cannot hold the requested models; the message names the problem."""
+
+
+def classifier_name(frames: int) -> str:
+    return f"resnext_lstm_{frames}"
+
+
+def preprocess_name(frames: int) -> str:
+    return f"preprocess_{frames}"
+
+
+def ensemble_name(frames: int) -> str:
+    return f"deepfake_{frames}"
+
+
+def explain_name(frames: int) -> str:
+    return f"explain_{frames}"
+
+
+def classifier_dir(repository: Path, frames: int) -> Path:
+    return repository / classifier_name(frames)
+
+
+def _outputs(frames: int, heatmap: bool) -> str:
+    outputs = [
+        ("LOGITS", "[ 2 ]"),
+        ("PROB_FAKE", "[ 1 ]"),
+        ("FRAME_PROB_FAKE", f"[ {frames} ]"),
+    ]
+    if heatmap:
+        outputs.append(("HEATMAP", f"[ {frames}, {FACE_SIZE}, {FACE_SIZE} ]"))
+    return ",\n".join(
+        f"  {{\n    name: \"{name}\"\n    data_type: TYPE_FP32\n    dims: {dims}\n  }}" for name, dims in outputs
+    )
+
+
+def _classifier_io(frames: int) -> str:
+    return f"""max_batch_size: {MAX_BATCH}
+input [
+  {{
+    name: "FACES"
+    data_type: TYPE_FP32
+    dims: [ {frames}, 3, {FACE_SIZE}, {FACE_SIZE} ]
+  }}
+]
+output [
+{_outputs(frames, heatmap=True)}
+]
+"""
+
+
+# Overload is answered quickly with UNAVAILABLE instead of a queue that grows without bound.
+def _queue_policy(max_queue: int, timeout_us: int) -> str:
+    return f"""  default_queue_policy {{
+    max_queue_size: {max_queue}
+    timeout_action: REJECT
+    default_timeout_microseconds: {timeout_us}
+    allow_timeout_override: true
+  }}"""
+
+
+CLASSIFIER_QUEUE = _queue_policy(max_queue=64, timeout_us=30_000_000)
+PREPROCESS_QUEUE = _queue_policy(max_queue=32, timeout_us=60_000_000)
+
+
+def classifier_gpu_config(frames: int) -> str:
+    return f"""# GPU node (NGC tritonserver 24.10): ONNX Runtime with the TensorRT accelerator in FP16.
+# One instance per GPU: the dynamic batcher fills it, a second instance only splits batches.
+name: "{classifier_name(frames)}"
+platform: "onnxruntime_onnx"
+{_classifier_io(frames)}instance_group [
+  {{
+    count: 1
+    kind: KIND_GPU
+  }}
+]
+dynamic_batching {{
+  preferred_batch_size: [ 4, {MAX_BATCH} ]
+  max_queue_delay_microseconds: 2000
+{CLASSIFIER_QUEUE}
+}}
+optimization {{
+  execution_accelerators {{
+    gpu_execution_accelerator : [
+      {{
+        name : "tensorrt"
+        parameters {{ key: "precision_mode" value: "FP16" }}
+        parameters {{ key: "max_workspace_size_bytes" value: "4294967296" }}
+        parameters {{ key: "trt_engine_cache_enable" value: "1" }}
+        parameters {{ key: "trt_engine_cache_path" value: "/tmp/triton_trt_cache" }}
+      }}
+    ]
+  }}
+}}
+"""
+
+
+def classifier_tensorrt_config(frames: int) -> str:
+    return f"""# GPU node serving the TensorRT plan built on this GPU by `python -m export tensorrt`.
+name: "{classifier_name(frames)}"
+platform: "tensorrt_plan"
+default_model_filename: "model.plan"
+{_classifier_io(frames)}instance_group [
+  {{
+    count: 1
+    kind: KIND_GPU
+  }}
+]
+dynamic_batching {{
+  preferred_batch_size: [ 4, {MAX_BATCH} ]
+  max_queue_delay_microseconds: 2000
+{CLASSIFIER_QUEUE}
+}}
+"""
+
+
+def classifier_cpu_config(frames: int) -> str:
+    return f"""# Embedded CPU server: ONNX Runtime inside a python-backend model (the pip server bundles only
+# the python backend). One instance using every core for its intra-op threads: a second
+# instance would halve each one's threads and add a copy of the weights.
+name: "{classifier_name(frames)}"
+backend: "python"
+{_classifier_io(frames)}instance_group [
+  {{
+    count: 1
+    kind: KIND_CPU
+  }}
+]
+dynamic_batching {{
+  max_queue_delay_microseconds: 2000
+{CLASSIFIER_QUEUE}
+}}
+parameters {{ key: "onnx_file" value: {{ string_value: "model.onnx" }} }}
+parameters {{ key: "intra_op_threads" value: {{ string_value: "0" }} }}
+"""
+
+
+def _preprocess_body(frames: int, kind: str, count: int, threads: int) -> str:
+    return f"""name: "{preprocess_name(frames)}"
+backend: "python"
+max_batch_size: {MAX_BATCH}
+input [
+  {{
+    name: "VIDEO"
+    data_type: TYPE_UINT8
+    dims: [ -1 ]
+  }}
+]
+output [
+  {{
+    name: "FACES"
+    data_type: TYPE_FP32
+    dims: [ {frames}, 3, {FACE_SIZE}, {FACE_SIZE} ]
+  }},
+  {{
+    name: "FACE_BOXES"
+    data_type: TYPE_FP32
+    dims: [ {frames}, 4 ]
+  }},
+  {{
+    name: "FACE_FOUND"
+    data_type: TYPE_BOOL
+    dims: [ {frames} ]
+  }},
+  {{
+    name: "FRAMES_DECODED"
+    data_type: TYPE_INT32
+    dims: [ 1 ]
+  }}
+]
+instance_group [
+  {{
+    count: {count}
+    kind: {kind}
+  }}
+]
+# Requests are handled one video at a time (videos differ in size); the batcher's queue policy
+# still bounds the backlog.
+dynamic_batching {{
+{PREPROCESS_QUEUE}
+}}
+parameters {{ key: "frames" value: {{ string_value: "{frames}" }} }}
+parameters {{ key: "selection" value: {{ string_value: "first" }} }}
+parameters {{ key: "torch_threads" value: {{ string_value: "{threads}" }} }}
+"""
+
+
+def preprocess_gpu_config(frames: int) -> str:
+    return (
+        "# GPU node: MTCNN on the instance's GPU; two instances overlap one video's decoding with\n"
+        "# another's detection.\n" + _preprocess_body(frames, "KIND_GPU", count=2, threads=2)
+    )
+
+
+def preprocess_cpu_config(frames: int) -> str:
+    return (
+        "# Embedded CPU server: two single-threaded instances keep both cores busy on two videos;\n"
+        "# MTCNN's small convolutions gain little from intra-op threads.\n"
+        + _preprocess_body(frames, "KIND_CPU", count=2, threads=1)
+    )
+
+
+def _ensemble(name: str, frames: int, heatmap: bool) -> str:
+    extra_outputs = ""
+    extra_maps = ""
+    if heatmap:
+        extra_outputs = f""",
+  {{
+    name: "FACES"
+    data_type: TYPE_FP32
+    dims: [ {frames}, 3, {FACE_SIZE}, {FACE_SIZE} ]
+  }},
+  {{
+    name: "HEATMAP"
+    data_type: TYPE_FP32
+    dims: [ {frames}, {FACE_SIZE}, {FACE_SIZE} ]
+  }}"""
+        extra_maps = """
+        output_map { key: "HEATMAP" value: "HEATMAP" }"""
+    return f"""name: "{name}"
+platform: "ensemble"
+max_batch_size: {MAX_BATCH}
+input [
+  {{
+    name: "VIDEO"
+    data_type: TYPE_UINT8
+    dims: [ -1 ]
+  }}
+]
+output [
+{_outputs(frames, heatmap=False)},
+  {{
+    name: "FACE_BOXES"
+    data_type: TYPE_FP32
+    dims: [ {frames}, 4 ]
+  }},
+  {{
+    name: "FACE_FOUND"
+    data_type: TYPE_BOOL
+    dims: [ {frames} ]
+  }},
+  {{
+    name: "FRAMES_DECODED"
+    data_type: TYPE_INT32
+    dims: [ 1 ]
+  }}{extra_outputs}
+]
+ensemble_scheduling {{
+  step [
+    {{
+      model_name: "{preprocess_name(frames)}"
+      model_version: -1
+      input_map {{ key: "VIDEO" value: "VIDEO" }}
+      output_map {{ key: "FACES" value: "FACES" }}
+      output_map {{ key: "FACE_BOXES" value: "FACE_BOXES" }}
+      output_map {{ key: "FACE_FOUND" value: "FACE_FOUND" }}
+      output_map {{ key: "FRAMES_DECODED" value: "FRAMES_DECODED" }}
+    }},
+    {{
+      model_name: "{classifier_name(frames)}"
+      model_version: -1
+      input_map {{ key: "FACES" value: "FACES" }}
+      output_map {{ key: "LOGITS" value: "LOGITS" }}
+      output_map {{ key: "PROB_FAKE" value: "PROB_FAKE" }}
+      output_map {{ key: "FRAME_PROB_FAKE" value: "FRAME_PROB_FAKE" }}{extra_maps}
+    }}
+  ]
+}}
+"""
+
+
+def ensemble_config(frames: int) -> str:
+    return "# Scoring: video bytes -> faces -> scores. Heatmaps are not requested here.\n" + _ensemble(ensemble_name(frames), frames, heatmap=False)
+
+
+def explain_config(frames: int) -> str:
+    return "# Scoring plus the face crops and per-frame heatmaps the client draws.\n" + _ensemble(explain_name(frames), frames, heatmap=True)
+
+
+PREPROCESS_ENTRY = '''"""Triton entry point of a preprocessing model; the implementation is shared by every length."""
+
+from triton_models.preprocess import TritonPythonModel  # noqa: F401
+'''
+
+CLASSIFIER_ENTRY = '''"""Triton entry point of a classifier on the embedded CPU server (ONNX Runtime in python)."""
+
+from triton_models.classifier import TritonPythonModel  # noqa: F401
+'''
+
+
+def render_model_folders(frames: int) -> dict[str, str]:
+    """Every committed file of the four models for one length, by path relative to the repository."""
+    pre, cls, ens, exp = preprocess_name(frames), classifier_name(frames), ensemble_name(frames), explain_name(frames)
+    return {
+        f"{pre}/config.pbtxt": preprocess_gpu_config(frames),
+        f"{pre}/configs/cpu.pbtxt": preprocess_cpu_config(frames),
+        f"{pre}/{VERSION}/model.py": PREPROCESS_ENTRY,
+        f"{cls}/config.pbtxt": classifier_gpu_config(frames),
+        f"{cls}/configs/cpu.pbtxt": classifier_cpu_config(frames),
+        f"{cls}/configs/tensorrt.pbtxt": classifier_tensorrt_config(frames),
+        f"{cls}/{VERSION}/model.py": CLASSIFIER_ENTRY,
+        f"{ens}/config.pbtxt": ensemble_config(frames),
+        f"{ens}/{VERSION}/.gitkeep": "",
+        f"{exp}/config.pbtxt": explain_config(frames),
+        f"{exp}/{VERSION}/.gitkeep": "",
+    }
+
+
+def ensure_model_folders(repository: Path, frames_list: list[int]) -> None:
+    """Writes the folders of any length the repository does not have yet; leaves existing ones alone."""
+    if repository.exists() and not repository.is_dir():
+        raise RepositoryError(f"model repository {repository} is not a folder")
+    for frames in frames_list:
+        for relative, text in render_model_folders(frames).items():
+            path = repository / relative
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+
+
+def served_lengths(repository: Path) -> list[int]:
+    """Sequence lengths with a classifier folder in the repository."""
+    pattern = re.compile(r"^resnext_lstm_(\d+)$")
+    lengths = []
+    for child in repository.iterdir() if repository.is_dir() else ():
+        match = pattern.match(child.name)
+        if match and child.is_dir():
+            lengths.append(int(match[1]))
+    return sorted(lengths)
+
+
+def main() -> None:
+    """Rewrites the committed folders for 10, 20 and 30 frames (``python -m export.repository``)."""
+    root = Path(__file__).resolve().parent.parent / "model_repository"
+    for frames in (10, 20, 30):
+        for relative, text in render_model_folders(frames).items():
+            path = root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
