@@ -81,6 +81,11 @@ def _listed(keys: Iterable[str]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Loads a plain state_dict with ``weights_only=True``; never unpickles arbitrary objects."""
     try:
@@ -88,13 +93,16 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint {path} does not exist") from exc
     except pickle.UnpicklingError as exc:
+        # weights_only refuses any global it does not allow: that is an object, maybe code.
+        # Anything else it cannot parse is a damaged file.
+        if "unsupported global" not in str(exc).lower():
+            raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file (truncated or corrupt?): {_first_line(exc)}") from exc
         raise CheckpointError(
             f"checkpoint {path} holds Python objects other than tensors and was refused "
             "(only plain state_dicts are loaded, with weights_only=True)"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file (truncated or corrupt?): {first_line}") from exc
+        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file (truncated or corrupt?): {_first_line(exc)}") from exc
     if not isinstance(loaded, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(loaded).__name__}, not a state_dict (a mapping of names to tensors)")
     not_tensors = [str(k) for k, v in loaded.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]

@@ -1,0 +1,70 @@
+"""The classifier on ONNX Runtime inside a python-backend model (the embedded CPU server).
+
+Requests are concatenated into one ONNX Runtime call per set of requested outputs and split
+back by each request's batch size; only the outputs a request asks for are fetched, so the
+scoring ensemble does not pay for heatmaps.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+from triton_models.common import model_parameters, parse_config
+
+INPUT_NAME = "FACES"
+OUTPUT_NAMES = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "HEATMAP")
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = parse_config(args)
+        params = model_parameters(config)
+        self.logger = pb_utils.Logger
+        path = os.path.join(args["model_repository"], args["model_version"], params.get("onnx_file", "model.onnx"))
+        if not os.path.isfile(path):
+            raise pb_utils.TritonModelException(
+                f"{path} is missing: run `python -m export onnx --checkpoints <dir> --repository <repository>` first"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        graph_outputs = {o.name for o in self.session.get_outputs()}
+        missing = [name for name in OUTPUT_NAMES if name not in graph_outputs]
+        if missing:
+            raise pb_utils.TritonModelException(f"{path} lacks outputs {missing}; re-export it")
+        self.logger.log_info(f"{args['model_name']}: ONNX Runtime {ort.__version__} session on {path}")
+
+    def execute(self, requests):
+        groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            wanted = tuple(name for name in OUTPUT_NAMES if name in set(request.requested_output_names())) or OUTPUT_NAMES
+            groups[wanted].append(index)
+        responses: list = [None] * len(requests)
+        for wanted, indices in groups.items():
+            arrays = [pb_utils.get_input_tensor_by_name(requests[i], INPUT_NAME).as_numpy() for i in indices]
+            sizes = [a.shape[0] for a in arrays]
+            try:
+                results = self.session.run(list(wanted), {INPUT_NAME: np.concatenate(arrays)})
+            except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidArgument) as exc:
+                error = pb_utils.TritonError(f"ONNX Runtime failed: {exc}")
+                for i in indices:
+                    responses[i] = pb_utils.InferenceResponse(error=error)
+                continue
+            if any(r.shape[0] != sum(sizes) for r in results):
+                raise pb_utils.TritonModelException(f"batch of {sum(sizes)} produced outputs of {[r.shape for r in results]}")
+            offsets = np.cumsum([0, *sizes])
+            for position, i in enumerate(indices):
+                start, stop = offsets[position], offsets[position + 1]
+                tensors = [pb_utils.Tensor(name, np.ascontiguousarray(r[start:stop])) for name, r in zip(wanted, results)]
+                responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
+        return responses
+
+    def finalize(self) -> None:
+        self.session = None
