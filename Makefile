@@ -16,7 +16,7 @@ HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
 PYTEST_ARGS ?=
 
-.PHONY: help install checkpoints export tensorrt models serve demo test test-unit clean
+.PHONY: help install checkpoints export tensorrt models serve demo test test-unit deploy-check gpu-smoke clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,14 +27,15 @@ $(STAMP): pyproject.toml tools/pins.py
 	@$(MAKE) --no-print-directory apt-packages
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet $$($(PY) tools/pins.py base) $$($(PY) tools/pins.py extra server) $$($(PY) tools/pins.py extra dev)
+	{ $(PY) tools/pins.py base; $(PY) tools/pins.py extra server; $(PY) tools/pins.py extra dev; } > $(VENV)/requirements.txt
+	$(PIP) install --quiet -r $(VENV)/requirements.txt
 	$(PIP) install --quiet --no-deps $$($(PY) tools/pins.py no-deps)
 	$(PY) -c "import torch, torchvision, facenet_pytorch, av, cv2, onnx, onnxruntime, tritonclient.grpc, pytriton"
 	touch $(STAMP)
 
 .PHONY: apt-packages
-apt-packages: ## install the Debian packages (libb64-0d for perf_analyzer) when root
-	@packages="$$($(PYTHON_BASE) tools/pins.py apt)"; missing=""; \
+apt-packages: ## install the Debian packages (perf_analyzer's libb64, docker-compose for checks) when root
+	@packages="$$($(PYTHON_BASE) tools/pins.py apt) $$($(PYTHON_BASE) tools/pins.py apt-dev)"; missing=""; \
 	for p in $$packages; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
@@ -61,13 +62,19 @@ serve: models ## run the embedded tritonserver (CPU) on REPOSITORY in the foregr
 	$(PY) -m serve --model-repository $(REPOSITORY) --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
 
 demo: models ## everything end to end: install, export, start the server, score sample clips, stop
-	$(PY) -m serve.demo --model-repository $(REPOSITORY)
+	$(PY) tools/demo.py --model-repository $(REPOSITORY)
 
 test: models ## run the whole test suite (unit and integration, real tritonserver)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## run the tests that need no server
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+deploy-check: $(STAMP) ## offline checks of the Dockerfile, compose, Kubernetes and monitoring files
+	$(PY) -m pytest tests/test_deploy.py tests/test_deploy_server.py $(PYTEST_ARGS)
+
+gpu-smoke: ## on a GPU node: build the image, export ONNX + TensorRT, serve with compose, score a clip, perf_analyzer, tear down
+	bash deploy/gpu_smoke.sh
 
 clean: ## remove built artifacts (ONNX, plans, logs); keeps .venv and checkpoints
 	rm -f $(REPOSITORY)/*/1/model.onnx $(REPOSITORY)/*/1/model.plan $(REPOSITORY)/*/1/export.json $(REPOSITORY)/*/1/tensorrt.json

@@ -1,7 +1,8 @@
 """Prints install lists from pyproject.toml, the project's single source of pins.
 
     python tools/pins.py no-deps   # packages installed with --no-deps
-    python tools/pins.py apt       # Debian packages
+    python tools/pins.py apt       # Debian packages (machines and the container image)
+    python tools/pins.py apt-dev   # Debian packages for development and CI only
     python tools/pins.py extra server   # one optional-dependency group
 """
 
@@ -28,6 +29,8 @@ def main(argv: list[str]) -> int:
         items = data["tool"]["deepfake"]["no-deps"]
     elif argv == ["apt"]:
         items = data["tool"]["deepfake"]["apt"]
+    elif argv == ["apt-dev"]:
+        items = data["tool"]["deepfake"]["apt-dev"]
     elif len(argv) == 2 and argv[0] == "extra":
         items = data["project"]["optional-dependencies"][argv[1]]
     elif argv == ["base"]:

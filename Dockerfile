@@ -1,0 +1,69 @@
+# GPU node image: NVIDIA's Triton 24.10 (tritonserver 2.51.0, the release the embedded CPU
+# server runs) plus what the python-backend preprocessing and `python -m export` need.
+# Every Python and Debian package comes from pyproject.toml, the project's single source of
+# pins; the image downloads nothing at run time.
+#
+#   docker compose build triton          (or: docker build -t deepfake-triton:local .)
+FROM nvcr.io/nvidia/tritonserver:24.10-py3
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+WORKDIR /opt/deepfake
+
+# Dependencies first, from pyproject.toml alone, so that a code change reuses these layers.
+# pip reads the `server` extra itself (the image's Python 3.10 has no tomllib); the project
+# wheel built here holds no code, only its metadata: the code runs from /opt/deepfake.
+# DL3013 is a false alarm: every version is pinned in pyproject.toml, which pip reads here.
+COPY pyproject.toml README.md ./
+COPY tools/pins.py tools/
+# hadolint ignore=DL3013
+RUN python3 -m pip install ".[server]" \
+    && mapfile -t no_deps < <(python3 tools/pins.py no-deps) \
+    && python3 -m pip install --no-deps "${no_deps[@]}"
+
+# Debian packages listed in pyproject.toml (libb64 for perf_analyzer). Their versions are those
+# of the base image's Ubuntu release (DL3008): the same names install on Debian 12 for the CPU
+# setup, so pyproject.toml lists names, and the base image tag pins the release.
+# hadolint ignore=DL3008
+RUN mapfile -t apt_packages < <(python3 tools/pins.py apt) \
+    && apt-get update \
+    && apt-get install --yes --no-install-recommends "${apt_packages[@]}" \
+    && rm -rf /var/lib/apt/lists/*
+
+# TensorRT's Python bindings at the version of the image's own TensorRT (plans built by
+# `python -m export tensorrt` must match the TensorRT that Triton loads them with).
+COPY deploy/install_tensorrt_python.sh deploy/
+RUN bash deploy/install_tensorrt_python.sh
+
+RUN groupadd --gid 10001 deepfake \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin deepfake
+
+# Code and model configurations, owned by root and read-only to the server's user. Built
+# artifacts (model.onnx, model.plan) are kept out by .dockerignore: they are exported on the
+# target GPU into the mounted repository (compose) or an emptyDir (Kubernetes).
+COPY client/ client/
+COPY preprocessing/ preprocessing/
+COPY export/ export/
+COPY deploy/ deploy/
+COPY model_repository/ model_repository/
+
+# PYTHONPATH lets every python-backend model.py (run by Triton's stub) `import preprocessing`.
+# HOME and caches point at /tmp, the only writable place besides the mounted volumes.
+ENV PYTHONPATH=/opt/deepfake \
+    HOME=/tmp \
+    MODEL_REPOSITORY=/models \
+    TRITON_MODEL_CONFIG=default \
+    TRITON_ADMIN_KEY_FILE=/run/secrets/triton_admin_key
+
+USER 10001:10001
+EXPOSE 8000 8001 8002
+
+# NVIDIA's entrypoint sets up CUDA forward compatibility, then execs ours (PID 1).
+ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh", "python3", "-m", "deploy.entrypoint"]

@@ -1,0 +1,491 @@
+"""Python API of the deepfake detector served by Triton over gRPC.
+
+Only ``tritonclient[grpc]`` and numpy are needed here. One
+:class:`DeepfakeClient` holds one gRPC channel and is safe to share between
+threads, so a batch of videos can be scored concurrently through it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+DEFAULT_URL = "localhost:8001"
+DEFAULT_FRAMES = 20
+
+SCORE_MODEL_TEMPLATE = "deepfake_{frames}"
+EXPLAIN_MODEL_TEMPLATE = "explain_{frames}"
+
+VIDEO_INPUT = "VIDEO"
+VIDEO_DATATYPE = "UINT8"
+
+FACE_SIZE = 112
+BOX_COORDINATES = 4
+
+#: Output name -> shape of one video's tensor, ``None`` standing for N frames.
+SCORE_OUTPUTS: dict[str, tuple] = {
+    "PROB_FAKE": (1,),
+    "LOGITS": (2,),
+    "FRAME_PROB_FAKE": (None,),
+    "FACE_BOXES": (None, BOX_COORDINATES),
+    "FACE_FOUND": (None,),
+    "FRAMES_DECODED": (1,),
+}
+EXPLAIN_OUTPUTS: dict[str, tuple] = {
+    **SCORE_OUTPUTS,
+    "FACES": (None, 3, FACE_SIZE, FACE_SIZE),
+    "HEATMAP": (None, FACE_SIZE, FACE_SIZE),
+}
+
+FAKE_INDEX = 0
+REAL_INDEX = 1
+LABEL_FAKE = "FAKE"
+LABEL_REAL = "REAL"
+PERCENT = 100.0
+
+# The server accepts messages up to INT32_MAX bytes; tritonclient uses the
+# same limit by default, but only when no channel arguments are given, so the
+# limits are restated here next to the reconnect settings.
+MAX_GRPC_MESSAGE_BYTES = 2**31 - 1
+# Room left for the protobuf framing around the raw video bytes.
+REQUEST_OVERHEAD_BYTES = 1 << 20
+MAX_VIDEO_BYTES = MAX_GRPC_MESSAGE_BYTES - REQUEST_OVERHEAD_BYTES
+# gRPC's own reconnect backoff grows to two minutes; a restarted server should
+# be found within seconds so that retried requests reach it.
+INITIAL_RECONNECT_BACKOFF_MS = 500
+MAX_RECONNECT_BACKOFF_MS = 5_000
+# tritonclient's keepalive defaults, restated because channel arguments
+# replace them as a whole.
+KEEPALIVE_TIME_MS = 2**31 - 1
+KEEPALIVE_TIMEOUT_MS = 20_000
+
+GRPC_STATUS_PREFIX = "StatusCode."
+#: Status given to errors tritonclient raises without a gRPC status.
+UNKNOWN_STATUS = "UNKNOWN"
+#: The video's own fault; also given to input refused before sending it.
+INVALID_ARGUMENT = "INVALID_ARGUMENT"
+#: Status of a server answer that does not match the serving contract.
+INTERNAL = "INTERNAL"
+UNAVAILABLE = "UNAVAILABLE"
+NOT_FOUND = "NOT_FOUND"
+#: Statuses worth retrying: the server is restarting, overloaded or slow.
+RETRYABLE_STATUSES = frozenset({UNAVAILABLE, "DEADLINE_EXCEEDED"})
+# A server that is shutting down unloads its models before it closes its
+# ports, answering NOT_FOUND meanwhile; a readiness probe (bounded by this
+# deadline) tells that apart from a model that does not exist.
+READINESS_PROBE_TIMEOUT_S = 5.0
+SCORE_MODEL_PATTERN = re.compile(r"deepfake_(\d+)")
+
+MODEL_STATE_READY = "READY"
+
+VideoSource = Union[str, os.PathLike, bytes, bytearray, memoryview]
+
+
+class ClientError(Exception):
+    """A request that failed, with the gRPC status and the server's message.
+
+    Attributes:
+        status: gRPC status name without prefix, e.g. ``"INVALID_ARGUMENT"``
+            or ``"UNAVAILABLE"``.
+        message: the server's message (or the client's, for input rejected
+            before sending and for answers that break the serving contract).
+    """
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed later (server side trouble)."""
+        return self.status in RETRYABLE_STATUSES
+
+    @classmethod
+    def from_triton(cls, error: InferenceServerException) -> "ClientError":
+        """Converts tritonclient's exception, keeping status and message."""
+        status = error.status() or UNKNOWN_STATUS
+        if status.startswith(GRPC_STATUS_PREFIX):
+            status = status[len(GRPC_STATUS_PREFIX):]
+        message = error.message()
+        return cls(status, message if message is not None else str(error))
+
+
+@dataclass(frozen=True, eq=False)
+class ScoreResult:
+    """One video's score as returned by ``deepfake_<N>``.
+
+    Attributes:
+        video: name of the video (its path, or the name given for bytes).
+        prob_fake: the faithful score: fake probability of the published
+            N-frame model.
+        logits: (fake, real) logits.
+        frame_prob_fake: [N] fake probability of every frame on its own.
+        frame_prob_fake_mean: mean of ``frame_prob_fake``.
+        label: ``"REAL"`` when the real logit is larger, else ``"FAKE"``.
+        confidence: softmax probability of ``label``, in percent.
+        face_boxes: [N, 4] x1, y1, x2, y2 in pixels of the displayed frame.
+        face_found: [N] whether a face was detected in each frame.
+        faces_found: number of frames in which a face was detected.
+        frames_decoded: frames the server decoded from the video.
+        latency_ms: round trip of the successful request, in milliseconds.
+    """
+
+    video: str
+    prob_fake: float
+    logits: tuple
+    frame_prob_fake: np.ndarray
+    frame_prob_fake_mean: float
+    label: str
+    confidence: float
+    face_boxes: np.ndarray
+    face_found: np.ndarray
+    faces_found: int
+    frames_decoded: int
+    latency_ms: float
+
+
+@dataclass(frozen=True, eq=False)
+class ExplainResult(ScoreResult):
+    """A score plus what the classifier saw, from ``explain_<N>``.
+
+    Attributes:
+        faces: [N, 3, 112, 112] normalised classifier input (BGR channels).
+        heatmap: [N, 112, 112] class activation map of FAKE, 0..1 per frame.
+    """
+
+    faces: np.ndarray
+    heatmap: np.ndarray
+
+
+def label_and_confidence(logits) -> tuple[str, float]:
+    """Label and confidence as the original application showed them.
+
+    REAL when the real logit is the larger one, else FAKE (the application
+    took ``torch.max`` of the softmax, which gives a tie to index 0, FAKE);
+    the confidence is that class's softmax probability times 100.
+
+    Args:
+        logits: the two logits (fake, real).
+
+    Returns:
+        ``("REAL" | "FAKE", confidence in percent)``.
+    """
+    if len(logits) != len((FAKE_INDEX, REAL_INDEX)):
+        raise ValueError(f"expected two logits (fake, real), got {len(logits)}")
+    fake, real = float(logits[FAKE_INDEX]), float(logits[REAL_INDEX])
+    label = LABEL_REAL if real > fake else LABEL_FAKE
+    predicted, other = (real, fake) if label == LABEL_REAL else (fake, real)
+    # softmax of the larger logit of two, written so that exp cannot overflow
+    probability = 1.0 / (1.0 + math.exp(other - predicted))
+    return label, probability * PERCENT
+
+
+def check_frames(frames) -> int:
+    """Returns ``frames`` as a positive int or raises ValueError."""
+    if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)):
+        raise ValueError(f"frames must be a positive integer, got {frames!r}")
+    if frames < 1:
+        raise ValueError(f"frames must be a positive integer, got {frames}")
+    return int(frames)
+
+
+def load_video(video: VideoSource, name: str | None = None) -> tuple[str, np.ndarray]:
+    """Reads a video file (or takes its bytes) as the request's UINT8 tensor.
+
+    Args:
+        video: path of the video file, or its raw bytes.
+        name: name to report; defaults to the path, or ``"<N bytes>"``.
+
+    Returns:
+        ``(name, array of shape [1, nbytes])``.
+
+    Raises:
+        ClientError: INVALID_ARGUMENT when the file cannot be read, is empty
+            or exceeds the gRPC message limit.
+    """
+    if isinstance(video, (bytes, bytearray, memoryview)):
+        data = bytes(video)
+        label = name if name is not None else f"<{len(data)} bytes>"
+    elif isinstance(video, (str, os.PathLike)):
+        label = name if name is not None else os.fspath(video)
+        path = Path(video)
+        try:
+            # Refuse an oversized file before reading it into memory.
+            _check_size(label, path.stat().st_size)
+            data = path.read_bytes()
+        except IsADirectoryError:
+            raise ClientError(INVALID_ARGUMENT, f"video '{label}' is a directory") from None
+        except OSError as error:
+            raise ClientError(
+                INVALID_ARGUMENT, f"cannot read video '{label}': {error.strerror or error}"
+            ) from None
+    else:
+        raise TypeError(f"video must be a path or bytes, got {type(video).__name__}")
+    _check_size(label, len(data))
+    return label, np.frombuffer(data, dtype=np.uint8).reshape(1, -1)
+
+
+def _check_size(label: str, size: int) -> None:
+    if size == 0:
+        raise ClientError(INVALID_ARGUMENT, f"video '{label}' is empty (0 bytes)")
+    if size > MAX_VIDEO_BYTES:
+        raise ClientError(
+            INVALID_ARGUMENT,
+            f"video '{label}' is {size} bytes, more than the "
+            f"{MAX_VIDEO_BYTES} bytes one gRPC request can carry",
+        )
+
+
+def _channel_args() -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.initial_reconnect_backoff_ms", INITIAL_RECONNECT_BACKOFF_MS),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+    ]
+
+
+def _check_pem_file(path: str | None, flag: str) -> str | None:
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise ValueError(f"{flag} file '{path}' does not exist")
+    return os.fspath(path)
+
+
+class DeepfakeClient:
+    """Client of the ``deepfake_<N>`` and ``explain_<N>`` ensembles.
+
+    Args:
+        url: gRPC address ``host:port`` of the Triton server.
+        ssl: use a TLS channel.
+        root_certificates: PEM file of the CA certificates (TLS only).
+        private_key: PEM file of the client key for mutual TLS.
+        certificate_chain: PEM file of the client certificate for mutual TLS.
+        timeout_s: deadline of every call in seconds; ``None`` waits forever.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        ssl: bool = False,
+        root_certificates: str | None = None,
+        private_key: str | None = None,
+        certificate_chain: str | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        if not isinstance(url, str) or not url:
+            raise ValueError(f"url must be 'host:port', got {url!r}")
+        if "://" in url:
+            raise ValueError(f"url must be 'host:port' without a scheme, got '{url}'")
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+        if (private_key is None) != (certificate_chain is None):
+            raise ValueError("a client key and a client certificate must be given together")
+        if not ssl and any(f is not None for f in (root_certificates, private_key, certificate_chain)):
+            raise ValueError("certificate files are only used with ssl=True")
+        self.url = url
+        self.timeout_s = timeout_s
+        self._client = grpcclient.InferenceServerClient(
+            url,
+            ssl=ssl,
+            root_certificates=_check_pem_file(root_certificates, "root certificate"),
+            private_key=_check_pem_file(private_key, "client key"),
+            certificate_chain=_check_pem_file(certificate_chain, "client certificate"),
+            channel_args=_channel_args(),
+        )
+
+    def __enter__(self) -> "DeepfakeClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the gRPC channel; later calls fail."""
+        self._client.close()
+
+    def score(
+        self, video: VideoSource, frames: int = DEFAULT_FRAMES, *, name: str | None = None
+    ) -> ScoreResult:
+        """Scores one video with the N-frame model.
+
+        Args:
+            video: path of the video file, or its raw bytes.
+            frames: N, the sequence length of the served model.
+            name: name reported in the result (default: the path).
+
+        Raises:
+            ClientError: the request failed or was rejected.
+        """
+        frames = check_frames(frames)
+        label, payload = load_video(video, name)
+        tensors, latency_ms = self._infer(
+            SCORE_MODEL_TEMPLATE.format(frames=frames), payload, SCORE_OUTPUTS, frames
+        )
+        return ScoreResult(**_score_fields(label, tensors, latency_ms))
+
+    def explain(
+        self, video: VideoSource, frames: int = DEFAULT_FRAMES, *, name: str | None = None
+    ) -> ExplainResult:
+        """Scores one video and returns the face crops and heatmaps as well.
+
+        Args:
+            video: path of the video file, or its raw bytes.
+            frames: N, the sequence length of the served model.
+            name: name reported in the result (default: the path).
+
+        Raises:
+            ClientError: the request failed or was rejected.
+        """
+        frames = check_frames(frames)
+        label, payload = load_video(video, name)
+        tensors, latency_ms = self._infer(
+            EXPLAIN_MODEL_TEMPLATE.format(frames=frames), payload, EXPLAIN_OUTPUTS, frames
+        )
+        heatmap = tensors["HEATMAP"].astype(np.float32, copy=False)
+        if not np.all(np.isfinite(heatmap)):
+            raise ClientError(INTERNAL, "server returned non-finite HEATMAP values")
+        return ExplainResult(
+            **_score_fields(label, tensors, latency_ms),
+            faces=tensors["FACES"].astype(np.float32, copy=False),
+            heatmap=heatmap,
+        )
+
+    def health(self) -> dict:
+        """Server liveness, readiness and each model's readiness.
+
+        Returns:
+            ``{"url", "live", "ready", "models", "error"}`` where ``models``
+            maps each model of the repository index to ``{"ready": bool,
+            "versions": {version: state}, "reason": str}``; ``error`` is
+            ``None``, or why the server could not be asked (unreachable,
+            shutting down or too slow: then ``models`` is empty and the
+            flags not yet answered are False).
+
+        Raises:
+            ClientError: the server answered with an error other than
+                being unreachable or too slow.
+        """
+        report = {"url": self.url, "live": False, "ready": False, "models": {}, "error": None}
+        try:
+            report["live"] = bool(self._call(self._client.is_server_live))
+            report["ready"] = bool(self._call(self._client.is_server_ready))
+            index = self._call(self._client.get_model_repository_index)
+        except ClientError as error:
+            if not error.retryable:
+                raise
+            report["error"] = error.message
+            return report
+        for entry in index.models:
+            model = report["models"].setdefault(
+                entry.name, {"ready": False, "versions": {}, "reason": ""}
+            )
+            model["versions"][entry.version] = entry.state
+            model["ready"] = model["ready"] or entry.state == MODEL_STATE_READY
+            if entry.reason:
+                model["reason"] = "; ".join(filter(None, (model["reason"], entry.reason)))
+        return report
+
+    def _call(self, method, *args, timeout_s: float | None = None, **kwargs):
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            return method(*args, client_timeout=timeout_s, **kwargs)
+        except InferenceServerException as error:
+            raise ClientError.from_triton(error) from None
+
+    def _explain_not_found(self, error: ClientError) -> ClientError:
+        """Tells a restarting server from a model the server does not have.
+
+        Returns:
+            UNAVAILABLE (retryable) when the server is not ready, else
+            NOT_FOUND with the sequence lengths the server does serve.
+        """
+        probe_s = READINESS_PROBE_TIMEOUT_S
+        if self.timeout_s is not None:
+            probe_s = min(probe_s, self.timeout_s)
+        try:
+            ready = self._call(self._client.is_server_ready, timeout_s=probe_s)
+            index = self._call(self._client.get_model_repository_index, timeout_s=probe_s)
+        except ClientError as probe_error:
+            if probe_error.retryable:
+                return ClientError(UNAVAILABLE, f"{error.message} (the server is going down)")
+            return error
+        if not ready:
+            return ClientError(UNAVAILABLE, f"{error.message} (the server is not ready)")
+        served = sorted(
+            int(match.group(1))
+            for entry in index.models
+            if entry.state == MODEL_STATE_READY
+            and (match := SCORE_MODEL_PATTERN.fullmatch(entry.name)) is not None
+        )
+        lengths = ", ".join(map(str, served)) if served else "none"
+        return ClientError(NOT_FOUND, f"{error.message}; sequence lengths served: {lengths}")
+
+    def _infer(
+        self, model: str, payload: np.ndarray, outputs: dict[str, tuple], frames: int
+    ) -> tuple[dict[str, np.ndarray], float]:
+        video_input = grpcclient.InferInput(VIDEO_INPUT, list(payload.shape), VIDEO_DATATYPE)
+        video_input.set_data_from_numpy(payload)
+        requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
+        start = time.perf_counter()
+        try:
+            result = self._call(self._client.infer, model, [video_input], outputs=requested)
+        except ClientError as error:
+            if error.status == NOT_FOUND:
+                raise self._explain_not_found(error) from None
+            raise
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        tensors = {}
+        for output, shape in outputs.items():
+            expected = (1, *(frames if dim is None else dim for dim in shape))
+            array = result.as_numpy(output)
+            if array is None:
+                raise ClientError(INTERNAL, f"'{model}' returned no {output} output")
+            if array.shape != expected:
+                raise ClientError(
+                    INTERNAL,
+                    f"'{model}' returned {output} with shape {list(array.shape)}, "
+                    f"expected {list(expected)}",
+                )
+            tensors[output] = array[0]
+        return tensors, latency_ms
+
+
+def _score_fields(video: str, tensors: dict[str, np.ndarray], latency_ms: float) -> dict:
+    logits = tuple(float(value) for value in tensors["LOGITS"])
+    prob_fake = float(tensors["PROB_FAKE"][0])
+    frame_prob_fake = tensors["FRAME_PROB_FAKE"].astype(np.float32, copy=False)
+    if not all(math.isfinite(v) for v in (*logits, prob_fake)) or not np.all(
+        np.isfinite(frame_prob_fake)
+    ):
+        raise ClientError(INTERNAL, f"server returned non-finite scores for '{video}'")
+    label, confidence = label_and_confidence(logits)
+    face_found = tensors["FACE_FOUND"].astype(bool, copy=False)
+    return {
+        "video": video,
+        "prob_fake": prob_fake,
+        "logits": logits,
+        "frame_prob_fake": frame_prob_fake,
+        "frame_prob_fake_mean": float(np.mean(frame_prob_fake, dtype=np.float64)),
+        "label": label,
+        "confidence": confidence,
+        "face_boxes": tensors["FACE_BOXES"].astype(np.float32, copy=False),
+        "face_found": face_found,
+        "faces_found": int(np.count_nonzero(face_found)),
+        "frames_decoded": int(tensors["FRAMES_DECODED"][0]),
+        "latency_ms": latency_ms,
+    }

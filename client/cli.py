@@ -1,0 +1,450 @@
+"""Command line: ``python -m client score|health|explain``.
+
+Exit status: 0 success; 1 some video could not be scored, a model is not
+ready, or explain failed; 2 bad arguments or an unusable results file;
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from .api import DEFAULT_FRAMES, DEFAULT_URL, EXPLAIN_MODEL_TEMPLATE, ClientError, DeepfakeClient
+from .batch import (
+    DEFAULT_RETRIES,
+    Outcome,
+    ResultsFile,
+    backoff_delays,
+    call_with_retries,
+    read_results,
+    run_batch,
+    unique_videos,
+    video_key,
+)
+from .explain import PillowMissingError, require_pillow, write_explanation
+from .progress import Console
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+DEFAULT_CONCURRENCY = 1
+#: Fewer videos than this finish too fast for a progress bar to help.
+PROGRESS_MIN_VIDEOS = 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("connection")
+    group.add_argument(
+        "--url", default=DEFAULT_URL, help="gRPC address host:port (default: %(default)s)"
+    )
+    group.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=None,
+        metavar="S",
+        help="deadline of each request in seconds (default: none)",
+    )
+    group.add_argument("--ssl", action="store_true", help="connect with TLS")
+    group.add_argument("--root-cert", metavar="F", help="PEM file of the CA certificates (TLS)")
+    group.add_argument(
+        "--client-cert", metavar="F", help="PEM file of the client certificate (mutual TLS)"
+    )
+    group.add_argument("--client-key", metavar="F", help="PEM file of the client key (mutual TLS)")
+    return parent
+
+
+def _frames_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--frames",
+        type=_positive_int,
+        default=DEFAULT_FRAMES,
+        metavar="N",
+        help="sequence length N of the served model (default: %(default)s)",
+    )
+
+
+def _retries_option(parser: argparse.ArgumentParser) -> None:
+    delays = ", ".join(f"{d:g}" for d in backoff_delays(DEFAULT_RETRIES))
+    parser.add_argument(
+        "--retries",
+        type=_non_negative_int,
+        default=DEFAULT_RETRIES,
+        metavar="R",
+        help="retries of a request that failed with UNAVAILABLE or DEADLINE_EXCEEDED, "
+        f"with exponential backoff (default: %(default)s, waiting up to {delays} s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m client``."""
+    connection = _connection_options()
+    parser = argparse.ArgumentParser(
+        prog="python -m client",
+        description="Score videos with the deepfake detector served by Triton (gRPC).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    score = commands.add_parser(
+        "score",
+        parents=[connection],
+        help="score videos",
+        description="Score videos. Exit 0 when every video was scored, 1 otherwise "
+        "(videos skipped from --output count by their recorded outcome).",
+    )
+    score.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
+    _frames_option(score)
+    score.add_argument("--json", action="store_true", help="print one JSON object per video")
+    score.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="K",
+        help="requests in flight at once (default: %(default)s)",
+    )
+    score.add_argument(
+        "--output",
+        metavar="FILE",
+        help="append one JSON line per finished video to FILE; videos already in FILE "
+        "are skipped, so the same command resumes an interrupted batch",
+    )
+    _retries_option(score)
+
+    health = commands.add_parser(
+        "health",
+        parents=[connection],
+        help="server and model readiness",
+        description="Show server liveness, readiness and each model's readiness. "
+        "Exit 0 only when the server and every model are ready.",
+    )
+    health.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    explain = commands.add_parser(
+        "explain",
+        parents=[connection],
+        help="write face crops and heatmaps of one video",
+        description="Write each frame's face crop and its heatmap overlay as PNG files, "
+        "plus summary.json. Needs pillow.",
+    )
+    explain.add_argument("video", metavar="VIDEO", help="video file")
+    explain.add_argument("--out", required=True, metavar="DIR", help="folder for the files")
+    _frames_option(explain)
+    _retries_option(explain)
+    return parser
+
+
+def _check_tls(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    given = [
+        flag
+        for flag, value in (
+            ("--root-cert", args.root_cert),
+            ("--client-cert", args.client_cert),
+            ("--client-key", args.client_key),
+        )
+        if value is not None
+    ]
+    if given and not args.ssl:
+        parser.error(f"{', '.join(given)} need --ssl")
+    if (args.client_cert is None) != (args.client_key is None):
+        parser.error("--client-cert and --client-key must be given together")
+
+
+def _make_client(args: argparse.Namespace) -> DeepfakeClient:
+    return DeepfakeClient(
+        args.url,
+        ssl=args.ssl,
+        root_certificates=args.root_cert,
+        private_key=args.client_key,
+        certificate_chain=args.client_cert,
+        timeout_s=args.timeout,
+    )
+
+
+def format_result_line(record: dict, frames: int) -> str:
+    """The human-readable line of a scored video's JSON record."""
+    return (
+        f"{record['video']}: prob_fake {record['prob_fake']:.4f}  "
+        f"frame mean {record['frame_prob_fake_mean']:.4f}  "
+        f"{record['label']} {record['confidence']:.1f}%  "
+        f"faces {record['faces_found']}/{frames}  "
+        f"frames decoded {record['frames_decoded']}  "
+        f"{record['latency_ms']:.0f} ms"
+    )
+
+
+def _print_outcome(console: Console, outcome: Outcome, args: argparse.Namespace) -> None:
+    if args.json:
+        console.result(json.dumps(outcome.record))
+    elif outcome.ok:
+        console.result(format_result_line(outcome.record, args.frames))
+    else:
+        console.note(f"{outcome.video}: error {outcome.status}: {outcome.record['error']}")
+
+
+@dataclass
+class _BatchTally:
+    """Counts of one ``score`` run."""
+
+    planned: int
+    finished: int = 0
+    failed: int = 0
+    unrecorded: int = 0
+    server_gone: bool = False
+
+    @property
+    def not_attempted(self) -> int:
+        return self.planned - self.finished
+
+
+def _run_score_batch(
+    client: DeepfakeClient,
+    todo: list[str],
+    args: argparse.Namespace,
+    console: Console,
+    results: ResultsFile | None,
+) -> _BatchTally:
+    tally = _BatchTally(planned=len(todo))
+
+    def on_retry(video: str, error: ClientError, attempt: int, wait_s: float) -> None:
+        console.note(
+            f"{video}: {error.status}: {error.message}; retry {attempt}/{args.retries} "
+            f"in {wait_s:.1f} s"
+        )
+
+    for outcome in run_batch(
+        lambda video: client.score(video, args.frames),
+        todo,
+        concurrency=args.concurrency,
+        delays=backoff_delays(args.retries),
+        rng=random.Random(),
+        on_retry=on_retry,
+    ):
+        if results is not None and outcome.final:
+            results.append(outcome.record)
+        tally.finished += 1
+        tally.failed += not outcome.ok
+        tally.unrecorded += not outcome.final
+        _print_outcome(console, outcome, args)
+        console.advance(failed=not outcome.ok)
+        if outcome.server_gone:
+            # Every further video would wait through the same retries.
+            tally.server_gone = True
+            break
+    return tally
+
+
+def _summarise(console: Console, tally: _BatchTally, args: argparse.Namespace) -> None:
+    if tally.server_gone and tally.not_attempted:
+        console.note(
+            f"stopped: the server at {args.url} stayed unreachable through {args.retries} "
+            f"retries; {tally.not_attempted} video(s) not attempted"
+        )
+    if tally.planned == 0:
+        console.note("nothing left to score")
+    elif tally.planned >= PROGRESS_MIN_VIDEOS:
+        summary = f"scored {tally.finished - tally.failed} of {tally.planned} video(s)"
+        if tally.failed:
+            summary += f", {tally.failed} failed"
+        missing = tally.unrecorded + tally.not_attempted
+        if args.output is not None and missing:
+            summary += f"; {missing} not in {args.output}, rerun the same command to score them"
+        console.note(summary)
+
+
+def _score_command(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    videos = unique_videos(args.videos)
+    done: dict[str, dict] = {}
+    results = None
+    if args.output is not None:
+        try:
+            done = read_results(args.output)
+            results = ResultsFile(args.output)
+        except (OSError, ValueError) as error:
+            print(f"error: cannot use --output {args.output}: {error}", file=err)
+            return EXIT_USAGE
+    todo = [video for video in videos if video_key(video) not in done]
+    skipped = [done[video_key(video)] for video in videos if video_key(video) in done]
+    earlier_failures = sum(record.get("error") is not None for record in skipped)
+    try:
+        client = _make_client(args)
+    except ValueError as error:
+        if results is not None:
+            results.close()
+        parser.error(str(error))
+
+    show_bar = len(todo) >= PROGRESS_MIN_VIDEOS and err.isatty()
+    console = Console(out, err, total=len(todo), show_bar=show_bar)
+    if results is not None and results.cut_bytes:
+        console.note(f"removed an incomplete last line ({results.cut_bytes} bytes) from {args.output}")
+    if skipped:
+        console.note(
+            f"skipping {len(skipped)} video(s) already in {args.output}"
+            + (f" ({earlier_failures} recorded as failed)" if earlier_failures else "")
+        )
+    try:
+        with client:
+            tally = _run_score_batch(client, todo, args, console, results)
+    except KeyboardInterrupt:
+        console.close()
+        console.note("interrupted; rerun the same command to score the remaining videos")
+        return EXIT_INTERRUPTED
+    finally:
+        console.close()
+        if results is not None:
+            results.close()
+    _summarise(console, tally, args)
+    all_scored = tally.not_attempted == 0 and tally.failed == 0 and earlier_failures == 0
+    return EXIT_OK if all_scored else EXIT_FAILED
+
+
+def format_health(report: dict) -> list[str]:
+    """Human-readable lines of a health report."""
+    yes_no = {True: "yes", False: "no"}
+    lines = [
+        f"server {report['url']}: live {yes_no[report['live']]}, ready {yes_no[report['ready']]}"
+    ]
+    if report["error"] is not None:
+        lines.append(f"  unreachable: {report['error']}")
+    for name in sorted(report["models"]):
+        model = report["models"][name]
+        states = ", ".join(
+            f"v{version} {state}" if version else state or "UNKNOWN"
+            for version, state in sorted(model["versions"].items())
+        )
+        line = f"  {name:<24} {'ready' if model['ready'] else 'NOT READY':<10} {states}"
+        if model["reason"]:
+            line += f" ({model['reason']})"
+        lines.append(line)
+    if report["error"] is None and not report["models"]:
+        lines.append("  no models in the repository index")
+    return lines
+
+
+def all_ready(report: dict) -> bool:
+    """True when the server is live and ready and every model is ready."""
+    return (
+        report["live"]
+        and report["ready"]
+        and bool(report["models"])
+        and all(model["ready"] for model in report["models"].values())
+    )
+
+
+def _health_command(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        client = _make_client(args)
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        with client:
+            report = client.health()
+    except ClientError as error:
+        print(f"error: {error.status}: {error.message}", file=err)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(report), file=out)
+    else:
+        print("\n".join(format_health(report)), file=out)
+    return EXIT_OK if all_ready(report) else EXIT_FAILED
+
+
+def _explain_command(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        require_pillow()
+    except PillowMissingError as error:
+        print(f"error: {error}", file=err)
+        return EXIT_USAGE
+    try:
+        client = _make_client(args)
+    except ValueError as error:
+        parser.error(str(error))
+
+    def on_retry(error: ClientError, attempt: int, wait_s: float) -> None:
+        print(
+            f"{args.video}: {error.status}: {error.message}; retry {attempt}/{args.retries} "
+            f"in {wait_s:.1f} s",
+            file=err,
+        )
+
+    try:
+        with client:
+            result = call_with_retries(
+                lambda: client.explain(args.video, args.frames),
+                backoff_delays(args.retries),
+                rng=random.Random(),
+                on_retry=on_retry,
+            )
+    except ClientError as error:
+        print(f"{args.video}: error {error.status}: {error.message}", file=err)
+        return EXIT_FAILED
+    model = EXPLAIN_MODEL_TEMPLATE.format(frames=args.frames)
+    try:
+        write_explanation(result, args.out, model)
+    except OSError as error:
+        print(f"error: cannot write to '{args.out}': {error}", file=err)
+        return EXIT_FAILED
+    frames = len(result.frame_prob_fake)
+    print(
+        f"{result.video}: {result.label} {result.confidence:.1f}% "
+        f"(prob_fake {result.prob_fake:.4f}, frame mean {result.frame_prob_fake_mean:.4f}); "
+        f"wrote {2 * frames} PNG files and summary.json to {args.out}",
+        file=out,
+    )
+    return EXIT_OK
+
+
+_COMMANDS = {"score": _score_command, "health": _health_command, "explain": _explain_command}
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Runs the command line; returns the exit status.
+
+    Args:
+        argv: arguments without the program name (default: ``sys.argv[1:]``).
+        out: stream for results (default: stdout).
+        err: stream for notes, errors and the progress bar (default: stderr).
+    """
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_tls(parser, args)
+    return _COMMANDS[args.command](parser, args, out, err)

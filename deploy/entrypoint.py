@@ -1,0 +1,317 @@
+"""Entrypoint of the GPU container: tritonserver with locked-down flags, watched for dead stubs.
+
+The server command is built here, from the environment, so that docker-compose, Kubernetes and
+a plain ``docker run`` start exactly the same server:
+
+- ``--model-control-mode=none``: the repository is loaded once at start; nothing can load or
+  unload models later (model loading is code execution for python-backend models).
+- ``--exit-on-error=true`` and ``--strict-readiness=true``: a model that fails to load stops
+  the server, and ``/v2/health/ready`` is 503 until every model is ready.
+- SageMaker and Vertex AI endpoints off; HTTP and gRPC APIs other than health, metadata and
+  inference (gRPC also model-config, which perf_analyzer and tritonclient tools read) are
+  restricted to callers that send the admin key read from a secret file. HTTP inference is
+  restricted too: clients score over gRPC, HTTP serves probes and administration.
+
+Triton 2.51 does not restart a python-backend stub that dies, and its health endpoints keep
+answering 200 (see ``deploy/health.py``). This entrypoint therefore stays as the parent of
+tritonserver, looks for dead stubs every few seconds, and stops the server when one appears, so
+that the container exits and its restart policy (compose) or the kubelet restarts it.
+SIGTERM/SIGINT are passed on to tritonserver, which finishes in-flight requests first.
+
+Environment (defaults in brackets):
+
+``MODEL_REPOSITORY`` [/models], ``TRITON_MODEL_CONFIG`` [default] (``default`` = each model's
+config.pbtxt, ``tensorrt`` or ``cpu`` = ``configs/<name>.pbtxt``), ``TRITON_ADMIN_KEY_FILE``
+[/run/secrets/triton_admin_key], ``TRITON_HTTP_PORT`` [8000], ``TRITON_GRPC_PORT`` [8001],
+``TRITON_METRICS_PORT`` [8002], ``TRITON_EXIT_TIMEOUT_S`` [30] (how long a stopping server
+waits for in-flight requests; keep the orchestrator's grace period above it),
+``TRITONSERVER`` [/opt/tritonserver/bin/tritonserver],
+``TRITON_EXTRA_ARGS`` (more tritonserver flags, e.g. ``--log-verbose=1``; the flags above
+cannot be overridden through it).
+
+``python3 -m deploy.entrypoint --print-command`` prints the command (key redacted) and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.health import stub_processes
+
+log = logging.getLogger("deploy.entrypoint")
+
+DEFAULT_REPOSITORY = "/models"
+DEFAULT_ADMIN_KEY_FILE = "/run/secrets/triton_admin_key"
+DEFAULT_TRITONSERVER = "/opt/tritonserver/bin/tritonserver"
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+# "default" means no --model-config-name: Triton reads each model's config.pbtxt.
+MODEL_CONFIGS = ("default", "tensorrt", "cpu")
+
+# The header clients send with restricted calls. Triton expects it verbatim over HTTP and as
+# "triton-grpc-protocol-admin-key" over gRPC.
+ADMIN_HEADER = "admin-key"
+# Kept open: health (probes), metadata and inference (clients). gRPC model-config stays open
+# for perf_analyzer and tritonclient, which cannot send the admin header over gRPC.
+GRPC_RESTRICTED = ("model-repository", "shared-memory", "statistics", "trace", "logging")
+HTTP_RESTRICTED = ("inference", "model-config", "model-repository", "shared-memory", "statistics", "trace", "logging")
+# Hex or URL-safe base64 of at least 16 characters; it goes into a flag split on ',' ':' '='.
+ADMIN_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,512}")
+
+# Triton's own default, stated so that stop_grace_period / terminationGracePeriodSeconds can
+# be set above it.
+DEFAULT_EXIT_TIMEOUT_S = 30
+# After SIGTERM, how long past Triton's exit timeout to wait before SIGKILL.
+KILL_GRACE_S = 10
+WATCH_INTERVAL_S = 5.0
+
+EXIT_CONFIG_ERROR = 2
+EXIT_STUB_DIED = 3
+SIGNAL_EXIT_BASE = 128
+
+# Flags this module owns; TRITON_EXTRA_ARGS may not set them again.
+MANAGED_FLAGS = frozenset(
+    {
+        "--model-repository",
+        "--model-store",
+        "--model-control-mode",
+        "--load-model",
+        "--repository-poll-secs",
+        "--exit-on-error",
+        "--strict-readiness",
+        "--model-config-name",
+        "--allow-sagemaker",
+        "--allow-vertex-ai",
+        "--allow-http",
+        "--allow-grpc",
+        "--allow-metrics",
+        "--http-port",
+        "--grpc-port",
+        "--metrics-port",
+        "--grpc-restricted-protocol",
+        "--http-restricted-api",
+        "--exit-timeout-secs",
+    }
+)
+
+
+class ConfigError(Exception):
+    """The environment does not describe a server this entrypoint can start."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server command is built from."""
+
+    tritonserver: str
+    repository: Path
+    model_config: str
+    admin_key_file: Path
+    ports: Mapping[str, int]
+    exit_timeout_s: int
+    extra_args: tuple[str, ...]
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
+        model_config = environ.get("TRITON_MODEL_CONFIG", "default")
+        if model_config not in MODEL_CONFIGS:
+            raise ConfigError(f"TRITON_MODEL_CONFIG={model_config!r}: expected one of {', '.join(MODEL_CONFIGS)}")
+        ports = {name: _port(environ, f"TRITON_{name.upper()}_PORT", default) for name, default in DEFAULT_PORTS.items()}
+        if len(set(ports.values())) != len(ports):
+            raise ConfigError(f"the HTTP, gRPC and metrics ports must differ, got {ports}")
+        return cls(
+            tritonserver=environ.get("TRITONSERVER", DEFAULT_TRITONSERVER),
+            repository=Path(environ.get("MODEL_REPOSITORY", DEFAULT_REPOSITORY)),
+            model_config=model_config,
+            admin_key_file=Path(environ.get("TRITON_ADMIN_KEY_FILE", DEFAULT_ADMIN_KEY_FILE)),
+            ports=ports,
+            exit_timeout_s=_positive_int(environ, "TRITON_EXIT_TIMEOUT_S", DEFAULT_EXIT_TIMEOUT_S),
+            extra_args=_extra_args(environ.get("TRITON_EXTRA_ARGS", "")),
+        )
+
+
+def _port(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = environ.get(name, str(default))
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigError(f"{name}={text!r}: expected a TCP port number (1-65535)")
+    return int(text)
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = environ.get(name, str(default))
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{name}={text!r}: expected a whole number of seconds, at least 1")
+    return int(text)
+
+
+def _extra_args(text: str) -> tuple[str, ...]:
+    try:
+        args = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise ConfigError(f"TRITON_EXTRA_ARGS cannot be split into words: {exc}") from None
+    clashes = sorted({arg.split("=", 1)[0] for arg in args} & MANAGED_FLAGS)
+    if clashes:
+        raise ConfigError(f"TRITON_EXTRA_ARGS may not set {', '.join(clashes)}: the entrypoint sets them")
+    return args
+
+
+def read_admin_key(path: Path) -> str:
+    """The restricted-API key from its secret file, checked."""
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"admin key file {path} not found: mount the secret (compose: secrets/triton_admin_key, "
+            "Kubernetes: Secret deepfake-triton-admin) or point TRITON_ADMIN_KEY_FILE at it"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"admin key file {path} cannot be read: {exc.strerror}") from None
+    if not ADMIN_KEY_PATTERN.fullmatch(key):
+        raise ConfigError(
+            f"admin key in {path} must be 16-512 characters of A-Z a-z 0-9 _ - (e.g. `openssl rand -hex 32`)"
+        )
+    return key
+
+
+def build_command(settings: Settings, admin_key: str) -> list[str]:
+    """The tritonserver command line."""
+    if not settings.repository.is_dir():
+        raise ConfigError(f"model repository {settings.repository} is not a directory (MODEL_REPOSITORY)")
+    command = [
+        settings.tritonserver,
+        f"--model-repository={settings.repository}",
+        "--model-control-mode=none",
+        "--exit-on-error=true",
+        "--strict-readiness=true",
+        f"--exit-timeout-secs={settings.exit_timeout_s}",
+        "--allow-sagemaker=false",
+        "--allow-vertex-ai=false",
+        "--allow-http=true",
+        f"--http-port={settings.ports['http']}",
+        "--allow-grpc=true",
+        f"--grpc-port={settings.ports['grpc']}",
+        "--allow-metrics=true",
+        f"--metrics-port={settings.ports['metrics']}",
+        f"--grpc-restricted-protocol={','.join(GRPC_RESTRICTED)}:{ADMIN_HEADER}={admin_key}",
+        f"--http-restricted-api={','.join(HTTP_RESTRICTED)}:{ADMIN_HEADER}={admin_key}",
+    ]
+    if settings.model_config != "default":
+        command.append(f"--model-config-name={settings.model_config}")
+    command.extend(settings.extra_args)
+    return command
+
+
+def redacted(command: list[str], admin_key: str) -> str:
+    return shlex.join(part.replace(admin_key, "<admin-key>") for part in command)
+
+
+def _stub_model(pid: int) -> str | None:
+    """The model a live stub serves, from its command line (``<repo>/<model>/<version>/model.py``)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if len(argv) < 2 or not argv[1]:
+        return None
+    return Path(argv[1].decode(errors="replace")).parent.parent.name
+
+
+def _exit_status(returncode: int) -> int:
+    # Popen reports death by signal N as -N; shells and orchestrators expect 128 + N.
+    return SIGNAL_EXIT_BASE - returncode if returncode < 0 else returncode
+
+
+def supervise(command: list[str], exit_timeout_s: int, watch_interval_s: float = WATCH_INTERVAL_S) -> int:
+    """Runs tritonserver until it exits, stopping it when one of its python stubs dies.
+
+    Args:
+        command: the tritonserver command line.
+        exit_timeout_s: the server's ``--exit-timeout-secs``; a server still running that long
+            (plus a grace period) after SIGTERM is killed.
+        watch_interval_s: how often to look for dead stubs.
+
+    Returns:
+        The server's exit status (128 + N when killed by signal N), or ``EXIT_STUB_DIED``.
+    """
+    server = subprocess.Popen(command)  # noqa: S603 (the command is built above, not from user input)
+    stopping = False
+
+    def pass_on(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        server.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, pass_on)
+    signal.signal(signal.SIGINT, pass_on)
+    models: dict[int, str] = {}
+    while True:
+        try:
+            return _exit_status(server.wait(timeout=watch_interval_s))
+        except subprocess.TimeoutExpired:
+            pass
+        if stopping:
+            continue
+        dead = []
+        for stub in stub_processes():
+            if stub.parent_pid != server.pid:
+                continue
+            if stub.defunct:
+                dead.append(stub)
+            elif stub.pid not in models:
+                # A zombie's command line is empty, so learn each stub's model while it lives.
+                models[stub.pid] = _stub_model(stub.pid) or "unknown model"
+        if dead:
+            names = ", ".join(f"{models.get(stub.pid, 'unknown model')} (pid {stub.pid})" for stub in dead)
+            log.error(
+                "python-backend stub of %s died; Triton does not restart it and would keep failing "
+                "that model's requests: stopping the server so that the container is restarted",
+                names,
+            )
+            stopping = True
+            server.terminate()
+            try:
+                server.wait(timeout=exit_timeout_s + KILL_GRACE_S)
+            except subprocess.TimeoutExpired:
+                log.error("tritonserver did not stop within %d s: killing it", exit_timeout_s + KILL_GRACE_S)
+                server.kill()
+                server.wait()
+            return EXIT_STUB_DIED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m deploy.entrypoint",
+        description="Start tritonserver with the deployment's flags and restart-worthy failure detection.",
+    )
+    parser.add_argument("--print-command", action="store_true", help="print the server command (key redacted) and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_environ(os.environ if environ is None else environ)
+        admin_key = read_admin_key(settings.admin_key_file)
+        command = build_command(settings, admin_key)
+    except ConfigError as exc:
+        log.error("error: %s", exc)
+        return EXIT_CONFIG_ERROR
+    if args.print_command:
+        print(redacted(command, admin_key))
+        return 0
+    log.info("starting %s", redacted(command, admin_key))
+    return supervise(command, settings.exit_timeout_s)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

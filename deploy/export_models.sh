@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Writes verified classifier artifacts into a model repository, inside the GPU container.
+#
+# Used by docker-compose's `export` service (writing into the host's model_repository) and by
+# the Kubernetes init container (which first copies the image's own repository into an
+# emptyDir). TensorRT plans only load on the GPU model and TensorRT version they were built
+# with, so they are built here, on the GPU that serves them.
+#
+# Environment (defaults in brackets):
+#   MODEL_REPOSITORY     repository to write into [/models]
+#   CHECKPOINTS          folder of model_<acc>_acc_<N>_frames_<tag>.pt files [/checkpoints]
+#   FRAMES               sequence lengths to export ["10 20 30"]
+#   SEED_REPOSITORY      when set, its configs and model.py files are copied into
+#                        MODEL_REPOSITORY first
+#   TRITON_MODEL_CONFIG  the config the server will run [default]
+#   BUILD_TENSORRT       yes | no | auto; auto builds plans when TRITON_MODEL_CONFIG=tensorrt [auto]
+#   DEMO_CHECKPOINTS     yes: when CHECKPOINTS holds no checkpoint, export random-weight demo
+#                        checkpoints instead (their scores mean nothing) [no]
+set -euo pipefail
+
+fail() {
+    echo "export_models: error: $*" >&2
+    exit 1
+}
+
+repository="${MODEL_REPOSITORY:-/models}"
+checkpoints="${CHECKPOINTS:-/checkpoints}"
+read -r -a frames <<< "${FRAMES:-10 20 30}"
+model_config="${TRITON_MODEL_CONFIG:-default}"
+build_tensorrt="${BUILD_TENSORRT:-auto}"
+
+[[ -d "$repository" && -w "$repository" ]] || fail "model repository $repository is not a writable directory"
+((${#frames[@]} > 0)) || fail "FRAMES is empty: give the sequence lengths to export, e.g. FRAMES='10 20 30'"
+case "$build_tensorrt" in
+    auto) [[ "$model_config" == tensorrt ]] && build_tensorrt=yes || build_tensorrt=no ;;
+    yes | no) ;;
+    *) fail "BUILD_TENSORRT=$build_tensorrt: expected yes, no or auto" ;;
+esac
+
+if [[ -n "${SEED_REPOSITORY:-}" ]]; then
+    [[ -d "$SEED_REPOSITORY" ]] || fail "SEED_REPOSITORY $SEED_REPOSITORY is not a directory"
+    cp -R "$SEED_REPOSITORY/." "$repository/"
+    echo "export_models: copied the model configurations from $SEED_REPOSITORY"
+fi
+
+shopt -s nullglob
+found=("$checkpoints"/model_*_acc_*_frames_*.pt)
+shopt -u nullglob
+if ((${#found[@]} == 0)); then
+    [[ "${DEMO_CHECKPOINTS:-no}" == yes ]] \
+        || fail "no model_<acc>_acc_<N>_frames_<tag>.pt file in $checkpoints: mount the published checkpoints there (or set DEMO_CHECKPOINTS=yes for random-weight demo models)"
+    checkpoints="$(mktemp -d)"
+    echo "export_models: WARNING: no checkpoint given; exporting RANDOM-WEIGHT demo models: their scores mean nothing" >&2
+    python3 -m export demo-checkpoints --out "$checkpoints" --frames "${frames[@]}"
+fi
+
+python3 -m export onnx --checkpoints "$checkpoints" --repository "$repository" --frames "${frames[@]}"
+if [[ "$build_tensorrt" == yes ]]; then
+    python3 -m export tensorrt --repository "$repository" --frames "${frames[@]}"
+fi
+echo "export_models: $repository is ready for TRITON_MODEL_CONFIG=$model_config (frames: ${frames[*]})"

@@ -1,0 +1,714 @@
+"""The gRPC client without a server: parsing, records, resume, retries, images.
+
+Requests that need an answer go to a closed local port, where real gRPC
+fails with UNAVAILABLE; nothing here needs tritonserver.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tritonclient.utils import InferenceServerException
+
+import client
+from client import ClientError, DeepfakeClient, ExplainResult, ScoreResult, label_and_confidence
+from client.api import MAX_VIDEO_BYTES, load_video
+from client.batch import (
+    JSON_KEYS,
+    ResultsFile,
+    backoff_delays,
+    call_with_retries,
+    error_record,
+    jittered,
+    read_results,
+    result_record,
+    run_batch,
+    unique_videos,
+)
+from client.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, all_ready, build_parser, format_result_line, main
+from client.explain import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    blend_heatmap,
+    jet_colormap,
+    unnormalise_faces,
+    write_explanation,
+)
+from client.progress import CLEAR_LINE, Console, render_bar
+
+CLIENT_ROOT = Path(client.__file__).resolve().parents[1]
+FACE = 112
+LONG_WAIT_S = 60.0
+# Modules the client must never load: the server side's heavy dependencies.
+SERVER_ONLY_MODULES = ("torch", "torchvision", "cv2", "av", "onnxruntime", "facenet_pytorch", "preprocessing", "export")
+
+
+@pytest.fixture
+def closed_url() -> str:
+    """A local gRPC address nobody listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+@pytest.fixture
+def video(tmp_path) -> Path:
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42 pretend video bytes")
+    return path
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    """Runs the CLI in this process; returns (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    status = main(list(argv), out=out, err=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def make_score(video: str = "v.mp4", logits=(2.0, -1.0), frames: int = 4) -> ScoreResult:
+    label, confidence = label_and_confidence(logits)
+    frame_prob = np.linspace(0.2, 0.8, frames, dtype=np.float32)
+    found = np.arange(frames) % 2 == 0
+    return ScoreResult(
+        video=video,
+        prob_fake=1.0 / (1.0 + math.exp(logits[1] - logits[0])),
+        logits=tuple(logits),
+        frame_prob_fake=frame_prob,
+        frame_prob_fake_mean=float(frame_prob.mean()),
+        label=label,
+        confidence=confidence,
+        face_boxes=np.zeros((frames, 4), np.float32),
+        face_found=found,
+        faces_found=int(found.sum()),
+        frames_decoded=frames,
+        latency_ms=12.3456,
+    )
+
+
+def normalise_like_training(rgb: np.ndarray) -> np.ndarray:
+    """[N,H,W,3] uint8 RGB -> [N,3,H,W] FACES, written from the contract's words."""
+    bgr = rgb[..., ::-1].astype(np.float64) / 255.0
+    normalised = (bgr - IMAGENET_MEAN.astype(np.float64)) / IMAGENET_STD.astype(np.float64)
+    return normalised.transpose(0, 3, 1, 2).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def test_score_defaults():
+    args = build_parser().parse_args(["score", "a.mp4"])
+
+    assert args.videos == ["a.mp4"]
+    assert (args.frames, args.url, args.concurrency, args.retries) == (20, "localhost:8001", 1, 6)
+    assert (args.json, args.output, args.timeout, args.ssl) == (False, None, None, False)
+
+
+def test_score_every_flag():
+    args = build_parser().parse_args(
+        "score a.mp4 b.mp4 --frames 30 --url h:9 --json --concurrency 4 --timeout 2.5 "
+        "--output r.jsonl --retries 3 --ssl --root-cert ca.pem --client-cert c.pem --client-key k.pem".split()
+    )
+
+    assert args.videos == ["a.mp4", "b.mp4"]
+    assert (args.frames, args.url, args.json, args.concurrency, args.timeout) == (30, "h:9", True, 4, 2.5)
+    assert (args.output, args.retries, args.ssl) == ("r.jsonl", 3, True)
+    assert (args.root_cert, args.client_cert, args.client_key) == ("ca.pem", "c.pem", "k.pem")
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["score", "a.mp4", "--frames", "0"], "--frames"),
+        (["score", "a.mp4", "--frames", "ten"], "--frames"),
+        (["score", "a.mp4", "--concurrency", "0"], "--concurrency"),
+        (["score", "a.mp4", "--retries", "-1"], "--retries"),
+        (["score", "a.mp4", "--timeout", "0"], "--timeout"),
+        (["score", "a.mp4", "--timeout", "nan"], "--timeout"),
+        (["score"], "VIDEO"),
+        (["explain", "a.mp4"], "--out"),
+        (["score", "a.mp4", "--root-cert", "ca.pem"], "--ssl"),
+        (["score", "a.mp4", "--ssl", "--client-cert", "c.pem"], "--client-key"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_problem(argv, named, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+
+    assert exited.value.code == EXIT_USAGE
+    assert named in capsys.readouterr().err
+
+
+def test_missing_certificate_file_is_named(tmp_path, capsys):
+    missing = tmp_path / "nowhere.pem"
+    with pytest.raises(SystemExit) as exited:
+        main(["health", "--ssl", "--root-cert", str(missing)])
+
+    assert exited.value.code == EXIT_USAGE
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_client_constructor_checks_its_arguments():
+    with pytest.raises(ValueError, match="scheme"):
+        DeepfakeClient("grpc://localhost:8001")
+    with pytest.raises(ValueError, match="timeout_s"):
+        DeepfakeClient("localhost:8001", timeout_s=0)
+    with pytest.raises(ValueError, match="ssl=True"):
+        DeepfakeClient("localhost:8001", root_certificates="ca.pem")
+    with pytest.raises(ValueError, match="together"):
+        DeepfakeClient("localhost:8001", ssl=True, private_key="k.pem")
+
+
+# ----------------------------------------------------------------------------- label, records
+
+
+# Logits closer than this round to equal float32 probabilities in the app.
+FLOAT32_TIE = 1e-5
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.tuples(st.floats(-60, 60, width=32), st.floats(-60, 60, width=32)).filter(
+        lambda pair: abs(pair[0] - pair[1]) > FLOAT32_TIE
+    )
+)
+def test_label_and_confidence_match_the_original_app(logits):
+    import torch
+
+    # The original app on the model's float32 logits: softmax, torch.max over
+    # the classes, prediction 1 printed REAL, confidence = that probability * 100.
+    probabilities = torch.nn.Softmax(dim=1)(torch.tensor([logits], dtype=torch.float32))
+    _, prediction = torch.max(probabilities, 1)
+    expected_label = "REAL" if int(prediction.item()) == 1 else "FAKE"
+    expected_confidence = probabilities[:, int(prediction.item())].item() * 100
+
+    label, confidence = label_and_confidence(logits)
+
+    assert label == expected_label
+    assert confidence == pytest.approx(expected_confidence, abs=1e-4)
+
+
+def test_label_extremes_and_ties_follow_the_contract():
+    assert label_and_confidence((1000.0, -1000.0)) == ("FAKE", 100.0)
+    assert label_and_confidence((-1000.0, 1000.0)) == ("REAL", 100.0)
+    # torch.max picks the first of equal values: a tie is FAKE.
+    assert label_and_confidence((0.3, 0.3)) == ("FAKE", 50.0)
+    # Below float32 resolution the contract's rule (REAL iff real > fake) decides.
+    assert label_and_confidence((0.0, 1e-12))[0] == "REAL"
+
+
+def test_json_records_have_exactly_the_contract_keys():
+    scored = result_record(make_score("a.mp4", logits=(0.0, 2.0)))
+    failed = error_record("b.mp4", "in ensemble 'deepfake_20', cannot decode VIDEO")
+
+    assert tuple(scored) == JSON_KEYS == (
+        "video",
+        "prob_fake",
+        "frame_prob_fake_mean",
+        "label",
+        "confidence",
+        "faces_found",
+        "frames_decoded",
+        "latency_ms",
+        "error",
+    )
+    assert tuple(failed) == JSON_KEYS
+    assert scored["error"] is None and scored["label"] == "REAL"
+    assert scored["confidence"] == pytest.approx(100 / (1 + math.exp(-2.0)))
+    assert failed["error"] == "in ensemble 'deepfake_20', cannot decode VIDEO"
+    assert all(failed[key] is None for key in JSON_KEYS if key not in ("video", "error"))
+    assert json.loads(json.dumps(scored)) == scored
+
+
+def test_human_line_shows_label_as_the_app_did():
+    record = result_record(make_score("clip.mp4", logits=(1.0, -0.92)))
+
+    line = format_result_line(record, frames=4)
+
+    assert line.startswith("clip.mp4: prob_fake 0.8721")
+    assert "FAKE 87.2%" in line
+    assert "frame mean 0.5000" in line
+    assert "faces 2/4" in line and "frames decoded 4" in line and "12 ms" in line
+
+
+# ----------------------------------------------------------------------------- errors, input
+
+
+def test_client_error_from_triton_keeps_status_and_message():
+    error = ClientError.from_triton(
+        InferenceServerException("in ensemble 'deepfake_20', bad video", status="StatusCode.INVALID_ARGUMENT")
+    )
+    gone = ClientError.from_triton(InferenceServerException("Socket closed", status="StatusCode.UNAVAILABLE"))
+
+    assert (error.status, error.message, error.retryable) == (
+        "INVALID_ARGUMENT",
+        "in ensemble 'deepfake_20', bad video",
+        False,
+    )
+    assert (gone.status, gone.retryable) == ("UNAVAILABLE", True)
+    assert ClientError.from_triton(InferenceServerException("odd")).status == "UNKNOWN"
+
+
+def test_load_video_refuses_bad_input_clearly(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+
+    with pytest.raises(ClientError, match="empty") as caught:
+        load_video(empty)
+    assert caught.value.status == "INVALID_ARGUMENT"
+    with pytest.raises(ClientError, match="No such file"):
+        load_video(tmp_path / "missing.mp4")
+    with pytest.raises(ClientError, match="directory"):
+        load_video(tmp_path)
+    with pytest.raises(ClientError, match="empty"):
+        load_video(b"")
+    with pytest.raises(TypeError):
+        load_video(12)
+    name, tensor = load_video(b"abc")
+    assert name == "<3 bytes>" and tensor.shape == (1, 3) and tensor.dtype == np.uint8
+    assert MAX_VIDEO_BYTES < 2**31 - 1
+
+
+def test_frames_must_be_a_positive_integer(closed_url, video):
+    with DeepfakeClient(closed_url) as api:
+        for frames in (0, -3, 2.5, "20", True):
+            with pytest.raises(ValueError, match="frames"):
+                api.score(video, frames=frames)
+
+
+def test_unreachable_server_is_unavailable_for_api_and_health(closed_url, video):
+    with DeepfakeClient(closed_url, timeout_s=5) as api:
+        with pytest.raises(ClientError) as caught:
+            api.score(video, frames=10)
+        report = api.health()
+
+    assert caught.value.status == "UNAVAILABLE" and caught.value.retryable
+    assert report["live"] is False and report["ready"] is False and report["models"] == {}
+    assert "connect" in report["error"]
+    assert not all_ready(report)
+
+
+# ----------------------------------------------------------------------------- exit codes
+
+
+def test_score_unreachable_exits_1_with_json_error_and_stops_early(closed_url, tmp_path):
+    videos = []
+    for index in range(3):
+        path = tmp_path / f"v{index}.mp4"
+        path.write_bytes(b"SECRET-VIDEO-BYTES-%d" % index)
+        videos.append(str(path))
+
+    status, out, err = run("score", *videos, "--url", closed_url, "--json", "--retries", "0")
+
+    assert status == EXIT_FAILED
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == 1 and tuple(lines[0]) == JSON_KEYS
+    assert lines[0]["video"] == videos[0] and "connect" in lines[0]["error"]
+    assert "2 video(s) not attempted" in err
+    assert "SECRET-VIDEO-BYTES" not in out + err
+
+
+def test_missing_file_is_reported_and_other_videos_still_run(closed_url, tmp_path):
+    missing = str(tmp_path / "missing.mp4")
+
+    status, out, err = run("score", missing, "--url", closed_url, "--retries", "0")
+
+    assert status == EXIT_FAILED
+    assert out == ""
+    assert f"{missing}: error INVALID_ARGUMENT: cannot read video" in err
+
+
+def test_health_and_explain_exit_1_when_unreachable(closed_url, video, tmp_path):
+    health_status, health_out, _ = run("health", "--url", closed_url)
+    explain_status, _, explain_err = run(
+        "explain", str(video), "--out", str(tmp_path / "x"), "--url", closed_url, "--retries", "0"
+    )
+
+    assert health_status == EXIT_FAILED and "live no" in health_out
+    assert explain_status == EXIT_FAILED and "UNAVAILABLE" in explain_err
+    assert not (tmp_path / "x").exists()
+
+
+def test_all_ready_needs_every_model_ready():
+    ready = {"ready": True, "versions": {"1": "READY"}, "reason": ""}
+    loading = {"ready": False, "versions": {"1": "LOADING"}, "reason": ""}
+    base = {"url": "u", "live": True, "ready": True, "error": None}
+
+    assert all_ready({**base, "models": {"deepfake_20": ready, "preprocess_20": ready}})
+    assert not all_ready({**base, "models": {"deepfake_20": ready, "preprocess_20": loading}})
+    assert not all_ready({**base, "models": {}})
+    assert not all_ready({**base, "ready": False, "models": {"deepfake_20": ready}})
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def write_lines(path: Path, records: list[dict], tail: str = "") -> None:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records) + tail)
+
+
+def test_read_results_handles_absent_partial_and_corrupt_files(tmp_path):
+    results = tmp_path / "results.jsonl"
+    assert read_results(results) == {}
+
+    write_lines(results, [result_record(make_score("a.mp4")), error_record("./b.mp4", "bad")], tail='{"video": "c.m')
+    records = read_results(results)
+    assert sorted(records) == ["a.mp4", "b.mp4"]
+    assert records["b.mp4"]["error"] == "bad"
+
+    results.write_text('{"video": "a.mp4"}\nnot json\n{"video": "b.mp4"}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        read_results(results)
+    results.write_text('{"name": "a.mp4"}\n')
+    with pytest.raises(ValueError, match="line 1 has no 'video'"):
+        read_results(results)
+
+
+def test_results_file_cuts_a_partial_line_before_appending(tmp_path):
+    results = tmp_path / "results.jsonl"
+    write_lines(results, [result_record(make_score("a.mp4"))], tail='{"video": "b.mp4", "prob')
+
+    with ResultsFile(results) as sink:
+        assert sink.cut_bytes == len('{"video": "b.mp4", "prob')
+        sink.append(result_record(make_score("b.mp4")))
+
+    lines = results.read_text().splitlines()
+    assert [json.loads(line)["video"] for line in lines] == ["a.mp4", "b.mp4"]
+
+
+def test_unique_videos_drops_repeats_in_order():
+    assert unique_videos(["a.mp4", "./a.mp4", "b.mp4", "dir/../a.mp4", "b.mp4"]) == ["a.mp4", "b.mp4"]
+
+
+def test_resume_skips_recorded_videos_and_records_nothing_twice(closed_url, tmp_path):
+    results = tmp_path / "results.jsonl"
+    write_lines(results, [result_record(make_score("done.mp4"))])
+    pending = tmp_path / "pending.mp4"
+    pending.write_bytes(b"video")
+    before = results.read_text()
+
+    # pending.mp4 fails with UNAVAILABLE: it is retryable, so it stays out of
+    # the file for the next run; done.mp4 is not asked for again.
+    status, out, err = run(
+        "score", "done.mp4", "./done.mp4", str(pending), "--url", closed_url, "--output", str(results),
+        "--json", "--retries", "0",
+    )
+
+    assert status == EXIT_FAILED
+    assert "skipping 1 video(s)" in err
+    assert [json.loads(line)["video"] for line in out.splitlines()] == [str(pending)]
+    assert results.read_text() == before
+
+
+def test_nothing_left_exits_by_the_recorded_outcomes(closed_url, tmp_path):
+    results = tmp_path / "results.jsonl"
+    write_lines(results, [result_record(make_score("a.mp4"))])
+
+    ok_status, ok_out, ok_err = run("score", "a.mp4", "--url", closed_url, "--output", str(results))
+    write_lines(results, [result_record(make_score("a.mp4")), error_record("b.mp4", "not a video")])
+    bad_status, _, bad_err = run("score", "a.mp4", "b.mp4", "--url", closed_url, "--output", str(results))
+
+    assert (ok_status, ok_out) == (EXIT_OK, "")
+    assert "nothing left to score" in ok_err
+    assert bad_status == EXIT_FAILED and "1 recorded as failed" in bad_err
+
+
+def test_corrupt_results_file_exits_2(closed_url, tmp_path):
+    results = tmp_path / "results.jsonl"
+    results.write_text("garbage\n")
+
+    status, _, err = run("score", "a.mp4", "--url", closed_url, "--output", str(results))
+
+    assert status == EXIT_USAGE and "line 1 is not valid JSON" in err
+
+
+def test_batch_scores_each_video_once_and_records_only_final_outcomes():
+    calls: dict[str, int] = {}
+    unavailable_left = {"flaky.mp4": 2}
+
+    def score(video: str) -> ScoreResult:
+        calls[video] = calls.get(video, 0) + 1
+        if video == "broken.mp4":
+            raise ClientError("INVALID_ARGUMENT", "in ensemble 'deepfake_20', cannot decode VIDEO")
+        if video == "down.mp4":
+            raise ClientError("UNAVAILABLE", "Socket closed")
+        if unavailable_left.get(video, 0) > 0:
+            unavailable_left[video] -= 1
+            raise ClientError("UNAVAILABLE", "Server is stopping")
+        return make_score(video)
+
+    videos = ["a.mp4", "flaky.mp4", "broken.mp4", "down.mp4", "b.mp4", "c.mp4"]
+    waits: list[float] = []
+    outcomes = list(run_batch(score, videos, concurrency=3, delays=[0.1, 0.2, 0.4], sleep=waits.append))
+
+    by_video = {outcome.video: outcome for outcome in outcomes}
+    assert sorted(by_video) == sorted(videos) and len(outcomes) == len(videos)
+    assert calls == {"a.mp4": 1, "flaky.mp4": 3, "broken.mp4": 1, "down.mp4": 4, "b.mp4": 1, "c.mp4": 1}
+    assert by_video["flaky.mp4"].ok and by_video["flaky.mp4"].final
+    assert not by_video["broken.mp4"].ok and by_video["broken.mp4"].final
+    assert not by_video["down.mp4"].final and by_video["down.mp4"].server_gone
+    assert sorted(waits) == sorted([0.1, 0.2] + [0.1, 0.2, 0.4])
+
+
+def test_leaving_a_batch_early_wakes_workers_waiting_to_retry():
+    calls: dict[str, int] = {}
+    waiting = threading.Event()
+
+    def score(video: str) -> ScoreResult:
+        calls[video] = calls.get(video, 0) + 1
+        if video == "slow.mp4":
+            raise ClientError("UNAVAILABLE", "Server is stopping")
+        return make_score(video)
+
+    batch = run_batch(
+        score,
+        ["fast.mp4", "slow.mp4", "never.mp4"],
+        concurrency=2,
+        delays=[LONG_WAIT_S],
+        on_retry=lambda *_: waiting.set(),
+    )
+    first = next(batch)
+    assert waiting.wait(timeout=10), "slow.mp4 should be waiting to retry"
+    started = time.monotonic()
+    batch.close()
+    while any(thread.name.startswith("score") for thread in threading.enumerate()):
+        assert time.monotonic() - started < 2.0, "a worker kept waiting after the batch was left"
+        time.sleep(0.01)
+
+    assert first.video == "fast.mp4" and first.ok
+    assert calls == {"fast.mp4": 1, "slow.mp4": 1}
+
+
+# ----------------------------------------------------------------------------- backoff
+
+
+def test_backoff_schedule_doubles_up_to_the_cap():
+    assert backoff_delays(0) == []
+    assert backoff_delays(6) == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
+    assert backoff_delays(8)[-2:] == [30.0, 30.0]
+    assert backoff_delays(3, base_s=0.5, factor=3.0, max_s=100.0) == [0.5, 1.5, 4.5]
+    with pytest.raises(ValueError):
+        backoff_delays(-1)
+
+
+def test_jitter_stays_within_half_to_full_delay():
+    rng = random.Random(7)
+    draws = [jittered(8.0, rng) for _ in range(1000)]
+
+    assert all(4.0 <= draw <= 8.0 for draw in draws)
+    assert max(draws) - min(draws) > 3.0
+
+
+def test_retries_follow_the_schedule_then_give_up():
+    waits: list[float] = []
+    attempts = []
+
+    def always_unavailable():
+        attempts.append(1)
+        raise ClientError("DEADLINE_EXCEEDED", "Deadline Exceeded")
+
+    with pytest.raises(ClientError, match="Deadline"):
+        call_with_retries(always_unavailable, backoff_delays(4), sleep=waits.append)
+
+    assert waits == [1.0, 2.0, 4.0, 8.0]
+    assert len(attempts) == 5
+
+
+def test_invalid_argument_is_never_retried():
+    waits: list[float] = []
+    attempts = []
+
+    def rejected():
+        attempts.append(1)
+        raise ClientError("INVALID_ARGUMENT", "not a video")
+
+    with pytest.raises(ClientError, match="not a video"):
+        call_with_retries(rejected, backoff_delays(5), sleep=waits.append)
+
+    assert (waits, len(attempts)) == ([], 1)
+
+
+# ----------------------------------------------------------------------------- imports
+
+
+def test_importing_the_client_loads_no_server_side_package():
+    code = textwrap.dedent(
+        f"""
+        import json, sys
+        import client, client.cli, client.batch, client.explain, client.progress, client.__main__
+        print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {SERVER_ONLY_MODULES + ("PIL",)!r})))
+        """
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=CLIENT_ROOT, capture_output=True, text=True, check=True
+    )
+
+    assert json.loads(completed.stdout) == []
+
+
+def test_cli_runs_with_server_packages_and_pillow_unimportable(tmp_path, video):
+    blocked = SERVER_ONLY_MODULES + ("PIL",)
+    code = textwrap.dedent(
+        f"""
+        import importlib.abc, runpy, sys
+
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split('.')[0] in {blocked!r}:
+                    raise ImportError(f"{{name}} is blocked")
+                return None
+
+        sys.meta_path.insert(0, Block())
+        sys.argv = ["client"] + sys.argv[1:]
+        runpy.run_module("client", run_name="__main__")
+        """
+    )
+
+    def run_blocked(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", code, *argv], cwd=CLIENT_ROOT, capture_output=True, text=True
+        )
+
+    helped = run_blocked("score", "--help")
+    explain = run_blocked("explain", str(video), "--out", str(tmp_path / "out"))
+
+    assert helped.returncode == 0 and "--concurrency" in helped.stdout
+    assert explain.returncode == EXIT_USAGE
+    assert "pillow, which is not installed" in explain.stderr and "pip install pillow" in explain.stderr
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def test_unnormalise_inverts_the_bgr_training_normalisation():
+    rgb = np.random.default_rng(3).integers(0, 256, size=(3, FACE, FACE, 3), dtype=np.uint8)
+
+    np.testing.assert_array_equal(unnormalise_faces(normalise_like_training(rgb)), rgb)
+
+
+def test_channel_zero_of_faces_is_blue():
+    blue = np.zeros((1, 2, 2, 3), np.uint8)
+    blue[..., 2] = 255
+    faces = normalise_like_training(blue)
+
+    assert faces[0, 0].max() == pytest.approx((1 - 0.485) / 0.229, rel=1e-6)
+    np.testing.assert_array_equal(unnormalise_faces(faces), blue)
+    with pytest.raises(ValueError, match="N, 3, H, W"):
+        unnormalise_faces(np.zeros((2, FACE, FACE), np.float32))
+
+
+@pytest.mark.parametrize(
+    "value, rgb",
+    [
+        (0.0, (0.0, 0.0, 0.5)),
+        (0.125, (0.0, 0.0, 1.0)),
+        (0.375, (0.0, 1.0, 1.0)),
+        (0.5, (0.5, 1.0, 0.5)),
+        (0.625, (1.0, 1.0, 0.0)),
+        (0.875, (1.0, 0.0, 0.0)),
+        (1.0, (0.5, 0.0, 0.0)),
+        (-3.0, (0.0, 0.0, 0.5)),
+        (7.0, (0.5, 0.0, 0.0)),
+    ],
+)
+def test_jet_colormap_anchor_colours(value, rgb):
+    np.testing.assert_allclose(jet_colormap(np.array([value]))[0], rgb, atol=1e-6)
+
+
+def test_blend_mixes_face_and_colour_by_alpha():
+    face = np.full((2, 3, 3), 100, np.uint8)
+    cold = np.zeros((2, 3))
+    hot = np.full((2, 3), 0.875)
+
+    np.testing.assert_array_equal(blend_heatmap(face, cold, 0.5), np.broadcast_to([50, 50, 114], (2, 3, 3)))
+    np.testing.assert_array_equal(blend_heatmap(face, hot, 0.25), np.broadcast_to([139, 75, 75], (2, 3, 3)))
+    np.testing.assert_array_equal(blend_heatmap(face, hot, 0.0), face)
+    np.testing.assert_array_equal(blend_heatmap(face, hot, 1.0), np.broadcast_to([255, 0, 0], (2, 3, 3)))
+    with pytest.raises(ValueError, match="alpha"):
+        blend_heatmap(face, cold, 1.5)
+    with pytest.raises(ValueError, match="match"):
+        blend_heatmap(face, np.zeros((3, 2)), 0.5)
+
+
+def test_write_explanation_writes_pngs_and_summary(tmp_path):
+    from PIL import Image
+
+    frames = 3
+    rgb = np.random.default_rng(5).integers(0, 256, size=(frames, FACE, FACE, 3), dtype=np.uint8)
+    heatmap = np.tile(np.linspace(0, 1, FACE, dtype=np.float32), (frames, FACE, 1))
+    base = make_score("clip.mp4", frames=frames)
+    result = ExplainResult(**vars(base), faces=normalise_like_training(rgb), heatmap=heatmap)
+
+    summary = write_explanation(result, tmp_path / "out", model="explain_3")
+
+    out = tmp_path / "out"
+    assert sorted(path.name for path in out.iterdir()) == sorted(
+        [f"frame_{i:03d}_face.png" for i in range(frames)]
+        + [f"frame_{i:03d}_heatmap.png" for i in range(frames)]
+        + ["summary.json"]
+    )
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["label"] == base.label and summary["model"] == "explain_3"
+    assert [frame["face_found"] for frame in summary["per_frame"]] == [True, False, True]
+    for index in range(frames):
+        with Image.open(out / f"frame_{index:03d}_face.png") as face:
+            np.testing.assert_array_equal(np.asarray(face), rgb[index])
+        with Image.open(out / f"frame_{index:03d}_heatmap.png") as overlay:
+            np.testing.assert_array_equal(np.asarray(overlay), blend_heatmap(rgb[index], heatmap[index]))
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def test_progress_bar_text():
+    assert render_bar(5, 10, 1, 12.0, width=10) == "[#####.....] 5/10 videos, 1 failed, 12s, ETA 12s"
+    assert render_bar(10, 10, 0, 75.0, width=4) == "[####] 10/10 videos, 1m15s"
+    assert render_bar(0, 3, 0, 0.0, width=3) == "[...] 0/3 videos, 0s"
+
+
+def test_console_keeps_result_lines_clean_around_the_bar():
+    out, err = io.StringIO(), io.StringIO()
+    console = Console(out, err, total=2, show_bar=True)
+
+    console.result("first")
+    console.advance(failed=False)
+    console.note("a note")
+    console.result("second")
+    console.advance(failed=True)
+    console.close()
+
+    assert out.getvalue() == "first\nsecond\n"
+    assert "a note\n" in err.getvalue()
+    assert err.getvalue().count(CLEAR_LINE) >= 3
+    assert err.getvalue().endswith("2/2 videos, 1 failed, 0s\n")
+
+
+def test_no_bar_when_not_asked():
+    out, err = io.StringIO(), io.StringIO()
+    console = Console(out, err, total=5, show_bar=False)
+    console.result("line")
+    console.advance(failed=False)
+    console.close()
+
+    assert (out.getvalue(), err.getvalue()) == ("line\n", "")
+
+
+def test_package_all_is_importable():
+    for name in client.__all__:
+        assert hasattr(client, name), name
+    assert os.path.isfile(CLIENT_ROOT / "client" / "__main__.py")

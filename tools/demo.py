@@ -1,0 +1,95 @@
+"""`make demo`: start the embedded server, score sample videos with the client, stop.
+
+Scores a short clip made here from a real face photo shipped inside scikit-image
+(``skimage.data.astronaut()``) and, when present, the real 1080p sample in ../shared/data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from client.cli import main as client_main  # noqa: E402
+from serve import EmbeddedServer, ServeError, free_ports  # noqa: E402
+
+SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "people_walking_1080p.mp4"
+CLIP_FRAMES = 40
+CLIP_SIZE = (640, 480)
+CLIP_FPS = 25
+
+
+def astronaut_clip(frames: int = CLIP_FRAMES, size: tuple[int, int] = CLIP_SIZE) -> bytes:
+    """An H.264 clip panning slowly across the astronaut photo (a real face)."""
+    from skimage import data
+
+    photo = data.astronaut()
+    width, height = size
+    scale = height / photo.shape[0] * 1.4
+    resized_w, resized_h = int(photo.shape[1] * scale), int(photo.shape[0] * scale)
+    from PIL import Image
+
+    big = np.asarray(Image.fromarray(photo).resize((resized_w, resized_h), Image.BILINEAR))
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(CLIP_FPS))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            x = int((resized_w - width) * 0.3 * (1 + np.sin(i / frames * np.pi)) / 2)
+            y = int((resized_h - height) * 0.1)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(big[y : y + height, x : x + width]), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-repository", type=Path, default=PROJECT_ROOT / "model_repository")
+    parser.add_argument("--frames", type=int, default=20, help="sequence length to score with")
+    parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / "logs" / "demo", help="where the clip and server log go")
+    args = parser.parse_args(argv)
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    clip = args.workdir / "astronaut_pan.mp4"
+    clip.write_bytes(astronaut_clip())
+    videos = [str(clip)]
+    if SHARED_SAMPLE.is_file():
+        videos.append(str(SHARED_SAMPLE))
+    else:
+        print(f"(the 1080p sample {SHARED_SAMPLE} is not here; scoring the generated clip only)")
+
+    grpc_port, http_port, metrics_port = free_ports(3)
+    server = EmbeddedServer(
+        args.model_repository,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
+        log_path=args.workdir / "tritonserver.log",
+    )
+    print(f"starting tritonserver on {args.model_repository} (log: {args.workdir / 'tritonserver.log'}) ...", flush=True)
+    try:
+        server.start()
+    except ServeError as error:
+        print(f"the server did not start: {error}", file=sys.stderr)
+        return 1
+    try:
+        print(f"ready on grpc {server.grpc_url}; scoring with `python -m client score --frames {args.frames}`:", flush=True)
+        return client_main(["score", *videos, "--frames", str(args.frames), "--url", server.grpc_url, "--timeout", "600"])
+    finally:
+        server.stop()
+        print("server stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
