@@ -11,6 +11,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -77,6 +78,11 @@ INVALID_ARGUMENT = "INVALID_ARGUMENT"
 INTERNAL = "INTERNAL"
 UNAVAILABLE = "UNAVAILABLE"
 NOT_FOUND = "NOT_FOUND"
+PERMISSION_DENIED = "PERMISSION_DENIED"
+# Triton answers a call to a protocol restricted with a key (and no key sent)
+# with UNAVAILABLE and this message; waiting does not help, so it is reported
+# as PERMISSION_DENIED and not retried.
+RESTRICTED_PROTOCOL_MESSAGE = "This protocol is restricted"
 #: Statuses worth retrying: the server is restarting, overloaded or slow.
 RETRYABLE_STATUSES = frozenset({UNAVAILABLE, "DEADLINE_EXCEEDED"})
 # A server that is shutting down unloads its models before it closes its
@@ -84,6 +90,13 @@ RETRYABLE_STATUSES = frozenset({UNAVAILABLE, "DEADLINE_EXCEEDED"})
 # deadline) tells that apart from a model that does not exist.
 READINESS_PROBE_TIMEOUT_S = 5.0
 SCORE_MODEL_PATTERN = re.compile(r"deepfake_(\d+)")
+#: Sequence lengths whose models ``health`` checks by name when the server's
+#: repository index is restricted (the lengths the project serves).
+DEFAULT_HEALTH_FRAMES = (10, 20, 30)
+#: Models that serve one sequence length N.
+MODEL_TEMPLATES = ("deepfake_{frames}", "explain_{frames}", "preprocess_{frames}", "resnext_lstm_{frames}")
+# gRPC metadata keys are lowercase ASCII.
+METADATA_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 MODEL_STATE_READY = "READY"
 
@@ -117,7 +130,10 @@ class ClientError(Exception):
         if status.startswith(GRPC_STATUS_PREFIX):
             status = status[len(GRPC_STATUS_PREFIX):]
         message = error.message()
-        return cls(status, message if message is not None else str(error))
+        message = message if message is not None else str(error)
+        if status == UNAVAILABLE and message.startswith(RESTRICTED_PROTOCOL_MESSAGE):
+            status = PERMISSION_DENIED
+        return cls(status, message)
 
 
 @dataclass(frozen=True, eq=False)
@@ -257,6 +273,19 @@ def _channel_args() -> list[tuple[str, int]]:
     ]
 
 
+def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    checked = {}
+    for key, value in (headers or {}).items():
+        if not isinstance(key, str) or not METADATA_KEY.fullmatch(key):
+            raise ValueError(
+                f"header name {key!r} must be lowercase letters, digits, '-', '_' or '.'"
+            )
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"header {key!r} needs a non-empty string value")
+        checked[key] = value
+    return checked
+
+
 def _check_pem_file(path: str | None, flag: str) -> str | None:
     if path is None:
         return None
@@ -275,6 +304,8 @@ class DeepfakeClient:
         private_key: PEM file of the client key for mutual TLS.
         certificate_chain: PEM file of the client certificate for mutual TLS.
         timeout_s: deadline of every call in seconds; ``None`` waits forever.
+        headers: gRPC metadata sent with every call, e.g. the key of a
+            restricted protocol: ``{"triton-grpc-protocol-<key>": value}``.
     """
 
     def __init__(
@@ -286,6 +317,7 @@ class DeepfakeClient:
         private_key: str | None = None,
         certificate_chain: str | None = None,
         timeout_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(url, str) or not url:
             raise ValueError(f"url must be 'host:port', got {url!r}")
@@ -299,6 +331,7 @@ class DeepfakeClient:
             raise ValueError("certificate files are only used with ssl=True")
         self.url = url
         self.timeout_s = timeout_s
+        self._headers = _check_headers(headers)
         self._client = grpcclient.InferenceServerClient(
             url,
             ssl=ssl,
@@ -365,45 +398,79 @@ class DeepfakeClient:
             heatmap=heatmap,
         )
 
-    def health(self) -> dict:
+    def health(self, frames: Sequence[int] = DEFAULT_HEALTH_FRAMES) -> dict:
         """Server liveness, readiness and each model's readiness.
 
+        The models are those of the server's repository index. A server may
+        restrict the index to callers holding a key; then the models of each
+        length in ``frames`` are asked for by name instead.
+
+        Args:
+            frames: sequence lengths to check by name when the index is
+                restricted.
+
         Returns:
-            ``{"url", "live", "ready", "models", "error"}`` where ``models``
-            maps each model of the repository index to ``{"ready": bool,
-            "versions": {version: state}, "reason": str}``; ``error`` is
-            ``None``, or why the server could not be asked (unreachable,
-            shutting down or too slow: then ``models`` is empty and the
-            flags not yet answered are False).
+            ``{"url", "live", "ready", "models", "models_from", "error"}``:
+            ``models`` maps each model to ``{"ready": bool, "versions":
+            {version: state}, "reason": str}`` (versions and reason only
+            from the index); ``models_from`` is ``"index"`` or ``"names"``;
+            ``error`` is ``None``, or why the server could not be asked
+            (unreachable, shutting down or too slow: then ``models`` is
+            empty and the flags not yet answered are False).
 
         Raises:
             ClientError: the server answered with an error other than
                 being unreachable or too slow.
         """
-        report = {"url": self.url, "live": False, "ready": False, "models": {}, "error": None}
+        lengths = [check_frames(length) for length in frames]
+        report = {
+            "url": self.url,
+            "live": False,
+            "ready": False,
+            "models": {},
+            "models_from": "index",
+            "error": None,
+        }
         try:
             report["live"] = bool(self._call(self._client.is_server_live))
             report["ready"] = bool(self._call(self._client.is_server_ready))
-            index = self._call(self._client.get_model_repository_index)
+            try:
+                report["models"] = self._models_from_index()
+            except ClientError as error:
+                if error.status != PERMISSION_DENIED:
+                    raise
+                report["models_from"] = "names"
+                report["models"] = self._models_by_name(lengths)
         except ClientError as error:
             if not error.retryable:
                 raise
+            report["models"] = {}
             report["error"] = error.message
-            return report
-        for entry in index.models:
-            model = report["models"].setdefault(
-                entry.name, {"ready": False, "versions": {}, "reason": ""}
-            )
+        return report
+
+    def _models_from_index(self) -> dict[str, dict]:
+        models: dict[str, dict] = {}
+        for entry in self._call(self._client.get_model_repository_index).models:
+            model = models.setdefault(entry.name, {"ready": False, "versions": {}, "reason": ""})
             model["versions"][entry.version] = entry.state
             model["ready"] = model["ready"] or entry.state == MODEL_STATE_READY
             if entry.reason:
                 model["reason"] = "; ".join(filter(None, (model["reason"], entry.reason)))
-        return report
+        return models
+
+    def _models_by_name(self, lengths: Sequence[int]) -> dict[str, dict]:
+        models = {}
+        for length in lengths:
+            for template in MODEL_TEMPLATES:
+                name = template.format(frames=length)
+                ready = bool(self._call(self._client.is_model_ready, name))
+                models[name] = {"ready": ready, "versions": {}, "reason": ""}
+        return models
 
     def _call(self, method, *args, timeout_s: float | None = None, **kwargs):
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         try:
-            return method(*args, client_timeout=timeout_s, **kwargs)
+            return method(*args, headers=self._headers or None, client_timeout=timeout_s, **kwargs)
         except InferenceServerException as error:
             raise ClientError.from_triton(error) from None
 
@@ -412,20 +479,25 @@ class DeepfakeClient:
 
         Returns:
             UNAVAILABLE (retryable) when the server is not ready, else
-            NOT_FOUND with the sequence lengths the server does serve.
+            NOT_FOUND, with the sequence lengths served when the server's
+            repository index says them.
         """
         probe_s = READINESS_PROBE_TIMEOUT_S
         if self.timeout_s is not None:
             probe_s = min(probe_s, self.timeout_s)
         try:
             ready = self._call(self._client.is_server_ready, timeout_s=probe_s)
-            index = self._call(self._client.get_model_repository_index, timeout_s=probe_s)
         except ClientError as probe_error:
             if probe_error.retryable:
                 return ClientError(UNAVAILABLE, f"{error.message} (the server is going down)")
             return error
         if not ready:
             return ClientError(UNAVAILABLE, f"{error.message} (the server is not ready)")
+        try:
+            index = self._call(self._client.get_model_repository_index, timeout_s=probe_s)
+        except ClientError:
+            # The lengths only add to the message; the answer is NOT_FOUND either way.
+            return error
         served = sorted(
             int(match.group(1))
             for entry in index.models

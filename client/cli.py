@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from .api import DEFAULT_FRAMES, DEFAULT_URL, EXPLAIN_MODEL_TEMPLATE, ClientError, DeepfakeClient
+from .api import (
+    DEFAULT_FRAMES,
+    DEFAULT_HEALTH_FRAMES,
+    DEFAULT_URL,
+    EXPLAIN_MODEL_TEMPLATE,
+    ClientError,
+    DeepfakeClient,
+)
 from .batch import (
     DEFAULT_RETRIES,
     Outcome,
@@ -70,6 +77,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _header(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or not key or not value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{key}{equals}...'")
+    return key, value
+
+
 def _connection_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("connection")
@@ -89,6 +103,16 @@ def _connection_options() -> argparse.ArgumentParser:
         "--client-cert", metavar="F", help="PEM file of the client certificate (mutual TLS)"
     )
     group.add_argument("--client-key", metavar="F", help="PEM file of the client key (mutual TLS)")
+    group.add_argument(
+        "--header",
+        dest="headers",
+        type=_header,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="gRPC metadata sent with every call (repeatable), e.g. the key of a restricted "
+        "protocol: triton-grpc-protocol-<key>=<value>",
+    )
     return parent
 
 
@@ -156,6 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 0 only when the server and every model are ready.",
     )
     health.add_argument("--json", action="store_true", help="print the report as JSON")
+    health.add_argument(
+        "--frames",
+        type=_positive_int,
+        nargs="+",
+        default=list(DEFAULT_HEALTH_FRAMES),
+        metavar="N",
+        help="sequence lengths whose models are checked by name when the server restricts "
+        "its repository index (default: %(default)s)",
+    )
 
     explain = commands.add_parser(
         "explain",
@@ -195,6 +228,7 @@ def _make_client(args: argparse.Namespace) -> DeepfakeClient:
         private_key=args.client_key,
         certificate_chain=args.client_cert,
         timeout_s=args.timeout,
+        headers=dict(args.headers),
     )
 
 
@@ -343,6 +377,8 @@ def format_health(report: dict) -> list[str]:
     ]
     if report["error"] is not None:
         lines.append(f"  unreachable: {report['error']}")
+    elif report["models_from"] == "names":
+        lines.append("  (repository index restricted: models checked by name)")
     for name in sorted(report["models"]):
         model = report["models"][name]
         states = ", ".join(
@@ -352,9 +388,9 @@ def format_health(report: dict) -> list[str]:
         line = f"  {name:<24} {'ready' if model['ready'] else 'NOT READY':<10} {states}"
         if model["reason"]:
             line += f" ({model['reason']})"
-        lines.append(line)
+        lines.append(line.rstrip())
     if report["error"] is None and not report["models"]:
-        lines.append("  no models in the repository index")
+        lines.append("  no models found")
     return lines
 
 
@@ -375,7 +411,7 @@ def _health_command(parser: argparse.ArgumentParser, args: argparse.Namespace, o
         parser.error(str(error))
     try:
         with client:
-            report = client.health()
+            report = client.health(args.frames)
     except ClientError as error:
         print(f"error: {error.status}: {error.message}", file=err)
         return EXIT_FAILED

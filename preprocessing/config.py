@@ -203,7 +203,7 @@ def _check_int(name: str, value: object, low: int) -> None:
 
 
 def _check_float(name: str, value: object, low: float, high: float, low_open: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise ConfigError(f"{name} must be a number, got {value!r}")
     if value < low or value > high or (low_open and value == low):
         bound = f"> {low}" if low_open else f">= {low}"

@@ -26,6 +26,7 @@ the red mean/std. :func:`normalize_faces` does exactly that.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import cv2
@@ -61,8 +62,9 @@ def crop_box(box: Sequence[float], frame_size: tuple[int, int], margin: float = 
         shift_y: Move the crop centre down by this fraction of the box height.
 
     Returns:
-        ``int64 [4]``: (x1, y1, x2, y2), rounded to whole pixels and clipped
-        to the frame (x2/y2 exclusive, so ``frame[y1:y2, x1:x2]`` is the crop).
+        ``int64 [4]``: (x1, y1, x2, y2), rounded to whole pixels (at least
+        one) and clipped to the frame (x2/y2 exclusive, so
+        ``frame[y1:y2, x1:x2]`` is the crop).
 
     Raises:
         ValueError: The box is empty or lies outside the frame.
@@ -80,10 +82,13 @@ def crop_box(box: Sequence[float], frame_size: tuple[int, int], margin: float = 
     crop_w *= 1.0 + 2.0 * margin
     crop_h *= 1.0 + 2.0 * margin
     frame_w, frame_h = frame_size
-    left = int(np.clip(np.rint(center_x - crop_w / 2.0), 0, frame_w))
-    right = int(np.clip(np.rint(center_x + crop_w / 2.0), 0, frame_w))
-    top = int(np.clip(np.rint(center_y - crop_h / 2.0), 0, frame_h))
-    bottom = int(np.clip(np.rint(center_y + crop_h / 2.0), 0, frame_h))
+    # Round half up to whole pixels, keeping at least one pixel before clipping.
+    left = math.floor(center_x - crop_w / 2.0 + 0.5)
+    right = max(left + 1, math.floor(center_x + crop_w / 2.0 + 0.5))
+    top = math.floor(center_y - crop_h / 2.0 + 0.5)
+    bottom = max(top + 1, math.floor(center_y + crop_h / 2.0 + 0.5))
+    left, right = min(max(left, 0), frame_w), min(max(right, 0), frame_w)
+    top, bottom = min(max(top, 0), frame_h), min(max(bottom, 0), frame_h)
     if right <= left or bottom <= top:
         raise ValueError(f"face box {tuple(box)} lies outside the {frame_w}x{frame_h} frame")
     return np.array([left, top, right, bottom], dtype=np.int64)

@@ -4,16 +4,12 @@ The input is never written to disk and never handed to FFmpeg's format
 autodetection. :func:`sniff_container` recognises the file from its first
 bytes and only an allow-listed demuxer is opened, explicitly:
 
-========================  ==================  =========================
-input                     magic bytes         FFmpeg demuxer
-========================  ==================  =========================
-MP4 / MOV / 3GP           ISO BMFF box         ``mov`` (external data
-                          (``ftyp``, ...)      references disabled)
-Matroska / WebM (mkv)     EBML ``1A45DFA3``    ``matroska``
-AVI                       ``RIFF....AVI ``     ``avi``
-JPEG image                ``FFD8FF``           ``jpeg_pipe``
-PNG image                 ``89 PNG``           ``png_pipe``
-========================  ==================  =========================
+* MP4 / MOV / 3GP: an ISO BMFF box first (``ftyp``, ``moov``, ...); demuxer
+  ``mov`` with external data references disabled;
+* Matroska / WebM: EBML magic ``1A 45 DF A3``; demuxer ``matroska``;
+* AVI: ``RIFF....AVI ``; demuxer ``avi``;
+* JPEG image: ``FF D8 FF``; demuxer ``jpeg_pipe`` (one frame);
+* PNG image: ``89 P N G``; demuxer ``png_pipe`` (one frame).
 
 Playlists and scripts that make a demuxer open other files or URLs (HLS
 ``#EXTM3U``, ``ffconcat``, DASH manifests, ...) are refused before any demuxer
@@ -22,9 +18,9 @@ protocol allow-list, so a nested open fails instead of reaching a file.
 
 Frames come back as upright RGB ``uint8`` arrays: the display matrix of a
 video (the ``rotate`` tag of phone recordings) and the EXIF orientation of a
-JPEG/PNG are applied. The colour conversion is FFmpeg's default (BT.601),
-which gives the same pixels as OpenCV's ``VideoCapture`` used to prepare the
-training data.
+JPEG/PNG are applied. YUV is converted with the BT.601 matrix whatever the
+stream's colour tag says, which gives the same pixels as OpenCV's
+``VideoCapture`` used to prepare the training data.
 """
 
 from __future__ import annotations
@@ -78,6 +74,10 @@ _MPEG_TS_PACKET = 188
 # Display-matrix entries are 16.16 fixed point; angles within this many
 # degrees of a quarter turn count as that quarter turn.
 _ANGLE_TOLERANCE_DEG = 1.0
+
+# OpenCV's VideoCapture, which read the training videos, converts YUV with the
+# BT.601 matrix whatever the stream is tagged; PyAV would follow a BT.709 tag.
+_TRAINING_COLORSPACE = "ITU601"
 
 # Seek forward only when that skips more frames than a decoder restart costs
 # (its reordering and frame-threading delay).
@@ -220,7 +220,7 @@ class _SeekUnreliable(Exception):
 
 
 def decode_frames(
-    data: bytes,
+    data: bytes | bytearray | memoryview | np.ndarray,
     n: int,
     selection: str = "first",
     *,
@@ -244,7 +244,8 @@ def decode_frames(
     Still images are one frame.
 
     Args:
-        data: The file's bytes.
+        data: The file's bytes (or any bytes-like object, e.g. a ``uint8``
+            numpy array as Triton delivers it).
         n: Number of frames wanted (>= 1).
         selection: ``"first"`` or ``"uniform"``.
         max_bytes: Largest accepted input size in bytes.
@@ -514,7 +515,8 @@ def _no_frames(fmt: _Format, budget: _Budget) -> InputError:
 
 
 def _to_rgb(frame: av.VideoFrame, orientation: int) -> np.ndarray:
-    return np.ascontiguousarray(apply_orientation(frame.to_ndarray(format="rgb24"), orientation))
+    rgb = frame.to_ndarray(format="rgb24", src_colorspace=_TRAINING_COLORSPACE)
+    return np.ascontiguousarray(apply_orientation(rgb, orientation))
 
 
 def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:

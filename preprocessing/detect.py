@@ -71,6 +71,7 @@ class FaceDetector:
     def __init__(self, detect_size: int = DEFAULT_DETECT_SIZE, min_face_size: int = DEFAULT_MIN_FACE_SIZE,
                  thresholds: Sequence[float] = DEFAULT_THRESHOLDS, device: str = "cpu") -> None:
         self.detect_size = detect_size
+        self.min_face_size = min_face_size
         self.device = resolve_device(device)
         self._mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, thresholds=list(thresholds),
                             post_process=False, device=self.device)
@@ -92,6 +93,8 @@ class FaceDetector:
         for (height, width), members in groups.items():
             scale = min(1.0, self.detect_size / max(height, width))
             small_w, small_h = max(1, round(width * scale)), max(1, round(height * scale))
+            if min(small_w, small_h) < self.min_face_size:
+                continue  # no face of the minimum size fits: MTCNN's image pyramid would be empty
             if (small_w, small_h) == (width, height):
                 batch = np.stack([frames[i] for i in members])
             else:

@@ -62,8 +62,8 @@ class FacePipeline:
         self.detector = FaceDetector(detect_size=config.detect_size, min_face_size=config.min_face_size,
                                      thresholds=config.thresholds, device=config.device)
 
-    def __call__(self, data: bytes) -> PreprocessResult:
-        """Run the pipeline on one uploaded file.
+    def __call__(self, data: bytes | bytearray | memoryview | np.ndarray) -> PreprocessResult:
+        """Run the pipeline on one uploaded file (bytes-like, e.g. Triton's ``uint8`` array).
 
         Raises:
             InputError: The input cannot be used (the message says why);
@@ -77,8 +77,7 @@ class FacePipeline:
         decoded = time.perf_counter()
 
         # Padding repeats frames: detect each distinct frame once.
-        distinct, position = np.unique(clip.indices, return_inverse=True)
-        first_of = [int(np.argmax(clip.indices == index)) for index in distinct]
+        _, first_of, position = np.unique(clip.indices, return_index=True, return_inverse=True)
         detections = self.detector.detect([clip.frames[i] for i in first_of])
         boxes, found = follow_face(detections, cfg.min_face_prob, cfg.iou_threshold)
         detected = time.perf_counter()

@@ -121,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     restricted = parser.add_argument_group(
         "restricted APIs",
         f"PROTOCOLS is a comma-separated list of: {', '.join(RESTRICTABLE)}. Callers of a restricted group "
-        "must send the header KEY with VALUE. The model-control API (model-repository) is always restricted: "
-        "to a random key known only to the watchdog unless you restrict it yourself.",
+        "must send VALUE in the HTTP header KEY, or in the gRPC metadata key triton-grpc-protocol-KEY (Triton "
+        "adds that prefix). The model-control API (model-repository) is always restricted: to a random key "
+        "known only to the watchdog unless you restrict it yourself.",
     )
     restricted.add_argument(
         "--grpc-restricted-protocol",
@@ -130,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PROTOCOLS:KEY=VALUE",
-        help="restrict gRPC protocol groups to callers sending KEY: VALUE (repeatable)",
+        help="restrict gRPC protocol groups to callers sending triton-grpc-protocol-KEY: VALUE (repeatable)",
     )
     restricted.add_argument(
         "--http-restricted-api",
@@ -147,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FLAG",
         help="extra tritonserver flag, passed as given (repeatable), e.g. --triton-arg=--log-verbose=1",
     )
-    parser.add_argument("--quiet", action="store_true", help="print only errors and the ready report, not the watchdog's notes")
+    parser.add_argument("--quiet", action="store_true", help="print the ready report, warnings and errors only (no progress notes)")
     return parser
 
 

@@ -29,7 +29,8 @@ class Restriction:
 
     Attributes:
         protocols: the restricted protocol groups, from :data:`RESTRICTABLE`.
-        key: the header (gRPC metadata) name a caller must send.
+        key: the HTTP header a caller must send; over gRPC Triton expects the metadata key
+            ``triton-grpc-protocol-<key>``.
         value: the value it must carry.
     """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 
-from serve.errors import PortInUseError
+from serve.errors import PortInUseError, SetupError
 
 LOOPBACK = "127.0.0.1"
 
@@ -44,8 +44,13 @@ def ensure_free(host: str, ports: dict[str, int]) -> None:
         ports: label (``"gRPC"``) -> port.
 
     Raises:
+        SetupError: the host is not an address.
         PortInUseError: naming the first port that is taken, or ports given twice.
     """
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as error:
+        raise SetupError(f"the host {host!r} to bind is not a known address ({error.strerror})") from error
     seen: dict[int, str] = {}
     for label, port in ports.items():
         if port in seen:

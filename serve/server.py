@@ -315,9 +315,7 @@ class EmbeddedServer:
                 self._release()
                 raise
             atexit.register(self.stop)
-            if self.watchdog and (self._watchdog_thread is None or not self._watchdog_thread.is_alive()):
-                self._watchdog_thread = threading.Thread(target=self._watch, name="serve-watchdog", daemon=True)
-                self._watchdog_thread.start()
+            self._ensure_watchdog()
         return self
 
     def stop(self) -> None:
@@ -352,6 +350,15 @@ class EmbeddedServer:
             except BaseException:
                 self._shutdown_process()
                 raise
+            # A watchdog that had given up starts over with the new process.
+            self._failed.clear()
+            self._failure = ""
+            self._ensure_watchdog()
+
+    def _ensure_watchdog(self) -> None:
+        if self.watchdog and (self._watchdog_thread is None or not self._watchdog_thread.is_alive()):
+            self._watchdog_thread = threading.Thread(target=self._watch, name="serve-watchdog", daemon=True)
+            self._watchdog_thread.start()
 
     def __enter__(self) -> EmbeddedServer:
         if self.pid is None:
@@ -604,7 +611,8 @@ class EmbeddedServer:
         else:
             self._unresponsive_since = None
         for entry in index:
-            if entry.name in causes or entry.state in TRANSIENT_STATES:
+            # Only the models served since the start: a folder added later is not loaded by itself.
+            if entry.name not in self._models or entry.name in causes or entry.state in TRANSIENT_STATES:
                 continue
             if entry.state != STATE_READY:
                 causes[entry.name] = f"model '{entry.name}' is {entry.state or 'not loaded'} ({entry.reason or 'no reason given'})"

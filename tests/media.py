@@ -22,6 +22,7 @@ milliseconds and keep test suites fast.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Iterable, Sequence
@@ -57,8 +58,11 @@ _CONTAINER_BY_NAME = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "matroska":
                       "webm": "webm", "avi": "avi"}
 
 
+@functools.lru_cache(maxsize=1)
 def _astronaut() -> np.ndarray:
-    return skdata.astronaut()
+    photo = skdata.astronaut()
+    photo.flags.writeable = False  # shared between calls
+    return photo
 
 
 def _face_center() -> tuple[float, float]:

@@ -131,6 +131,26 @@ def test_score_every_flag():
     assert (args.root_cert, args.client_cert, args.client_key) == ("ca.pem", "c.pem", "k.pem")
 
 
+def test_headers_and_health_lengths_parse():
+    args = build_parser().parse_args(
+        ["health", "--header", "triton-grpc-protocol-k=v=1", "--header", "x-trace=abc", "--frames", "10", "40"]
+    )
+    defaults = build_parser().parse_args(["health"])
+
+    assert args.headers == [("triton-grpc-protocol-k", "v=1"), ("x-trace", "abc")]
+    assert args.frames == [10, 40] and defaults.frames == [10, 20, 30]
+
+
+def test_bad_header_names_are_refused(capsys):
+    with pytest.raises(ValueError, match="lowercase"):
+        DeepfakeClient("localhost:8001", headers={"Triton-Key": "v"})
+    with pytest.raises(ValueError, match="non-empty"):
+        DeepfakeClient("localhost:8001", headers={"k": ""})
+    with pytest.raises(SystemExit) as exited:
+        main(["health", "--header", "Bad Key=v"])
+    assert exited.value.code == EXIT_USAGE and "lowercase" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, named",
     [
@@ -144,6 +164,8 @@ def test_score_every_flag():
         (["explain", "a.mp4"], "--out"),
         (["score", "a.mp4", "--root-cert", "ca.pem"], "--ssl"),
         (["score", "a.mp4", "--ssl", "--client-cert", "c.pem"], "--client-key"),
+        (["score", "a.mp4", "--header", "novalue"], "--header"),
+        (["health", "--frames", "0"], "--frames"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_problem(argv, named, capsys):
@@ -262,6 +284,13 @@ def test_client_error_from_triton_keeps_status_and_message():
     )
     assert (gone.status, gone.retryable) == ("UNAVAILABLE", True)
     assert ClientError.from_triton(InferenceServerException("odd")).status == "UNKNOWN"
+
+
+def test_restricted_protocol_is_permission_denied_and_not_retried():
+    message = "This protocol is restricted, expecting header 'triton-grpc-protocol-serve-control-key'"
+    error = ClientError.from_triton(InferenceServerException(message, status="StatusCode.UNAVAILABLE"))
+
+    assert (error.status, error.message, error.retryable) == ("PERMISSION_DENIED", message, False)
 
 
 def test_load_video_refuses_bad_input_clearly(tmp_path):

@@ -68,6 +68,9 @@ def test_crop_box_options() -> None:
     assert crop_box(box, (640, 480), square=False, shift_y=0.0).tolist() == [100, 100, 180, 200]
     # 25 % of the side on every side: 80 -> 120 wide.
     assert crop_box(box, (640, 480), margin=0.25, shift_y=0.0).tolist() == [80, 90, 200, 210]
+    # A tiny box with a strongly negative margin still crops one pixel.
+    left, top, right, bottom = crop_box((10.0, 10.0, 12.0, 12.0), (100, 60), margin=-0.49)
+    assert right - left == 1 and bottom - top == 1
 
 
 def test_crop_box_is_clipped_to_the_frame() -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageOps
 
 from preprocessing import DecodedClip, InputError, LimitError, decode_frames, sniff_container
 from preprocessing.decode import orientation_from_display_matrix
@@ -127,7 +127,6 @@ def test_exif_orientation_gives_upright_image(orientation: int, fmt: str) -> Non
     data = media.still_image(fmt, exif_orientation=orientation)
     # Independent reference: Pillow's own EXIF handling.
     with Image.open(io.BytesIO(data)) as image:
-        from PIL import ImageOps
         expected = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     clip = decode_frames(data, 1)
     assert clip.frames[0].shape == expected.shape == (240, 320, 3)
@@ -233,6 +232,32 @@ def test_real_1080p_frames_match_opencv() -> None:
             ok, bgr = capture.read()
             assert ok
             assert np.array_equal(clip.frames[i], bgr[..., ::-1]), f"frame {i} differs from OpenCV"
+    finally:
+        capture.release()
+
+
+def test_bt709_tagged_video_converts_like_opencv(tmp_path: Path) -> None:
+    """OpenCV (which read the training videos) ignores the colour tag; so must we."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=25,
+                                options={"x264-params": "colormatrix=bt709:transfer=bt709:colorprim=bt709"})
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for i in range(3):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(media.face_frame(i), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    path = tmp_path / "bt709.mp4"
+    path.write_bytes(buffer.getvalue())
+    with av.open(str(path)) as container:
+        assert next(container.decode(video=0)).colorspace == 1  # tagged BT.709
+    clip = decode_frames(buffer.getvalue(), 3)
+    capture = cv2.VideoCapture(str(path))
+    try:
+        for frame in clip.frames:
+            ok, bgr = capture.read()
+            assert ok and np.array_equal(frame, bgr[..., ::-1])
     finally:
         capture.release()
 
@@ -406,6 +431,14 @@ def test_audio_only_input_is_refused() -> None:
             out.mux(packet)
     with pytest.raises(InputError, match="no video stream"):
         decode_frames(buffer.getvalue(), 4)
+
+
+def test_numpy_input_as_triton_delivers_it() -> None:
+    data = media.face_clip(frames=3)
+    as_tensor = np.frombuffer(data, dtype=np.uint8).reshape(1, -1)  # VIDEO with shape [1, nbytes]
+    clip = decode_frames(as_tensor, 3)
+    assert clip.frames_decoded == 3
+    assert np.array_equal(clip.frames[2], decode_frames(data, 3).frames[2])
 
 
 def test_sniff_container_names() -> None:

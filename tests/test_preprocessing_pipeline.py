@@ -112,6 +112,12 @@ def test_clip_without_a_face_raises_no_face_error(pipeline: FacePipeline, make) 
         pipeline(make())
 
 
+@pytest.mark.parametrize("size", [(16, 16), (2, 2), (48, 12)])
+def test_frames_too_small_for_any_face_raise_no_face_error(pipeline: FacePipeline, size) -> None:
+    with pytest.raises(NoFaceError, match="the detector found no face"):
+        pipeline(media.face_clip(frames=2, size=size, pix_fmt="yuv444p"))
+
+
 def test_still_image_fills_all_frames(pipeline: FacePipeline) -> None:
     result = pipeline(media.still_image("JPEG", exif_orientation=6))
     assert result.frames_decoded == 1

@@ -78,7 +78,8 @@ def test_low_confidence_detections_are_ignored() -> None:
 
 
 def test_no_confident_face_raises_no_face_error_saying_why() -> None:
-    with pytest.raises(NoFaceError, match=r"no face found in any of the 4 decoded frames \(the detector found no face\)"):
+    expected = r"no face found in any of the 4 decoded frames \(the detector found no face\)"
+    with pytest.raises(NoFaceError, match=expected):
         follow_face([frame() for _ in range(4)], MIN_PROB, IOU)
     weak = [frame((10, 10, 50, 50, 0.62)) for _ in range(3)]
     with pytest.raises(NoFaceError, match="best detector confidence 0.62 is below min_face_prob 0.9"):

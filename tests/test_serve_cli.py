@@ -14,7 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from serve import ArtifactsMissingError, EmbeddedServer, PortInUseError, RepositoryError, Restriction, TritonDistribution, free_port, free_ports
+from serve import (
+    ArtifactsMissingError,
+    EmbeddedServer,
+    PortInUseError,
+    RepositoryError,
+    Restriction,
+    SetupError,
+    TritonDistribution,
+    free_port,
+    free_ports,
+)
 from serve import processes
 from serve.__main__ import EXIT_BAD_SETUP, build_parser
 from serve.distribution import BACKEND_LIBRARY, BACKEND_NAME, BACKEND_UTILS, PROJECT_ROOT, STUB_NAME, python_version_tag, server_environment
@@ -305,6 +315,8 @@ def test_taken_port_and_duplicate_port_are_reported():
             ensure_free("127.0.0.1", {"gRPC": free_port(), "HTTP": port})
     with pytest.raises(PortInUseError, match="both 8000"):
         ensure_free("127.0.0.1", {"gRPC": 8000, "HTTP": 8000})
+    with pytest.raises(SetupError, match="'no-such-host.invalid' to bind is not a known address"):
+        ensure_free("no-such-host.invalid", {"gRPC": free_port()})
 
 
 def test_process_helpers_see_children_and_zombies():

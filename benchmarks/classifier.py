@@ -1,0 +1,104 @@
+"""The classifier alone: ONNX Runtime (what the server runs) against PyTorch eager (the app's way).
+
+Both get the same faces ``[1, N, 3, 112, 112]`` and the same number of threads. ONNX Runtime is
+asked for the outputs the scoring ensemble requests (``LOGITS``, ``PROB_FAKE``,
+``FRAME_PROB_FAKE``), which need the trunk on all N frames, exactly like the original forward.
+A third figure times PyTorch eager on the last frame alone: the cost of the faithful score by
+itself (the exported graph has a fixed N, so ONNX Runtime cannot be given one frame).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from export.model import INPUT_NAME, OriginalModel
+
+SCORE_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE")
+
+
+@dataclass(frozen=True)
+class ClassifierTiming:
+    """Median milliseconds per call of each way, and their agreement.
+
+    Attributes:
+        ort_ms: ONNX Runtime, N frames, score outputs.
+        torch_ms: PyTorch eager, the original forward, N frames.
+        torch_last_frame_ms: PyTorch eager on the last frame alone (all the faithful score needs).
+        max_abs_logit_diff: Largest difference between the two ways' logits.
+        threads: Intra-op threads of both.
+        repeats: Timed calls per way (after one warm-up call).
+    """
+
+    ort_ms: float
+    torch_ms: float
+    torch_last_frame_ms: float
+    max_abs_logit_diff: float
+    threads: int
+    repeats: int
+
+    @property
+    def speedup(self) -> float:
+        return self.torch_ms / self.ort_ms
+
+
+def _median_ms(call: Callable[[], object], repeats: int) -> float:
+    call()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000.0
+
+
+def time_classifier(onnx_path: Path, model: OriginalModel, faces: np.ndarray, repeats: int = 5,
+                    threads: int | None = None) -> ClassifierTiming:
+    """Times ONNX Runtime and PyTorch eager on the same faces.
+
+    Args:
+        onnx_path: The served ``model.onnx``.
+        model: The original model with the same weights (eval mode).
+        faces: ``float32 [N, 3, 112, 112]``.
+        repeats: Timed calls per way.
+        threads: Intra-op threads for both; None uses torch's current setting.
+    """
+    if faces.ndim != 4:
+        raise ValueError(f"faces must be [N, 3, 112, 112], got shape {faces.shape}")
+    threads = threads or torch.get_num_threads()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    batch = np.ascontiguousarray(faces[None], dtype=np.float32)
+    tensor = torch.from_numpy(batch)
+    last = tensor[:, -1:].contiguous()
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        def eager() -> torch.Tensor:
+            with torch.inference_mode():
+                return model(tensor)[1]
+
+        ort_ms = _median_ms(lambda: session.run(list(SCORE_OUTPUTS), {INPUT_NAME: batch}), repeats)
+        torch_ms = _median_ms(eager, repeats)
+        def eager_last() -> torch.Tensor:
+            with torch.inference_mode():
+                return model(last)[1]
+
+        last_ms = _median_ms(eager_last, repeats)
+        served_logits = session.run(["LOGITS"], {INPUT_NAME: batch})[0]
+        diff = float(np.abs(served_logits - eager().numpy()).max())
+    finally:
+        torch.set_num_threads(previous)
+    return ClassifierTiming(ort_ms=ort_ms, torch_ms=torch_ms, torch_last_frame_ms=last_ms,
+                            max_abs_logit_diff=diff, threads=threads, repeats=repeats)

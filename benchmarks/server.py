@@ -1,0 +1,147 @@
+"""The embedded tritonserver for one sequence length: start it, read its statistics and memory."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import tritonclient.grpc as grpcclient
+
+from export.repository import classifier_name, ensemble_name, preprocess_name
+from serve import EmbeddedServer, free_ports
+
+_NS_PER_MS = 1e6
+_KIB_PER_MIB = 1024.0
+# Loading python models imports torch once per stub: slow on 2 busy cores.
+START_TIMEOUT_S = 600.0
+STOP_TIMEOUT_S = 30.0
+
+
+def models_of(frames: int) -> tuple[str, str, str]:
+    """(preprocessing, classifier, scoring ensemble) names for N frames."""
+    return preprocess_name(frames), classifier_name(frames), ensemble_name(frames)
+
+
+def bench_repository(source: Path, frames: int, target: Path) -> Path:
+    """A repository holding only the N-frame scoring models, as links to the real folders.
+
+    Loading one length instead of every committed one saves minutes of start-up and the
+    memory of the other lengths' stubs, which would otherwise share the two cores' caches.
+
+    Raises:
+        FileNotFoundError: A model folder is missing from ``source``.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    for name in models_of(frames):
+        folder = source / name
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is missing: the repository has no {frames}-frame models "
+                                    f"(python -m export onnx --frames {frames})")
+        link = target / name
+        if not link.exists():
+            link.symlink_to(folder.resolve(), target_is_directory=True)
+    return target
+
+
+def start_server(repository: Path, log_path: Path) -> EmbeddedServer:
+    """The embedded server (CPU configs) on free ports, every model ready."""
+    grpc_port, http_port, metrics_port = free_ports(3)
+    server = EmbeddedServer(repository, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
+                            log_path=log_path, stop_timeout=STOP_TIMEOUT_S)
+    server.start(timeout=START_TIMEOUT_S)
+    return server
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def process_tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (tritonserver and its python stubs), MiB."""
+    total, pending, seen = 0, [pid], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        total += _rss_kib(current)
+        pending += _children(current)
+    return total / _KIB_PER_MIB
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """Cumulative Triton statistics of one model (successful requests)."""
+
+    count: int
+    executions: int
+    queue_ns: int
+    compute_input_ns: int
+    compute_infer_ns: int
+    compute_output_ns: int
+
+    def minus(self, earlier: ModelStats) -> ModelStats:
+        return ModelStats(*(getattr(self, f) - getattr(earlier, f) for f in self.__dataclass_fields__))
+
+    def per_request_ms(self) -> dict[str, float]:
+        """Average milliseconds per request in the queue and in each compute phase."""
+        n = max(self.count, 1)
+        return {
+            "queue": self.queue_ns / n / _NS_PER_MS,
+            "compute_input": self.compute_input_ns / n / _NS_PER_MS,
+            "compute_infer": self.compute_infer_ns / n / _NS_PER_MS,
+            "compute_output": self.compute_output_ns / n / _NS_PER_MS,
+            "requests": float(self.count),
+            "batch_executions": float(self.executions),
+        }
+
+
+def model_stats(client: grpcclient.InferenceServerClient, models: tuple[str, ...]) -> dict[str, ModelStats]:
+    """Triton's cumulative statistics of each model, summed over versions."""
+    stats = {}
+    for name in models:
+        reply = client.get_inference_statistics(name, as_json=True)
+        total = dict.fromkeys(ModelStats.__dataclass_fields__, 0)
+        for entry in reply.get("model_stats", []):
+            infer = entry.get("inference_stats", {})
+            total["count"] += int(infer.get("success", {}).get("count", 0))
+            total["executions"] += int(entry.get("execution_count", 0))
+            total["queue_ns"] += int(infer.get("queue", {}).get("ns", 0))
+            total["compute_input_ns"] += int(infer.get("compute_input", {}).get("ns", 0))
+            total["compute_infer_ns"] += int(infer.get("compute_infer", {}).get("ns", 0))
+            total["compute_output_ns"] += int(infer.get("compute_output", {}).get("ns", 0))
+        stats[name] = ModelStats(**total)
+    return stats
+
+
+def stats_delta(after: dict[str, ModelStats], before: dict[str, ModelStats]) -> dict[str, dict[str, float]]:
+    """Per-request averages of each model between two snapshots."""
+    return {name: after[name].minus(before[name]).per_request_ms() for name in after}
+
+
+def server_pid(server: EmbeddedServer) -> int:
+    pid = server.pid
+    if pid is None:
+        raise RuntimeError("the benchmark server is not running")
+    return pid
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0))
