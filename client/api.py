@@ -94,7 +94,12 @@ SCORE_MODEL_PATTERN = re.compile(r"deepfake_(\d+)")
 #: repository index is restricted (the lengths the project serves).
 DEFAULT_HEALTH_FRAMES = (10, 20, 30)
 #: Models that serve one sequence length N.
-MODEL_TEMPLATES = ("deepfake_{frames}", "explain_{frames}", "preprocess_{frames}", "resnext_lstm_{frames}")
+MODEL_TEMPLATES = (
+    "deepfake_{frames}",
+    "explain_{frames}",
+    "preprocess_{frames}",
+    "resnext_lstm_{frames}",
+)
 # gRPC metadata keys are lowercase ASCII.
 METADATA_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
@@ -327,7 +332,8 @@ class DeepfakeClient:
             raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
         if (private_key is None) != (certificate_chain is None):
             raise ValueError("a client key and a client certificate must be given together")
-        if not ssl and any(f is not None for f in (root_certificates, private_key, certificate_chain)):
+        pem_files = (root_certificates, private_key, certificate_chain)
+        if not ssl and any(path is not None for path in pem_files):
             raise ValueError("certificate files are only used with ssl=True")
         self.url = url
         self.timeout_s = timeout_s

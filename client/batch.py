@@ -44,6 +44,7 @@ BACKOFF_MAX_S = 30.0
 BACKOFF_JITTER = 0.5
 
 LATENCY_DECIMALS = 3
+TAIL_CHUNK_BYTES = 1 << 16
 
 
 def result_record(result: ScoreResult) -> dict:
@@ -174,22 +175,28 @@ def cut_partial_line(path: str | os.PathLike) -> int:
         return 0
     with path.open("rb+") as stream:
         size = stream.seek(0, os.SEEK_END)
-        if size == 0:
-            return 0
-        stream.seek(size - 1)
-        if stream.read(1) == b"\n":
-            return 0
-        stream.seek(0)
-        keep = stream.read().rfind(b"\n") + 1
-        stream.truncate(keep)
-        return size - keep
+        end = size
+        # Scan backwards so that a long results file is not read whole.
+        while end > 0:
+            start = max(0, end - TAIL_CHUNK_BYTES)
+            stream.seek(start)
+            chunk = stream.read(end - start)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        if end < size:
+            stream.truncate(end)
+        return size - end
 
 
 class ResultsFile:
-    """Appends JSON lines so that a crash never leaves a half line behind.
+    """Appends JSON lines durably, repairing what an earlier crash left.
 
-    Each record is written with one ``write`` of a complete line, flushed and
-    synced before the next video counts as done.
+    Each record is written as one complete line, flushed and synced before
+    the next video counts as done; a half line left by a crash during such a
+    write is cut off when the file is opened again.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -319,7 +326,9 @@ def run_batch(
         video = next(pending_videos, None)
         if video is not None:
             in_flight.add(
-                pool.submit(score_one, score, video, delays, sleep=pause, rng=rng, on_retry=on_retry)
+                pool.submit(
+                    score_one, score, video, delays, sleep=pause, rng=rng, on_retry=on_retry
+                )
             )
 
     try:

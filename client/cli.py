@@ -283,6 +283,7 @@ def _run_score_batch(
             f"in {wait_s:.1f} s"
         )
 
+    console.draw()
     for outcome in run_batch(
         lambda video: client.score(video, args.frames),
         todo,
@@ -323,7 +324,9 @@ def _summarise(console: Console, tally: _BatchTally, args: argparse.Namespace) -
         console.note(summary)
 
 
-def _score_command(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _score_command(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
     videos = unique_videos(args.videos)
     done: dict[str, dict] = {}
     results = None
@@ -347,7 +350,9 @@ def _score_command(parser: argparse.ArgumentParser, args: argparse.Namespace, ou
     show_bar = len(todo) >= PROGRESS_MIN_VIDEOS and err.isatty()
     console = Console(out, err, total=len(todo), show_bar=show_bar)
     if results is not None and results.cut_bytes:
-        console.note(f"removed an incomplete last line ({results.cut_bytes} bytes) from {args.output}")
+        console.note(
+            f"removed an incomplete last line ({results.cut_bytes} bytes) from {args.output}"
+        )
     if skipped:
         console.note(
             f"skipping {len(skipped)} video(s) already in {args.output}"
@@ -404,7 +409,9 @@ def all_ready(report: dict) -> bool:
     )
 
 
-def _health_command(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _health_command(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
     try:
         client = _make_client(args)
     except ValueError as error:
@@ -422,7 +429,9 @@ def _health_command(parser: argparse.ArgumentParser, args: argparse.Namespace, o
     return EXIT_OK if all_ready(report) else EXIT_FAILED
 
 
-def _explain_command(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _explain_command(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
     try:
         require_pillow()
     except PillowMissingError as error:
@@ -470,7 +479,9 @@ def _explain_command(parser: argparse.ArgumentParser, args: argparse.Namespace, 
 _COMMANDS = {"score": _score_command, "health": _health_command, "explain": _explain_command}
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     """Runs the command line; returns the exit status.
 
     Args:
@@ -483,4 +494,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_tls(parser, args)
-    return _COMMANDS[args.command](parser, args, out, err)
+    try:
+        return _COMMANDS[args.command](parser, args, out, err)
+    except KeyboardInterrupt:
+        print("interrupted", file=err)
+        return EXIT_INTERRUPTED

@@ -92,7 +92,9 @@ def jet_colormap(values: np.ndarray) -> np.ndarray:
     return np.stack(channels, axis=-1).astype(np.float32)
 
 
-def blend_heatmap(face_rgb: np.ndarray, heatmap: np.ndarray, alpha: float = HEATMAP_ALPHA) -> np.ndarray:
+def blend_heatmap(
+    face_rgb: np.ndarray, heatmap: np.ndarray, alpha: float = HEATMAP_ALPHA
+) -> np.ndarray:
     """Lays the jet-coloured heatmap over a face crop.
 
     Args:

@@ -67,6 +67,11 @@ class Console:
         """Writes a line to ``err``."""
         self._write(self._err, line)
 
+    def draw(self) -> None:
+        """Draws the bar (at the start, before any video has finished)."""
+        with self._lock:
+            self._draw()
+
     def advance(self, failed: bool) -> None:
         """Counts one finished video and redraws the bar."""
         with self._lock:

@@ -420,6 +420,25 @@ def test_results_file_cuts_a_partial_line_before_appending(tmp_path):
     assert [json.loads(line)["video"] for line in lines] == ["a.mp4", "b.mp4"]
 
 
+@pytest.mark.parametrize(
+    "content, kept",
+    [
+        (b"", b""),
+        (b'{"video": "a"}\n', b'{"video": "a"}\n'),
+        (b'{"video": "a"}\n{"vid', b'{"video": "a"}\n'),
+        (b'{"vid', b""),
+        (b'{"video": "a"}\n' + b"x" * 200_000, b'{"video": "a"}\n'),
+    ],
+)
+def test_partial_last_lines_are_cut_back_to_the_last_newline(tmp_path, content, kept):
+    results = tmp_path / "results.jsonl"
+    results.write_bytes(content)
+
+    with ResultsFile(results) as sink:
+        assert sink.cut_bytes == len(content) - len(kept)
+    assert results.read_bytes() == kept
+
+
 def test_unique_videos_drops_repeats_in_order():
     assert unique_videos(["a.mp4", "./a.mp4", "b.mp4", "dir/../a.mp4", "b.mp4"]) == ["a.mp4", "b.mp4"]
 
