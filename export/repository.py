@@ -49,30 +49,41 @@ def classifier_dir(repository: Path, frames: int) -> Path:
     return repository / classifier_name(frames)
 
 
-def _outputs(frames: int, heatmap: bool) -> str:
-    outputs = [
-        ("LOGITS", "[ 2 ]"),
-        ("PROB_FAKE", "[ 1 ]"),
-        ("FRAME_PROB_FAKE", f"[ {frames} ]"),
-    ]
-    if heatmap:
-        outputs.append(("HEATMAP", f"[ {frames}, {FACE_SIZE}, {FACE_SIZE} ]"))
+def _tensor_specs(frames: int) -> dict[str, tuple[str, str]]:
+    """Every tensor of the served models: name -> (Triton data type, dims without the batch axis)."""
+    return {
+        "VIDEO": ("TYPE_UINT8", "[ -1 ]"),
+        "FACES": ("TYPE_FP32", f"[ {frames}, 3, {FACE_SIZE}, {FACE_SIZE} ]"),
+        "FACE_BOXES": ("TYPE_FP32", f"[ {frames}, 4 ]"),
+        "FACE_FOUND": ("TYPE_BOOL", f"[ {frames} ]"),
+        "FRAMES_DECODED": ("TYPE_INT32", "[ 1 ]"),
+        "LOGITS": ("TYPE_FP32", "[ 2 ]"),
+        "PROB_FAKE": ("TYPE_FP32", "[ 1 ]"),
+        "FRAME_PROB_FAKE": ("TYPE_FP32", f"[ {frames} ]"),
+        "HEATMAP": ("TYPE_FP32", f"[ {frames}, {FACE_SIZE}, {FACE_SIZE} ]"),
+    }
+
+
+def _tensors(frames: int, names: tuple[str, ...]) -> str:
+    specs = _tensor_specs(frames)
     return ",\n".join(
-        f"  {{\n    name: \"{name}\"\n    data_type: TYPE_FP32\n    dims: {dims}\n  }}" for name, dims in outputs
+        f"  {{\n    name: \"{name}\"\n    data_type: {specs[name][0]}\n    dims: {specs[name][1]}\n  }}" for name in names
     )
+
+
+CLASSIFIER_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "HEATMAP")
+PREPROCESS_OUTPUTS = ("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED")
+SCORE_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED")
+EXPLAIN_OUTPUTS = (*SCORE_OUTPUTS, "FACES", "HEATMAP")
 
 
 def _classifier_io(frames: int) -> str:
     return f"""max_batch_size: {MAX_BATCH}
 input [
-  {{
-    name: "FACES"
-    data_type: TYPE_FP32
-    dims: [ {frames}, 3, {FACE_SIZE}, {FACE_SIZE} ]
-  }}
+{_tensors(frames, ("FACES",))}
 ]
 output [
-{_outputs(frames, heatmap=True)}
+{_tensors(frames, CLASSIFIER_OUTPUTS)}
 ]
 """
 
@@ -168,33 +179,10 @@ def _preprocess_body(frames: int, kind: str, count: int, threads: int) -> str:
 backend: "python"
 max_batch_size: {MAX_BATCH}
 input [
-  {{
-    name: "VIDEO"
-    data_type: TYPE_UINT8
-    dims: [ -1 ]
-  }}
+{_tensors(frames, ("VIDEO",))}
 ]
 output [
-  {{
-    name: "FACES"
-    data_type: TYPE_FP32
-    dims: [ {frames}, 3, {FACE_SIZE}, {FACE_SIZE} ]
-  }},
-  {{
-    name: "FACE_BOXES"
-    data_type: TYPE_FP32
-    dims: [ {frames}, 4 ]
-  }},
-  {{
-    name: "FACE_FOUND"
-    data_type: TYPE_BOOL
-    dims: [ {frames} ]
-  }},
-  {{
-    name: "FRAMES_DECODED"
-    data_type: TYPE_INT32
-    dims: [ 1 ]
-  }}
+{_tensors(frames, PREPROCESS_OUTPUTS)}
 ]
 instance_group [
   {{
@@ -229,49 +217,16 @@ def preprocess_cpu_config(frames: int) -> str:
 
 
 def _ensemble(name: str, frames: int, heatmap: bool) -> str:
-    extra_outputs = ""
-    extra_maps = ""
-    if heatmap:
-        extra_outputs = f""",
-  {{
-    name: "FACES"
-    data_type: TYPE_FP32
-    dims: [ {frames}, 3, {FACE_SIZE}, {FACE_SIZE} ]
-  }},
-  {{
-    name: "HEATMAP"
-    data_type: TYPE_FP32
-    dims: [ {frames}, {FACE_SIZE}, {FACE_SIZE} ]
-  }}"""
-        extra_maps = """
-        output_map { key: "HEATMAP" value: "HEATMAP" }"""
+    extra_maps = """
+        output_map { key: "HEATMAP" value: "HEATMAP" }""" if heatmap else ""
     return f"""name: "{name}"
 platform: "ensemble"
 max_batch_size: {MAX_BATCH}
 input [
-  {{
-    name: "VIDEO"
-    data_type: TYPE_UINT8
-    dims: [ -1 ]
-  }}
+{_tensors(frames, ("VIDEO",))}
 ]
 output [
-{_outputs(frames, heatmap=False)},
-  {{
-    name: "FACE_BOXES"
-    data_type: TYPE_FP32
-    dims: [ {frames}, 4 ]
-  }},
-  {{
-    name: "FACE_FOUND"
-    data_type: TYPE_BOOL
-    dims: [ {frames} ]
-  }},
-  {{
-    name: "FRAMES_DECODED"
-    data_type: TYPE_INT32
-    dims: [ 1 ]
-  }}{extra_outputs}
+{_tensors(frames, EXPLAIN_OUTPUTS if heatmap else SCORE_OUTPUTS)}
 ]
 ensemble_scheduling {{
   step [
