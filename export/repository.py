@@ -102,12 +102,8 @@ CLASSIFIER_QUEUE = _queue_policy(max_queue=64, timeout_us=30_000_000)
 PREPROCESS_QUEUE = _queue_policy(max_queue=32, timeout_us=60_000_000)
 
 
-def classifier_gpu_config(frames: int) -> str:
-    return f"""# GPU node (NGC tritonserver 24.10): ONNX Runtime with the TensorRT accelerator in FP16.
 # One instance per GPU: the dynamic batcher fills it, a second instance only splits batches.
-name: "{classifier_name(frames)}"
-platform: "onnxruntime_onnx"
-{_classifier_io(frames)}instance_group [
+GPU_CLASSIFIER_SCHEDULING = f"""instance_group [
   {{
     count: 1
     kind: KIND_GPU
@@ -118,7 +114,15 @@ dynamic_batching {{
   max_queue_delay_microseconds: 2000
 {CLASSIFIER_QUEUE}
 }}
-optimization {{
+"""
+
+
+def classifier_gpu_config(frames: int) -> str:
+    return f"""# GPU node (NGC tritonserver 24.10): ONNX Runtime with the TensorRT accelerator in FP16.
+# One instance per GPU: the dynamic batcher fills it, a second instance only splits batches.
+name: "{classifier_name(frames)}"
+platform: "onnxruntime_onnx"
+{_classifier_io(frames)}{GPU_CLASSIFIER_SCHEDULING}optimization {{
   execution_accelerators {{
     gpu_execution_accelerator : [
       {{
@@ -139,18 +143,7 @@ def classifier_tensorrt_config(frames: int) -> str:
 name: "{classifier_name(frames)}"
 platform: "tensorrt_plan"
 default_model_filename: "model.plan"
-{_classifier_io(frames)}instance_group [
-  {{
-    count: 1
-    kind: KIND_GPU
-  }}
-]
-dynamic_batching {{
-  preferred_batch_size: [ 4, {MAX_BATCH} ]
-  max_queue_delay_microseconds: 2000
-{CLASSIFIER_QUEUE}
-}}
-"""
+{_classifier_io(frames)}{GPU_CLASSIFIER_SCHEDULING}"""
 
 
 def classifier_cpu_config(frames: int) -> str:
