@@ -313,3 +313,26 @@ def test_repository_models_match_their_checkpoint(frames):
     np.testing.assert_allclose(outputs["LOGITS"], want, atol=tolerance, rtol=0)
     single = session.run(["LOGITS"], {"FACES": videos[1:].numpy()})[0]
     np.testing.assert_allclose(outputs["LOGITS"][1:], single, atol=1e-5, rtol=0)
+
+
+def test_tensorrt_without_tensorrt_or_gpu_exits_2_with_one_sentence(tmp_path):
+    pytest.importorskip("torch")
+    try:
+        import tensorrt  # noqa: F401
+
+        has_tensorrt = torch.cuda.is_available()
+    except ImportError:
+        has_tensorrt = False
+    if has_tensorrt:
+        pytest.skip("TensorRT and a GPU are present: the build itself runs in `make gpu-smoke`")
+    proc = subprocess.run(
+        [sys.executable, "-m", "export", "tensorrt", "--repository", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and ("TensorRT" in lines[0] or "GPU" in lines[0])
