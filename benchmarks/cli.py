@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classifier-concurrency", type=int, default=8, help="highest classifier concurrency")
     parser.add_argument("--e2e-concurrency", type=int, default=4, help="highest end-to-end concurrency")
     parser.add_argument("--classifier-window-ms", type=int, default=4000, help="perf_analyzer window, classifier")
-    parser.add_argument("--e2e-window-ms", type=int, default=15000,
-                        help="perf_analyzer window, end to end (requests take seconds)")
+    parser.add_argument("--e2e-window-requests", type=int, default=6,
+                        help="perf_analyzer end to end: requests per window and per unit of concurrency "
+                             "(count windows: one request takes seconds)")
     parser.add_argument("--max-trials", type=int, default=4, help="perf_analyzer windows per level at most")
     parser.add_argument("--stability-percent", type=int, default=30,
                         help="perf_analyzer: allowed spread over 3 windows before a level counts as stable")
@@ -252,8 +253,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for level in range(1, args.e2e_concurrency + 1):
                 log.info("perf_analyzer: %s, concurrency %d", ens_name, level)
                 before = model_stats(client, (pre_name, cls_name))
-                settings = perf.PerfSettings((level, level), args.e2e_window_ms, args.max_trials,
-                                             args.stability_percent)
+                settings = perf.PerfSettings((level, level), None, args.max_trials, args.stability_percent,
+                                             window_requests=args.e2e_window_requests * level)
                 e2e_points += perf.run_sweep(ens_name, url, settings, out / f"perf_{ens_name}_c{level}.csv",
                                              input_data=input_json)
                 e2e_stats[level] = stats_delta(model_stats(client, (pre_name, cls_name)), before)
@@ -312,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     errors = [f"--{name.replace('_', '-')} must be at least 1" for name in
               ("frames", "reference_runs", "stage_runs", "classifier_repeats", "classifier_concurrency",
-               "e2e_concurrency", "rss_requests", "rss_concurrency", "max_trials")
+               "e2e_concurrency", "e2e_window_requests", "classifier_window_ms", "rss_requests", "rss_concurrency", "max_trials")
               if getattr(args, name) < 1]
     if errors:
         build_parser().error("; ".join(errors))

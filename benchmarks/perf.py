@@ -6,6 +6,7 @@ import base64
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 _US_PER_MS = 1000.0
 # perf_analyzer on top of its own measurement windows: start-up, warm-up, connection set-up.
 _PROCESS_SLACK_S = 120.0
+# Upper bound of one end-to-end request on a busy 2-core machine, for the count-window time-out.
+_SLOW_REQUEST_S = 30.0
 
 
 class PerfAnalyzerError(Exception):
@@ -31,6 +34,8 @@ class PerfPoint:
         p50_ms, p90_ms, p95_ms, p99_ms, avg_ms: Client-side latency.
         queue_ms: Average time requests waited in the server's queues.
         compute_ms: Average server compute (input + infer + output).
+        requests: Requests completed in the measured windows (0 when the console output was
+            not available to count them).
     """
 
     concurrency: int
@@ -42,27 +47,47 @@ class PerfPoint:
     avg_ms: float
     queue_ms: float
     compute_ms: float
+    requests: int = 0
 
 
 @dataclass(frozen=True)
 class PerfSettings:
     """How one perf_analyzer sweep measures.
 
+    A level is measured in windows until 3 consecutive ones agree within ``stability_percent``
+    (or ``max_trials`` windows have passed); the figures are those of the last 3 windows.
+
     Attributes:
         concurrency: (first, last) levels, every level in between is measured.
-        window_ms: Length of one measurement window.
+        window_ms: Length of one measurement window (time windows), or None to count requests.
+        window_requests: With ``window_ms`` None: completed requests per window (count windows,
+            the robust choice when one request takes seconds).
         max_trials: Most windows per level before it gives up on stability.
         stability_percent: Allowed spread of throughput and latency over 3 windows.
     """
 
     concurrency: tuple[int, int]
-    window_ms: int
+    window_ms: int | None
     max_trials: int
     stability_percent: int
+    window_requests: int = 0
+
+    def __post_init__(self) -> None:
+        if self.window_ms is None and self.window_requests < 1:
+            raise ValueError("count windows need window_requests >= 1")
 
     def worst_case_s(self) -> float:
         levels = self.concurrency[1] - self.concurrency[0] + 1
-        return levels * self.max_trials * self.window_ms / 1000.0 + _PROCESS_SLACK_S
+        if self.window_ms is not None:
+            window_s = self.window_ms / 1000.0
+        else:
+            window_s = self.window_requests * _SLOW_REQUEST_S
+        return levels * self.max_trials * window_s + _PROCESS_SLACK_S
+
+    def arguments(self) -> list[str]:
+        if self.window_ms is not None:
+            return ["--measurement-mode", "time_windows", "--measurement-interval", str(self.window_ms)]
+        return ["--measurement-mode", "count_windows", "--measurement-request-count", str(self.window_requests)]
 
 
 def perf_analyzer_command() -> tuple[list[str], dict[str, str]]:
@@ -110,8 +135,7 @@ def run_sweep(model: str, grpc_url: str, settings: PerfSettings, csv_path: Path,
     command += [
         "-m", model, "-u", grpc_url, "-i", "grpc",
         "--concurrency-range", f"{first}:{last}:1",
-        "--measurement-mode", "time_windows",
-        "--measurement-interval", str(settings.window_ms),
+        *settings.arguments(),
         "--max-trials", str(settings.max_trials),
         "--stability-percentage", str(settings.stability_percent),
         "--input-data", str(input_data) if input_data is not None else "random",
@@ -128,20 +152,37 @@ def run_sweep(model: str, grpc_url: str, settings: PerfSettings, csv_path: Path,
     if completed.returncode != 0 or not csv_path.is_file():
         tail = (completed.stdout + completed.stderr)[-2000:]
         raise PerfAnalyzerError(f"perf_analyzer on {model} exited with {completed.returncode}:\n{tail}")
-    return parse_csv(csv_path)
+    return parse_csv(csv_path, completed.stdout)
 
 
-def parse_csv(path: Path) -> list[PerfPoint]:
-    """The rows of a perf_analyzer ``--verbose-csv`` file, lowest concurrency first."""
+REQUIRED_COLUMNS = ("Concurrency", "Inferences/Second", "Server Queue", "Server Compute Input", "Server Compute Infer",
+                    "Server Compute Output", "p50 latency", "p90 latency", "p95 latency", "p99 latency", "Avg latency")
+_LEVEL = re.compile(r"Request concurrency: (\d+)\s+Client:\s+Request count: (\d+)")
+
+
+def request_counts(console: str) -> dict[int, int]:
+    """Requests measured at each concurrency level, from perf_analyzer's console output."""
+    return {int(level): int(count) for level, count in _LEVEL.findall(console)}
+
+
+def parse_csv(path: Path, console: str = "") -> list[PerfPoint]:
+    """The rows of a perf_analyzer ``--verbose-csv`` file, lowest concurrency first.
+
+    Args:
+        path: The CSV file.
+        console: perf_analyzer's console output of the same run, to count the requests.
+    """
+    counts = request_counts(console)
     with path.open(newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row.get("Concurrency", "").strip()]
     if not rows:
         raise PerfAnalyzerError(f"{path} holds no measurement rows")
+    missing = [column for column in REQUIRED_COLUMNS if column not in rows[0]]
+    if missing:
+        raise PerfAnalyzerError(f"{path} lacks the columns {', '.join(missing)} (run perf_analyzer with --verbose-csv)")
     points = []
     for row in rows:
         def ms(column: str, row: dict[str, str] = row) -> float:
-            if column not in row:
-                raise PerfAnalyzerError(f"{path} lacks the column {column!r}; columns: {', '.join(row)}")
             return float(row[column]) / _US_PER_MS
 
         compute = ms("Server Compute Input") + ms("Server Compute Infer") + ms("Server Compute Output")
@@ -149,6 +190,6 @@ def parse_csv(path: Path) -> list[PerfPoint]:
             concurrency=int(row["Concurrency"]), throughput=float(row["Inferences/Second"]),
             p50_ms=ms("p50 latency"), p90_ms=ms("p90 latency"), p95_ms=ms("p95 latency"),
             p99_ms=ms("p99 latency"), avg_ms=ms("Avg latency"), queue_ms=ms("Server Queue"),
-            compute_ms=compute,
+            compute_ms=compute, requests=counts.get(int(row["Concurrency"]), 0),
         ))
     return sorted(points, key=lambda p: p.concurrency)

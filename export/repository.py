@@ -20,6 +20,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from preprocessing.decode import (
+    DEFAULT_DECODE_TIMEOUT_S,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_FRAMES_SCANNED,
+    DEFAULT_MAX_PIXELS,
+)
+
 MAX_BATCH = 8
 FACE_SIZE = 112
 VERSION = "1"
@@ -167,6 +174,17 @@ parameters {{ key: "intra_op_threads" value: {{ string_value: "0" }} }}
 """
 
 
+# What one upload may cost, written out so that operators see and tune them here; an upload past
+# a limit is refused with INVALID_ARGUMENT naming the limit and the value seen.
+PREPROCESS_LIMITS = f"""# Limits per upload: size in bytes (256 MiB), frame area in pixels (DCI 4K, 4096 x 2160),
+# video packets read while looking for N decodable frames, seconds of demuxing and decoding.
+parameters {{ key: "max_bytes" value: {{ string_value: "{DEFAULT_MAX_BYTES}" }} }}
+parameters {{ key: "max_pixels" value: {{ string_value: "{DEFAULT_MAX_PIXELS}" }} }}
+parameters {{ key: "max_frames_scanned" value: {{ string_value: "{DEFAULT_MAX_FRAMES_SCANNED}" }} }}
+parameters {{ key: "decode_timeout_s" value: {{ string_value: "{DEFAULT_DECODE_TIMEOUT_S:g}" }} }}
+"""
+
+
 def _preprocess_body(frames: int, kind: str, count: int, threads: int) -> str:
     return f"""name: "{preprocess_name(frames)}"
 backend: "python"
@@ -191,7 +209,7 @@ dynamic_batching {{
 parameters {{ key: "frames" value: {{ string_value: "{frames}" }} }}
 parameters {{ key: "selection" value: {{ string_value: "first" }} }}
 parameters {{ key: "torch_threads" value: {{ string_value: "{threads}" }} }}
-"""
+{PREPROCESS_LIMITS}"""
 
 
 def preprocess_gpu_config(frames: int) -> str:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from serve.distribution import STUB_NAME
 
 PROC = Path("/proc")
+#: Where POSIX shared memory lives on Linux.
+SHM_DIR = Path("/dev/shm")
+#: Name prefix of the shared-memory region the python backend gives each stub (its second
+#: argument); request and response tensors, uploaded videos included, pass through it.
+SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
 # Process states of a process that has exited (zombie) or is being torn down.
 DEAD_STATES = frozenset({"Z", "X", "x"})
 # In /proc/<pid>/stat the fields after the command name start with the state, then the ppid.
@@ -74,3 +80,31 @@ def python_stubs(server_pid: int) -> dict[str, set[int]]:
             model = Path(argv[1]).parent.parent.name
             stubs.setdefault(model, set()).add(pid)
     return stubs
+
+
+def shm_regions(pids: Iterable[int]) -> set[str]:
+    """Names of the shared-memory regions of these stub processes (read from their arguments)."""
+    regions = set()
+    for pid in pids:
+        argv = _cmdline(pid)
+        if len(argv) > 2 and argv[2].startswith(SHM_REGION_PREFIX) and "/" not in argv[2]:
+            regions.add(argv[2])
+    return regions
+
+
+def remove_shm_regions(names: Iterable[str], shm_dir: Path = SHM_DIR) -> list[str]:
+    """Unlinks the regions that still exist; returns the names removed.
+
+    Only for regions whose server has ended: a server killed or crashed never unlinks them, and
+    each holds memory (as large as the largest request its stub saw) until the machine restarts.
+    """
+    removed = []
+    for name in sorted(names):
+        if not name.startswith(SHM_REGION_PREFIX) or "/" in name:
+            continue
+        try:
+            (shm_dir / name).unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(name)
+    return removed

@@ -75,6 +75,9 @@ RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 LEFTOVER_STUB_GRACE_S = 60.0
 # States in which Triton is already busy with a model: not a failure to act on.
 TRANSIENT_STATES = frozenset({"LOADING", "UNLOADING"})
+# Files the server and its stubs create (shared-memory regions holding request tensors) are
+# private to the user running it.
+SERVER_UMASK = 0o077
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 
@@ -202,6 +205,8 @@ class EmbeddedServer:
         self._ready_timeout = DEFAULT_READY_TIMEOUT_S
         self._models: tuple[str, ...] = ()
         self._stubs: dict[str, set[int]] = {}
+        # Shared-memory regions of every stub the current server process started.
+        self._shm_regions: set[str] = set()
         self._recoveries: list[Recovery] = []
         self._reload_failures: dict[str, int] = {}
         # Stub pid -> (model, monotonic time after which it is ended).
@@ -445,6 +450,9 @@ class EmbeddedServer:
             # Its own process group: a terminal's Ctrl-C reaches only the supervisor, which
             # forwards it, and a forced stop can reach the stubs too.
             start_new_session=True,
+            # The stubs' shared-memory regions carry the uploaded videos: readable by this user
+            # only (the python backend creates them with the umask's permissions).
+            umask=SERVER_UMASK,
         )
         self._started_once = True
         self._interrupted_pid = None
@@ -477,6 +485,7 @@ class EmbeddedServer:
                 if index and not pending:
                     self._models = tuple(entry.name for entry in index)
                     self._stubs = processes.python_stubs(process.pid)
+                    self._remember_shm_regions()
                     self._note(f"ready: {len(self._models)} models, pid {process.pid}")
                     return
             if time.monotonic() > deadline:
@@ -534,9 +543,16 @@ class EmbeddedServer:
         # they notice); end the ones this supervisor knows so that they free memory now.
         for pid in sorted({pid for pids in self._stubs.values() for pid in pids} | set(self._leftovers)):
             self._kill_stub(pid)
+        removed = processes.remove_shm_regions(self._shm_regions)
+        if removed:
+            self._note(f"removed {len(removed)} shared-memory region(s) the ended server left in {processes.SHM_DIR}")
+        self._shm_regions = set()
         self._process = None
         self._stubs = {}
         self._leftovers = {}
+
+    def _remember_shm_regions(self) -> None:
+        self._shm_regions |= processes.shm_regions(pid for pids in self._stubs.values() for pid in pids)
 
     def _kill_stub(self, pid: int) -> bool:
         """Kills a stub of this server's (checked by its backend folder); whether it did."""
@@ -656,6 +672,7 @@ class EmbeddedServer:
         # Old instances may still be on their way out: keep only the new stubs, and give the
         # old ones that still run a deadline.
         self._stubs[model] = processes.python_stubs(process.pid).get(model, set()) - old
+        self._remember_shm_regions()
         deadline = time.monotonic() + self.leftover_stub_grace
         for pid in old:
             if processes.is_running(pid):

@@ -213,7 +213,7 @@ def junk_packets_first(data: bytes, junk: int, seed: int = SEED, junk_bytes: int
 # ----------------------------------------------------------------------------- other formats
 
 
-def _png_with_header(width: int, height: int) -> bytes:
+def png_with_header(width: int, height: int) -> bytes:
     """A PNG whose IHDR declares ``width`` x ``height`` (valid CRC), with one tiny IDAT."""
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
@@ -422,9 +422,9 @@ def build(scratch: Path, frames: int = 10) -> list[Case]:
         # stream itself, so these clips still score.
         Case("huge_declared_size", with_declared_size(clip, HUGE_SIDE, HUGE_SIDE), SCORE),
         Case("oversized_frames", _encode_rgb([np.zeros((OVERSIZED[1], OVERSIZED[0], 3), np.uint8)]), REFUSE, "max_pixels"),
-        Case("huge_png_header", _png_with_header(HUGE_SIDE, HUGE_SIDE), REFUSE, "max_pixels"),
+        Case("huge_png_header", png_with_header(HUGE_SIDE, HUGE_SIDE), REFUSE, "max_pixels"),
         Case("huge_jpeg_header", _jpeg_with_size(HUGE_SIDE, HUGE_SIDE), REFUSE, "max_pixels"),
-        Case("zero_size_png_header", _png_with_header(0, 0), REFUSE, "png"),
+        Case("zero_size_png_header", png_with_header(0, 0), REFUSE, "png"),
         Case("thousands_of_undecodable_packets", junk_packets_first(clip, JUNK_PACKETS), REFUSE, "max_frames_scanned"),
         Case("audio_only_mp4", _audio_only_mp4(), REFUSE, "no video stream"),
         # --- odd but usable

@@ -62,6 +62,8 @@ def _with_parameters(config: str, name: str, extra: dict[str, str]) -> str:
     """A preprocessing config renamed, with one instance and ``extra`` parameters appended."""
     config = re.sub(r'^name: "[^"]+"', f'name: "{name}"', config, count=1, flags=re.MULTILINE)
     config = re.sub(r"count: \d+", "count: 1", config, count=1)
+    for key in extra:
+        config = re.sub(rf'^parameters {{ key: "{key}" .*\n', "", config, flags=re.MULTILINE)
     lines = "".join(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n' for key, value in extra.items())
     return config + lines
 
