@@ -16,7 +16,7 @@ HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
 PYTEST_ARGS ?=
 
-.PHONY: help install checkpoints export tensorrt models serve demo test test-unit deploy-check gpu-smoke clean
+.PHONY: help install checkpoints export tensorrt models serve demo test test-unit health deploy-check gpu-smoke clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,6 +69,9 @@ test: models ## run the whole test suite (unit and integration, real tritonserve
 
 test-unit: $(STAMP) ## run the tests that need no server
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+health: $(STAMP) ## readiness of the server running on GRPC_PORT and of each of its models
+	$(PY) -m client health --url localhost:$(GRPC_PORT)
 
 deploy-check: $(STAMP) ## offline checks of the Dockerfile, compose, Kubernetes and monitoring files
 	$(PY) -m pytest tests/test_deploy.py tests/test_deploy_server.py $(PYTEST_ARGS)
