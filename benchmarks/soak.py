@@ -47,7 +47,7 @@ DEFAULT_BAD_FRACTION = 0.3
 DEFAULT_MAX_RSS_GROWTH_PCT = 10.0
 DEFAULT_SEED = 0
 GOOD_CLIPS = 6
-GOOD_CLIP_SIZE = (240, 180)
+GOOD_CLIP_SIZE = (160, 120)
 # A score differing from the clip's own reference by more than this is a wrong answer; the same
 # input must give the same number whatever runs beside it (batching safety).
 SCORE_ATOL = 1e-5

@@ -85,6 +85,10 @@ PERMISSION_DENIED = "PERMISSION_DENIED"
 RESTRICTED_PROTOCOL_MESSAGE = "This protocol is restricted"
 #: Statuses worth retrying: the server is restarting, overloaded or slow.
 RETRYABLE_STATUSES = frozenset({UNAVAILABLE, "DEADLINE_EXCEEDED"})
+# Triton (>= 24.07) does not restart a python-backend stub that died: the requests it held or
+# is sent fail with INTERNAL and this message until a supervisor (the embedded server's
+# watchdog, a Kubernetes readiness probe) loads the model again, so they are retried too.
+DEAD_STUB_MESSAGE = re.compile(r"Stub process '[^']+' is not healthy")
 # A server that is shutting down unloads its models before it closes its
 # ports, answering NOT_FOUND meanwhile; a readiness probe (bounded by this
 # deadline) tells that apart from a model that does not exist.
@@ -126,6 +130,8 @@ class ClientError(Exception):
     @property
     def retryable(self) -> bool:
         """Whether the same request may succeed later (server side trouble)."""
+        if self.status == INTERNAL and DEAD_STUB_MESSAGE.search(self.message) is not None:
+            return True
         return self.status in RETRYABLE_STATUSES
 
     @classmethod

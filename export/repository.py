@@ -185,7 +185,18 @@ parameters {{ key: "decode_timeout_s" value: {{ string_value: "{DEFAULT_DECODE_T
 """
 
 
-def _preprocess_body(frames: int, kind: str, count: int, threads: int) -> str:
+# CPU face detection: the whole frame is searched on every 10th frame and the last one, with faces
+# from about 120 px (1080p) up; in between, each face is followed in a small window around it.
+# On 20 frames of the 1080p crowd sample (6 faces followed) this takes 1.5 s of one core against
+# 4.6 s for every frame at the library defaults; the followed face's boxes overlap those of
+# full-resolution detection on every frame with IoU 0.82 on average (0.92 on the last frame, the
+# one the faithful score uses; the defaults: 0.89 and 0.97).
+CPU_DETECTION = """parameters { key: "detect_every" value: { string_value: "10" } }
+parameters { key: "min_face_size" value: { string_value: "40" } }
+"""
+
+
+def _preprocess_body(frames: int, kind: str, count: int, threads: int, detection: str = "") -> str:
     return f"""name: "{preprocess_name(frames)}"
 backend: "python"
 max_batch_size: {MAX_BATCH}
@@ -209,7 +220,7 @@ dynamic_batching {{
 parameters {{ key: "frames" value: {{ string_value: "{frames}" }} }}
 parameters {{ key: "selection" value: {{ string_value: "first" }} }}
 parameters {{ key: "torch_threads" value: {{ string_value: "{threads}" }} }}
-{PREPROCESS_LIMITS}"""
+{detection}{PREPROCESS_LIMITS}"""
 
 
 def preprocess_gpu_config(frames: int) -> str:
@@ -223,7 +234,7 @@ def preprocess_cpu_config(frames: int) -> str:
     return (
         "# Embedded CPU server: two single-threaded instances keep both cores busy on two videos;\n"
         "# MTCNN's small convolutions gain little from intra-op threads.\n"
-        + _preprocess_body(frames, "KIND_CPU", count=2, threads=1)
+        + _preprocess_body(frames, "KIND_CPU", count=2, threads=1, detection=CPU_DETECTION)
     )
 
 

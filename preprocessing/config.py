@@ -51,9 +51,9 @@ class PipelineConfig:
         detect_every: Key-frame interval of face detection. 1 searches every frame
             whole. k > 1 searches every k-th frame and the last one whole and follows
             the faces in between by searching small windows around them (see
-            :meth:`~preprocessing.FaceDetector.detect_tracked`): on 20 frames of the
-            1080p sample with k = 20, about 5x cheaper than k = 1; a face entering
-            between two key frames is found from the next key frame on.
+            :meth:`~preprocessing.FaceDetector.detect_tracked`). Cheaper when few
+            faces are in the picture (each costs one small MTCNN window per frame);
+            a face entering between two key frames is found from the next key frame on.
         margin: Fraction of the crop side added on each side of the face box.
         square: Crop a square of side = face box width (like the dlib boxes of training).
         shift_y: Move the crop centre down by this fraction of the face box

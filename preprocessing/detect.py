@@ -38,12 +38,16 @@ DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
 _MIN_BOX_SIDE = 2.0
 
 #: Side, in pixels, of the square window around a known face that MTCNN searches between key frames.
-WINDOW_SIZE = 80
+WINDOW_SIZE = 64
 #: Window side over the face box's longest side: room for the face to move and change size.
-WINDOW_CONTEXT = 2.4
-# A face is about WINDOW_SIZE / WINDOW_CONTEXT = 33 px in its window; MTCNN looks down to this size
-# there, so faces that shrink by up to a third between two frames are still found.
-_WINDOW_MIN_FACE = 20
+WINDOW_CONTEXT = 2.0
+# A face is about WINDOW_SIZE / WINDOW_CONTEXT = 32 px in its window; MTCNN looks down to this size
+# there (faces that shrink by a quarter between two frames are still found), which keeps its image
+# pyramid to three levels.
+_WINDOW_MIN_FACE = 24
+# A window holds a face where one was a frame ago: a stricter first stage passes fewer candidates to
+# the later stages, whose per-candidate work dominates MTCNN's cost.
+_WINDOW_PNET_THRESHOLD = 0.8
 #: Frames in a row a followed face may be missed in its window before it is no longer searched for.
 MAX_MISSES = 2
 # Two boxes overlapping this much are the same face (seen from two windows, or a window and a key frame).
@@ -95,7 +99,8 @@ class FaceDetector:
         self._mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, thresholds=list(thresholds),
                             post_process=False, device=self.device)
         self._mtcnn.eval()
-        self._window_mtcnn = MTCNN(keep_all=True, min_face_size=_WINDOW_MIN_FACE, thresholds=list(thresholds),
+        window_thresholds = [max(thresholds[0], _WINDOW_PNET_THRESHOLD), *list(thresholds)[1:]]
+        self._window_mtcnn = MTCNN(keep_all=True, min_face_size=_WINDOW_MIN_FACE, thresholds=window_thresholds,
                                    post_process=False, device=self.device)
         self._window_mtcnn.eval()
 

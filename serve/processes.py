@@ -14,6 +14,7 @@ SHM_DIR = Path("/dev/shm")
 #: Name prefix of the shared-memory region the python backend gives each stub (its second
 #: argument); request and response tensors, uploaded videos included, pass through it.
 SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
+PRIVATE_MODE = 0o600
 # Process states of a process that has exited (zombie) or is being torn down.
 DEAD_STATES = frozenset({"Z", "X", "x"})
 # In /proc/<pid>/stat the fields after the command name start with the state, then the ppid.
@@ -90,6 +91,17 @@ def shm_regions(pids: Iterable[int]) -> set[str]:
         if len(argv) > 2 and argv[2].startswith(SHM_REGION_PREFIX) and "/" not in argv[2]:
             regions.add(argv[2])
     return regions
+
+
+def make_private(names: Iterable[str], shm_dir: Path = SHM_DIR) -> None:
+    """Restricts existing regions to their owner (mode 0600); regions already gone are skipped."""
+    for name in names:
+        if not name.startswith(SHM_REGION_PREFIX) or "/" in name:
+            continue
+        try:
+            os.chmod(shm_dir / name, PRIVATE_MODE)
+        except FileNotFoundError:
+            continue
 
 
 def remove_shm_regions(names: Iterable[str], shm_dir: Path = SHM_DIR) -> list[str]:

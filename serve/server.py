@@ -75,9 +75,6 @@ RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 LEFTOVER_STUB_GRACE_S = 60.0
 # States in which Triton is already busy with a model: not a failure to act on.
 TRANSIENT_STATES = frozenset({"LOADING", "UNLOADING"})
-# Files the server and its stubs create (shared-memory regions holding request tensors) are
-# private to the user running it.
-SERVER_UMASK = 0o077
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 
@@ -450,9 +447,6 @@ class EmbeddedServer:
             # Its own process group: a terminal's Ctrl-C reaches only the supervisor, which
             # forwards it, and a forced stop can reach the stubs too.
             start_new_session=True,
-            # The stubs' shared-memory regions carry the uploaded videos: readable by this user
-            # only (the python backend creates them with the umask's permissions).
-            umask=SERVER_UMASK,
         )
         self._started_once = True
         self._interrupted_pid = None
@@ -552,7 +546,15 @@ class EmbeddedServer:
         self._leftovers = {}
 
     def _remember_shm_regions(self) -> None:
-        self._shm_regions |= processes.shm_regions(pid for pids in self._stubs.values() for pid in pids)
+        """Notes the stubs' shared-memory regions and makes them private.
+
+        The uploaded videos pass through these regions, which the python backend creates readable
+        by every local user (mode 0644, whatever the umask); they are narrowed to the server's
+        user before the server is reported ready, so before any request can reach them.
+        """
+        regions = processes.shm_regions(pid for pids in self._stubs.values() for pid in pids)
+        self._shm_regions |= regions
+        processes.make_private(regions)
 
     def _kill_stub(self, pid: int) -> bool:
         """Kills a stub of this server's (checked by its backend folder); whether it did."""

@@ -197,7 +197,8 @@ def _good_video() -> bytes:
 RAW_CASES = {
     "wrong_dtype": (lambda v: _raw_request([("VIDEO", "FP32", [1, 4], np.zeros(4, np.float32).tobytes())]), "data-type"),
     "wrong_rank": (lambda v: _raw_request([("VIDEO", "UINT8", [1, 2, len(v) // 2], v[: len(v) // 2 * 2])]), "shape"),
-    "no_batch_dimension": (lambda v: _raw_request([("VIDEO", "UINT8", [len(v)], v)]), "shape"),
+    # Without the batch dimension the byte count is read as a batch size.
+    "no_batch_dimension": (lambda v: _raw_request([("VIDEO", "UINT8", [len(v)], v)]), "batch-size"),
     "missing_input": (lambda v: _raw_request([]), "input"),
     "unknown_input": (lambda v: _raw_request([("VIDEO", "UINT8", [1, len(v)], v), ("AUDIO", "UINT8", [1, 4], b"\0" * 4)]), "audio"),
     "unknown_output": (lambda v: _raw_request([("VIDEO", "UINT8", [1, len(v)], v)], outputs=("HEATMAP",)), "heatmap"),
@@ -205,7 +206,7 @@ RAW_CASES = {
     "fewer_bytes_than_shape": (lambda v: _raw_request([("VIDEO", "UINT8", [1, len(v)], v[:-100])]), "byte"),
     "more_bytes_than_shape": (lambda v: _raw_request([("VIDEO", "UINT8", [1, 100], v)]), "byte"),
     "negative_dimension": (lambda v: _raw_request([("VIDEO", "UINT8", [1, -5], b"")]), "byte size"),
-    "zero_batch": (lambda v: _raw_request([("VIDEO", "UINT8", [0, 4], b"")]), "batch"),
+    "zero_batch": (lambda v: _raw_request([("VIDEO", "UINT8", [0, 4], b"")]), "byte size"),
 }
 
 

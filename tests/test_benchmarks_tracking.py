@@ -1,0 +1,79 @@
+"""Key-frame face detection (``detect_every``), the CPU server's speed setting: same faces, fewer searches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from preprocessing import ConfigError, FacePipeline, PipelineConfig, decode_frames
+from preprocessing.detect import FaceDetector
+from preprocessing.track import iou_matrix
+from tests import media
+
+FRAMES = 12
+KEY_EVERY = 5
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    return decode_frames(media.face_clip(frames=FRAMES, seed=3), FRAMES, "first").frames
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector()
+
+
+def _largest(boxes: np.ndarray) -> np.ndarray:
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return boxes[int(np.argmax(areas))]
+
+
+def test_followed_face_matches_detection_on_every_frame(frames, detector):
+    every = detector.detect(frames)
+    tracked = detector.detect_tracked(frames, KEY_EVERY, min_prob=0.9)
+    assert len(tracked) == FRAMES
+    for index, (whole, followed) in enumerate(zip(every, tracked)):
+        assert len(followed.boxes) >= 1, f"face lost in frame {index}"
+        overlap = iou_matrix(_largest(whole.boxes)[None], _largest(followed.boxes)[None])[0, 0]
+        assert overlap >= 0.7, f"frame {index}: IoU {overlap:.2f} with whole-frame detection"
+
+
+def test_followed_boxes_track_the_known_face(frames, detector):
+    tracked = detector.detect_tracked(frames, FRAMES, min_prob=0.9)  # key frames: first and last only
+    for index, found in enumerate(tracked):
+        truth = np.array(media.face_box(index, seed=3), dtype=np.float32)
+        assert iou_matrix(truth[None], _largest(found.boxes)[None])[0, 0] >= 0.5, f"frame {index}"
+
+
+def test_interval_one_is_plain_detection(frames, detector):
+    plain = detector.detect(frames[:3])
+    same = detector.detect_tracked(frames[:3], 1, min_prob=0.9)
+    for a, b in zip(plain, same):
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+
+
+def test_face_absent_from_the_first_frame_is_found_at_the_next_key_frame(detector):
+    clip = media.face_clip(frames=8, seed=2, hide_face=range(0, 3))
+    frames = decode_frames(clip, 8, "first").frames
+    tracked = detector.detect_tracked(frames, 4, min_prob=0.9)
+    assert all(len(found.probs) == 0 or found.probs.max() < 0.9 for found in tracked[:3])
+    assert all(found.probs.max() >= 0.9 for found in tracked[4:])
+
+
+def test_bad_interval_is_refused(detector, frames):
+    with pytest.raises(ValueError, match="detect_every"):
+        detector.detect_tracked(frames[:2], 0, min_prob=0.9)
+    with pytest.raises(ConfigError, match="detect_every"):
+        PipelineConfig.from_parameters({"frames": "10", "detect_every": "0"})
+    with pytest.raises(ConfigError, match="detect_every"):
+        PipelineConfig.from_parameters({"frames": "10", "detect_every": "often"})
+
+
+def test_pipeline_uses_the_interval():
+    clip = media.face_clip(frames=FRAMES, seed=5)
+    every = FacePipeline(PipelineConfig(frames=FRAMES))(clip)
+    keyed = FacePipeline(PipelineConfig(frames=FRAMES, detect_every=KEY_EVERY))(clip)
+    assert keyed.found.all()
+    ious = [iou_matrix(every.boxes[i:i + 1], keyed.boxes[i:i + 1])[0, 0] for i in range(FRAMES)]
+    assert min(ious) >= 0.7, ious
