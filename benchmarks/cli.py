@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--e2e-window-requests", type=int, default=6,
                         help="perf_analyzer end to end: requests per window and per unit of concurrency "
                              "(count windows: one request takes seconds)")
-    parser.add_argument("--max-trials", type=int, default=4, help="perf_analyzer windows per level at most")
-    parser.add_argument("--stability-percent", type=int, default=30,
+    parser.add_argument("--max-trials", type=int, default=6, help="perf_analyzer windows per level at most")
+    parser.add_argument("--stability-percent", type=int, default=100,
                         help="perf_analyzer: allowed spread over 3 windows before a level counts as stable")
     parser.add_argument("--rss-requests", type=int, default=200, help="requests between the two memory readings")
     parser.add_argument("--rss-concurrency", type=int, default=2, help="requests in flight during that series")

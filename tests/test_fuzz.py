@@ -34,7 +34,7 @@ MAX_FRAMES_SCANNED = 400
 # Decoding stops at the limit; face detection on a few small frames adds at most this much.
 EXAMPLE_BOUND_S = DECODE_TIMEOUT_S + 15.0
 #: Examples in ``make test`` (about a minute on 2 cores); ``FUZZ_EXAMPLES`` overrides it.
-DEFAULT_EXAMPLES = 200
+DEFAULT_EXAMPLES = 300
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", DEFAULT_EXAMPLES))
 #: ``FUZZ_RANDOM=1`` draws new inputs on every run (``make fuzz``); otherwise the run is repeatable.
 RANDOM = os.environ.get("FUZZ_RANDOM", "0") == "1"

@@ -54,7 +54,7 @@ SAME_SCORE_ATOL = 1e-5
 IMPATIENT_S = 0.3
 IMPATIENT_CLIENTS = 8
 # A burst well over preprocess_<N>'s queue (max_queue_size 32 and two instances busy).
-BURST = 72
+BURST = 56
 REJECTION_BOUND_S = 5.0
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
@@ -296,3 +296,27 @@ def test_shared_memory_of_a_killed_server_is_removed(tmp_path, capsys):
     with capsys.disabled():
         print(f"\n[faults] tritonserver killed: replaced after {replaced_after:.1f} s, "
               f"its {len(first)} shared-memory region(s) removed")
+
+
+def test_neither_client_nor_server_writes_video_bytes_to_logs_or_results(triton_server, tmp_path):
+    marker = b"PRIVATE-UPLOAD-CONTENT-7f3a"
+    bad = tmp_path / "not_a_video.mp4"
+    bad.write_bytes(marker * 64)
+    good = tmp_path / "clip.mp4"
+    clip = media.face_clip(frames=FRAMES, seed=31)
+    good.write_bytes(clip)
+    results = tmp_path / "results.jsonl"
+    log_size = triton_server.log_path.stat().st_size
+    completed = subprocess.run(
+        [sys.executable, "-m", "client", "score", str(bad), str(good), "--frames", str(FRAMES), "--url", triton_server.grpc_url,
+         "--json", "--output", str(results), "--retries", "0"],
+        cwd=PROJECT_ROOT, capture_output=True, timeout=CLI_TIMEOUT_S, check=False,
+    )
+    assert completed.returncode == 1, completed.stderr  # the bad file is reported, the good one scored
+    written = completed.stdout + completed.stderr + results.read_bytes()
+    with open(triton_server.log_path, "rb") as log:
+        log.seek(log_size)
+        written += log.read()
+    assert marker not in written and marker.hex().encode() not in written
+    # A short prefix of a clip's bytes (its container header) must not show up either.
+    assert clip[32:64] not in written

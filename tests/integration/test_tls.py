@@ -12,7 +12,6 @@ scores through it. A second, tiny server checks plain TLS (server authentication
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import shutil
