@@ -38,6 +38,7 @@ from tritonclient.utils import InferenceServerException
 
 from benchmarks.server import bench_repository, process_tree_rss_mb, start_server
 from export.repository import ensemble_name
+from serve import processes
 from serve.distribution import PROJECT_ROOT
 
 DEFAULT_DURATION_S = 600.0
@@ -57,6 +58,13 @@ RSS_INTERVAL_S = 2.0
 # one sample taken mid-request does not decide the growth.
 RSS_WINDOW = 5
 WARMUP_ROUNDS = 1
+# Allocator pools (torch's, ONNX Runtime's arena, the stubs' shared memory) grow under concurrent
+# load until they hold the largest batch and the largest frames seen; the memory baseline is
+# taken after this share of a timed run under full load (at least MIN_LOAD_WARMUP_S), so that
+# growth measures what keeps growing, not pools filling once.
+LOAD_WARMUP_FRACTION = 0.1
+MIN_LOAD_WARMUP_S = 60.0
+KIB_PER_MIB = 1024.0
 PERCENTILES = (50, 95, 99)
 INVALID_ARGUMENT = "StatusCode.INVALID_ARGUMENT"
 PERCENT = 100.0
@@ -118,6 +126,9 @@ class SoakReport:
     rss_end_mb: float = 0.0
     rss_peak_mb: float = 0.0
     rss_growth_pct: float = 0.0
+    rss_first_mb: float = 0.0
+    rss_warmup_s: float = 0.0
+    rss_by_process_mb: dict[str, tuple[float, float]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     lost_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -131,9 +142,12 @@ class SoakReport:
             f"{self.concurrency}: {self.throughput_rps:.2f} requests/s",
             f"wrong answers   {self.wrong_answers}",
             f"lost requests   {self.lost_requests}" + (f" {self.lost_reasons}" if self.lost_reasons else ""),
-            f"server RSS      {self.rss_start_mb:.0f} MiB after warm-up -> {self.rss_end_mb:.0f} MiB at the end "
-            f"({self.rss_growth_pct:+.1f} %), peak {self.rss_peak_mb:.0f} MiB",
+            f"server RSS      {self.rss_start_mb:.0f} MiB after {self.rss_warmup_s:.0f} s of load -> {self.rss_end_mb:.0f} MiB "
+            f"at the end ({self.rss_growth_pct:+.1f} %), peak {self.rss_peak_mb:.0f} MiB, "
+            f"{self.rss_first_mb:.0f} MiB when the load started",
         ]
+        for name, (first, last) in sorted(self.rss_by_process_mb.items()):
+            out.append(f"  RSS {name:22s} {first:6.0f} -> {last:6.0f} MiB")
         for kind, figures in self.latency_ms.items():
             parts = ", ".join(f"{name} {value:.0f}" for name, value in figures.items())
             out.append(f"latency {kind:7s} {parts} ms")
@@ -141,13 +155,33 @@ class SoakReport:
         return out
 
 
+def _rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / KIB_PER_MIB
+    except FileNotFoundError:
+        return 0.0
+    return 0.0
+
+
+def process_breakdown(server_pid: int) -> dict[str, float]:
+    """Resident memory of tritonserver and of each python stub (by model and pid), MiB."""
+    parts = {"tritonserver": _rss_mib(server_pid)}
+    for model, pids in processes.python_stubs(server_pid).items():
+        for pid in sorted(pids):
+            parts[f"{model} (pid {pid})"] = _rss_mib(pid)
+    return parts
+
+
 class _RssSampler:
-    """Samples a process tree's resident memory in the background."""
+    """Samples a process tree's resident memory in the background: ``(seconds since start, MiB)``."""
 
     def __init__(self, pid: int | None, interval_s: float = RSS_INTERVAL_S) -> None:
         self.pid = pid
         self.interval_s = interval_s
-        self.samples: list[float] = []
+        self.started = time.monotonic()
+        self.samples: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="soak-rss", daemon=True)
 
@@ -158,7 +192,7 @@ class _RssSampler:
 
     def sample(self) -> None:
         if self.pid is not None:
-            self.samples.append(process_tree_rss_mb(self.pid))
+            self.samples.append((time.monotonic() - self.started, process_tree_rss_mb(self.pid)))
 
     def __enter__(self) -> _RssSampler:
         self._thread.start()
@@ -311,8 +345,8 @@ def run_soak(url: str, *, frames: int = DEFAULT_FRAMES, concurrency: int = DEFAU
                         report.problems.append(f"wrong: {problem}")
 
     started = time.monotonic()
+    first_breakdown = process_breakdown(server_pid) if server_pid is not None else {}
     with _RssSampler(server_pid) as sampler:
-        baseline_samples = len(sampler.samples)
         with ThreadPoolExecutor(concurrency, thread_name_prefix="soak") as pool:
             futures = [pool.submit(worker) for _ in range(concurrency)]
             while not all(f.done() for f in futures):
@@ -321,7 +355,7 @@ def run_soak(url: str, *, frames: int = DEFAULT_FRAMES, concurrency: int = DEFAU
                     with lock:
                         progress(f"{time.monotonic() - started:5.0f} s: {report.requests} requests, "
                                  f"{report.wrong_answers} wrong, {report.lost_requests} lost, "
-                                 f"RSS {sampler.samples[-1] if sampler.samples else 0:.0f} MiB")
+                                 f"RSS {sampler.samples[-1][1] if sampler.samples else 0:.0f} MiB")
             for future in futures:
                 future.result()
     report.seconds = time.monotonic() - started
@@ -330,14 +364,34 @@ def run_soak(url: str, *, frames: int = DEFAULT_FRAMES, concurrency: int = DEFAU
                          (("good", latencies["good"]), ("bad", latencies["bad"]), ("all", latencies["good"] + latencies["bad"]))
                          if values}
     report.lost_reasons = dict(lost)
-    samples = sampler.samples[baseline_samples:] or sampler.samples
-    if samples:
-        window = min(RSS_WINDOW, max(1, len(samples) // 3))
-        report.rss_start_mb = statistics.median(samples[:window])
-        report.rss_end_mb = statistics.median(samples[-window:])
-        report.rss_peak_mb = max(samples)
-        report.rss_growth_pct = (report.rss_end_mb - report.rss_start_mb) / report.rss_start_mb * PERCENT
+    if sampler.samples:
+        _memory_figures(report, sampler.samples, duration_s)
+        last_breakdown = process_breakdown(server_pid) if server_pid is not None else {}
+        report.rss_by_process_mb = {name: (first_breakdown.get(name, 0.0), last_breakdown.get(name, 0.0))
+                                    for name in first_breakdown.keys() | last_breakdown.keys()}
     return report
+
+
+def _memory_figures(report: SoakReport, samples: list[tuple[float, float]], duration_s: float | None) -> None:
+    """Fills the memory figures; the baseline follows the load warm-up (see LOAD_WARMUP_FRACTION).
+
+    A run bounded by a request count only (no duration) takes its baseline after the first
+    third of its samples.
+    """
+    values = [mib for _, mib in samples]
+    if duration_s is not None:
+        warmup_s = min(max(LOAD_WARMUP_FRACTION * duration_s, MIN_LOAD_WARMUP_S), duration_s / 2)
+        after = [i for i, (seconds, _) in enumerate(samples) if seconds >= warmup_s]
+        start = after[0] if after else len(samples) // 3
+    else:
+        start = len(samples) // 3
+    window = min(RSS_WINDOW, max(1, (len(samples) - start) // 3))
+    report.rss_first_mb = values[0]
+    report.rss_warmup_s = samples[start][0]
+    report.rss_start_mb = statistics.median(values[start : start + window])
+    report.rss_end_mb = statistics.median(values[-window:])
+    report.rss_peak_mb = max(values)
+    report.rss_growth_pct = (report.rss_end_mb - report.rss_start_mb) / report.rss_start_mb * PERCENT
 
 
 def build_parser() -> argparse.ArgumentParser:
