@@ -15,8 +15,10 @@ GRPC_PORT ?= 8001
 HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
 PYTEST_ARGS ?=
+BENCH_FRAMES ?= 20
+BENCH_ARGS ?=
 
-.PHONY: help install checkpoints export tensorrt models serve demo test test-unit health deploy-check gpu-smoke clean
+.PHONY: help install checkpoints export tensorrt models serve demo test test-unit bench health deploy-check gpu-smoke clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,6 +71,9 @@ test: models ## run the whole test suite (unit and integration, real tritonserve
 
 test-unit: $(STAMP) ## run the tests that need no server
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+bench: models ## side-by-side benchmark (original pipeline in process vs Triton over gRPC) -> benchmarks/results/
+	$(PY) -m benchmarks --frames $(BENCH_FRAMES) $(BENCH_ARGS)
 
 health: $(STAMP) ## readiness of the server running on GRPC_PORT and of each of its models
 	$(PY) -m client health --url localhost:$(GRPC_PORT)
