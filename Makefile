@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 BENCH_FRAMES ?= 20
 BENCH_ARGS ?=
 
-.PHONY: help install checkpoints export tensorrt models serve demo test test-unit bench health deploy-check gpu-smoke clean
+.PHONY: help install checkpoints export tensorrt models serve demo test test-unit bench soak fuzz certs health deploy-check gpu-smoke clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,6 +74,15 @@ test-unit: $(STAMP) ## run the tests that need no server
 
 bench: models ## side-by-side benchmark (original pipeline in process vs Triton over gRPC) -> benchmarks/results/
 	$(PY) -m benchmarks --frames $(BENCH_FRAMES) $(BENCH_ARGS)
+
+soak: models ## ten minutes at concurrency 8 of mixed good and bad uploads: wrong answers, lost requests, RSS growth, p99
+	$(PY) -m benchmarks.soak --model-repository $(REPOSITORY) --duration 600 --concurrency 8 --json logs/soak.json
+
+fuzz: $(STAMP) ## fuzz bytes -> FACES with fresh random inputs (FUZZ_EXAMPLES, default 5000); a failure prints its regression case
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-5000} FUZZ_RANDOM=1 $(PY) -m pytest tests/test_fuzz.py -s -k damaged $(PYTEST_ARGS)
+
+certs: $(STAMP) ## throw-away CA, server and client certificates in certs/ for TLS and mutual-TLS trials
+	$(PY) tools/certs.py --out certs
 
 health: $(STAMP) ## readiness of the server running on GRPC_PORT and of each of its models
 	$(PY) -m client health --url localhost:$(GRPC_PORT)
