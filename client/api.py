@@ -376,11 +376,7 @@ class DeepfakeClient:
         Raises:
             ClientError: the request failed or was rejected.
         """
-        frames = check_frames(frames)
-        label, payload = load_video(video, name)
-        tensors, latency_ms = self._infer(
-            SCORE_MODEL_TEMPLATE.format(frames=frames), payload, SCORE_OUTPUTS, frames
-        )
+        label, tensors, latency_ms = self._request(SCORE_MODEL_TEMPLATE, SCORE_OUTPUTS, video, frames, name)
         return ScoreResult(**_score_fields(label, tensors, latency_ms))
 
     def explain(
@@ -396,11 +392,7 @@ class DeepfakeClient:
         Raises:
             ClientError: the request failed or was rejected.
         """
-        frames = check_frames(frames)
-        label, payload = load_video(video, name)
-        tensors, latency_ms = self._infer(
-            EXPLAIN_MODEL_TEMPLATE.format(frames=frames), payload, EXPLAIN_OUTPUTS, frames
-        )
+        label, tensors, latency_ms = self._request(EXPLAIN_MODEL_TEMPLATE, EXPLAIN_OUTPUTS, video, frames, name)
         heatmap = tensors["HEATMAP"].astype(np.float32, copy=False)
         if not np.all(np.isfinite(heatmap)):
             raise ClientError(INTERNAL, "server returned non-finite HEATMAP values")
@@ -409,6 +401,13 @@ class DeepfakeClient:
             faces=tensors["FACES"].astype(np.float32, copy=False),
             heatmap=heatmap,
         )
+
+    def _request(self, template: str, outputs, video: VideoSource, frames: int, name: str | None):
+        """Checks ``frames``, reads the video and runs the ``template`` model for N = ``frames``."""
+        frames = check_frames(frames)
+        label, payload = load_video(video, name)
+        tensors, latency_ms = self._infer(template.format(frames=frames), payload, outputs, frames)
+        return label, tensors, latency_ms
 
     def health(self, frames: Sequence[int] = DEFAULT_HEALTH_FRAMES) -> dict:
         """Server liveness, readiness and each model's readiness.

@@ -6,9 +6,8 @@ import numpy as np
 import torch
 
 from export.model import FACE_SIZE
+from preprocessing.crop import normalize_faces
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 # MTCNN's box of the face in skimage.data.astronaut() (512 x 512), x1, y1, x2, y2.
 ASTRONAUT_FACE_BOX = (181, 62, 268, 172)
 MAX_JITTER_PX = 12
@@ -18,17 +17,6 @@ def random_faces(videos: int, frames: int, seed: int = 0) -> torch.Tensor:
     """Standard-normal tensors shaped like normalised face crops."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(videos, frames, 3, FACE_SIZE, FACE_SIZE, generator=generator)
-
-
-def normalize_rgb_crops(crops: np.ndarray) -> torch.Tensor:
-    """uint8 RGB crops [k, 112, 112, 3] -> the classifier's BGR-normalised [k, 3, 112, 112].
-
-    The weights were trained on OpenCV (BGR) frames normalised with the RGB ImageNet constants
-    applied by channel index, so channel 0 is blue and gets mean 0.485.
-    """
-    bgr = crops[..., ::-1].astype(np.float32) / 255.0
-    normalised = (bgr - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(np.ascontiguousarray(normalised.transpose(0, 3, 1, 2)))
 
 
 def real_face_videos(videos: int, frames: int, seed: int = 0) -> torch.Tensor:
@@ -51,5 +39,5 @@ def real_face_videos(videos: int, frames: int, seed: int = 0) -> torch.Tensor:
             box = (max(0, x1 + dx), max(0, y1 + dy), min(width, x2 + dx), min(height, y2 + dy))
             crop = Image.fromarray(image).crop(box).resize((FACE_SIZE, FACE_SIZE), Image.BILINEAR)
             crops.append(np.asarray(crop))
-        out[v] = normalize_rgb_crops(np.stack(crops)).numpy()
+        out[v] = normalize_faces(np.stack(crops))
     return torch.from_numpy(out)

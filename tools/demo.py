@@ -7,50 +7,18 @@ Scores a short clip made here from a real face photo shipped inside scikit-image
 from __future__ import annotations
 
 import argparse
-import io
 import sys
-from fractions import Fraction
 from pathlib import Path
-
-import av
-import numpy as np
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from client.cli import main as client_main  # noqa: E402
+from deploy.sample_video import write_clip  # noqa: E402
 from serve import EmbeddedServer, ServeError, free_ports  # noqa: E402
 
 SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "people_walking_1080p.mp4"
 CLIP_FRAMES = 40
-CLIP_SIZE = (640, 480)
-CLIP_FPS = 25
-
-
-def astronaut_clip(frames: int = CLIP_FRAMES, size: tuple[int, int] = CLIP_SIZE) -> bytes:
-    """An H.264 clip panning slowly across the astronaut photo (a real face)."""
-    from skimage import data
-
-    photo = data.astronaut()
-    width, height = size
-    scale = height / photo.shape[0] * 1.4
-    resized_w, resized_h = int(photo.shape[1] * scale), int(photo.shape[0] * scale)
-    from PIL import Image
-
-    big = np.asarray(Image.fromarray(photo).resize((resized_w, resized_h), Image.BILINEAR))
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(CLIP_FPS))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(frames):
-            x = int((resized_w - width) * 0.3 * (1 + np.sin(i / frames * np.pi)) / 2)
-            y = int((resized_h - height) * 0.1)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(big[y : y + height, x : x + width]), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return buffer.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    clip = args.workdir / "astronaut_pan.mp4"
-    clip.write_bytes(astronaut_clip())
+    clip = args.workdir / "astronaut.mp4"
+    write_clip(clip, CLIP_FRAMES)
     videos = [str(clip)]
     if SHARED_SAMPLE.is_file():
         videos.append(str(SHARED_SAMPLE))

@@ -49,7 +49,8 @@ class TritonPythonModel:
     def execute(self, requests):
         groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
-            wanted = tuple(name for name in OUTPUT_NAMES if name in set(request.requested_output_names())) or OUTPUT_NAMES
+            requested = set(request.requested_output_names())
+            wanted = tuple(name for name in OUTPUT_NAMES if name in requested) or OUTPUT_NAMES
             groups[wanted].append(index)
         responses: list = [None] * len(requests)
         for wanted, indices in groups.items():

@@ -38,7 +38,7 @@ class TritonPythonModel:
         results = []
         for row in videos:
             try:
-                results.append(self.pipeline(row.tobytes()))
+                results.append(self.pipeline(row))
             except InputError as exc:
                 return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
             except (RuntimeError, MemoryError, OSError) as exc:
