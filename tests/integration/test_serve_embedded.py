@@ -28,7 +28,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from serve import EmbeddedServer, GrpcTls, ModelLoadError, Restriction, free_ports
+from serve import EmbeddedServer, GrpcTls, ModelLoadError, Recovery, Restriction, free_ports
 from serve.distribution import PROJECT_ROOT, STUB_NAME
 
 pytestmark = pytest.mark.integration
@@ -53,17 +53,31 @@ input [ { name: "X" data_type: TYPE_FP32 dims: [ -1 ] } ]
 output [ { name: "Y" data_type: TYPE_FP32 dims: [ -1 ] } ]
 instance_group [ { kind: KIND_CPU count: 2 } ]
 """
-ADD_ONE_MODEL = """
+# While the file SLOW_FINALIZE exists in the model's folder, finalize() outlasts the leftover grace,
+# as a model releasing a large GPU allocation can: an old instance that survives its sibling's death
+# then stays until the watchdog ends it.
+SLOW_FINALIZE = "slow_finalize"
+ADD_ONE_MODEL = f"""
+import os
+import time
+
 import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
+    def initialize(self, args):
+        self.slow_flag = os.path.join(args["model_repository"], "{SLOW_FINALIZE}")
+
     def execute(self, requests):
         responses = []
         for request in requests:
             x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x + 1)]))
         return responses
+
+    def finalize(self):
+        if os.path.exists(self.slow_flag):
+            time.sleep(60)
 """
 PLUS_TWO_CONFIG = """
 name: "plus_two"
@@ -132,6 +146,17 @@ def seconds_until_served(url: str, model: str, since: float) -> float:
             last_error = str(error)
         time.sleep(POLL_S)
     pytest.fail(f"'{model}' was not served again within {RECOVERY_BOUND_S} s; last error: {last_error}")
+
+
+def recovery_after(server: EmbeddedServer, count_before: int) -> Recovery:
+    """The first recovery the watchdog records after ``count_before`` of them; fails past the bound."""
+    deadline = time.monotonic() + RECOVERY_BOUND_S
+    while time.monotonic() < deadline:
+        recoveries = server.recoveries
+        if len(recoveries) > count_before:
+            return recoveries[count_before]
+        time.sleep(POLL_S)
+    pytest.fail(f"the watchdog recorded no recovery within {RECOVERY_BOUND_S} s; log:\n{server.log_text()[-2000:]}")
 
 
 def stub_processes(server_pid: int) -> dict[int, str]:
@@ -220,15 +245,21 @@ def test_model_control_api_refuses_callers_without_the_key(tiny_server):
     assert tiny_server.http_restrictions[0].value not in tiny_server.log_text()
 
 
-def test_watchdog_loads_a_model_again_after_its_stub_is_killed(tiny_server, capsys):
+def test_watchdog_loads_a_model_again_after_its_stub_is_killed(tiny_server, capsys, request):
     server_pid = tiny_server.pid
     stubs = sorted(pid for pid, path in stub_processes(server_pid).items() if Path(path).parent.parent.name == "add_one")
     assert len(stubs) == 2, "add_one has two instances"
     victim, sibling = stubs
     recoveries_before = len(tiny_server.recoveries)
+    slow_flag = tiny_server.repository / "add_one" / SLOW_FINALIZE
+    slow_flag.touch()
+    request.addfinalizer(lambda: slow_flag.unlink(missing_ok=True))
 
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
+    # The surviving instance may answer at once, before the watchdog has seen the death: wait for
+    # the recovery itself, then for the ensemble to be served again.
+    recovery = recovery_after(tiny_server, recoveries_before)
     seconds = seconds_until_served(tiny_server.grpc_url, "plus_two", killed_at)
 
     assert tiny_server.pid == server_pid, "the model, not the server, should have been restarted"
@@ -237,12 +268,11 @@ def test_watchdog_loads_a_model_again_after_its_stub_is_killed(tiny_server, caps
     replacements = {pid for pid, path in new_stubs.items() if "/add_one/" in path} - {sibling}
     assert len(replacements) == 2
     assert tiny_server.stub_pids()["add_one"] == replacements
-    recovery = tiny_server.recoveries[recoveries_before]
     assert recovery.model == "add_one" and str(victim) in recovery.cause
     assert "loading 'add_one' again" in tiny_server.log_text()
     with grpcclient.InferenceServerClient(tiny_server.grpc_url) as client:
         assert client.is_model_ready("add_one") and client.is_model_ready("plus_two")
-    # The old instance that did not die never finishes unloading; its stub is ended after the grace.
+    # The old instance that did not die is still finalizing; its stub is ended after the grace.
     deadline = time.monotonic() + LEFTOVER_GRACE_S + RECOVERY_BOUND_S
     while alive(sibling) and time.monotonic() < deadline:
         time.sleep(POLL_S)
