@@ -56,8 +56,12 @@ COPY model_repository/ model_repository/
 
 # PYTHONPATH lets every python-backend model.py (run by Triton's stub) `import preprocessing`.
 # HOME and caches point at /tmp, the only writable place besides the mounted volumes.
+# The MALLOC_* settings keep the stubs' memory flat (see serve/distribution.py, MALLOC_SETTINGS).
 ENV PYTHONPATH=/opt/deepfake \
     HOME=/tmp \
+    MALLOC_ARENA_MAX=2 \
+    MALLOC_MMAP_THRESHOLD_=1048576 \
+    MALLOC_TRIM_THRESHOLD_=1048576 \
     MODEL_REPOSITORY=/models \
     TRITON_MODEL_CONFIG=default \
     TRITON_ADMIN_KEY_FILE=/run/secrets/triton_admin_key

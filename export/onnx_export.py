@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 PRECISIONS = ("fp32", "fp16")
 BATCH_AXIS = "batch"
+# The frame axis is left open too: the served configs pin it to N, and the CPU classifier feeds the
+# last frame alone when a request asks for the score only (the only frame the score depends on).
+FRAMES_AXIS = "frames"
+#: The outputs that depend on the last frame only (see REFERENCE: the LSTM quirk).
+SCORE_ONLY_OUTPUTS = ("LOGITS", "PROB_FAKE")
 BATCH_CHECK_SIZE = 4
 
 # Max abs difference allowed between the artifact and the original forward, per output.
@@ -58,10 +63,12 @@ def _copy_of(original: OriginalModel) -> OriginalModel:
 
 
 def write_onnx(original: OriginalModel, frames: int, path: Path, precision: str = "fp32", opset: int = DEFAULT_OPSET) -> None:
-    """Exports the served form for ``frames``-frame videos, batch axis dynamic."""
+    """Exports the served form, traced with ``frames``-frame videos; batch and frame axes dynamic."""
     module = served_module(original, precision)
     example = torch.zeros(1, frames, 3, FACE_SIZE, FACE_SIZE)
     dynamic_axes = {name: {0: BATCH_AXIS} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    for name in (INPUT_NAME, "FRAME_PROB_FAKE", "HEATMAP"):
+        dynamic_axes[name][1] = FRAMES_AXIS
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # The TorchScript-based exporter is deprecated in favour of the dynamo one, which does
@@ -131,16 +138,16 @@ class Verification:
         return not self.failures
 
 
-def check_signature(session, frames: int) -> list[str]:
+def check_signature(session) -> list[str]:
     """Names, element types and shapes of the graph against the served contract."""
     problems = []
     inputs = session.get_inputs()
-    expected_inputs = [(INPUT_NAME, [BATCH_AXIS, frames, 3, FACE_SIZE, FACE_SIZE])]
+    expected_inputs = [(INPUT_NAME, [BATCH_AXIS, FRAMES_AXIS, 3, FACE_SIZE, FACE_SIZE])]
     expected_outputs = [
         ("LOGITS", [BATCH_AXIS, 2]),
         ("PROB_FAKE", [BATCH_AXIS, 1]),
-        ("FRAME_PROB_FAKE", [BATCH_AXIS, frames]),
-        ("HEATMAP", [BATCH_AXIS, frames, FACE_SIZE, FACE_SIZE]),
+        ("FRAME_PROB_FAKE", [BATCH_AXIS, FRAMES_AXIS]),
+        ("HEATMAP", [BATCH_AXIS, FRAMES_AXIS, FACE_SIZE, FACE_SIZE]),
     ]
     for kind, got, want in (("input", inputs, expected_inputs), ("output", session.get_outputs(), expected_outputs)):
         got_sig = [(t.name, list(t.shape)) for t in got]
@@ -163,7 +170,7 @@ def verify_onnx(path: Path, original: OriginalModel, frames: int, precision: str
     result = Verification(precision=precision)
     session = onnx_session(path)
     log.info("verifying %s (%s)", path, precision)
-    for problem in check_signature(session, frames):
+    for problem in check_signature(session):
         log.info("  signature: %s", problem)
         result.failures.append(f"signature: {problem}")
     if result.failures:
@@ -187,6 +194,11 @@ def verify_onnx(path: Path, original: OriginalModel, frames: int, precision: str
         for name in OUTPUT_NAMES:
             single = np.concatenate([s[name] for s in singles])
             result.record(f"{case}/batch4_vs_singles", name, batched[name], single, BATCH_TOLERANCE[precision])
+        # The score-only path: the last frame alone gives the same score as all N frames.
+        last = dict(zip(SCORE_ONLY_OUTPUTS, session.run(list(SCORE_ONLY_OUTPUTS),
+                                                        {INPUT_NAME: np.ascontiguousarray(videos[:, -1:].numpy())})))
+        for name in SCORE_ONLY_OUTPUTS:
+            result.record(f"{case}/last_frame_vs_all", name, last[name], batched[name], BATCH_TOLERANCE[precision])
         _check_frames_and_heatmaps(result, original, videos[:1], singles[0], tolerances, case)
     return result
 

@@ -79,7 +79,7 @@ class FacePipeline:
         # Padding repeats frames: detect each distinct frame once.
         _, first_of, position = np.unique(clip.indices, return_index=True, return_inverse=True)
         detections = self.detector.detect_tracked([clip.frames[i] for i in first_of], cfg.detect_every,
-                                                  cfg.min_face_prob)
+                                                  cfg.min_face_prob, cfg.max_followed)
         boxes, found = follow_face(detections, cfg.min_face_prob, cfg.iou_threshold)
         detected = time.perf_counter()
 

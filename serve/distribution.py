@@ -124,6 +124,18 @@ def _joined(front: Iterable[Path | str], existing: str | None) -> str:
     return os.pathsep.join(entries)
 
 
+#: glibc malloc settings for the server and its stubs, unless the environment sets them. Each
+#: request allocates and frees ~150 MB in frames of a few MB; by default glibc raises its mmap
+#: threshold after such frees and serves later ones from arenas that fragment. Measured on the
+#: 2-core machine, 120 requests of the 20-frame ensemble (2 in flight): the server's resident
+#: memory swung between 2388 and 2554 MiB by default, and stayed within 1997-2018 MiB with these.
+MALLOC_SETTINGS = {
+    "MALLOC_ARENA_MAX": "2",
+    "MALLOC_MMAP_THRESHOLD_": "1048576",
+    "MALLOC_TRIM_THRESHOLD_": "1048576",
+}
+
+
 def server_environment(
     distribution: TritonDistribution,
     overrides: Mapping[str, str] | None = None,
@@ -141,10 +153,14 @@ def server_environment(
             ``LD_LIBRARY_PATH`` given here is kept after the entries the server needs.
         python_path: extra import folders, after the project root.
 
+    :data:`MALLOC_SETTINGS` fill in what neither this process's environment nor ``overrides`` set.
+
     Returns:
         A complete environment for ``subprocess``.
     """
     env = dict(os.environ)
+    for name, value in MALLOC_SETTINGS.items():
+        env.setdefault(name, value)
     env.update(overrides or {})
     libdir = sysconfig.get_config_var("LIBDIR")
     env["LD_LIBRARY_PATH"] = _joined([*([libdir] if libdir else []), *distribution.library_dirs], env.get("LD_LIBRARY_PATH"))

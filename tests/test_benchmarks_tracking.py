@@ -77,3 +77,40 @@ def test_pipeline_uses_the_interval():
     assert keyed.found.all()
     ious = [iou_matrix(every.boxes[i:i + 1], keyed.boxes[i:i + 1])[0, 0] for i in range(FRAMES)]
     assert min(ious) >= 0.7, ious
+
+
+def _windows_per_frame(detector: FaceDetector, frames: list[np.ndarray], max_followed: int) -> tuple[list[int], list]:
+    """Runs detect_tracked, counting the windows searched in each frame (the real search still runs)."""
+    counts: list[int] = []
+    search = detector._detect_in_windows
+
+    def counting(frame, boxes):
+        counts.append(len(boxes))
+        return search(frame, boxes)
+
+    detector._detect_in_windows = counting
+    try:
+        tracked = detector.detect_tracked(frames, KEY_EVERY, min_prob=0.9, max_followed=max_followed)
+    finally:
+        del detector._detect_in_windows
+    return counts, tracked
+
+
+def test_max_followed_bounds_the_windows_searched(frames, detector):
+    # Three copies of the face side by side: three faces of equal prominence.
+    crowd = [np.ascontiguousarray(np.concatenate([f, f, f], axis=1)) for f in frames[:6]]
+    every_face, _ = _windows_per_frame(detector, crowd, 0)
+    one_face, tracked = _windows_per_frame(detector, crowd, 1)
+    assert max(every_face) == 3
+    assert max(one_face) == 1
+    # The followed face is still found in every frame, and key frames still see all three.
+    assert all(found.probs.max() >= 0.9 for found in tracked)
+    assert len(tracked[0].probs) == 3 and len(tracked[KEY_EVERY].probs) == 3
+
+
+def test_max_followed_is_checked(detector, frames):
+    with pytest.raises(ValueError, match="max_followed"):
+        detector.detect_tracked(frames[:2], 2, min_prob=0.9, max_followed=-1)
+    with pytest.raises(ConfigError, match="max_followed"):
+        PipelineConfig.from_parameters({"frames": "10", "max_followed": "-1"})
+    assert PipelineConfig.from_parameters({"frames": "10", "max_followed": "2"}).max_followed == 2

@@ -27,7 +27,8 @@ from serve import (
 )
 from serve import processes
 from serve.__main__ import EXIT_BAD_SETUP, build_parser
-from serve.distribution import BACKEND_LIBRARY, BACKEND_NAME, BACKEND_UTILS, PROJECT_ROOT, STUB_NAME, python_version_tag, server_environment
+from serve.distribution import (BACKEND_LIBRARY, BACKEND_NAME, BACKEND_UTILS, MALLOC_SETTINGS, PROJECT_ROOT, STUB_NAME,
+                                python_version_tag, server_environment)
 from serve.options import GrpcTls
 from serve.ports import ensure_free
 from serve.repository import export_commands, missing_artifacts
@@ -294,6 +295,18 @@ def test_server_environment_finds_libpython_site_packages_and_project(tmp_path):
     assert python_path[:2] == [str(PROJECT_ROOT), str(tmp_path)]
     assert sysconfig.get_path("purelib") in python_path
     assert python_path[-1] == "/extra/first"
+
+
+def test_server_environment_sets_malloc_defaults_that_the_caller_can_override(monkeypatch):
+    distribution = TritonDistribution.locate()
+    for name in MALLOC_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    assert all(server_environment(distribution)[name] == value for name, value in MALLOC_SETTINGS.items())
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    env = server_environment(distribution, {"MALLOC_MMAP_THRESHOLD_": "65536"})
+    assert env["MALLOC_ARENA_MAX"] == "8" and env["MALLOC_MMAP_THRESHOLD_"] == "65536"
+    assert env["MALLOC_TRIM_THRESHOLD_"] == MALLOC_SETTINGS["MALLOC_TRIM_THRESHOLD_"]
 
 
 # ------------------------------------------------------------------------------------ ports, processes

@@ -2,7 +2,9 @@
 
 Requests are concatenated into one ONNX Runtime call per set of requested outputs and split
 back by each request's batch size; only the outputs a request asks for are fetched, so the
-scoring ensemble does not pay for heatmaps.
+scoring ensemble does not pay for heatmaps. A request for the score alone (``LOGITS`` and/or
+``PROB_FAKE``) runs the trunk on the last frame only: the published weights score a video from
+its last frame (the LSTM quirk), so the other N-1 frames would be computed for nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from triton_models.common import model_parameters, parse_config
 
 INPUT_NAME = "FACES"
 OUTPUT_NAMES = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "HEATMAP")
+# Outputs computed from the last frame alone (the graph's frame axis is dynamic).
+LAST_FRAME_OUTPUTS = frozenset({"LOGITS", "PROB_FAKE"})
 
 
 class TritonPythonModel:
@@ -56,8 +60,11 @@ class TritonPythonModel:
         for wanted, indices in groups.items():
             arrays = [pb_utils.get_input_tensor_by_name(requests[i], INPUT_NAME).as_numpy() for i in indices]
             sizes = [a.shape[0] for a in arrays]
+            faces = np.concatenate(arrays)
+            if LAST_FRAME_OUTPUTS.issuperset(wanted):
+                faces = np.ascontiguousarray(faces[:, -1:])
             try:
-                results = self.session.run(list(wanted), {INPUT_NAME: np.concatenate(arrays)})
+                results = self.session.run(list(wanted), {INPUT_NAME: faces})
             except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidArgument) as exc:
                 error = pb_utils.TritonError(f"ONNX Runtime failed: {exc}")
                 for i in indices:

@@ -98,6 +98,26 @@ def test_served_faces_and_scores_match_the_original_forward(client, clip, origin
     assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0 + 1e-6
 
 
+def test_classifier_asked_for_the_score_alone_gives_the_full_score(client, clip, original):
+    faces = infer(client, clip, model=f"preprocess_{FRAMES}", outputs=("FACES",))["FACES"]
+    tensor = grpcclient.InferInput("FACES", list(faces.shape), "FP32")
+    tensor.set_data_from_numpy(faces)
+
+    def classify(outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        result = client.infer(f"resnext_lstm_{FRAMES}", [tensor], outputs=[grpcclient.InferRequestedOutput(n) for n in outputs],
+                              client_timeout=TIMEOUT_S)
+        return {name: result.as_numpy(name) for name in outputs}
+
+    # LOGITS and PROB_FAKE alone run the trunk on the last frame only; with FRAME_PROB_FAKE on all N.
+    score_only = classify(("LOGITS", "PROB_FAKE"))
+    full = classify(("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE"))
+    np.testing.assert_allclose(score_only["LOGITS"], full["LOGITS"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(score_only["PROB_FAKE"], full["PROB_FAKE"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(score_only["LOGITS"], original_scores(original, torch.from_numpy(faces.copy())).numpy(),
+                               atol=1e-4, rtol=0)
+    assert full["FRAME_PROB_FAKE"].shape == (1, FRAMES)
+
+
 def test_preprocess_model_is_callable_alone(client, clip, pipeline):
     served = infer(client, clip, model=f"preprocess_{FRAMES}", outputs=("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED"))
     np.testing.assert_allclose(served["FACES"][0], pipeline(clip).faces, atol=1e-5)
