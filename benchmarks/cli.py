@@ -238,7 +238,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     timing = time_classifier(onnx_path, original, library[-1].faces, repeats=args.classifier_repeats,
                              threads=cpu_count())
     results.update(classifier_ort_ms=timing.ort_ms, classifier_torch_ms=timing.torch_ms,
-                   classifier_speedup=timing.speedup, classifier_torch_last_frame_ms=timing.torch_last_frame_ms,
+                   classifier_speedup=timing.speedup, classifier_ort_all_frames_ms=timing.ort_all_frames_ms,
+                   classifier_all_frames_speedup=timing.all_frames_speedup, classifier_torch_last_frame_ms=timing.torch_last_frame_ms,
                    classifier_max_abs_logit_diff=timing.max_abs_logit_diff, classifier_threads=timing.threads)
 
     # 4. The server under perf_analyzer.
