@@ -27,14 +27,17 @@ RUN python3 -m pip install ".[server]" \
     && mapfile -t no_deps < <(python3 tools/pins.py no-deps) \
     && python3 -m pip install --no-deps "${no_deps[@]}"
 
-# Debian packages listed in pyproject.toml (libb64 for perf_analyzer). Their versions are those
-# of the base image's Ubuntu release (DL3008): the same names install on Debian 12 for the CPU
-# setup, so pyproject.toml lists names, and the base image tag pins the release.
+# Debian packages listed in pyproject.toml (libb64 for perf_analyzer, jemalloc for the server).
+# Their versions are those of the base image's Ubuntu release (DL3008): the same names install
+# on Debian 12 for the CPU setup, so pyproject.toml lists names, and the base image tag pins the
+# release.
 # hadolint ignore=DL3008
 RUN mapfile -t apt_packages < <(python3 tools/pins.py apt) \
     && apt-get update \
     && apt-get install --yes --no-install-recommends "${apt_packages[@]}" \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && ln -s "/usr/lib/$(uname -m)-linux-gnu/libjemalloc.so.2" /usr/local/lib/libjemalloc.so.2 \
+    && test -f /usr/local/lib/libjemalloc.so.2
 
 # TensorRT's Python bindings at the version of the image's own TensorRT (plans built by
 # `python -m export tensorrt` must match the TensorRT that Triton loads them with).
@@ -56,12 +59,11 @@ COPY model_repository/ model_repository/
 
 # PYTHONPATH lets every python-backend model.py (run by Triton's stub) `import preprocessing`.
 # HOME and caches point at /tmp, the only writable place besides the mounted volumes.
-# The MALLOC_* settings keep the stubs' memory flat (see serve/distribution.py, MALLOC_SETTINGS).
+# jemalloc, preloaded into tritonserver and its python stubs, keeps their memory flat under load
+# (measured with the embedded server: serve/distribution.py, server_environment).
 ENV PYTHONPATH=/opt/deepfake \
     HOME=/tmp \
-    MALLOC_ARENA_MAX=2 \
-    MALLOC_MMAP_THRESHOLD_=1048576 \
-    MALLOC_TRIM_THRESHOLD_=1048576 \
+    LD_PRELOAD=/usr/local/lib/libjemalloc.so.2 \
     MODEL_REPOSITORY=/models \
     TRITON_MODEL_CONFIG=default \
     TRITON_ADMIN_KEY_FILE=/run/secrets/triton_admin_key

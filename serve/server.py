@@ -36,7 +36,7 @@ from typing import BinaryIO
 
 from serve import processes
 from serve.control import STATE_READY, STATE_UNAVAILABLE, ControlClient
-from serve.distribution import BACKEND_NAME, TritonDistribution, server_environment
+from serve.distribution import BACKEND_NAME, TritonDistribution, allocator_of, server_environment
 from serve.errors import ArtifactsMissingError, ControlError, ModelLoadError, RepositoryError, ServeError, ServerStartError
 from serve.options import GrpcTls, Restriction, covered, headers_for
 from serve.ports import ensure_free
@@ -438,6 +438,7 @@ class EmbeddedServer:
         command = self._command()
         self._note(f"starting {self._printable(command)}")
         env = server_environment(self._distribution, self.env, self.python_path)
+        self._note(f"memory allocator: {allocator_of(env)}")
         self._process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,

@@ -20,6 +20,7 @@ from serve import (
     PortInUseError,
     RepositoryError,
     Restriction,
+    ServeError,
     SetupError,
     TritonDistribution,
     free_port,
@@ -27,8 +28,8 @@ from serve import (
 )
 from serve import processes
 from serve.__main__ import EXIT_BAD_SETUP, build_parser
-from serve.distribution import (BACKEND_LIBRARY, BACKEND_NAME, BACKEND_UTILS, MALLOC_SETTINGS, PROJECT_ROOT, STUB_NAME,
-                                python_version_tag, server_environment)
+from serve.distribution import (ALLOCATOR_VARIABLE, BACKEND_LIBRARY, BACKEND_NAME, BACKEND_UTILS, PROJECT_ROOT, STUB_NAME,
+                                allocator_of, find_jemalloc, python_version_tag, server_environment)
 from serve.options import GrpcTls
 from serve.ports import ensure_free
 from serve.repository import export_commands, missing_artifacts
@@ -297,16 +298,24 @@ def test_server_environment_finds_libpython_site_packages_and_project(tmp_path):
     assert python_path[-1] == "/extra/first"
 
 
-def test_server_environment_sets_malloc_defaults_that_the_caller_can_override(monkeypatch):
+def test_server_environment_preloads_jemalloc_unless_told_not_to(monkeypatch):
     distribution = TritonDistribution.locate()
-    for name in MALLOC_SETTINGS:
-        monkeypatch.delenv(name, raising=False)
-    assert all(server_environment(distribution)[name] == value for name, value in MALLOC_SETTINGS.items())
+    monkeypatch.delenv(ALLOCATOR_VARIABLE, raising=False)
+    monkeypatch.setenv("LD_PRELOAD", "/already/there.so")
+    env = server_environment(distribution)
+    jemalloc = find_jemalloc()
+    if jemalloc is None:
+        assert env["LD_PRELOAD"] == "/already/there.so"
+        assert "not installed" in allocator_of(env)
+    else:
+        assert env["LD_PRELOAD"].split(os.pathsep) == [str(jemalloc), "/already/there.so"]
+        assert allocator_of(env) == f"jemalloc ({jemalloc})"
 
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
-    env = server_environment(distribution, {"MALLOC_MMAP_THRESHOLD_": "65536"})
-    assert env["MALLOC_ARENA_MAX"] == "8" and env["MALLOC_MMAP_THRESHOLD_"] == "65536"
-    assert env["MALLOC_TRIM_THRESHOLD_"] == MALLOC_SETTINGS["MALLOC_TRIM_THRESHOLD_"]
+    system = server_environment(distribution, {ALLOCATOR_VARIABLE: "system"})
+    assert system["LD_PRELOAD"] == "/already/there.so"
+    assert "DEEPFAKE_ALLOCATOR=system" in allocator_of(system)
+    with pytest.raises(ServeError, match="DEEPFAKE_ALLOCATOR must be one of jemalloc, system, got 'tcmalloc'"):
+        server_environment(distribution, {ALLOCATOR_VARIABLE: "tcmalloc"})
 
 
 # ------------------------------------------------------------------------------------ ports, processes

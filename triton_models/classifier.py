@@ -37,6 +37,10 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
         options.inter_op_num_threads = 1
+        spinning = params.get("allow_spinning", "1")
+        if spinning not in ("0", "1"):
+            raise pb_utils.TritonModelException(f"parameter allow_spinning must be 0 or 1, got {spinning!r}")
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         options.log_severity_level = 3
         # ONNX Runtime's CPU arena keeps the largest batch's buffers for good (the soak saw the
         # stub grow ~350 MiB in one step). Without it the server ended 200 benchmark requests
