@@ -33,7 +33,7 @@ from tritonclient.grpc import model_config_pb2
 from benchmarks import perf, report
 from benchmarks.classifier import time_classifier
 from benchmarks.reference import ReferencePipeline
-from benchmarks.server import (bench_repository, cpu_count, model_stats, models_of, process_tree_rss_mb,
+from benchmarks.server import (bench_repository, cpu_count, model_stats, models_of, process_rss_by_name, process_tree_rss_mb,
                                server_pid, start_server, stats_delta)
 from benchmarks.video import PROJECT_ROOT, bench_video
 from export.checkpoints import load_original_model
@@ -56,6 +56,8 @@ STRETCH_E2E_SPEEDUP = 25.0
 TARGET_CLASSIFIER_SPEEDUP = 1.8
 TARGET_P50_MS = 1500.0
 TARGET_RSS_GROWTH_PERCENT = 5.0
+# Requests between two memory readings in the series around the RSS requests.
+RSS_CHUNK = 20
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,8 +290,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log.info("memory across %d requests", args.rss_requests)
         pid = server_pid(server)
         results["server_rss_mb_before"] = process_tree_rss_mb(pid)
-        wall = _repeat_requests(url, ens_name, video.data, args.rss_requests, args.rss_concurrency)
-        results["server_rss_mb_after"] = process_tree_rss_mb(server_pid(server))
+        results["server_rss_by_process_before"] = process_rss_by_name(pid)
+        # Read between chunks too: one reading at each end cannot tell growth from a swing.
+        series, wall = [results["server_rss_mb_before"]], 0.0
+        chunks = [RSS_CHUNK] * (args.rss_requests // RSS_CHUNK) + [args.rss_requests % RSS_CHUNK] * bool(args.rss_requests % RSS_CHUNK)
+        for chunk in chunks:
+            wall += _repeat_requests(url, ens_name, video.data, chunk, args.rss_concurrency)
+            series.append(process_tree_rss_mb(server_pid(server)))
+        results["server_rss_mb_after"] = series[-1]
+        results["server_rss_series_mb"] = [round(v, 1) for v in series]
+        results["server_rss_series_every"] = RSS_CHUNK
+        results["server_rss_by_process_after"] = process_rss_by_name(server_pid(server))
         results["rss_requests"] = args.rss_requests
         results["rss_series_videos_per_s"] = args.rss_requests / wall
         results["server_recoveries"] = len(server.recoveries)

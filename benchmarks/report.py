@@ -135,6 +135,18 @@ def markdown(results: Mapping[str, Any]) -> str:
                   f"IoU of the served crop boxes with the crop boxes from MTCNN at full resolution on every "
                   f"frame: mean {_fmt(boxes.get('iou_mean'), 3)}, min {_fmt(boxes.get('iou_min'), 3)}, "
                   f"last frame (the one the faithful score uses) {_fmt(boxes.get('iou_last'), 3)}.", ""]
+    series = results.get("server_rss_series_mb")
+    if series:
+        every = results.get("server_rss_series_every", "?")
+        lines += ["## Server memory across the RSS requests", "",
+                  f"Resident memory of tritonserver and its stubs (MiB), read every {every} requests: "
+                  + ", ".join(f"{v:.0f}" for v in series) + ".", ""]
+        before, after = results.get("server_rss_by_process_before", {}), results.get("server_rss_by_process_after", {})
+        if before or after:
+            lines += ["| process | before MiB | after MiB |", "| --- | --- | --- |"]
+            lines += [f"| {name} | {_fmt(before.get(name), 0)} | {_fmt(after.get(name), 0)} |"
+                      for name in dict.fromkeys([*before, *after])]
+            lines.append("")
     for note in results.get("notes", []):
         lines.append(f"- {note}")
     lines += ["", "Plots: " + ", ".join(f"`{name}`" for name in PLOTS.values()) + "; perf_analyzer CSV files "

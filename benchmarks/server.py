@@ -73,6 +73,20 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def process_rss_by_name(pid: int) -> dict[str, float]:
+    """Resident memory (MiB) of tritonserver and of each python stub, keyed by model and pid."""
+    found = {"tritonserver": _rss_kib(pid) / _KIB_PER_MIB}
+    for child in _children(pid):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        # A stub's second argument is its model.py: <repository>/<model>/<version>/model.py.
+        model = next((Path(arg.decode()).parent.parent.name for arg in argv if arg.endswith(b"model.py")), "other")
+        found[f"{model} (pid {child})"] = _rss_kib(child) / _KIB_PER_MIB
+    return found
+
+
 def process_tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants (tritonserver and its python stubs), MiB."""
     total, pending, seen = 0, [pid], set()

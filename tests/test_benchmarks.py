@@ -119,7 +119,9 @@ def _results(reference_videos_per_s: float, points: list[perf.PerfPoint]) -> dic
         "e2e_p50_ms": points[0].p50_ms, "e2e_p95_ms": points[0].p95_ms,
         "classifier_ort_ms": 250.0, "classifier_torch_ms": 500.0, "classifier_speedup": 2.0,
         "server_rss_mb_before": 1000.0, "server_rss_mb_after": 1010.0, "server_rss_growth_percent": 1.0,
-        "rss_requests": 200,
+        "rss_requests": 200, "server_rss_series_mb": [1000.0, 1004.0, 1010.0], "server_rss_series_every": 100,
+        "server_rss_by_process_before": {"tritonserver": 100.0, "preprocess_10 (pid 7)": 900.0},
+        "server_rss_by_process_after": {"tritonserver": 104.0, "preprocess_10 (pid 7)": 906.0},
         "e2e_sweep": [p.__dict__ for p in points], "classifier_sweep": [p.__dict__ for p in points],
         "stages": {"reference": {"decode": 100.0, "detect": 900.0}, "served": {"decode": 50.0, "queue": 5.0}},
         "targets": report.targets([("e2e_speedup", ">= 15x", False), ("classifier_speedup", ">= 1.8x", True)]),
@@ -140,6 +142,8 @@ def test_report_writes_json_markdown_and_plots(reference_run, tmp_path):
     assert saved["e2e_p50_ms"] == pytest.approx(640.0)
     text = (tmp_path / "out" / "latest.md").read_text()
     assert "| figure | measured | target | met |" in text and "**no**" in text
+    assert "read every 100 requests: 1000, 1004, 1010." in text
+    assert "| preprocess_10 (pid 7) | 900 | 906 |" in text
     for name in report.PLOTS.values():
         assert (tmp_path / "out" / name).read_bytes()[:8] == PNG_MAGIC
 
