@@ -78,11 +78,14 @@ def test_classifier_config_matches_the_onnx_graph(frames):
     config = parse(REPOSITORY / f"resnext_lstm_{frames}" / "config.pbtxt")
 
     def signature(values) -> dict[str, tuple[int, tuple]]:
+        # The graph's frame axis is open ("frames"); the config pins it to N.
         out = {}
         for value in values:
             dims = value.type.tensor_type.shape.dim
             assert dims[0].dim_param == "batch", f"{value.name}: the first axis must be the dynamic batch"
-            out[value.name] = (ONNX_TYPES[value.type.tensor_type.elem_type], tuple(d.dim_value for d in dims[1:]))
+            shape = tuple(frames if d.dim_param == "frames" else d.dim_value for d in dims[1:])
+            assert all(d.dim_param in ("", "frames") for d in dims[1:]), f"{value.name}: unexpected open axis"
+            out[value.name] = (ONNX_TYPES[value.type.tensor_type.elem_type], shape)
         return out
 
     assert signature(graph.input) == _io(config, "input")
