@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml tools/pins.py
 	touch $(STAMP)
 
 .PHONY: apt-packages
-apt-packages: ## install the Debian packages (perf_analyzer's libb64, docker-compose for checks) when root
+apt-packages: ## install the Debian packages (perf_analyzer's libb64, jemalloc for the server, docker-compose for checks) when root
 	@packages="$$($(PYTHON_BASE) tools/pins.py apt) $$($(PYTHON_BASE) tools/pins.py apt-dev)"; missing=""; \
 	for p in $$packages; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
