@@ -224,7 +224,8 @@ def ceil_max_pool(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     strided row slices, then of strided column slices, so every output is bit-identical.
     """
     height, width = x.shape[-2:]
-    if height < kernel or width < kernel:
+    # Beyond these, PyTorch's output size has rules of its own (an empty or a dropped last window).
+    if height < kernel or width < kernel or stride > kernel:
         return F.max_pool2d(x, kernel, stride, ceil_mode=True)
     out_h = math.ceil((height - kernel) / stride) + 1
     out_w = math.ceil((width - kernel) / stride) + 1
@@ -261,7 +262,8 @@ def exact_fast_pooling(module: nn.Module) -> int:
             if not isinstance(child, nn.MaxPool2d) or not child.ceil_mode or child.return_indices:
                 continue
             kernel, stride = child.kernel_size, child.stride
-            if not (isinstance(kernel, int) and isinstance(stride, int)) or child.padding != 0 or child.dilation != 1:
+            if (not (isinstance(kernel, int) and isinstance(stride, int)) or stride > kernel
+                    or child.padding != 0 or child.dilation != 1):
                 continue
             setattr(parent, name, CeilMaxPool(kernel, stride))
             replaced += 1
