@@ -18,9 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from serve.errors import ServeError
-
-from serve.errors import TritonNotFoundError
+from serve.errors import ServeError, TritonNotFoundError
 
 PYTRITON_PACKAGE = "pytriton"
 PYTRITON_PIN = "nvidia-pytriton==0.7.0"
@@ -185,7 +183,7 @@ def server_environment(
         # glibc's malloc the preprocessing stubs' memory swung by +-10 % from one batch of
         # requests to the next (frames of a few MB each, freed in a different order than
         # allocated); with jemalloc the server's total stayed within 1.5 %, and the classifier
-        # stub held 245 MiB instead of 433 MiB, at the same throughput (README, Performance).
+        # stub held 245 MiB instead of 433 MiB, at the same throughput (README, The embedded server).
         env["LD_PRELOAD"] = _joined([jemalloc], env.get("LD_PRELOAD"))
     libdir = sysconfig.get_config_var("LIBDIR")
     env["LD_LIBRARY_PATH"] = _joined([*([libdir] if libdir else []), *distribution.library_dirs], env.get("LD_LIBRARY_PATH"))
