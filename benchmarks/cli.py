@@ -33,8 +33,8 @@ from tritonclient.grpc import model_config_pb2
 from benchmarks import perf, report
 from benchmarks.classifier import time_classifier
 from benchmarks.reference import ReferencePipeline
-from benchmarks.server import (bench_repository, cpu_count, model_stats, models_of, process_rss_by_name, process_tree_rss_mb,
-                               server_pid, start_server, stats_delta)
+from benchmarks.server import (bench_repository, cpu_count, model_stats, models_of, process_breakdown, process_tree_rss_mb,
+                               server_pid, start_server, stats_delta, video_input)
 from benchmarks.video import PROJECT_ROOT, bench_video
 from export.checkpoints import load_original_model
 from preprocessing import FacePipeline, PipelineConfig, crop_box, follow_face
@@ -139,16 +139,9 @@ def _checkpoint(repository: Path, frames: int) -> tuple[Path, Path]:
     return Path(json.loads(metadata.read_text())["checkpoint"]), onnx_path
 
 
-def _video_input(data: bytes) -> grpcclient.InferInput:
-    array = np.frombuffer(data, dtype=np.uint8)[None, :]
-    tensor = grpcclient.InferInput("VIDEO", list(array.shape), "UINT8")
-    tensor.set_data_from_numpy(array)
-    return tensor
-
-
 def score(url: str, model: str, data: bytes) -> dict[str, np.ndarray]:
     with grpcclient.InferenceServerClient(url) as client:
-        result = client.infer(model, [_video_input(data)],
+        result = client.infer(model, [video_input(data)],
                               outputs=[grpcclient.InferRequestedOutput(n) for n in SCORE_OUTPUTS],
                               client_timeout=REQUEST_TIMEOUT_S)
     return {name: result.as_numpy(name) for name in SCORE_OUTPUTS}
@@ -175,15 +168,24 @@ def box_agreement(reference_detections, served_boxes: np.ndarray, config: Pipeli
             "per_frame": [round(float(v), 4) for v in ious]}
 
 
-def _level(results: dict[str, Any], model: str, url: str, settings: perf.PerfSettings, csv_path: Path,
-           input_data: Path | None = None) -> list[perf.PerfPoint]:
-    """One perf_analyzer level; a level that never gives a stable measurement is left out and noted."""
+def _level(results: dict[str, Any], args: argparse.Namespace, model: str, url: str, level: int, requests_per_unit: int,
+           out: Path, input_data: Path | None = None) -> list[perf.PerfPoint]:
+    """One perf_analyzer level in count windows of ``requests_per_unit`` x ``level`` requests.
+
+    Count windows, one perf_analyzer run per level: latency grows with concurrency on two cores,
+    and a fixed time window at a high level can close before any request completes. A level that
+    never gives a stable measurement is left out and noted.
+    """
+    log.info("perf_analyzer: %s, concurrency %d", model, level)
+    settings = perf.PerfSettings((level, level), None, args.max_trials, args.stability_percent,
+                                 window_requests=requests_per_unit * level)
+    csv_path = out / f"perf_{model}_c{level}.csv"
     try:
         return perf.run_sweep(model, url, settings, csv_path, input_data=input_data)
     except perf.PerfAnalyzerError as error:
         if "stable measurement" not in str(error):
             raise
-        results["notes"].append(f"{model} at concurrency {settings.concurrency[0]}: no stable measurement within "
+        results["notes"].append(f"{model} at concurrency {level}: no stable measurement within "
                                 f"{settings.max_trials} windows (busy machine); left out, see {csv_path.with_suffix('.log').name}")
         return []
 
@@ -258,25 +260,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["served_prob_fake"] = float(served["PROB_FAKE"][0, 0])
         results["served_boxes_match_library"] = bool(np.allclose(served["FACE_BOXES"][0], library[-1].boxes, atol=1e-3))
 
-        # Count windows, one perf_analyzer run per level: latency grows with concurrency on two
-        # cores, and a fixed time window at a high level can close before any request completes.
         classifier_points = []
         for level in range(1, args.classifier_concurrency + 1):
-            log.info("perf_analyzer: %s, concurrency %d", cls_name, level)
-            settings = perf.PerfSettings((level, level), None, args.max_trials, args.stability_percent,
-                                         window_requests=args.classifier_window_requests * level)
-            classifier_points += _level(results, cls_name, url, settings, out / f"perf_{cls_name}_c{level}.csv")
+            classifier_points += _level(results, args, cls_name, url, level, args.classifier_window_requests, out)
         results["classifier_sweep"] = [p.__dict__ for p in classifier_points]
 
-        input_json = perf.write_video_input(video.data, scratch / "video_input.json")
+        input_json = perf.writevideo_input(video.data, scratch / "video_input.json")
         e2e_points, e2e_stats = [], {}
         with grpcclient.InferenceServerClient(url) as client:
             for level in range(1, args.e2e_concurrency + 1):
-                log.info("perf_analyzer: %s, concurrency %d", ens_name, level)
                 before = model_stats(client, (pre_name, cls_name))
-                settings = perf.PerfSettings((level, level), None, args.max_trials, args.stability_percent,
-                                             window_requests=args.e2e_window_requests * level)
-                e2e_points += _level(results, ens_name, url, settings, out / f"perf_{ens_name}_c{level}.csv",
+                e2e_points += _level(results, args, ens_name, url, level, args.e2e_window_requests, out,
                                      input_data=input_json)
                 e2e_stats[level] = stats_delta(model_stats(client, (pre_name, cls_name)), before)
         results["e2e_sweep"] = [p.__dict__ for p in e2e_points]
@@ -290,17 +284,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log.info("memory across %d requests", args.rss_requests)
         pid = server_pid(server)
         results["server_rss_mb_before"] = process_tree_rss_mb(pid)
-        results["server_rss_by_process_before"] = process_rss_by_name(pid)
+        results["server_rss_by_process_before"] = process_breakdown(pid)
         # Read between chunks too: one reading at each end cannot tell growth from a swing.
         series, wall = [results["server_rss_mb_before"]], 0.0
-        chunks = [RSS_CHUNK] * (args.rss_requests // RSS_CHUNK) + [args.rss_requests % RSS_CHUNK] * bool(args.rss_requests % RSS_CHUNK)
-        for chunk in chunks:
+        for done in range(0, args.rss_requests, RSS_CHUNK):
+            chunk = min(RSS_CHUNK, args.rss_requests - done)
             wall += _repeat_requests(url, ens_name, video.data, chunk, args.rss_concurrency)
             series.append(process_tree_rss_mb(server_pid(server)))
         results["server_rss_mb_after"] = series[-1]
         results["server_rss_series_mb"] = [round(v, 1) for v in series]
         results["server_rss_series_every"] = RSS_CHUNK
-        results["server_rss_by_process_after"] = process_rss_by_name(server_pid(server))
+        results["server_rss_by_process_after"] = process_breakdown(server_pid(server))
         results["rss_requests"] = args.rss_requests
         results["rss_series_videos_per_s"] = args.rss_requests / wall
         results["server_recoveries"] = len(server.recoveries)

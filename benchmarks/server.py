@@ -6,10 +6,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tritonclient.grpc as grpcclient
 
 from export.repository import classifier_name, ensemble_name, preprocess_name
-from serve import EmbeddedServer, free_ports
+from serve import EmbeddedServer, free_ports, processes
 
 _NS_PER_MS = 1e6
 _KIB_PER_MIB = 1024.0
@@ -73,18 +74,21 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def process_rss_by_name(pid: int) -> dict[str, float]:
-    """Resident memory (MiB) of tritonserver and of each python stub, keyed by model and pid."""
-    found = {"tritonserver": _rss_kib(pid) / _KIB_PER_MIB}
-    for child in _children(pid):
-        try:
-            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        # A stub's second argument is its model.py: <repository>/<model>/<version>/model.py.
-        model = next((Path(arg.decode()).parent.parent.name for arg in argv if arg.endswith(b"model.py")), "other")
-        found[f"{model} (pid {child})"] = _rss_kib(child) / _KIB_PER_MIB
-    return found
+def video_input(data: bytes) -> grpcclient.InferInput:
+    """An upload as the ensembles' ``VIDEO`` input: ``UINT8 [1, bytes]``."""
+    array = np.frombuffer(data, dtype=np.uint8)[None, :]
+    tensor = grpcclient.InferInput("VIDEO", list(array.shape), "UINT8")
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def process_breakdown(server_pid: int) -> dict[str, float]:
+    """Resident memory of tritonserver and of each python stub (by model and pid), MiB."""
+    parts = {"tritonserver": _rss_kib(server_pid) / _KIB_PER_MIB}
+    for model, pids in processes.python_stubs(server_pid).items():
+        for pid in sorted(pids):
+            parts[f"{model} (pid {pid})"] = _rss_kib(pid) / _KIB_PER_MIB
+    return parts
 
 
 def process_tree_rss_mb(pid: int) -> float:

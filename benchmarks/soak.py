@@ -36,9 +36,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from benchmarks.server import bench_repository, process_tree_rss_mb, start_server
+from benchmarks.server import bench_repository, process_breakdown, process_tree_rss_mb, start_server, video_input
 from export.repository import ensemble_name
-from serve import processes
 from serve.distribution import PROJECT_ROOT
 
 DEFAULT_DURATION_S = 600.0
@@ -64,7 +63,6 @@ WARMUP_ROUNDS = 1
 # growth measures what keeps growing, not pools filling once.
 LOAD_WARMUP_FRACTION = 0.1
 MIN_LOAD_WARMUP_S = 60.0
-KIB_PER_MIB = 1024.0
 PERCENTILES = (50, 95, 99)
 INVALID_ARGUMENT = "StatusCode.INVALID_ARGUMENT"
 PERCENT = 100.0
@@ -155,25 +153,6 @@ class SoakReport:
         return out
 
 
-def _rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / KIB_PER_MIB
-    except FileNotFoundError:
-        return 0.0
-    return 0.0
-
-
-def process_breakdown(server_pid: int) -> dict[str, float]:
-    """Resident memory of tritonserver and of each python stub (by model and pid), MiB."""
-    parts = {"tritonserver": _rss_mib(server_pid)}
-    for model, pids in processes.python_stubs(server_pid).items():
-        for pid in sorted(pids):
-            parts[f"{model} (pid {pid})"] = _rss_mib(pid)
-    return parts
-
-
 class _RssSampler:
     """Samples a process tree's resident memory in the background: ``(seconds since start, MiB)``."""
 
@@ -204,13 +183,6 @@ class _RssSampler:
         self.sample()
 
 
-def _video_input(data: bytes) -> grpcclient.InferInput:
-    array = np.frombuffer(data, dtype=np.uint8)[None, :]
-    tensor = grpcclient.InferInput("VIDEO", list(array.shape), "UINT8")
-    tensor.set_data_from_numpy(array)
-    return tensor
-
-
 def _percentiles(values: Sequence[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -229,7 +201,7 @@ def references(url: str, model: str, uploads: Sequence[Upload]) -> dict[str, flo
             if not upload.good:
                 continue
             try:
-                result = client.infer(model, [_video_input(upload.data)], client_timeout=REQUEST_TIMEOUT_S)
+                result = client.infer(model, [video_input(upload.data)], client_timeout=REQUEST_TIMEOUT_S)
             except InferenceServerException as error:
                 raise RuntimeError(f"the good upload {upload.name} was not scored: {error}") from error
             scores[upload.name] = float(result.as_numpy("PROB_FAKE")[0, 0])
@@ -276,7 +248,7 @@ def run_soak(url: str, *, frames: int = DEFAULT_FRAMES, concurrency: int = DEFAU
         for _ in range(warmup_rounds):
             for upload in uploads:
                 try:
-                    client.infer(model, [_video_input(upload.data)], client_timeout=REQUEST_TIMEOUT_S)
+                    client.infer(model, [video_input(upload.data)], client_timeout=REQUEST_TIMEOUT_S)
                 except InferenceServerException:
                     continue
 
@@ -318,7 +290,7 @@ def run_soak(url: str, *, frames: int = DEFAULT_FRAMES, concurrency: int = DEFAU
                 started = time.monotonic()
                 outputs, error = None, None
                 try:
-                    result = client.infer(model, [_video_input(upload.data)], client_timeout=REQUEST_TIMEOUT_S)
+                    result = client.infer(model, [video_input(upload.data)], client_timeout=REQUEST_TIMEOUT_S)
                     outputs = {"PROB_FAKE": result.as_numpy("PROB_FAKE")}
                 except InferenceServerException as caught:
                     error = caught

@@ -28,7 +28,7 @@ from facenet_pytorch import MTCNN
 from torch import nn
 
 from preprocessing.errors import ConfigError
-from preprocessing.track import Detections, iou_matrix
+from preprocessing.track import Detections, frame_prominence, iou_matrix
 
 #: Default longest side, in pixels, of the frames MTCNN sees.
 DEFAULT_DETECT_SIZE = 640
@@ -189,7 +189,7 @@ class FaceDetector:
             known = np.array([f.box for f in followed], np.float32).reshape(-1, 4)
             for box, prob in zip(detections.boxes, detections.probs):
                 if prob >= min_prob and (not len(known) or iou_matrix(box[None], known).max() < _SAME_FACE_IOU):
-                    followed.append(_Followed(box.copy(), prominence=_prominence(box, prob)))
+                    followed.append(_Followed(box.copy(), prominence=frame_prominence(box, prob)))
             if max_followed:
                 # sorted() is stable: of equally prominent faces, the one followed longer stays.
                 followed = sorted(followed, key=lambda f: -f.prominence)[:max_followed]
@@ -292,13 +292,8 @@ class _Followed:
         self.velocity = ((box - self.box) / (self.misses + 1)).astype(np.float32)
         self.box = box.copy()
         self.misses = 0
-        self.prominence += _prominence(box, prob)
+        self.prominence += frame_prominence(box, prob)
         return Detections(box[None], prob[None])
-
-
-def _prominence(box: np.ndarray, prob: float) -> float:
-    """One frame's share of a face's prominence (see :mod:`preprocessing.track`)."""
-    return float(np.sqrt(max(0.0, float(box[2] - box[0])) * max(0.0, float(box[3] - box[1]))) * float(prob))
 
 
 def _distinct_faces(boxes: np.ndarray, probs: np.ndarray, first: int = 0) -> Detections:

@@ -48,11 +48,16 @@ class _Track:
         self.last_box = box
 
     def prominence(self) -> float:
-        return float(sum(np.sqrt(_area(self.boxes[f])) * self.probs[f] for f in self.boxes))
+        return float(sum(frame_prominence(self.boxes[f], self.probs[f]) for f in self.boxes))
 
 
 def _area(box: np.ndarray) -> float:
     return float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]))
+
+
+def frame_prominence(box: np.ndarray, prob: float) -> float:
+    """One frame's share of a face's prominence: ``sqrt(box area) * confidence``."""
+    return float(np.sqrt(_area(box)) * prob)
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -83,12 +83,17 @@ def python_stubs(server_pid: int) -> dict[str, set[int]]:
     return stubs
 
 
+def _is_region(name: str) -> bool:
+    """Whether a name is a python-backend region's (and no path that could reach elsewhere)."""
+    return name.startswith(SHM_REGION_PREFIX) and "/" not in name
+
+
 def shm_regions(pids: Iterable[int]) -> set[str]:
     """Names of the shared-memory regions of these stub processes (read from their arguments)."""
     regions = set()
     for pid in pids:
         argv = _cmdline(pid)
-        if len(argv) > 2 and argv[2].startswith(SHM_REGION_PREFIX) and "/" not in argv[2]:
+        if len(argv) > 2 and _is_region(argv[2]):
             regions.add(argv[2])
     return regions
 
@@ -96,7 +101,7 @@ def shm_regions(pids: Iterable[int]) -> set[str]:
 def make_private(names: Iterable[str], shm_dir: Path = SHM_DIR) -> None:
     """Restricts existing regions to their owner (mode 0600); regions already gone are skipped."""
     for name in names:
-        if not name.startswith(SHM_REGION_PREFIX) or "/" in name:
+        if not _is_region(name):
             continue
         try:
             os.chmod(shm_dir / name, PRIVATE_MODE)
@@ -112,7 +117,7 @@ def remove_shm_regions(names: Iterable[str], shm_dir: Path = SHM_DIR) -> list[st
     """
     removed = []
     for name in sorted(names):
-        if not name.startswith(SHM_REGION_PREFIX) or "/" in name:
+        if not _is_region(name):
             continue
         try:
             (shm_dir / name).unlink()

@@ -64,9 +64,9 @@ class TritonPythonModel:
         for wanted, indices in groups.items():
             arrays = [pb_utils.get_input_tensor_by_name(requests[i], INPUT_NAME).as_numpy() for i in indices]
             sizes = [a.shape[0] for a in arrays]
-            faces = np.concatenate(arrays)
             if LAST_FRAME_OUTPUTS.issuperset(wanted):
-                faces = np.ascontiguousarray(faces[:, -1:])
+                arrays = [a[:, -1:] for a in arrays]  # the concatenation copies the last frames only
+            faces = np.concatenate(arrays)
             try:
                 results = self.session.run(list(wanted), {INPUT_NAME: faces})
             except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidArgument) as exc:

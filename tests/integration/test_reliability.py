@@ -35,7 +35,7 @@ from client import DeepfakeClient
 from serve import EmbeddedServer, free_ports, processes
 from serve.distribution import PROJECT_ROOT
 from tests import media
-from tests.integration.test_tls import ECHO_CONFIG, ECHO_MODEL
+from tests.integration.test_tls import write_echo_repository
 
 pytestmark = pytest.mark.integration
 
@@ -273,10 +273,7 @@ def test_session_servers_shared_memory_is_private(triton_server):
 
 
 def test_shared_memory_of_a_killed_server_is_removed(tmp_path, capsys):
-    repository = tmp_path / "repository"
-    (repository / "echo" / "1").mkdir(parents=True)
-    (repository / "echo" / "config.pbtxt").write_text(ECHO_CONFIG)
-    (repository / "echo" / "1" / "model.py").write_text(ECHO_MODEL)
+    repository = write_echo_repository(tmp_path / "repository")
     grpc_port, http_port, metrics_port = free_ports(3)
     server = EmbeddedServer(repository, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
                             log_path=tmp_path / "tritonserver.log", stop_timeout=5.0)

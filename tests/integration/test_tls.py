@@ -272,10 +272,7 @@ def test_decode_time_limit_refuses_naming_the_time_spent(mtls_server, certs):
 
 def test_plain_tls_serves_the_client_that_trusts_the_ca(certs, other_ca, tmp_path):
     """Server authentication only, through the embedded server's API and the client's health command."""
-    repository = tmp_path / "repository"
-    (repository / "echo" / "1").mkdir(parents=True)
-    (repository / "echo" / "config.pbtxt").write_text(ECHO_CONFIG)
-    (repository / "echo" / "1" / "model.py").write_text(ECHO_MODEL)
+    repository = write_echo_repository(tmp_path / "repository")
     grpc_port, http_port, metrics_port = free_ports(3)
     server = EmbeddedServer(repository, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
                             log_path=tmp_path / "tritonserver.log", stop_timeout=STOP_TIMEOUT_S,
@@ -318,3 +315,11 @@ class TritonPythonModel:
         return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
                 for r in requests]
 """
+
+
+def write_echo_repository(root: Path) -> Path:
+    """A repository holding only ``echo`` (Y = X, UINT8), the cheapest model a server can load."""
+    (root / "echo" / "1").mkdir(parents=True)
+    (root / "echo" / "config.pbtxt").write_text(ECHO_CONFIG)
+    (root / "echo" / "1" / "model.py").write_text(ECHO_MODEL)
+    return root
