@@ -31,7 +31,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import av
@@ -229,6 +229,7 @@ def decode_frames(
     max_frames_scanned: int = DEFAULT_MAX_FRAMES_SCANNED,
     decode_timeout_s: float = DEFAULT_DECODE_TIMEOUT_S,
     threads: int = 0,
+    on_frame: Callable[[np.ndarray], None] | None = None,
 ) -> DecodedClip:
     """Decode ``n`` upright RGB frames from an uploaded file held in memory.
 
@@ -253,6 +254,10 @@ def decode_frames(
         max_frames_scanned: Most video packets the decoder may read for this input.
         decode_timeout_s: Wall-time limit for demuxing and decoding, in seconds.
         threads: Decoder threads (0 lets FFmpeg choose).
+        on_frame: Called with each real frame (no padding), in clip order, once it is final:
+            with ``first`` as soon as it is decoded, so a consumer can work while the rest
+            decodes; with ``uniform`` when all are picked (a fallback from seeking to
+            sequential decoding may start over).
 
     Returns:
         The decoded clip.
@@ -275,8 +280,12 @@ def decode_frames(
     still_orientation = _still_header(data, fmt, max_pixels) if fmt.still else None
     try:
         if selection == "uniform" and not fmt.still:
-            return _decode_uniform(data, fmt, n, budget, threads)
-        return _decode_first(data, fmt, n, budget, threads, still_orientation)
+            clip = _decode_uniform(data, fmt, n, budget, threads)
+            if on_frame is not None:
+                for frame in clip.frames[:clip.frames_decoded]:
+                    on_frame(frame)
+            return clip
+        return _decode_first(data, fmt, n, budget, threads, still_orientation, on_frame)
     except av.error.FFmpegError as exc:
         raise InputError(f"cannot decode the {fmt.label} input: {_ffmpeg_reason(exc)}") from exc
 
@@ -355,7 +364,7 @@ def _drain(stream: av.video.stream.VideoStream, budget: _Budget) -> Iterator[av.
 
 
 def _decode_first(data: bytes, fmt: _Format, n: int, budget: _Budget, threads: int,
-                  still_orientation: int | None) -> DecodedClip:
+                  still_orientation: int | None, on_frame: Callable[[np.ndarray], None] | None) -> DecodedClip:
     wanted = 1 if fmt.still else n
     frames: list[np.ndarray] = []
     orientation = still_orientation
@@ -365,6 +374,8 @@ def _decode_first(data: bytes, fmt: _Format, n: int, budget: _Budget, threads: i
             if orientation is None:
                 orientation = _frame_orientation(frame)
             frames.append(_to_rgb(frame, orientation))
+            if on_frame is not None:
+                on_frame(frames[-1])
             if len(frames) == wanted:
                 break
     if not frames:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -28,6 +28,7 @@ from facenet_pytorch import MTCNN
 from torch import nn
 
 from preprocessing.errors import ConfigError
+from preprocessing.mtcnn import Cascade
 from preprocessing.track import Detections, frame_prominence, iou_matrix
 
 #: Default longest side, in pixels, of the frames MTCNN sees.
@@ -99,15 +100,14 @@ class FaceDetector:
         self.detect_size = detect_size
         self.min_face_size = min_face_size
         self.device = resolve_device(device)
-        self._mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, thresholds=list(thresholds),
-                            post_process=False, device=self.device)
-        self._mtcnn.eval()
-        exact_fast_pooling(self._mtcnn)
+        # One set of networks (the weights inside the facenet-pytorch wheel), two cascades over it.
+        nets = MTCNN(keep_all=True, min_face_size=min_face_size, thresholds=list(thresholds), post_process=False,
+                     device=self.device)
+        nets.eval()
+        exact_fast_pooling(nets)
+        self._cascade = Cascade(nets.pnet, nets.rnet, nets.onet, min_face_size, thresholds)
         window_thresholds = [max(thresholds[0], _WINDOW_PNET_THRESHOLD), *list(thresholds)[1:]]
-        self._window_mtcnn = MTCNN(keep_all=True, min_face_size=_WINDOW_MIN_FACE, thresholds=window_thresholds,
-                                   post_process=False, device=self.device)
-        self._window_mtcnn.eval()
-        exact_fast_pooling(self._window_mtcnn)
+        self._window_cascade = Cascade(nets.pnet, nets.rnet, nets.onet, _WINDOW_MIN_FACE, window_thresholds)
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         """All faces in each frame, boxes in the frame's own pixels.
@@ -133,15 +133,14 @@ class FaceDetector:
                 # INTER_AREA: the alias-free way to shrink by large factors.
                 batch = np.stack([cv2.resize(frames[i], (small_w, small_h), interpolation=cv2.INTER_AREA)
                                   for i in members])
-            boxes, probs = self._mtcnn.detect(batch)
             back = np.array([width / small_w, height / small_h, width / small_w, height / small_h],
                             dtype=np.float32)
-            for i, frame_boxes, frame_probs in zip(members, boxes, probs):
+            for i, (frame_boxes, frame_probs) in zip(members, self._cascade(batch)):
                 results[i] = _detections(frame_boxes, frame_probs, back, (width, height))
         return [r if r is not None else Detections.empty() for r in results]
 
 
-    def detect_tracked(self, frames: Sequence[np.ndarray], detect_every: int, min_prob: float,
+    def detect_tracked(self, frames: Iterable[np.ndarray], detect_every: int, min_prob: float,
                        max_followed: int = 0) -> list[Detections]:
         """All faces in each frame, searching the whole frame on key frames only.
 
@@ -157,6 +156,9 @@ class FaceDetector:
         found in of ``sqrt(box area) * confidence``, what picks the followed face in the end);
         the others are still seen whole on key frames.
 
+        ``frames`` may be a generator that yields frames while they are being decoded: each frame
+        is searched as soon as the next one (or the end) arrives, which tells whether it is the last.
+
         Args:
             frames: RGB ``uint8`` frames (height, width, 3), in display order.
             detect_every: Key-frame interval; 1 searches every frame whole, like :meth:`detect`.
@@ -170,20 +172,23 @@ class FaceDetector:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
         if max_followed < 0:
             raise ValueError(f"max_followed must be >= 0, got {max_followed}")
-        if detect_every == 1 or len(frames) <= 1:
-            return self.detect(frames)
-        keys = sorted(set(range(0, len(frames), detect_every)) | {len(frames) - 1})
-        whole = dict(zip(keys, self.detect([frames[i] for i in keys])))
+        if detect_every == 1:
+            return [found for frame in frames for found in self.detect([frame])]
         followed: list[_Followed] = []
         results: list[Detections] = []
-        for index, frame in enumerate(frames):
+        remaining = iter(frames)
+        upcoming = next(remaining, None)
+        while upcoming is not None:
+            index, frame = len(results), upcoming
+            upcoming = next(remaining, None)
+            whole = self.detect([frame])[0] if index % detect_every == 0 or upcoming is None else Detections.empty()
             predicted = np.array([f.box + f.velocity for f in followed], np.float32).reshape(-1, 4)
             per_window = self._detect_in_windows(frame, predicted)
             # Each window's own face first: a neighbour's box seen from that window (or a box
             # spanning two faces) must not displace it.
             own = [entry.update(guess, found, min_prob) for entry, guess, found in zip(followed, predicted, per_window)]
             followed = [f for f in followed if f.misses <= MAX_MISSES]
-            parts = [*(o for o in own if o is not None), *per_window, whole.get(index, Detections.empty())]
+            parts = [*(o for o in own if o is not None), *per_window, whole]
             detections = _distinct_faces(np.concatenate([p.boxes for p in parts]),
                                          np.concatenate([p.probs for p in parts]), first=sum(o is not None for o in own))
             known = np.array([f.box for f in followed], np.float32).reshape(-1, 4)
@@ -210,10 +215,9 @@ class FaceDetector:
             windows.append(cv2.warpAffine(frame, matrix, (WINDOW_SIZE, WINDOW_SIZE), flags=cv2.INTER_AREA,
                                           borderMode=cv2.BORDER_CONSTANT))
             origins.append((np.array([left, top, left, top], np.float32), np.float32(1.0 / scale)))
-        found_boxes, found_probs = self._window_mtcnn.detect(np.stack(windows))
         height, width = frame.shape[:2]
         return [_detections(window_boxes, window_probs, back, (width, height), offset)
-                for (offset, back), window_boxes, window_probs in zip(origins, found_boxes, found_probs)]
+                for (offset, back), (window_boxes, window_probs) in zip(origins, self._window_cascade(np.stack(windows)))]
 
 
 def ceil_max_pool(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
@@ -306,10 +310,8 @@ def _distinct_faces(boxes: np.ndarray, probs: np.ndarray, first: int = 0) -> Det
     return Detections(boxes[keep].astype(np.float32), probs[keep].astype(np.float32))
 
 
-def _detections(boxes: object, probs: object, back: np.ndarray | np.float32, size: tuple[int, int],
+def _detections(boxes: np.ndarray, probs: np.ndarray, back: np.ndarray | np.float32, size: tuple[int, int],
                 offset: np.ndarray | None = None) -> Detections:
-    if boxes is None:
-        return Detections.empty()
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * back
     if offset is not None:
         boxes = boxes + offset

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from preprocessing.config import PipelineConfig
 from preprocessing.crop import crop_faces
-from preprocessing.decode import decode_frames
+from preprocessing.decode import DecodedClip, decode_frames
 from preprocessing.detect import FaceDetector
 from preprocessing.track import follow_face
 
@@ -28,7 +31,9 @@ class PreprocessResult:
             and its last frame was repeated).
         frame_indices: ``int64 [N]``: display-order index of each frame in the clip.
         timings: Seconds spent in ``"decode"``, ``"detect"`` (including
-            downscaling and face tracking) and ``"crop"`` (crop, resize, normalise).
+            downscaling and face tracking, not counting waits for frames) and
+            ``"crop"`` (crop, resize, normalise). Decoding and detection run at
+            the same time, so the sum exceeds the wall time.
         source_size: Displayed frame size (width, height).
     """
 
@@ -71,17 +76,15 @@ class FacePipeline:
         """
         cfg = self.config
         started = time.perf_counter()
-        clip = decode_frames(data, cfg.frames, cfg.selection, max_bytes=cfg.max_bytes,
-                             max_pixels=cfg.max_pixels, max_frames_scanned=cfg.max_frames_scanned,
-                             decode_timeout_s=cfg.decode_timeout_s, threads=cfg.decode_threads)
-        decoded = time.perf_counter()
-
-        # Padding repeats frames: detect each distinct frame once.
-        _, first_of, position = np.unique(clip.indices, return_index=True, return_inverse=True)
-        detections = self.detector.detect_tracked([clip.frames[i] for i in first_of], cfg.detect_every,
-                                                  cfg.min_face_prob, cfg.max_followed)
+        decoding = _DecodeThread(data, cfg)
+        # Frames are searched for faces while the later ones decode: the two overlap on two cores.
+        detections = self.detector.detect_tracked(decoding.frames(), cfg.detect_every, cfg.min_face_prob,
+                                                  cfg.max_followed)
+        clip = decoding.result()
         boxes, found = follow_face(detections, cfg.min_face_prob, cfg.iou_threshold)
         detected = time.perf_counter()
+        # Padding repeats frames: each output frame maps to the distinct frame it repeats.
+        _, position = np.unique(clip.indices, return_inverse=True)
 
         faces, cropped = crop_faces(clip.frames, boxes[position], margin=cfg.margin, square=cfg.square,
                                     shift_y=cfg.shift_y)
@@ -92,6 +95,63 @@ class FacePipeline:
             found=found[position].astype(np.bool_),
             frames_decoded=clip.frames_decoded,
             frame_indices=clip.indices,
-            timings={"decode": decoded - started, "detect": detected - decoded, "crop": finished - detected},
+            timings={"decode": decoding.finished_at - started, "detect": detected - started - decoding.waited,
+                     "crop": finished - detected},
             source_size=clip.source_size,
         )
+
+
+_END = object()
+
+
+class _DecodeThread:
+    """Decodes one input on a thread of its own, handing each frame over as soon as it is ready.
+
+    PyAV and the detector's torch operations release the GIL, so decoding the next frames and
+    searching the current one run at the same time.
+    """
+
+    def __init__(self, data: bytes | bytearray | memoryview | np.ndarray, cfg: PipelineConfig) -> None:
+        self._data, self._cfg = data, cfg
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._clip: DecodedClip | None = None
+        self._error: Exception | None = None
+        self.finished_at = 0.0
+        self.waited = 0.0
+        self._thread = threading.Thread(target=self._run, name="decode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        cfg = self._cfg
+        try:
+            self._clip = decode_frames(self._data, cfg.frames, cfg.selection, max_bytes=cfg.max_bytes,
+                                       max_pixels=cfg.max_pixels, max_frames_scanned=cfg.max_frames_scanned,
+                                       decode_timeout_s=cfg.decode_timeout_s, threads=cfg.decode_threads,
+                                       on_frame=self._queue.put)
+        except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread by result()
+            self._error = exc
+        finally:
+            self.finished_at = time.perf_counter()
+            self._queue.put(_END)
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """The frames in clip order, while they decode; ends when decoding ends (for any reason)."""
+        while True:
+            asked = time.perf_counter()
+            item = self._queue.get()
+            self.waited += time.perf_counter() - asked
+            if item is _END:
+                return
+            yield item
+
+    def result(self) -> DecodedClip:
+        """The decoded clip, once decoding has ended.
+
+        Raises:
+            InputError: Whatever :func:`~preprocessing.decode.decode_frames` raised, re-raised here.
+        """
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._clip is not None
+        return self._clip

@@ -46,11 +46,20 @@ def test_followed_boxes_track_the_known_face(frames, detector):
         assert iou_matrix(truth[None], _largest(found.boxes)[None])[0, 0] >= 0.5, f"frame {index}"
 
 
-def test_interval_one_is_plain_detection(frames, detector):
-    plain = detector.detect(frames[:3])
-    same = detector.detect_tracked(frames[:3], 1, min_prob=0.9)
-    for a, b in zip(plain, same):
+def test_interval_one_is_plain_detection_of_each_frame_alone(frames, detector):
+    same = detector.detect_tracked(iter(frames[:3]), 1, min_prob=0.9)
+    assert len(same) == 3
+    for frame, b in zip(frames[:3], same):
+        np.testing.assert_array_equal(detector.detect([frame])[0].boxes, b.boxes)
+
+
+def test_frames_from_a_generator_give_the_same_detections_as_a_list(frames, detector):
+    listed = detector.detect_tracked(frames, KEY_EVERY, min_prob=0.9)
+    streamed = detector.detect_tracked((frame for frame in frames), KEY_EVERY, min_prob=0.9)
+    assert len(streamed) == len(listed) == FRAMES
+    for a, b in zip(listed, streamed):
         np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.probs, b.probs)
 
 
 def test_face_absent_from_the_first_frame_is_found_at_the_next_key_frame(detector):
