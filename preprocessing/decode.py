@@ -584,8 +584,13 @@ def orientation_from_display_matrix(matrix: tuple[int, ...]) -> int:
 
 
 def _frame_orientation(frame: av.VideoFrame) -> int:
+    # PyAV's side-data container and its frame refer to each other: a reference cycle that only a
+    # full garbage collection frees, and until then the frame holds its decoded picture and the
+    # decoder's buffer pool (megabytes per request, freed in bursts). A 2 x 2 copy carries the
+    # same side data (FFmpeg copies frame properties), so the cycle forms around the copy.
+    probe = frame.reformat(width=2, height=2, interpolation="FAST_BILINEAR")
     try:
-        side_data = frame.side_data
+        side_data = probe.side_data
     except ValueError:
         # PyAV cannot name a newer kind of side data on this frame, so the full
         # matrix is out of reach; its rotation (without mirroring) still is.

@@ -35,6 +35,7 @@ class PreprocessResult:
             ``"crop"`` (crop, resize, normalise). Decoding and detection run at
             the same time, so the sum exceeds the wall time.
         source_size: Displayed frame size (width, height).
+        wall_seconds: Wall time of the whole call.
     """
 
     faces: np.ndarray
@@ -44,6 +45,7 @@ class PreprocessResult:
     frame_indices: np.ndarray
     timings: dict[str, float]
     source_size: tuple[int, int]
+    wall_seconds: float = 0.0
 
 
 class FacePipeline:
@@ -98,6 +100,7 @@ class FacePipeline:
             timings={"decode": decoding.finished_at - started, "detect": detected - started - decoding.waited,
                      "crop": finished - detected},
             source_size=clip.source_size,
+            wall_seconds=finished - started,
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import io
 import os
 import struct
@@ -465,3 +466,24 @@ def test_damaged_files_raise_only_input_errors(fuzz_seed_clip: bytes, edits, cut
     except InputError:
         return
     assert len(clip.frames) == 3 and 1 <= clip.frames_decoded <= 3
+
+
+def test_decoding_leaves_no_decoded_picture_in_reference_cycles():
+    # Reading a frame's side data (its rotation) builds a frame <-> container reference cycle in
+    # PyAV; the decoded pictures must not be in it, or they wait for a full garbage collection.
+    clip = media.face_clip(frames=4, rotate=90)
+    gc.collect()
+    was_enabled, flags = gc.isenabled(), gc.get_debug()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        decoded = decode_frames(clip, 4, "first")
+        del decoded
+        gc.collect()
+        pictures = [(o.width, o.height) for o in gc.garbage if isinstance(o, av.VideoFrame)]
+    finally:
+        gc.garbage.clear()
+        gc.set_debug(flags)
+        if was_enabled:
+            gc.enable()
+    assert all(width * height <= 4 for width, height in pictures), pictures
