@@ -271,7 +271,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             classifier_points += _level(results, args, cls_name, url, level, args.classifier_window_requests, out)
         results["classifier_sweep"] = [p.__dict__ for p in classifier_points]
 
-        input_json = perf.writevideo_input(video.data, scratch / "video_input.json")
+        input_json = perf.write_video_input(video.data, scratch / "video_input.json")
         e2e_points, e2e_stats = [], {}
         with grpcclient.InferenceServerClient(url) as client:
             for level in range(1, args.e2e_concurrency + 1):
