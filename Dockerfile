@@ -59,11 +59,13 @@ COPY model_repository/ model_repository/
 
 # PYTHONPATH lets every python-backend model.py (run by Triton's stub) `import preprocessing`.
 # HOME and caches point at /tmp, the only writable place besides the mounted volumes.
-# jemalloc, preloaded into tritonserver and its python stubs, keeps their memory flat under load
-# (measured with the embedded server: serve/distribution.py, server_environment).
+# jemalloc, preloaded into tritonserver and its python stubs, keeps their memory flat under load,
+# backed by transparent huge pages where the node allows them (measured with the embedded server:
+# serve/distribution.py, server_environment).
 ENV PYTHONPATH=/opt/deepfake \
     HOME=/tmp \
     LD_PRELOAD=/usr/local/lib/libjemalloc.so.2 \
+    MALLOC_CONF=thp:always \
     MODEL_REPOSITORY=/models \
     TRITON_MODEL_CONFIG=default \
     TRITON_ADMIN_KEY_FILE=/run/secrets/triton_admin_key

@@ -28,8 +28,8 @@ from serve import (
 )
 from serve import processes
 from serve.__main__ import EXIT_BAD_SETUP, build_parser
-from serve.distribution import (ALLOCATOR_VARIABLE, BACKEND_LIBRARY, BACKEND_NAME, BACKEND_UTILS, PROJECT_ROOT, STUB_NAME,
-                                allocator_of, find_jemalloc, python_version_tag, server_environment)
+from serve.distribution import (ALLOCATOR_VARIABLE, BACKEND_LIBRARY, BACKEND_NAME, BACKEND_UTILS, JEMALLOC_CONF, PROJECT_ROOT,
+                                STUB_NAME, allocator_of, find_jemalloc, python_version_tag, server_environment)
 from serve.options import GrpcTls
 from serve.ports import ensure_free
 from serve.repository import export_commands, missing_artifacts
@@ -301,15 +301,20 @@ def test_server_environment_finds_libpython_site_packages_and_project(tmp_path):
 def test_server_environment_preloads_jemalloc_unless_told_not_to(monkeypatch):
     distribution = TritonDistribution.locate()
     monkeypatch.delenv(ALLOCATOR_VARIABLE, raising=False)
+    monkeypatch.delenv("MALLOC_CONF", raising=False)
     monkeypatch.setenv("LD_PRELOAD", "/already/there.so")
     env = server_environment(distribution)
     jemalloc = find_jemalloc()
     if jemalloc is None:
         assert env["LD_PRELOAD"] == "/already/there.so"
+        assert "MALLOC_CONF" not in env
         assert "not installed" in allocator_of(env)
     else:
         assert env["LD_PRELOAD"].split(os.pathsep) == [str(jemalloc), "/already/there.so"]
-        assert allocator_of(env) == f"jemalloc ({jemalloc})"
+        assert env["MALLOC_CONF"] == JEMALLOC_CONF
+        assert allocator_of(env) == f"jemalloc ({jemalloc}, MALLOC_CONF={JEMALLOC_CONF})"
+        own = server_environment(distribution, {"MALLOC_CONF": "narenas:2"})
+        assert own["MALLOC_CONF"] == "narenas:2"
 
     system = server_environment(distribution, {ALLOCATOR_VARIABLE: "system"})
     assert system["LD_PRELOAD"] == "/already/there.so"
