@@ -173,7 +173,8 @@ class FaceDetector:
         if max_followed < 0:
             raise ValueError(f"max_followed must be >= 0, got {max_followed}")
         if detect_every == 1:
-            return [found for frame in frames for found in self.detect([frame])]
+            # Every frame is searched whole: one batched call once all have arrived (what a GPU wants).
+            return self.detect(list(frames))
         followed: list[_Followed] = []
         results: list[Detections] = []
         remaining = iter(frames)
