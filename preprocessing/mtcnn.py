@@ -50,14 +50,13 @@ class Cascade:
     """
 
     def __init__(self, pnet: nn.Module, rnet: nn.Module, onet: nn.Module, min_face_size: int,
-                 thresholds: Sequence[float], factor: float = PYRAMID_FACTOR, merge_iou: float = _NMS_MERGED) -> None:
+                 thresholds: Sequence[float], factor: float = PYRAMID_FACTOR) -> None:
         if len(thresholds) != 3:
             raise ValueError(f"thresholds must hold three values, got {list(thresholds)}")
         self.pnet, self.rnet, self.onet = pnet, rnet, onet
         self.min_face_size = min_face_size
         self.thresholds = tuple(float(t) for t in thresholds)
         self.factor = factor
-        self.merge_iou = merge_iou
 
     def scales(self, height: int, width: int) -> list[float]:
         """The pyramid: image scales at which P-Net's 12-pixel cell spans faces from the minimum size up."""
@@ -93,17 +92,17 @@ class Cascade:
         frames = frames.to(device)
 
         boxes, owners = self._proposals(frames)
-        table = _summed_area_table(pixels).to(device) if len(boxes) else None
         if len(boxes):
-            boxes, owners, _ = self._refine(table, boxes, owners, self.rnet, 24, self.thresholds[1], (height, width))
-            keep = batched_nms(boxes[:, :4], boxes[:, 4], owners, self.merge_iou)
+            table = _summed_area_table(pixels).to(device)
+            boxes, owners = self._refine(table, boxes, owners, self.rnet, 24, self.thresholds[1], (height, width))
+            keep = batched_nms(boxes[:, :4], boxes[:, 4], owners, _NMS_MERGED)
             boxes, owners = boxes[keep], owners[keep]
             boxes = _square(_regress(boxes[:, :5], boxes[:, 5:]))
-        if len(boxes):
-            boxes, owners, _ = self._refine(table, boxes, owners, self.onet, 48, self.thresholds[2], (height, width))
-            boxes = _regress(boxes[:, :5], boxes[:, 5:])
-        boxes_np = boxes[:, :5].cpu().numpy() if len(boxes) else np.zeros((0, 5), np.float32)
-        owners_np = owners.cpu().numpy() if len(boxes) else np.zeros(0, np.int64)
+            if len(boxes):
+                boxes, owners = self._refine(table, boxes, owners, self.onet, 48, self.thresholds[2], (height, width))
+                boxes = _regress(boxes[:, :5], boxes[:, 5:])
+        boxes_np = boxes[:, :5].cpu().numpy()
+        owners_np = owners.cpu().numpy()
 
         results = []
         for image in range(batch):
@@ -143,16 +142,15 @@ class Cascade:
         return _square(torch.cat([moved, boxes[:, 4:5]], dim=1)), owner
 
     def _refine(self, table: torch.Tensor, boxes: torch.Tensor, owners: torch.Tensor, net: nn.Module, size: int,
-                threshold: float, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                threshold: float, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores the crops of ``boxes`` with ``net``; keeps those above ``threshold``.
 
-        Returns ``([m, 9]`` boxes (x1, y1, x2, y2, score, 4 regression values), their images, and the
-        indices kept).
+        Returns ``[m, 9]`` boxes (x1, y1, x2, y2, score, 4 regression values) and their images.
         """
         top, bottom, left, right = _crop_bounds(boxes, shape)
         usable = ((bottom > top) & (right > left)).nonzero().squeeze(1)
         if not len(usable):
-            return boxes.new_zeros(0, 9), owners[usable], usable
+            return boxes.new_zeros(0, 9), owners[usable]
         crops = _area_crops(table, owners[usable], top[usable], bottom[usable], left[usable], right[usable], size)
         outputs = [net((chunk - 127.5) * 0.0078125) for chunk in crops.split(_CHUNK)]
         regression = torch.cat([out[0] for out in outputs])
@@ -160,7 +158,7 @@ class Cascade:
         passed = score > threshold
         kept = usable[passed]
         refined = torch.cat([boxes[kept, :4], score[passed].unsqueeze(1), regression[passed]], dim=1)
-        return refined, owners[kept], kept
+        return refined, owners[kept]
 
 
 def _square(boxes: torch.Tensor) -> torch.Tensor:
