@@ -132,7 +132,7 @@ class Cascade:
             found.append(boxes[keep])
             owners.append(image[keep])
         if not found:
-            return torch.zeros(0, 9, device=frames.device), torch.zeros(0, dtype=torch.long, device=frames.device)
+            return torch.zeros(0, 5, device=frames.device), torch.zeros(0, dtype=torch.long, device=frames.device)
         boxes, owner = torch.cat(found), torch.cat(owners)
         keep = batched_nms(boxes[:, :4], boxes[:, 4], owner, _NMS_MERGED)
         boxes, owner = boxes[keep], owner[keep]
