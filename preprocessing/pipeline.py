@@ -115,7 +115,10 @@ class _DecodeThread:
     """
 
     def __init__(self, data: bytes | bytearray | memoryview | np.ndarray, cfg: PipelineConfig) -> None:
-        self._data, self._cfg = data, cfg
+        # Copied here, not on the thread: Triton's input buffer belongs to the request, and the caller
+        # may return (an error in detection) before the thread is done with it.
+        self._data = data if isinstance(data, bytes) else bytes(data)
+        self._cfg = cfg
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._clip: DecodedClip | None = None
         self._error: Exception | None = None
