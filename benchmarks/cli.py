@@ -296,11 +296,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for done in range(0, args.rss_requests, RSS_CHUNK):
             chunk = min(RSS_CHUNK, args.rss_requests - done)
             wall += _repeat_requests(url, ens_name, video.data, chunk, args.rss_concurrency)
-            series.append(process_tree_rss_mb(server_pid(server)))
+            series.append(process_tree_rss_mb(pid))
         results["server_rss_mb_after"] = series[-1]
         results["server_rss_series_mb"] = [round(v, 1) for v in series]
         results["server_rss_series_every"] = RSS_CHUNK
-        results["server_rss_by_process_after"] = process_breakdown(server_pid(server))
+        results["server_rss_by_process_after"] = process_breakdown(pid)
         results["rss_requests"] = args.rss_requests
         results["rss_series_videos_per_s"] = args.rss_requests / wall
         results["server_recoveries"] = len(server.recoveries)
