@@ -65,6 +65,13 @@ def _ensure_classifiers(repository: Path, scratch: Path) -> None:
 
 
 @pytest.fixture(scope="session")
+def classifier_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``model_repository/`` with every ``resnext_lstm_<N>/1/model.onnx`` built."""
+    _ensure_classifiers(REPOSITORY, tmp_path_factory.mktemp("classifiers"))
+    return REPOSITORY
+
+
+@pytest.fixture(scope="session")
 def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     """The real tritonserver over ``model_repository/``, ready, for the whole session.
 
