@@ -57,6 +57,10 @@ class PipelineConfig:
         max_followed: With ``detect_every`` > 1, the most faces searched in windows at a
             time, the most prominent so far (0: every face). Each costs one small MTCNN
             pass per frame; the followed face is chosen among those searched.
+        window_every: With ``detect_every`` > 1, the interval of the frames where the
+            followed faces are searched in their windows (key frames always are). In
+            the frames between, a face found on both sides gets boxes interpolated
+            linearly between its two detections, and counts as found there.
         margin: Fraction of the crop side added on each side of the face box.
         square: Crop a square of side = face box width (like the dlib boxes of training).
         shift_y: Move the crop centre down by this fraction of the face box
@@ -80,6 +84,7 @@ class PipelineConfig:
     detect_size: int = DEFAULT_DETECT_SIZE
     detect_every: int = 1
     max_followed: int = 0
+    window_every: int = 1
     margin: float = DEFAULT_MARGIN
     square: bool = DEFAULT_SQUARE
     shift_y: float = DEFAULT_SHIFT_Y
@@ -102,6 +107,7 @@ class PipelineConfig:
         _check_int("detect_size", self.detect_size, _MIN_DETECT_SIZE)
         _check_int("detect_every", self.detect_every, 1)
         _check_int("max_followed", self.max_followed, 0)
+        _check_int("window_every", self.window_every, 1)
         _check_float("margin", self.margin, -0.49, 2.0)
         if not isinstance(self.square, bool):
             raise ConfigError(f"square must be a bool, got {self.square!r}")
@@ -167,8 +173,8 @@ def _unwrap(key: str, raw: object) -> str:
     return raw.strip()
 
 
-_INT_FIELDS = frozenset({"frames", "detect_size", "detect_every", "max_followed", "min_face_size", "max_bytes", "max_pixels",
-                         "max_frames_scanned", "decode_threads"})
+_INT_FIELDS = frozenset({"frames", "detect_size", "detect_every", "max_followed", "window_every", "min_face_size",
+                         "max_bytes", "max_pixels", "max_frames_scanned", "decode_threads"})
 _FLOAT_FIELDS = frozenset({"margin", "shift_y", "min_face_prob", "iou_threshold", "decode_timeout_s"})
 
 

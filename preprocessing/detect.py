@@ -141,15 +141,20 @@ class FaceDetector:
 
 
     def detect_tracked(self, frames: Iterable[np.ndarray], detect_every: int, min_prob: float,
-                       max_followed: int = 0) -> list[Detections]:
+                       max_followed: int = 0, window_every: int = 1) -> list[Detections]:
         """All faces in each frame, searching the whole frame on key frames only.
 
-        Key frames are every ``detect_every``-th frame and the last one. In every frame, each
-        face seen so far (confidence >= ``min_prob``) is searched in a window around where its
-        last motion puts it; a face missed in up to :data:`MAX_MISSES` frames in a row is still
-        searched for. On key frames the whole frame is searched too, and whole-frame detections
-        of a face already found in its window are dropped, so a followed face keeps boxes of one
-        kind.
+        Key frames are every ``detect_every``-th frame and the last one. In the searched frames
+        (every ``window_every``-th one, and every key frame), each face seen so far (confidence
+        >= ``min_prob``) is searched in a window around where its last motion puts it; a face
+        missed in up to :data:`MAX_MISSES` searched frames in a row is still searched for. On
+        key frames the whole frame is searched too, and whole-frame detections of a face already
+        found in its window are dropped, so a followed face keeps boxes of one kind.
+
+        Frames between two searched ones (``window_every`` > 1) are not searched: a face found
+        in both gets boxes interpolated linearly between its two detections, with the lower of
+        their two confidences; a face missing from either is not placed in the frames between.
+        A newly found face is searched in the next frame too, which gives its motion.
 
         Each window costs an MTCNN pass: ``max_followed`` > 0 keeps searching only that many
         faces, those with the largest prominence so far (the sum over the frames a face was
@@ -164,6 +169,7 @@ class FaceDetector:
             detect_every: Key-frame interval; 1 searches every frame whole, like :meth:`detect`.
             min_prob: Least confidence for a face to be followed into the next frame.
             max_followed: Most faces searched in windows at a time (0: every face).
+            window_every: Interval of the frames searched in windows (1: every frame).
 
         Returns:
             One :class:`~preprocessing.track.Detections` per frame, in order.
@@ -172,22 +178,40 @@ class FaceDetector:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
         if max_followed < 0:
             raise ValueError(f"max_followed must be >= 0, got {max_followed}")
+        if window_every < 1:
+            raise ValueError(f"window_every must be >= 1, got {window_every}")
         if detect_every == 1:
             # Every frame is searched whole: one batched call once all have arrived (what a GPU wants).
             return self.detect(list(frames))
         followed: list[_Followed] = []
-        results: list[Detections] = []
+        results: list[Detections | None] = []
+        searched_last = -1
         remaining = iter(frames)
         upcoming = next(remaining, None)
         while upcoming is not None:
             index, frame = len(results), upcoming
             upcoming = next(remaining, None)
-            whole = self.detect([frame])[0] if index % detect_every == 0 or upcoming is None else Detections.empty()
-            predicted = np.array([f.box + f.velocity for f in followed], np.float32).reshape(-1, 4)
+            key = index % detect_every == 0 or upcoming is None
+            # A face first seen in the last searched frame has no motion yet: it is searched again
+            # in the very next frame, so that the searches after that know where to look.
+            due = index - searched_last >= window_every or any(f.moves == 0 for f in followed)
+            if not key and not due:
+                results.append(None)  # placed once the next searched frame is known
+                continue
+            whole = self.detect([frame])[0] if key else Detections.empty()
+            predicted = np.array([f.predict(index) for f in followed], np.float32).reshape(-1, 4)
             per_window = self._detect_in_windows(frame, predicted)
             # Each window's own face first: a neighbour's box seen from that window (or a box
             # spanning two faces) must not displace it.
-            own = [entry.update(guess, found, min_prob) for entry, guess, found in zip(followed, predicted, per_window)]
+            before = [(f.frame, f.box, f.prob) for f in followed]
+            own = [entry.update(index, guess, found, min_prob)
+                   for entry, guess, found in zip(followed, predicted, per_window)]
+            if index - searched_last > 1:
+                spans = [(box, prob, o.boxes[0], o.probs[0]) for (seen, box, prob), o in zip(before, own)
+                         if o is not None and seen == searched_last]
+                for between in range(searched_last + 1, index):
+                    results[between] = _interpolated(spans, (between - searched_last) / (index - searched_last))
+            searched_last = index
             followed = [f for f in followed if f.misses <= MAX_MISSES]
             parts = [*(o for o in own if o is not None), *per_window, whole]
             detections = _distinct_faces(np.concatenate([p.boxes for p in parts]),
@@ -195,12 +219,13 @@ class FaceDetector:
             known = np.array([f.box for f in followed], np.float32).reshape(-1, 4)
             for box, prob in zip(detections.boxes, detections.probs):
                 if prob >= min_prob and (not len(known) or iou_matrix(box[None], known).max() < _SAME_FACE_IOU):
-                    followed.append(_Followed(box.copy(), prominence=frame_prominence(box, prob)))
+                    followed.append(_Followed(box.copy(), frame=index, prob=float(prob),
+                                              prominence=frame_prominence(box, prob)))
             if max_followed:
                 # sorted() is stable: of equally prominent faces, the one followed longer stays.
                 followed = sorted(followed, key=lambda f: -f.prominence)[:max_followed]
             results.append(detections)
-        return results
+        return [r if r is not None else Detections.empty() for r in results]
 
     def _detect_in_windows(self, frame: np.ndarray, boxes: np.ndarray) -> list[Detections]:
         """Faces found in a square window around each box, in frame pixels (one entry per box)."""
@@ -277,14 +302,23 @@ def exact_fast_pooling(module: nn.Module) -> int:
 
 @dataclass
 class _Followed:
-    """A face searched for in windows: its last box, its motion per frame, frames missed since, prominence."""
+    """A face searched for in windows: its last box and the frame it was found in, its confidence
+    there, its motion per frame, searched frames missed since, times it was found again (its motion
+    is known once it was), and its prominence."""
 
     box: np.ndarray
+    frame: int
+    prob: float
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
     misses: int = 0
+    moves: int = 0
     prominence: float = 0.0
 
-    def update(self, guess: np.ndarray, found: Detections, min_prob: float) -> Detections | None:
+    def predict(self, frame: int) -> np.ndarray:
+        """Where its last motion puts it in ``frame``."""
+        return self.box + self.velocity * np.float32(frame - self.frame)
+
+    def update(self, frame: int, guess: np.ndarray, found: Detections, min_prob: float) -> Detections | None:
         """Moves on to the window's detection that best overlaps ``guess``; returns it (None: missed)."""
         sure = found.probs >= min_prob
         overlaps = iou_matrix(guess[None], found.boxes[sure])[0] if sure.any() else np.zeros(0)
@@ -294,11 +328,21 @@ class _Followed:
         best = int(np.argmax(overlaps))
         box, prob = found.boxes[sure][best], found.probs[sure][best]
         # Motion over the frames since it was last seen, as a per-frame step.
-        self.velocity = ((box - self.box) / (self.misses + 1)).astype(np.float32)
-        self.box = box.copy()
+        self.velocity = ((box - self.box) / np.float32(frame - self.frame)).astype(np.float32)
+        self.box, self.frame, self.prob = box.copy(), frame, float(prob)
         self.misses = 0
+        self.moves += 1
         self.prominence += frame_prominence(box, prob)
         return Detections(box[None], prob[None])
+
+
+def _interpolated(spans: list[tuple[np.ndarray, float, np.ndarray, float]], fraction: float) -> Detections:
+    """Boxes a ``fraction`` of the way from each span's first box to its second, with the lower confidence."""
+    if not spans:
+        return Detections.empty()
+    boxes = np.stack([start + np.float32(fraction) * (stop - start) for start, _, stop, _ in spans]).astype(np.float32)
+    probs = np.array([min(p, q) for _, p, _, q in spans], np.float32)
+    return _distinct_faces(boxes, probs)
 
 
 def _distinct_faces(boxes: np.ndarray, probs: np.ndarray, first: int = 0) -> Detections:

@@ -26,7 +26,8 @@ class PreprocessResult:
         boxes: ``float32 [N, 4]``: (x1, y1, x2, y2) of the region actually
             cropped, in pixels of the displayed (upright) frame.
         found: ``bool [N]``: whether the followed face was detected in that
-            frame (False: the nearest frame's box was reused).
+            frame, or placed there between two detections (``window_every``);
+            False: the nearest frame's box was reused.
         frames_decoded: Distinct real frames used (< N when the clip was short
             and its last frame was repeated).
         frame_indices: ``int64 [N]``: display-order index of each frame in the clip.
@@ -81,7 +82,7 @@ class FacePipeline:
         decoding = _DecodeThread(data, cfg)
         # Frames are searched for faces while the later ones decode: the two overlap on two cores.
         detections = self.detector.detect_tracked(decoding.frames(), cfg.detect_every, cfg.min_face_prob,
-                                                  cfg.max_followed)
+                                                  cfg.max_followed, cfg.window_every)
         clip = decoding.result()
         boxes, found = follow_face(detections, cfg.min_face_prob, cfg.iou_threshold)
         detected = time.perf_counter()

@@ -89,8 +89,9 @@ def test_pipeline_uses_the_interval():
     assert min(ious) >= 0.7, ious
 
 
-def _windows_per_frame(detector: FaceDetector, frames: list[np.ndarray], max_followed: int) -> tuple[list[int], list]:
-    """Runs detect_tracked, counting the windows searched in each frame (the real search still runs)."""
+def _windows_per_frame(detector: FaceDetector, frames: list[np.ndarray], max_followed: int, key_every: int = KEY_EVERY,
+                       window_every: int = 1) -> tuple[list[int], list]:
+    """Runs detect_tracked, counting the windows searched in each searched frame (the real search still runs)."""
     counts: list[int] = []
     search = detector._detect_in_windows
 
@@ -100,7 +101,8 @@ def _windows_per_frame(detector: FaceDetector, frames: list[np.ndarray], max_fol
 
     detector._detect_in_windows = counting
     try:
-        tracked = detector.detect_tracked(frames, KEY_EVERY, min_prob=0.9, max_followed=max_followed)
+        tracked = detector.detect_tracked(frames, key_every, min_prob=0.9, max_followed=max_followed,
+                                          window_every=window_every)
     finally:
         del detector._detect_in_windows
     return counts, tracked
@@ -124,3 +126,57 @@ def test_max_followed_is_checked(detector, frames):
     with pytest.raises(ConfigError, match="max_followed"):
         PipelineConfig.from_parameters({"frames": "10", "max_followed": "-1"})
     assert PipelineConfig.from_parameters({"frames": "10", "max_followed": "2"}).max_followed == 2
+
+
+def _truth(index: int, shift: float = 0.0) -> np.ndarray:
+    x1, y1, x2, y2 = media.face_box(index, seed=3)
+    return np.array([x1 + shift, y1, x2 + shift, y2], np.float32)
+
+
+def _best_iou(truth: np.ndarray, found) -> float:
+    return float(iou_matrix(truth[None], found.boxes).max()) if len(found.boxes) else 0.0
+
+
+@pytest.mark.parametrize("window_every", [2, 3])
+def test_window_interval_searches_fewer_frames_and_places_the_face_in_the_others(frames, detector, window_every):
+    every, _ = _windows_per_frame(detector, frames, 0, key_every=FRAMES)
+    counts, tracked = _windows_per_frame(detector, frames, 0, key_every=FRAMES, window_every=window_every)
+    assert len(every) == FRAMES
+    # First frame, the one after it (a new face's motion), every window_every-th after that, the last.
+    assert len(counts) <= 3 + (FRAMES - 2) // window_every < FRAMES
+    for index, found in enumerate(tracked):
+        assert found.probs.max() >= 0.9, f"frame {index}: no face"
+        assert _best_iou(_truth(index), found) >= 0.5, f"frame {index}"
+
+
+def test_frames_between_two_searches_are_interpolated(frames, detector):
+    tracked = detector.detect_tracked(frames, FRAMES, min_prob=0.9, window_every=2)
+    plain = detector.detect_tracked(frames, FRAMES, min_prob=0.9)
+    # Searched: 0, 1 (after the face is first seen), 3, 5, ..., 11 (the last). Frame 2 lies halfway between 1 and 3.
+    np.testing.assert_allclose(tracked[2].boxes[0], (tracked[1].boxes[0] + tracked[3].boxes[0]) / 2, atol=1e-3)
+    assert tracked[2].probs[0] == min(tracked[1].probs[0], tracked[3].probs[0])
+    # A searched frame's box is MTCNN's own, as when every frame is searched.
+    np.testing.assert_array_equal(tracked[1].boxes[0], plain[1].boxes[0])
+
+
+def test_a_fast_face_is_kept_with_a_window_interval(frames, detector):
+    # The face moves right by 0.45 of its width per frame, on a canvas three frames wide: from the
+    # first frame alone, a window two frames later would miss it; its motion comes from frame 1.
+    step = 0.45 * (_truth(0)[2] - _truth(0)[0])
+    moving = []
+    for index, frame in enumerate(frames):
+        canvas = np.zeros((frame.shape[0], frame.shape[1] * 3, 3), np.uint8)
+        left = round(step * index)
+        canvas[:, left:left + frame.shape[1]] = frame
+        moving.append(canvas)
+    tracked = detector.detect_tracked(moving, FRAMES, min_prob=0.9, max_followed=1, window_every=2)
+    for index, found in enumerate(tracked):
+        assert _best_iou(_truth(index, round(step * index)), found) >= 0.5, f"frame {index}"
+
+
+def test_window_interval_is_checked(detector, frames):
+    with pytest.raises(ValueError, match="window_every"):
+        detector.detect_tracked(frames[:2], 2, min_prob=0.9, window_every=0)
+    with pytest.raises(ConfigError, match="window_every"):
+        PipelineConfig.from_parameters({"frames": "10", "window_every": "0"})
+    assert PipelineConfig.from_parameters({"frames": "10", "window_every": "2"}).window_every == 2
