@@ -1,7 +1,8 @@
 """The classifier alone: ONNX Runtime (what the server runs) against PyTorch eager (the app's way).
 
-Both get the same faces ``[1, N, 3, 112, 112]`` and the same number of threads, and both give
-the video's score. PyTorch eager runs the original forward, which computes the trunk on all N
+Both get the same faces ``[1, N, 3, 112, 112]`` and the same number of cores, and both give
+the video's score. ONNX Runtime runs as the served classifier does: single-threaded session runs,
+the frames split into one chunk per core run at once (:mod:`triton_models.chunks`). PyTorch eager runs the original forward, which computes the trunk on all N
 frames and keeps the last frame's step. ONNX Runtime runs what the served classifier runs for a
 score request (``LOGITS``, ``PROB_FAKE``): the last frame alone, the only frame the score depends
 on (the LSTM quirk). A second ONNX Runtime figure is asked for the per-frame scores as well
@@ -22,6 +23,7 @@ import onnxruntime as ort
 import torch
 
 from export.model import INPUT_NAME, OriginalModel
+from triton_models.chunks import ChunkedSession
 
 SCORE_OUTPUTS = ("LOGITS", "PROB_FAKE")
 FRAME_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE")
@@ -37,7 +39,7 @@ class ClassifierTiming:
         torch_ms: PyTorch eager, the original forward, N frames.
         torch_last_frame_ms: PyTorch eager on the last frame alone (all the faithful score needs).
         max_abs_logit_diff: Largest difference of ONNX Runtime's logits (either way) from eager's.
-        threads: Intra-op threads of both.
+        threads: Cores given to both: torch's intra-op threads, ONNX Runtime's frame chunks.
         repeats: Timed calls per way (after one warm-up call).
     """
 
@@ -77,16 +79,17 @@ def time_classifier(onnx_path: Path, model: OriginalModel, faces: np.ndarray, re
         model: The original model with the same weights (eval mode).
         faces: ``float32 [N, 3, 112, 112]``.
         repeats: Timed calls per way.
-        threads: Intra-op threads for both; None uses torch's current setting.
+        threads: Cores for both (torch's threads, ONNX Runtime's frame chunks); None uses torch's current setting.
     """
     if faces.ndim != 4:
         raise ValueError(f"faces must be [N, 3, 112, 112], got shape {faces.shape}")
     threads = threads or torch.get_num_threads()
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = ChunkedSession(ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"]),
+                             INPUT_NAME, threads)
     batch = np.ascontiguousarray(faces[None], dtype=np.float32)
     tensor = torch.from_numpy(batch)
     last = tensor[:, -1:].contiguous()
@@ -99,8 +102,8 @@ def time_classifier(onnx_path: Path, model: OriginalModel, faces: np.ndarray, re
                 return model(tensor)[1]
 
         last_frame = np.ascontiguousarray(batch[:, -1:])
-        ort_ms = _median_ms(lambda: session.run(list(SCORE_OUTPUTS), {INPUT_NAME: last_frame}), repeats)
-        ort_all_ms = _median_ms(lambda: session.run(list(FRAME_OUTPUTS), {INPUT_NAME: batch}), repeats)
+        ort_ms = _median_ms(lambda: session.run(SCORE_OUTPUTS, last_frame), repeats)
+        ort_all_ms = _median_ms(lambda: session.run(FRAME_OUTPUTS, batch), repeats)
         torch_ms = _median_ms(eager, repeats)
         def eager_last() -> torch.Tensor:
             with torch.inference_mode():
@@ -108,8 +111,9 @@ def time_classifier(onnx_path: Path, model: OriginalModel, faces: np.ndarray, re
 
         last_ms = _median_ms(eager_last, repeats)
         want = eager().numpy()
-        diff = max(float(np.abs(session.run(["LOGITS"], {INPUT_NAME: feed})[0] - want).max()) for feed in (last_frame, batch))
+        diff = max(float(np.abs(session.run(["LOGITS"], feed)[0] - want).max()) for feed in (last_frame, batch))
     finally:
         torch.set_num_threads(previous)
+        session.close()
     return ClassifierTiming(ort_ms=ort_ms, ort_all_frames_ms=ort_all_ms, torch_ms=torch_ms, torch_last_frame_ms=last_ms,
                             max_abs_logit_diff=diff, threads=threads, repeats=repeats)

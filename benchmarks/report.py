@@ -75,12 +75,16 @@ def summary_rows(results: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     growth = results.get("server_rss_growth_percent")
     return [
         ("reference pipeline (original app, in process)", f"{_fmt(results['reference_videos_per_s'], 3)} videos/s", "", ""),
-        ("Triton end to end, best concurrency", f"{_fmt(results['e2e_videos_per_s'], 3)} videos/s "
+        ("Triton end to end (`deepfake_<N>`: clip and per-frame scores), best concurrency", f"{_fmt(results['e2e_videos_per_s'], 3)} videos/s "
          f"(concurrency {results.get('e2e_best_concurrency', '?')})", "", ""),
         ("end-to-end speed-up vs reference", f"{_fmt(results['e2e_speedup_vs_reference'], 1)}x",
          goal("e2e_speedup"), met("e2e_speedup")),
         ("end-to-end latency p50 / p95, concurrency 1",
          f"{_fmt(results['e2e_p50_ms'], 0)} / {_fmt(results['e2e_p95_ms'], 0)} ms", goal("e2e_p50"), met("e2e_p50")),
+        ("clip score alone (`verdict_<N>`, no per-frame scores), best concurrency",
+         f"{_fmt(results.get('verdict_videos_per_s'), 3)} videos/s (concurrency {results.get('verdict_best_concurrency', '?')}), "
+         f"{_fmt(results.get('verdict_speedup_vs_reference'), 1)}x the reference, p50 / p95 at concurrency 1 "
+         f"{_fmt(results.get('verdict_p50_ms'), 0)} / {_fmt(results.get('verdict_p95_ms'), 0)} ms", "", ""),
         ("classifier score, ONNX Runtime (served: last frame) / PyTorch eager (original: N frames)",
          f"{_fmt(results['classifier_ort_ms'], 0)} / {_fmt(results['classifier_torch_ms'], 0)} ms "
          f"({_fmt(results['classifier_speedup'], 2)}x)", goal("classifier_speedup"), met("classifier_speedup")),
@@ -111,7 +115,8 @@ def markdown(results: Mapping[str, Any]) -> str:
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in summary_rows(results)]
     lines += ["", "## Throughput and latency by concurrency (perf_analyzer, gRPC)", ""]
     for title, key, unit in (("Classifier alone, random faces", "classifier_sweep", "inferences/s"),
-                             ("End to end, real video bytes", "e2e_sweep", "videos/s")):
+                             ("End to end, real video bytes (`deepfake_<N>`)", "e2e_sweep", "videos/s"),
+                             ("Clip score alone, real video bytes (`verdict_<N>`)", "verdict_sweep", "videos/s")):
         sweep = results.get(key) or []
         if not sweep:
             continue
@@ -180,7 +185,10 @@ def _plot_throughput(results: Mapping[str, Any]):
         return None
     figure, (left, right) = plt.subplots(1, 2, figsize=_FIGSIZE)
     if e2e:
-        left.plot(e2e_x, [p["throughput"] for p in e2e], "o-", label="Triton ensemble")
+        left.plot(e2e_x, [p["throughput"] for p in e2e], "o-", label="Triton, with per-frame scores")
+    verdict_x, verdict = _sweep(results, "verdict_sweep")
+    if verdict:
+        left.plot(verdict_x, [p["throughput"] for p in verdict], "s-", label="Triton, clip score alone")
     left.axhline(results["reference_videos_per_s"], color="grey", linestyle="--", label="original pipeline")
     left.set(title="End to end", xlabel="concurrency", ylabel="videos / s", xticks=e2e_x or [1])
     left.set_ylim(bottom=0)

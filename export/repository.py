@@ -52,6 +52,10 @@ def explain_name(frames: int) -> str:
     return f"explain_{frames}"
 
 
+def verdict_name(frames: int) -> str:
+    return f"verdict_{frames}"
+
+
 def classifier_dir(repository: Path, frames: int) -> Path:
     return repository / classifier_name(frames)
 
@@ -82,6 +86,8 @@ CLASSIFIER_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "HEATMAP")
 PREPROCESS_OUTPUTS = ("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED")
 SCORE_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED")
 EXPLAIN_OUTPUTS = (*SCORE_OUTPUTS, "FACES", "HEATMAP")
+VERDICT_OUTPUTS = tuple(name for name in SCORE_OUTPUTS if name != "FRAME_PROB_FAKE")
+CLASSIFIER_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "HEATMAP")
 
 
 def _classifier_io(frames: int) -> str:
@@ -248,9 +254,11 @@ def preprocess_cpu_config(frames: int) -> str:
     )
 
 
-def _ensemble(name: str, frames: int, heatmap: bool) -> str:
-    extra_maps = """
-      output_map { key: "HEATMAP" value: "HEATMAP" }""" if heatmap else ""
+def _ensemble(name: str, frames: int, outputs: tuple[str, ...]) -> str:
+    # The classifier is asked for the outputs the ensemble returns, and only those: it computes
+    # the trunk on the last frame alone when that is all they need.
+    classifier_maps = "".join(f"""
+      output_map {{ key: "{output}" value: "{output}" }}""" for output in CLASSIFIER_OUTPUTS if output in outputs)
     return f"""name: "{name}"
 platform: "ensemble"
 max_batch_size: {MAX_BATCH}
@@ -258,7 +266,7 @@ input [
 {_tensors(frames, ("VIDEO",))}
 ]
 output [
-{_tensors(frames, EXPLAIN_OUTPUTS if heatmap else SCORE_OUTPUTS)}
+{_tensors(frames, outputs)}
 ]
 ensemble_scheduling {{
   step [
@@ -274,10 +282,7 @@ ensemble_scheduling {{
     {{
       model_name: "{classifier_name(frames)}"
       model_version: -1
-      input_map {{ key: "FACES" value: "FACES" }}
-      output_map {{ key: "LOGITS" value: "LOGITS" }}
-      output_map {{ key: "PROB_FAKE" value: "PROB_FAKE" }}
-      output_map {{ key: "FRAME_PROB_FAKE" value: "FRAME_PROB_FAKE" }}{extra_maps}
+      input_map {{ key: "FACES" value: "FACES" }}{classifier_maps}
     }}
   ]
 }}
@@ -285,11 +290,16 @@ ensemble_scheduling {{
 
 
 def ensemble_config(frames: int) -> str:
-    return "# Scoring: video bytes -> faces -> scores. Heatmaps are not requested here.\n" + _ensemble(ensemble_name(frames), frames, heatmap=False)
+    return "# Scoring: video bytes -> faces -> scores. Heatmaps are not requested here.\n" + _ensemble(ensemble_name(frames), frames, SCORE_OUTPUTS)
 
 
 def explain_config(frames: int) -> str:
-    return "# Scoring plus the face crops and per-frame heatmaps the client draws.\n" + _ensemble(explain_name(frames), frames, heatmap=True)
+    return "# Scoring plus the face crops and per-frame heatmaps the client draws.\n" + _ensemble(explain_name(frames), frames, EXPLAIN_OUTPUTS)
+
+
+def verdict_config(frames: int) -> str:
+    return ("# The clip's score alone, without per-frame scores: the classifier runs its trunk on the last\n"
+            "# frame only, the one the published weights score from.\n" + _ensemble(verdict_name(frames), frames, VERDICT_OUTPUTS))
 
 
 PREPROCESS_ENTRY = '''"""Triton entry point of a preprocessing model; the implementation is shared by every length."""
@@ -304,8 +314,9 @@ from triton_models.classifier import TritonPythonModel  # noqa: F401
 
 
 def render_model_folders(frames: int) -> dict[str, str]:
-    """Every committed file of the four models for one length, by path relative to the repository."""
+    """Every committed file of the five models for one length, by path relative to the repository."""
     pre, cls, ens, exp = preprocess_name(frames), classifier_name(frames), ensemble_name(frames), explain_name(frames)
+    ver = verdict_name(frames)
     return {
         f"{pre}/config.pbtxt": preprocess_gpu_config(frames),
         f"{pre}/configs/cpu.pbtxt": preprocess_cpu_config(frames),
@@ -318,6 +329,8 @@ def render_model_folders(frames: int) -> dict[str, str]:
         f"{ens}/{VERSION}/.gitkeep": "",
         f"{exp}/config.pbtxt": explain_config(frames),
         f"{exp}/{VERSION}/.gitkeep": "",
+        f"{ver}/config.pbtxt": verdict_config(frames),
+        f"{ver}/{VERSION}/.gitkeep": "",
     }
 
 

@@ -171,10 +171,10 @@ def test_rss_of_this_process_is_counted():
 
 def test_bench_repository_links_only_the_requested_length(tmp_path):
     source = tmp_path / "source"
-    for name in ("preprocess_7", "resnext_lstm_7", "deepfake_7", "explain_7", "deepfake_9"):
+    for name in ("preprocess_7", "resnext_lstm_7", "deepfake_7", "explain_7", "verdict_7", "deepfake_9"):
         (source / name).mkdir(parents=True)
     target = bench_repository(source, 7, tmp_path / "bench")
-    assert sorted(p.name for p in target.iterdir()) == ["deepfake_7", "preprocess_7", "resnext_lstm_7"]
+    assert sorted(p.name for p in target.iterdir()) == ["deepfake_7", "preprocess_7", "resnext_lstm_7", "verdict_7"]
     assert (target / "deepfake_7").resolve() == (source / "deepfake_7").resolve()
     with pytest.raises(FileNotFoundError, match="no 9-frame models"):
         bench_repository(source, 9, tmp_path / "other")

@@ -92,7 +92,7 @@ def test_classifier_config_matches_the_onnx_graph(frames):
     assert signature(graph.output) == _io(config, "output")
 
 
-@pytest.mark.parametrize("ensemble", [f"{kind}_{n}" for kind in ("deepfake", "explain") for n in LENGTHS])
+@pytest.mark.parametrize("ensemble", [f"{kind}_{n}" for kind in ("deepfake", "explain", "verdict") for n in LENGTHS])
 def test_ensemble_steps_connect(ensemble):
     config = parse(REPOSITORY / ensemble / "config.pbtxt")
     assert config.platform == "ensemble"
@@ -118,6 +118,16 @@ def test_scoring_ensemble_does_not_ask_for_heatmaps():
         mapped = {t for step in config.ensemble_scheduling.step for t in step.output_map.values()}
         assert "HEATMAP" not in mapped
         assert {o.name for o in config.output} == {"PROB_FAKE", "LOGITS", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED"}
+
+
+def test_verdict_ensemble_asks_the_classifier_for_the_clip_score_only():
+    # With nothing per frame asked for, the classifier runs its trunk on the last frame alone.
+    for frames in LENGTHS:
+        config = parse(REPOSITORY / f"verdict_{frames}" / "config.pbtxt")
+        classifier = [step for step in config.ensemble_scheduling.step if step.model_name == f"resnext_lstm_{frames}"]
+        assert len(classifier) == 1
+        assert set(classifier[0].output_map) == {"LOGITS", "PROB_FAKE"}
+        assert {o.name for o in config.output} == {"PROB_FAKE", "LOGITS", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED"}
 
 
 def test_preprocess_parameters_name_the_length():

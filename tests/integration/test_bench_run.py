@@ -31,10 +31,11 @@ def test_smallest_bench_run_writes_the_whole_report(tmp_path):
     results = json.loads((out / "latest.json").read_text())
     for key in ("reference_videos_per_s", "e2e_videos_per_s", "e2e_speedup_vs_reference", "e2e_p50_ms", "e2e_p95_ms",
                 "classifier_ort_ms", "classifier_torch_ms", "classifier_speedup", "server_rss_mb_before",
-                "server_rss_mb_after", "served_decode_thread_ms", "served_preprocess_wall_ms"):
+                "server_rss_mb_after", "served_decode_thread_ms", "served_preprocess_wall_ms", "verdict_videos_per_s",
+                "verdict_speedup_vs_reference", "verdict_p50_ms"):
         assert results[key] > 0, key
     assert results["frames"] == FRAMES and results["served_boxes_match_library"]
     assert set(results["stages"]["served"]) >= {"decode", "detect", "crop", "classify", "queue"}
     assert (out / "latest.md").read_text().startswith("# Benchmark")
-    for name in ("throughput.png", "latency.png", "stages.png", f"perf_deepfake_{FRAMES}_c1.csv"):
+    for name in ("throughput.png", "latency.png", "stages.png", f"perf_deepfake_{FRAMES}_c1.csv", f"perf_verdict_{FRAMES}_c1.csv"):
         assert (out / name).stat().st_size > 0, name

@@ -118,6 +118,16 @@ def test_classifier_asked_for_the_score_alone_gives_the_full_score(client, clip,
     assert full["FRAME_PROB_FAKE"].shape == (1, FRAMES)
 
 
+def test_verdict_gives_the_scoring_ensembles_clip_score(client, clip):
+    outputs = ("PROB_FAKE", "LOGITS", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED")
+    verdict = infer(client, clip, model=f"verdict_{FRAMES}", outputs=outputs)
+    full = infer(client, clip)
+    for name in outputs:
+        np.testing.assert_allclose(verdict[name], full[name], atol=1e-6, rtol=0, err_msg=name)
+    with pytest.raises(InferenceServerException, match="FRAME_PROB_FAKE"):
+        infer(client, clip, model=f"verdict_{FRAMES}", outputs=("PROB_FAKE", "FRAME_PROB_FAKE"))
+
+
 def test_preprocess_model_is_callable_alone(client, clip, pipeline):
     served = infer(client, clip, model=f"preprocess_{FRAMES}", outputs=("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED"))
     np.testing.assert_allclose(served["FACES"][0], pipeline(clip).faces, atol=1e-5)
