@@ -25,6 +25,7 @@ DEFAULT_FRAMES = 20
 
 SCORE_MODEL_TEMPLATE = "deepfake_{frames}"
 EXPLAIN_MODEL_TEMPLATE = "explain_{frames}"
+VERDICT_MODEL_TEMPLATE = "verdict_{frames}"
 
 VIDEO_INPUT = "VIDEO"
 VIDEO_DATATYPE = "UINT8"
@@ -41,6 +42,8 @@ SCORE_OUTPUTS: dict[str, tuple] = {
     "FACE_FOUND": (None,),
     "FRAMES_DECODED": (1,),
 }
+#: ``verdict_<N>``: the clip's score without the per-frame scores.
+VERDICT_OUTPUTS: dict[str, tuple] = {name: shape for name, shape in SCORE_OUTPUTS.items() if name != "FRAME_PROB_FAKE"}
 EXPLAIN_OUTPUTS: dict[str, tuple] = {
     **SCORE_OUTPUTS,
     "FACES": (None, 3, FACE_SIZE, FACE_SIZE),
@@ -101,6 +104,7 @@ DEFAULT_HEALTH_FRAMES = (10, 20, 30)
 MODEL_TEMPLATES = (
     "deepfake_{frames}",
     "explain_{frames}",
+    "verdict_{frames}",
     "preprocess_{frames}",
     "resnext_lstm_{frames}",
 )
@@ -149,15 +153,16 @@ class ClientError(Exception):
 
 @dataclass(frozen=True, eq=False)
 class ScoreResult:
-    """One video's score as returned by ``deepfake_<N>``.
+    """One video's score as returned by ``deepfake_<N>`` (or ``verdict_<N>``).
 
     Attributes:
         video: name of the video (its path, or the name given for bytes).
         prob_fake: the faithful score: fake probability of the published
             N-frame model.
         logits: (fake, real) logits.
-        frame_prob_fake: [N] fake probability of every frame on its own.
-        frame_prob_fake_mean: mean of ``frame_prob_fake``.
+        frame_prob_fake: [N] fake probability of every frame on its own
+            (None when the clip's score alone was asked for).
+        frame_prob_fake_mean: mean of ``frame_prob_fake`` (None likewise).
         label: ``"REAL"`` when the real logit is larger, else ``"FAKE"``.
         confidence: softmax probability of ``label``, in percent.
         face_boxes: [N, 4] x1, y1, x2, y2 in pixels of the displayed frame.
@@ -170,8 +175,8 @@ class ScoreResult:
     video: str
     prob_fake: float
     logits: tuple
-    frame_prob_fake: np.ndarray
-    frame_prob_fake_mean: float
+    frame_prob_fake: np.ndarray | None
+    frame_prob_fake_mean: float | None
     label: str
     confidence: float
     face_boxes: np.ndarray
@@ -364,7 +369,12 @@ class DeepfakeClient:
         self._client.close()
 
     def score(
-        self, video: VideoSource, frames: int = DEFAULT_FRAMES, *, name: str | None = None
+        self,
+        video: VideoSource,
+        frames: int = DEFAULT_FRAMES,
+        *,
+        name: str | None = None,
+        frame_scores: bool = True,
     ) -> ScoreResult:
         """Scores one video with the N-frame model.
 
@@ -372,11 +382,17 @@ class DeepfakeClient:
             video: path of the video file, or its raw bytes.
             frames: N, the sequence length of the served model.
             name: name reported in the result (default: the path).
+            frame_scores: False asks ``verdict_<N>`` for the clip's score alone: the
+                classifier then runs on the last frame only (the frame the published
+                weights score from), and ``frame_prob_fake`` is None.
 
         Raises:
             ClientError: the request failed or was rejected.
         """
-        label, tensors, latency_ms = self._request(SCORE_MODEL_TEMPLATE, SCORE_OUTPUTS, video, frames, name)
+        template, outputs = (
+            (SCORE_MODEL_TEMPLATE, SCORE_OUTPUTS) if frame_scores else (VERDICT_MODEL_TEMPLATE, VERDICT_OUTPUTS)
+        )
+        label, tensors, latency_ms = self._request(template, outputs, video, frames, name)
         return ScoreResult(**_score_fields(label, tensors, latency_ms))
 
     def explain(
@@ -551,9 +567,11 @@ class DeepfakeClient:
 def _score_fields(video: str, tensors: dict[str, np.ndarray], latency_ms: float) -> dict:
     logits = tuple(float(value) for value in tensors["LOGITS"])
     prob_fake = float(tensors["PROB_FAKE"][0])
-    frame_prob_fake = tensors["FRAME_PROB_FAKE"].astype(np.float32, copy=False)
-    if not all(math.isfinite(v) for v in (*logits, prob_fake)) or not np.all(
-        np.isfinite(frame_prob_fake)
+    frame_prob_fake = tensors.get("FRAME_PROB_FAKE")
+    if frame_prob_fake is not None:
+        frame_prob_fake = frame_prob_fake.astype(np.float32, copy=False)
+    if not all(math.isfinite(v) for v in (*logits, prob_fake)) or (
+        frame_prob_fake is not None and not np.all(np.isfinite(frame_prob_fake))
     ):
         raise ClientError(INTERNAL, f"server returned non-finite scores for '{video}'")
     label, confidence = label_and_confidence(logits)
@@ -563,7 +581,9 @@ def _score_fields(video: str, tensors: dict[str, np.ndarray], latency_ms: float)
         "prob_fake": prob_fake,
         "logits": logits,
         "frame_prob_fake": frame_prob_fake,
-        "frame_prob_fake_mean": float(np.mean(frame_prob_fake, dtype=np.float64)),
+        "frame_prob_fake_mean": (
+            None if frame_prob_fake is None else float(np.mean(frame_prob_fake, dtype=np.float64))
+        ),
         "label": label,
         "confidence": confidence,
         "face_boxes": tensors["FACE_BOXES"].astype(np.float32, copy=False),

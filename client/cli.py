@@ -157,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     _frames_option(score)
     score.add_argument("--json", action="store_true", help="print one JSON object per video")
     score.add_argument(
+        "--verdict-only",
+        action="store_true",
+        help="ask for the clip's score alone (verdict_<N>): no per-frame scores "
+        "(frame_prob_fake_mean is null), about half the server's work per video on CPU",
+    )
+    score.add_argument(
         "--concurrency",
         type=_positive_int,
         default=DEFAULT_CONCURRENCY,
@@ -233,10 +239,11 @@ def _make_client(args: argparse.Namespace) -> DeepfakeClient:
 
 def format_result_line(record: dict, frames: int) -> str:
     """The human-readable line of a scored video's JSON record."""
+    frame_mean = record["frame_prob_fake_mean"]
     return (
         f"{record['video']}: prob_fake {record['prob_fake']:.4f}  "
-        f"frame mean {record['frame_prob_fake_mean']:.4f}  "
-        f"{record['label']} {record['confidence']:.1f}%  "
+        + ("" if frame_mean is None else f"frame mean {frame_mean:.4f}  ")
+        + f"{record['label']} {record['confidence']:.1f}%  "
         f"faces {record['faces_found']}/{frames}  "
         f"frames decoded {record['frames_decoded']}  "
         f"{record['latency_ms']:.0f} ms"
@@ -284,7 +291,7 @@ def _run_score_batch(
 
     console.draw()
     for outcome in run_batch(
-        lambda video: client.score(video, args.frames),
+        lambda video: client.score(video, args.frames, frame_scores=not args.verdict_only),
         todo,
         concurrency=args.concurrency,
         delays=backoff_delays(args.retries),

@@ -117,6 +117,8 @@ def test_score_defaults():
     assert args.videos == ["a.mp4"]
     assert (args.frames, args.url, args.concurrency, args.retries) == (20, "localhost:8001", 1, 6)
     assert (args.json, args.output, args.timeout, args.ssl) == (False, None, None, False)
+    assert args.verdict_only is False
+    assert build_parser().parse_args(["score", "a.mp4", "--verdict-only"]).verdict_only is True
 
 
 def test_score_every_flag():

@@ -109,6 +109,29 @@ def test_bytes_and_path_give_the_same_score(detector, clips):
     np.testing.assert_array_equal(from_bytes.face_found, from_path.face_found)
 
 
+def test_verdict_alone_gives_the_same_clip_score_without_frame_scores(detector, clips):
+    full = detector.score(clips[0], frames=FRAMES)
+    verdict = detector.score(clips[0], frames=FRAMES, frame_scores=False)
+
+    assert verdict.frame_prob_fake is None and verdict.frame_prob_fake_mean is None
+    assert verdict.prob_fake == pytest.approx(full.prob_fake, abs=SAME_SCORE_ATOL)
+    assert (verdict.label, verdict.faces_found, verdict.frames_decoded) == (full.label, full.faces_found, full.frames_decoded)
+    np.testing.assert_allclose(verdict.face_boxes, full.face_boxes, atol=1e-3)
+
+
+def test_score_cli_verdict_only(triton_server, clips):
+    video = str(clips[0])
+    as_json = run_cli("score", video, "--frames", str(FRAMES), "--url", triton_server.grpc_url, "--json", "--verdict-only")
+    human = run_cli("score", video, "--frames", str(FRAMES), "--url", triton_server.grpc_url, "--verdict-only")
+
+    assert as_json.returncode == 0, as_json.stderr
+    (record,) = json_lines(as_json.stdout)
+    assert tuple(record) == JSON_KEYS and record["error"] is None
+    assert record["frame_prob_fake_mean"] is None and 0.0 <= record["prob_fake"] <= 1.0
+    assert human.returncode == 0, human.stderr
+    assert f"prob_fake {record['prob_fake']:.4f}" in human.stdout and "frame mean" not in human.stdout
+
+
 def test_another_sequence_length_is_served(detector, clips):
     result = detector.score(clips[0], frames=OTHER_FRAMES)
 
@@ -163,7 +186,8 @@ def test_health_cli_and_api_report_every_model_ready(detector, triton_server):
     assert report["live"] and report["ready"] and report["error"] is None
     assert report["models_from"] in ("index", "names")
     for frames in (FRAMES, OTHER_FRAMES):
-        for model in (f"deepfake_{frames}", f"explain_{frames}", f"preprocess_{frames}", f"resnext_lstm_{frames}"):
+        for model in (f"deepfake_{frames}", f"explain_{frames}", f"verdict_{frames}", f"preprocess_{frames}",
+                      f"resnext_lstm_{frames}"):
             assert report["models"][model]["ready"], model
             assert model in completed.stdout
     assert json.loads(as_json.stdout)["models"].keys() == report["models"].keys()
