@@ -191,6 +191,14 @@ def _level(results: dict[str, Any], args: argparse.Namespace, model: str, url: s
         return []
 
 
+def _sweep_summary(prefix: str, points: list[perf.PerfPoint], reference_videos_per_s: float) -> dict[str, float]:
+    """Best throughput (and its concurrency, and its ratio to the reference) and the latency at concurrency 1."""
+    best = max(points, key=lambda p: p.throughput)
+    return {f"{prefix}_videos_per_s": best.throughput, f"{prefix}_best_concurrency": best.concurrency,
+            f"{prefix}_p50_ms": points[0].p50_ms, f"{prefix}_p95_ms": points[0].p95_ms,
+            f"{prefix}_speedup_vs_reference": best.throughput / reference_videos_per_s}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -282,11 +290,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 e2e_stats[level] = stats_delta(model_stats(client, (pre_name, cls_name)), before)
         results["e2e_sweep"] = [p.__dict__ for p in e2e_points]
         results["triton_stats_by_concurrency"] = {str(k): v for k, v in e2e_stats.items()}
-        best = max(e2e_points, key=lambda p: p.throughput)
         first = e2e_points[0]
-        results.update(e2e_videos_per_s=best.throughput, e2e_best_concurrency=best.concurrency,
-                       e2e_p50_ms=first.p50_ms, e2e_p95_ms=first.p95_ms, e2e_p99_ms=first.p99_ms)
-        results["e2e_speedup_vs_reference"] = best.throughput / results["reference_videos_per_s"]
+        results.update(_sweep_summary("e2e", e2e_points, results["reference_videos_per_s"]), e2e_p99_ms=first.p99_ms)
 
         # The clip's score alone (verdict_<N>): what the original app returned, without per-frame scores.
         verdict = verdict_name(frames)
@@ -296,10 +301,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                      input_data=input_json)
         results["verdict_sweep"] = [p.__dict__ for p in verdict_points]
         if verdict_points:
-            best_verdict = max(verdict_points, key=lambda p: p.throughput)
-            results.update(verdict_videos_per_s=best_verdict.throughput, verdict_best_concurrency=best_verdict.concurrency,
-                           verdict_p50_ms=verdict_points[0].p50_ms, verdict_p95_ms=verdict_points[0].p95_ms,
-                           verdict_speedup_vs_reference=best_verdict.throughput / results["reference_videos_per_s"])
+            results.update(_sweep_summary("verdict", verdict_points, results["reference_videos_per_s"]))
 
         log.info("memory across %d requests", args.rss_requests)
         pid = server_pid(server)

@@ -19,13 +19,13 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from triton_models.chunks import ChunkedSession, available_cores
+from triton_models.chunks import PER_FRAME_OUTPUTS, ChunkedSession, available_cores
 from triton_models.common import model_parameters, parse_config
 
 INPUT_NAME = "FACES"
 OUTPUT_NAMES = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "HEATMAP")
 # Outputs computed from the last frame alone (the graph's frame axis is dynamic).
-LAST_FRAME_OUTPUTS = frozenset({"LOGITS", "PROB_FAKE"})
+LAST_FRAME_OUTPUTS = frozenset(OUTPUT_NAMES) - PER_FRAME_OUTPUTS
 
 
 class TritonPythonModel:
