@@ -32,7 +32,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import av
 import av.error
@@ -94,11 +94,13 @@ class _Format:
     demuxer: str
     still: bool
     options: tuple[tuple[str, str], ...] = ()
+    # AVI stores no presentation times: what FFmpeg puts on its frames are decode times.
+    timestamps: bool = True
 
 
 _MOV = _Format("mp4", "mov", still=False, options=(("enable_drefs", "0"), ("use_absolute_path", "0")))
 _MATROSKA = _Format("matroska", "matroska", still=False)
-_AVI = _Format("avi", "avi", still=False)
+_AVI = _Format("avi", "avi", still=False, timestamps=False)
 _JPEG = _Format("jpeg", "jpeg_pipe", still=True)
 _PNG = _Format("png", "png_pipe", still=True)
 
@@ -124,6 +126,10 @@ class DecodedClip:
             ``max_frames_scanned`` limit counts).
         total_frames: Frames in the clip when it was counted (``uniform``
             selection, still images), else None.
+        times: ``float64 [n]``: when each frame is shown, in seconds from the
+            start of the video stream (its presentation time minus the stream's
+            start time, which is where a player's clock starts); a frame without
+            a timestamp gets ``index / frame rate``, a still image 0.
     """
 
     frames: list[np.ndarray]
@@ -134,6 +140,7 @@ class DecodedClip:
     orientation: int
     frames_scanned: int
     total_frames: int | None = None
+    times: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
 
 
 def sniff_container(data: bytes) -> str:
@@ -367,6 +374,7 @@ def _decode_first(data: bytes, fmt: _Format, n: int, budget: _Budget, threads: i
                   still_orientation: int | None, on_frame: Callable[[np.ndarray], None] | None) -> DecodedClip:
     wanted = 1 if fmt.still else n
     frames: list[np.ndarray] = []
+    times: list[float] = []
     orientation = still_orientation
     with _open(data, fmt) as container:
         stream = _video_stream(container, fmt, threads, budget)
@@ -374,6 +382,7 @@ def _decode_first(data: bytes, fmt: _Format, n: int, budget: _Budget, threads: i
             if orientation is None:
                 orientation = _frame_orientation(frame)
             frames.append(_to_rgb(frame, orientation))
+            times.append(0.0 if fmt.still else _frame_time(frame, stream, len(frames) - 1, fmt.timestamps))
             if on_frame is not None:
                 on_frame(frames[-1])
             if len(frames) == wanted:
@@ -381,7 +390,7 @@ def _decode_first(data: bytes, fmt: _Format, n: int, budget: _Budget, threads: i
     if not frames:
         raise _no_frames(fmt, budget)
     indices = list(range(len(frames)))
-    return _finish(frames, indices, n, fmt, orientation, budget, total=1 if fmt.still else None)
+    return _finish(frames, indices, times, n, fmt, orientation, budget, total=1 if fmt.still else None)
 
 
 def _uniform_indices(total: int, n: int) -> list[int]:
@@ -399,7 +408,7 @@ def _decode_uniform(data: bytes, fmt: _Format, n: int, budget: _Budget, threads:
         if total == 0:
             raise InputError(f"the {fmt.label} input has no video frames")
         targets = _uniform_indices(total, n)
-        picked: list[tuple[int, np.ndarray]] = []
+        picked: list[tuple[int, np.ndarray, float]] = []
         orientation: int | None = None
         if pts[0] is not None:
             try:
@@ -410,12 +419,13 @@ def _decode_uniform(data: bytes, fmt: _Format, n: int, budget: _Budget, threads:
     if not picked:
         with _open(data, fmt) as container:
             stream = _video_stream(container, fmt, threads, budget)
-            picked, orientation = _pick_sequentially(container, stream, budget, targets)
+            picked, orientation = _pick_sequentially(container, stream, budget, targets, fmt.timestamps)
     if not picked:
         raise _no_frames(fmt, budget)
-    indices = [index for index, _ in picked]
-    frames = [frame for _, frame in picked]
-    return _finish(frames, indices, n, fmt, orientation, budget, total=total)
+    indices = [index for index, _, _ in picked]
+    frames = [frame for _, frame, _ in picked]
+    times = [time_s for _, _, time_s in picked]
+    return _finish(frames, indices, times, n, fmt, orientation, budget, total=total)
 
 
 def _scan_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
@@ -451,7 +461,7 @@ def _scan_packets(container: av.container.InputContainer, stream: av.video.strea
 
 
 def _pick_by_seeking(container, stream, budget: _Budget, pts: list[int], keyframes: list[int],
-                     targets: list[int]) -> tuple[list[tuple[int, np.ndarray]], int | None]:
+                     targets: list[int]) -> tuple[list[tuple[int, np.ndarray, float]], int | None]:
     """Reach each target frame from the keyframe before it, checking every timestamp on the way.
 
     After a seek to keyframe ``k`` the decoder must deliver exactly
@@ -459,7 +469,7 @@ def _pick_by_seeking(container, stream, budget: _Budget, pts: list[int], keyfram
     an open GOP, are ignored). Anything else, such as AVI files whose
     timestamps are decode times, raises :class:`_SeekUnreliable`.
     """
-    picked: list[tuple[int, np.ndarray]] = []
+    picked: list[tuple[int, np.ndarray, float]] = []
     orientation: int | None = None
     frames: Iterator[av.VideoFrame] | None = None
     cursor = 0  # display index of the next frame the decoder must deliver
@@ -485,39 +495,55 @@ def _pick_by_seeking(container, stream, budget: _Budget, pts: list[int], keyfram
             if cursor - 1 == target:
                 if orientation is None:
                     orientation = _frame_orientation(frame)
-                picked.append((target, _to_rgb(frame, orientation)))
+                picked.append((target, _to_rgb(frame, orientation), _frame_time(frame, stream, target, True)))
                 break
         else:
             break  # end of readable data: keep what was found
     return picked, orientation
 
 
-def _pick_sequentially(container, stream, budget: _Budget,
-                       targets: list[int]) -> tuple[list[tuple[int, np.ndarray]], int | None]:
+def _pick_sequentially(container, stream, budget: _Budget, targets: list[int],
+                       timestamps: bool) -> tuple[list[tuple[int, np.ndarray, float]], int | None]:
     wanted = set(targets)
     last = max(targets)
-    picked: list[tuple[int, np.ndarray]] = []
+    picked: list[tuple[int, np.ndarray, float]] = []
     orientation: int | None = None
     for index, frame in enumerate(_decoded(container, stream, budget)):
         if index in wanted:
             if orientation is None:
                 orientation = _frame_orientation(frame)
-            picked.append((index, _to_rgb(frame, orientation)))
+            picked.append((index, _to_rgb(frame, orientation), _frame_time(frame, stream, index, timestamps)))
         if index >= last:
             break
     return picked, orientation
 
 
-def _finish(frames: list[np.ndarray], indices: list[int], n: int, fmt: _Format, orientation: int | None,
-            budget: _Budget, total: int | None) -> DecodedClip:
+def _finish(frames: list[np.ndarray], indices: list[int], times: list[float], n: int, fmt: _Format,
+            orientation: int | None, budget: _Budget, total: int | None) -> DecodedClip:
     real = len(frames)
     if real < n:
         frames = frames + [frames[-1]] * (n - real)
         indices = indices + [indices[-1]] * (n - real)
+        times = times + [times[-1]] * (n - real)
     height, width = frames[0].shape[:2]
     return DecodedClip(frames=frames, indices=np.asarray(indices, dtype=np.int64), frames_decoded=real,
                        source_size=(width, height), container=fmt.label, orientation=orientation or 1,
-                       frames_scanned=budget.scanned, total_frames=total)
+                       frames_scanned=budget.scanned, total_frames=total,
+                       times=np.asarray(times, dtype=np.float64))
+
+
+def _frame_time(frame: av.VideoFrame, stream: av.video.stream.VideoStream, index: int,
+                timestamps: bool) -> float:
+    """Seconds from the stream's start to when ``frame``, the ``index``-th in display order, is shown.
+
+    ``index / frame rate`` where the frame has no presentation time (or the container stores none).
+    """
+    time_base = frame.time_base or stream.time_base
+    if timestamps and frame.pts is not None and time_base:
+        start = stream.start_time if stream.start_time is not None else 0
+        return max(0.0, float((frame.pts - start) * time_base))
+    rate = stream.average_rate or stream.guessed_rate
+    return float(index / rate) if rate else 0.0
 
 
 def _no_frames(fmt: _Format, budget: _Budget) -> InputError:

@@ -31,6 +31,8 @@ class PreprocessResult:
         frames_decoded: Distinct real frames used (< N when the clip was short
             and its last frame was repeated).
         frame_indices: ``int64 [N]``: display-order index of each frame in the clip.
+        frame_times: ``float64 [N]``: when each frame is shown, in seconds from the start of
+            the video (see :class:`~preprocessing.decode.DecodedClip`); 0 for a still image.
         timings: Seconds spent in ``"decode"``, ``"detect"`` (including
             downscaling and face tracking, not counting waits for frames) and
             ``"crop"`` (crop, resize, normalise). Decoding and detection run at
@@ -44,6 +46,7 @@ class PreprocessResult:
     found: np.ndarray
     frames_decoded: int
     frame_indices: np.ndarray
+    frame_times: np.ndarray
     timings: dict[str, float]
     source_size: tuple[int, int]
     wall_seconds: float = 0.0
@@ -98,6 +101,7 @@ class FacePipeline:
             found=found[position].astype(np.bool_),
             frames_decoded=clip.frames_decoded,
             frame_indices=clip.indices,
+            frame_times=clip.times,
             timings={"decode": decoding.finished_at - started, "detect": detected - started - decoding.waited,
                      "crop": finished - detected},
             source_size=clip.source_size,

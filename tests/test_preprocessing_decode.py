@@ -223,6 +223,26 @@ def test_vfr_first_frames_in_display_order() -> None:
     assert frame_numbers(clip) == list(range(6))
 
 
+@pytest.mark.parametrize(("container", "codec", "selection"), [
+    ("mp4", "libx264", "first"), ("mp4", "libx264", "uniform"), ("mkv", "libx264", "uniform"),
+    ("webm", "libvpx-vp9", "first"), ("avi", "mpeg4", "first"), ("avi", "libx264", "uniform"),
+])
+def test_frame_times_are_display_times_from_the_stream_start(container: str, codec: str, selection: str) -> None:
+    clip = decode_frames(media.numbered_clip(frames=40, gop=8, codec=codec, container=container), 5, selection)
+    assert clip.times.dtype == np.float64 and clip.times.shape == (5,)
+    # 25 fps: frame k is shown at k / 25 s, whatever the container's timestamps look like.
+    np.testing.assert_allclose(clip.times, np.asarray(frame_numbers(clip)) / 25.0, atol=1e-6)
+
+
+def test_frame_times_follow_variable_timestamps_and_padding() -> None:
+    clip = decode_frames(media.numbered_clip(frames=12, vfr=True), 6)
+    pts, _ = media._vfr_timestamps(12, seed=0)
+    np.testing.assert_allclose(clip.times, np.asarray(pts[:6]) / 1000.0, atol=1e-6)
+    short = decode_frames(media.numbered_clip(frames=3, gop=2), 5)
+    np.testing.assert_allclose(short.times, [0.0, 0.04, 0.08, 0.08, 0.08], atol=1e-6)
+    assert decode_frames(media.still_image("PNG"), 3).times.tolist() == [0.0, 0.0, 0.0]
+
+
 @pytest.mark.skipif(not WALKING.exists(), reason=f"shared test media absent: {WALKING}")
 def test_real_1080p_frames_match_opencv() -> None:
     clip = decode_frames(WALKING.read_bytes(), 20)
