@@ -4,6 +4,9 @@
 # pins; the image downloads nothing at run time.
 #
 #   docker compose build triton          (or: docker build -t deepfake-triton:local .)
+#
+# `make image` builds the same file on machines without NGC access, over a local stand-in of the
+# base image (tools/standin/build.sh) and with INSTALL_TENSORRT=no: see the README.
 FROM nvcr.io/nvidia/tritonserver:24.10-py3
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -18,14 +21,17 @@ WORKDIR /opt/deepfake
 
 # Dependencies first, from pyproject.toml alone, so that a code change reuses these layers.
 # pip reads the `server` extra itself (the image's Python 3.10 has no tomllib); the project
-# wheel built here holds no code, only its metadata: the code runs from /opt/deepfake.
+# wheel built here holds no code, only its metadata: the code runs from /opt/deepfake. Its
+# metadata wants a README: a placeholder, so that editing the real one rebuilds nothing here.
 # DL3013 is a false alarm: every version is pinned in pyproject.toml, which pip reads here.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 COPY tools/pins.py tools/
 # hadolint ignore=DL3013
-RUN python3 -m pip install ".[server]" \
+RUN echo "Dependencies of the deepfake-triton image; the code runs from /opt/deepfake." > README.md \
+    && python3 -m pip install ".[server]" \
     && mapfile -t no_deps < <(python3 tools/pins.py no-deps) \
-    && python3 -m pip install --no-deps "${no_deps[@]}"
+    && python3 -m pip install --no-deps "${no_deps[@]}" \
+    && rm README.md
 
 # Debian packages listed in pyproject.toml (libb64 for perf_analyzer, jemalloc for the server).
 # Their versions are those of the base image's Ubuntu release (DL3008): the same names install
@@ -40,9 +46,15 @@ RUN mapfile -t apt_packages < <(python3 tools/pins.py apt) \
     && test -f /usr/local/lib/libjemalloc.so.2
 
 # TensorRT's Python bindings at the version of the image's own TensorRT (plans built by
-# `python -m export tensorrt` must match the TensorRT that Triton loads them with).
+# `python -m export tensorrt` must match the TensorRT that Triton loads them with). Always on
+# the NGC base; INSTALL_TENSORRT=no is for the CPU stand-in only, which has no libnvinfer.
+ARG INSTALL_TENSORRT=yes
 COPY deploy/install_tensorrt_python.sh deploy/
-RUN bash deploy/install_tensorrt_python.sh
+RUN case "${INSTALL_TENSORRT}" in \
+        yes) bash deploy/install_tensorrt_python.sh ;; \
+        no) echo "INSTALL_TENSORRT=no: no TensorRT bindings (python -m export tensorrt will not run in this image)" ;; \
+        *) echo "INSTALL_TENSORRT=${INSTALL_TENSORRT}: expected yes or no" >&2; exit 2 ;; \
+    esac
 
 RUN groupadd --gid 10001 deepfake \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
@@ -51,13 +63,18 @@ RUN groupadd --gid 10001 deepfake \
 # Code and model configurations, owned by root and read-only to the server's user. Built
 # artifacts (model.onnx, model.plan) are kept out by .dockerignore: they are exported on the
 # target GPU into the mounted repository (compose) or an emptyDir (Kubernetes).
+# Every package a model.py, the entrypoint or the health check imports is here; a test checks
+# the imports against this list and .dockerignore (tests/test_deploy.py).
 COPY client/ client/
 COPY preprocessing/ preprocessing/
+COPY triton_models/ triton_models/
+COPY serve/ serve/
 COPY export/ export/
 COPY deploy/ deploy/
 COPY model_repository/ model_repository/
 
-# PYTHONPATH lets every python-backend model.py (run by Triton's stub) `import preprocessing`.
+# PYTHONPATH lets every python-backend model.py (run by Triton's stub) import `triton_models` and
+# `preprocessing`.
 # HOME and caches point at /tmp, the only writable place besides the mounted volumes.
 # jemalloc, preloaded into tritonserver and its python stubs, keeps their memory flat under load,
 # backed by transparent huge pages where the node allows them (measured with the embedded server:

@@ -19,6 +19,13 @@ BENCH_FRAMES ?= 20
 BENCH_ARGS ?=
 
 .PHONY: help install checkpoints export tensorrt models serve demo test test-unit bench soak fuzz certs health deploy-check gpu-smoke clean
+.PHONY: image container-up container-down
+
+# The container's ports: GRPC_PORT / HTTP_PORT / METRICS_PORT when given, else 8101 / 8100 / 8102,
+# so that `make serve` (8000-8002) and the container can run side by side.
+CONTAINER_HTTP_PORT = $(if $(filter file,$(origin HTTP_PORT)),8100,$(HTTP_PORT))
+CONTAINER_GRPC_PORT = $(if $(filter file,$(origin GRPC_PORT)),8101,$(GRPC_PORT))
+CONTAINER_METRICS_PORT = $(if $(filter file,$(origin METRICS_PORT)),8102,$(METRICS_PORT))
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,7 +43,7 @@ $(STAMP): pyproject.toml tools/pins.py
 	touch $(STAMP)
 
 .PHONY: apt-packages
-apt-packages: ## install the Debian packages (perf_analyzer's libb64, jemalloc for the server, docker-compose for checks) when root
+apt-packages: ## install the Debian packages (perf_analyzer's libb64, jemalloc for the server; Docker, compose and debootstrap for the container tests) when root
 	@packages="$$($(PYTHON_BASE) tools/pins.py apt) $$($(PYTHON_BASE) tools/pins.py apt-dev)"; missing=""; \
 	for p in $$packages; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -89,6 +96,17 @@ health: $(STAMP) ## readiness of the server running on GRPC_PORT and of each of 
 
 deploy-check: $(STAMP) ## offline checks of the Dockerfile, compose, Kubernetes and monitoring files
 	$(PY) -m pytest tests/test_deploy.py tests/test_deploy_server.py $(PYTEST_ARGS)
+
+image: ## build the image deepfake-triton:local (over a local stand-in of the NGC base where that is absent)
+	$(PYTHON_BASE) tools/container.py image
+
+container-up: image ## export CPU models into REPOSITORY and serve them with compose (triton-cpu) on 127.0.0.1; returns when healthy
+	MODEL_REPOSITORY=$(REPOSITORY) CHECKPOINTS=$(CHECKPOINTS) FRAMES="$(FRAMES)" \
+		TRITON_HTTP_PORT=$(CONTAINER_HTTP_PORT) TRITON_GRPC_PORT=$(CONTAINER_GRPC_PORT) TRITON_METRICS_PORT=$(CONTAINER_METRICS_PORT) \
+		$(PYTHON_BASE) tools/container.py up
+
+container-down: ## stop the compose deployment and remove its containers and volumes (and an engine container-up started)
+	MODEL_REPOSITORY=$(REPOSITORY) CHECKPOINTS=$(CHECKPOINTS) $(PYTHON_BASE) tools/container.py down
 
 gpu-smoke: ## on a GPU node: build the image, export ONNX + TensorRT, serve with compose, score a clip, perf_analyzer, tear down
 	bash deploy/gpu_smoke.sh

@@ -23,7 +23,8 @@ Environment (defaults in brackets):
 ``MODEL_REPOSITORY`` [/models], ``TRITON_MODEL_CONFIG`` [default] (``default`` = each model's
 config.pbtxt, ``tensorrt`` or ``cpu`` = ``configs/<name>.pbtxt``), ``TRITON_ADMIN_KEY_FILE``
 [/run/secrets/triton_admin_key], ``TRITON_HTTP_PORT`` [8000], ``TRITON_GRPC_PORT`` [8001],
-``TRITON_METRICS_PORT`` [8002], ``TRITON_EXIT_TIMEOUT_S`` [30] (how long a stopping server
+``TRITON_METRICS_PORT`` [8002], ``TRITON_BIND_ADDRESS`` [every address: the container's own
+network; a host-networked container sets 127.0.0.1], ``TRITON_EXIT_TIMEOUT_S`` [30] (how long a stopping server
 waits for in-flight requests; keep the orchestrator's grace period above it),
 ``TRITONSERVER`` [/opt/tritonserver/bin/tritonserver],
 ``TRITON_EXTRA_ARGS`` (more tritonserver flags, e.g. ``--log-verbose=1``; the flags above
@@ -35,6 +36,7 @@ cannot be overridden through it).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import re
@@ -100,6 +102,9 @@ MANAGED_FLAGS = frozenset(
         "--grpc-restricted-protocol",
         "--http-restricted-api",
         "--exit-timeout-secs",
+        "--http-address",
+        "--grpc-address",
+        "--metrics-address",
     }
 )
 
@@ -117,6 +122,7 @@ class Settings:
     model_config: str
     admin_key_file: Path
     ports: Mapping[str, int]
+    bind_address: str | None
     exit_timeout_s: int
     extra_args: tuple[str, ...]
 
@@ -134,6 +140,7 @@ class Settings:
             model_config=model_config,
             admin_key_file=Path(environ.get("TRITON_ADMIN_KEY_FILE", DEFAULT_ADMIN_KEY_FILE)),
             ports=ports,
+            bind_address=_address(environ.get("TRITON_BIND_ADDRESS", "")),
             exit_timeout_s=_positive_int(environ, "TRITON_EXIT_TIMEOUT_S", DEFAULT_EXIT_TIMEOUT_S),
             extra_args=_extra_args(environ.get("TRITON_EXTRA_ARGS", "")),
         )
@@ -144,6 +151,16 @@ def _port(environ: Mapping[str, str], name: str, default: int) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise ConfigError(f"{name}={text!r}: expected a TCP port number (1-65535)")
     return int(text)
+
+
+def _address(text: str) -> str | None:
+    if not text:
+        return None
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(f"TRITON_BIND_ADDRESS={text!r}: expected an IP address such as 127.0.0.1") from None
+    return text
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -204,6 +221,8 @@ def build_command(settings: Settings, admin_key: str) -> list[str]:
         f"--grpc-restricted-protocol={','.join(GRPC_RESTRICTED)}:{ADMIN_HEADER}={admin_key}",
         f"--http-restricted-api={','.join(HTTP_RESTRICTED)}:{ADMIN_HEADER}={admin_key}",
     ]
+    if settings.bind_address is not None:
+        command.extend(f"--{endpoint}-address={settings.bind_address}" for endpoint in ("http", "grpc", "metrics"))
     if settings.model_config != "default":
         command.append(f"--model-config-name={settings.model_config}")
     command.extend(settings.extra_args)

@@ -97,8 +97,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The local stand-in of the NGC base (tools/standin/build.sh, for CPU-only machines) has no CUDA:
+# a GPU check on it would prove nothing.
+readonly STANDIN_LABEL=deepfake.standin
+refuse_standin() {
+    local image="$1" label
+    label="$(docker image inspect --format "{{ index .Config.Labels \"$STANDIN_LABEL\" }}" "$image" 2>/dev/null || true)"
+    [[ "$label" != true ]] || fail "$image is the local CPU stand-in of the NGC base, not NVIDIA's image: remove it (docker image rm $image) and build again with access to nvcr.io"
+}
+refuse_standin nvcr.io/nvidia/tritonserver:24.10-py3
+
 log "build"
 "${compose[@]}" build triton
+refuse_standin "${DEEPFAKE_IMAGE:-deepfake-triton:local}"
 
 log "export: ONNX (verified against PyTorch) and TensorRT plans on this GPU"
 "${compose[@]}" --profile build run --rm export
