@@ -7,6 +7,7 @@ threads, so a batch of videos can be scored concurrently through it.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -41,6 +42,7 @@ SCORE_OUTPUTS: dict[str, tuple] = {
     "FACE_BOXES": (None, BOX_COORDINATES),
     "FACE_FOUND": (None,),
     "FRAMES_DECODED": (1,),
+    "FRAME_TIMES": (None,),
 }
 #: ``verdict_<N>``: the clip's score without the per-frame scores.
 VERDICT_OUTPUTS: dict[str, tuple] = {name: shape for name, shape in SCORE_OUTPUTS.items() if name != "FRAME_PROB_FAKE"}
@@ -113,6 +115,15 @@ METADATA_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 MODEL_STATE_READY = "READY"
 
+#: The model that says which checkpoints the classifiers were exported from
+#: (``triton_models/model_info.py``): no inputs, one JSON string out.
+MODEL_INFO_MODEL = "model_info"
+MODEL_INFO_OUTPUT = "INFO"
+DEMO_WARNING = (
+    "WARNING: the server's classifiers come from demo checkpoints (random weights: {checkpoints}); "
+    "their scores mean nothing. Export the published checkpoints to get real scores."
+)
+
 VideoSource = Union[str, os.PathLike, bytes, bytearray, memoryview]
 
 
@@ -167,6 +178,9 @@ class ScoreResult:
         confidence: softmax probability of ``label``, in percent.
         face_boxes: [N, 4] x1, y1, x2, y2 in pixels of the displayed frame.
         face_found: [N] whether a face was detected in each frame.
+        frame_times: [N] when each frame is shown, in seconds from the start
+            of the video stream (0 for a still image; repeated for the padding
+            of a clip shorter than N).
         faces_found: number of frames in which a face was detected.
         frames_decoded: frames the server decoded from the video.
         latency_ms: round trip of the successful request, in milliseconds.
@@ -181,6 +195,7 @@ class ScoreResult:
     confidence: float
     face_boxes: np.ndarray
     face_found: np.ndarray
+    frame_times: np.ndarray
     faces_found: int
     frames_decoded: int
     latency_ms: float
@@ -276,6 +291,80 @@ def _check_size(label: str, size: int) -> None:
             f"video '{label}' is {size} bytes, more than the "
             f"{MAX_VIDEO_BYTES} bytes one gRPC request can carry",
         )
+
+
+def demo_warning(info: Mapping) -> str | None:
+    """The warning to show when ``model_info`` says the checkpoints are demo ones, else None."""
+    classifiers = info.get("classifiers") or {}
+    demo = sorted(entry["checkpoint"] for entry in classifiers.values() if entry.get("demo"))
+    if not demo:
+        return None
+    return DEMO_WARNING.format(checkpoints=", ".join(demo))
+
+
+def parse_model_info(result) -> dict:
+    """The JSON document of a ``model_info`` answer.
+
+    Raises:
+        ClientError: INTERNAL when the answer is not the expected JSON object.
+    """
+    array = result.as_numpy(MODEL_INFO_OUTPUT)
+    if array is None or array.size != 1:
+        raise ClientError(INTERNAL, f"'{MODEL_INFO_MODEL}' returned no single {MODEL_INFO_OUTPUT} string")
+    raw = array.reshape(-1)[0]
+    try:
+        info = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else str(raw))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ClientError(INTERNAL, f"'{MODEL_INFO_MODEL}' returned unreadable JSON: {error}") from None
+    if not isinstance(info, dict) or not isinstance(info.get("classifiers"), dict):
+        raise ClientError(INTERNAL, f"'{MODEL_INFO_MODEL}' returned no \"classifiers\" object")
+    return info
+
+
+def video_inputs(payload: np.ndarray, outputs: Mapping[str, tuple]):
+    """The ``VIDEO`` input and the requested outputs of one request (any tritonclient flavour's classes work alike)."""
+    video_input = grpcclient.InferInput(VIDEO_INPUT, list(payload.shape), VIDEO_DATATYPE)
+    video_input.set_data_from_numpy(payload)
+    return [video_input], [grpcclient.InferRequestedOutput(name) for name in outputs]
+
+
+def unpack_outputs(model: str, result, outputs: Mapping[str, tuple], frames: int) -> dict[str, np.ndarray]:
+    """One video's tensors of an answer, each checked against the serving contract's shape.
+
+    Raises:
+        ClientError: INTERNAL when an output is missing or has the wrong shape.
+    """
+    tensors = {}
+    for output, shape in outputs.items():
+        expected = (1, *(frames if dim is None else dim for dim in shape))
+        array = result.as_numpy(output)
+        if array is None:
+            raise ClientError(INTERNAL, f"'{model}' returned no {output} output")
+        if array.shape != expected:
+            raise ClientError(
+                INTERNAL,
+                f"'{model}' returned {output} with shape {list(array.shape)}, "
+                f"expected {list(expected)}",
+            )
+        tensors[output] = array[0]
+    return tensors
+
+
+def score_result(video: str, tensors: dict[str, np.ndarray], latency_ms: float) -> ScoreResult:
+    """A :class:`ScoreResult` from the unpacked outputs of ``deepfake_<N>`` or ``verdict_<N>``."""
+    return ScoreResult(**_score_fields(video, tensors, latency_ms))
+
+
+def explain_result(video: str, tensors: dict[str, np.ndarray], latency_ms: float) -> ExplainResult:
+    """An :class:`ExplainResult` from the unpacked outputs of ``explain_<N>``."""
+    heatmap = tensors["HEATMAP"].astype(np.float32, copy=False)
+    if not np.all(np.isfinite(heatmap)):
+        raise ClientError(INTERNAL, "server returned non-finite HEATMAP values")
+    return ExplainResult(
+        **_score_fields(video, tensors, latency_ms),
+        faces=tensors["FACES"].astype(np.float32, copy=False),
+        heatmap=heatmap,
+    )
 
 
 def _channel_args() -> list[tuple[str, int]]:
@@ -393,7 +482,7 @@ class DeepfakeClient:
             (SCORE_MODEL_TEMPLATE, SCORE_OUTPUTS) if frame_scores else (VERDICT_MODEL_TEMPLATE, VERDICT_OUTPUTS)
         )
         label, tensors, latency_ms = self._request(template, outputs, video, frames, name)
-        return ScoreResult(**_score_fields(label, tensors, latency_ms))
+        return score_result(label, tensors, latency_ms)
 
     def explain(
         self, video: VideoSource, frames: int = DEFAULT_FRAMES, *, name: str | None = None
@@ -409,14 +498,20 @@ class DeepfakeClient:
             ClientError: the request failed or was rejected.
         """
         label, tensors, latency_ms = self._request(EXPLAIN_MODEL_TEMPLATE, EXPLAIN_OUTPUTS, video, frames, name)
-        heatmap = tensors["HEATMAP"].astype(np.float32, copy=False)
-        if not np.all(np.isfinite(heatmap)):
-            raise ClientError(INTERNAL, "server returned non-finite HEATMAP values")
-        return ExplainResult(
-            **_score_fields(label, tensors, latency_ms),
-            faces=tensors["FACES"].astype(np.float32, copy=False),
-            heatmap=heatmap,
-        )
+        return explain_result(label, tensors, latency_ms)
+
+    def model_info(self) -> dict:
+        """What the served classifiers were exported from (``model_info``; see :func:`demo_warning`).
+
+        Returns:
+            ``{"classifiers": {"<N>": {"checkpoint", "checkpoint_accuracy", "sha256",
+            "precision", "demo", "export", ...}}, "demo": bool}``.
+
+        Raises:
+            ClientError: NOT_FOUND from a server without ``model_info``, or another failure.
+        """
+        requested = [grpcclient.InferRequestedOutput(MODEL_INFO_OUTPUT)]
+        return parse_model_info(self._call(self._client.infer, MODEL_INFO_MODEL, [], outputs=requested))
 
     def _request(self, template: str, outputs, video: VideoSource, frames: int, name: str | None):
         """Checks ``frames``, reads the video and runs the ``template`` model for N = ``frames``."""
@@ -537,31 +632,16 @@ class DeepfakeClient:
     def _infer(
         self, model: str, payload: np.ndarray, outputs: dict[str, tuple], frames: int
     ) -> tuple[dict[str, np.ndarray], float]:
-        video_input = grpcclient.InferInput(VIDEO_INPUT, list(payload.shape), VIDEO_DATATYPE)
-        video_input.set_data_from_numpy(payload)
-        requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
+        inputs, requested = video_inputs(payload, outputs)
         start = time.perf_counter()
         try:
-            result = self._call(self._client.infer, model, [video_input], outputs=requested)
+            result = self._call(self._client.infer, model, inputs, outputs=requested)
         except ClientError as error:
             if error.status == NOT_FOUND:
                 raise self._explain_not_found(error) from None
             raise
         latency_ms = (time.perf_counter() - start) * 1000.0
-        tensors = {}
-        for output, shape in outputs.items():
-            expected = (1, *(frames if dim is None else dim for dim in shape))
-            array = result.as_numpy(output)
-            if array is None:
-                raise ClientError(INTERNAL, f"'{model}' returned no {output} output")
-            if array.shape != expected:
-                raise ClientError(
-                    INTERNAL,
-                    f"'{model}' returned {output} with shape {list(array.shape)}, "
-                    f"expected {list(expected)}",
-                )
-            tensors[output] = array[0]
-        return tensors, latency_ms
+        return unpack_outputs(model, result, outputs, frames), latency_ms
 
 
 def _score_fields(video: str, tensors: dict[str, np.ndarray], latency_ms: float) -> dict:
@@ -588,6 +668,7 @@ def _score_fields(video: str, tensors: dict[str, np.ndarray], latency_ms: float)
         "confidence": confidence,
         "face_boxes": tensors["FACE_BOXES"].astype(np.float32, copy=False),
         "face_found": face_found,
+        "frame_times": tensors["FRAME_TIMES"].astype(np.float32, copy=False),
         "faces_found": int(np.count_nonzero(face_found)),
         "frames_decoded": int(tensors["FRAMES_DECODED"][0]),
         "latency_ms": latency_ms,

@@ -68,6 +68,7 @@ def _tensor_specs(frames: int) -> dict[str, tuple[str, str]]:
         "FACE_BOXES": ("TYPE_FP32", f"[ {frames}, 4 ]"),
         "FACE_FOUND": ("TYPE_BOOL", f"[ {frames} ]"),
         "FRAMES_DECODED": ("TYPE_INT32", "[ 1 ]"),
+        "FRAME_TIMES": ("TYPE_FP32", f"[ {frames} ]"),
         "LOGITS": ("TYPE_FP32", "[ 2 ]"),
         "PROB_FAKE": ("TYPE_FP32", "[ 1 ]"),
         "FRAME_PROB_FAKE": ("TYPE_FP32", f"[ {frames} ]"),
@@ -83,8 +84,10 @@ def _tensors(frames: int, names: tuple[str, ...]) -> str:
 
 
 CLASSIFIER_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "HEATMAP")
-PREPROCESS_OUTPUTS = ("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED")
-SCORE_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED")
+# FRAME_TIMES: when each used frame is shown, in seconds from the video stream's start (0 for a
+# still), so that a player can draw FACE_BOXES over the right moment.
+PREPROCESS_OUTPUTS = ("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED", "FRAME_TIMES")
+SCORE_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED", "FRAME_TIMES")
 EXPLAIN_OUTPUTS = (*SCORE_OUTPUTS, "FACES", "HEATMAP")
 VERDICT_OUTPUTS = tuple(name for name in SCORE_OUTPUTS if name != "FRAME_PROB_FAKE")
 
@@ -258,6 +261,8 @@ def _ensemble(name: str, frames: int, outputs: tuple[str, ...]) -> str:
     # the trunk on the last frame alone when that is all they need.
     classifier_maps = "".join(f"""
       output_map {{ key: "{output}" value: "{output}" }}""" for output in CLASSIFIER_OUTPUTS if output in outputs)
+    preprocess_maps = "".join(f"""
+      output_map {{ key: "{output}" value: "{output}" }}""" for output in PREPROCESS_OUTPUTS)
     return f"""name: "{name}"
 platform: "ensemble"
 max_batch_size: {MAX_BATCH}
@@ -272,11 +277,7 @@ ensemble_scheduling {{
     {{
       model_name: "{preprocess_name(frames)}"
       model_version: -1
-      input_map {{ key: "VIDEO" value: "VIDEO" }}
-      output_map {{ key: "FACES" value: "FACES" }}
-      output_map {{ key: "FACE_BOXES" value: "FACE_BOXES" }}
-      output_map {{ key: "FACE_FOUND" value: "FACE_FOUND" }}
-      output_map {{ key: "FRAMES_DECODED" value: "FRAMES_DECODED" }}
+      input_map {{ key: "VIDEO" value: "VIDEO" }}{preprocess_maps}
     }},
     {{
       model_name: "{classifier_name(frames)}"
@@ -312,6 +313,45 @@ from triton_models.classifier import TritonPythonModel  # noqa: F401
 '''
 
 
+MODEL_INFO_NAME = "model_info"
+MODEL_INFO_OUTPUT = "INFO"
+
+# One small model for every length: clients ask it which checkpoints are served.
+MODEL_INFO_CONFIG = f"""# What the served classifiers were exported from: every resnext_lstm_<N>/1/export.json, read when
+# this model loads and answered as one JSON string (see triton_models/model_info.py). Clients
+# warn when the checkpoints are the demo ones (random weights). No inputs; no batching.
+name: "{MODEL_INFO_NAME}"
+backend: "python"
+max_batch_size: 0
+output [
+  {{
+    name: "{MODEL_INFO_OUTPUT}"
+    data_type: TYPE_STRING
+    dims: [ 1 ]
+  }}
+]
+instance_group [
+  {{
+    count: 1
+    kind: KIND_CPU
+  }}
+]
+"""
+
+MODEL_INFO_ENTRY = '''"""Triton entry point of model_info: the served checkpoints' export.json files, for clients."""
+
+from triton_models.model_info import TritonPythonModel  # noqa: F401
+'''
+
+
+def render_shared_folders() -> dict[str, str]:
+    """Every committed file of the models that serve all lengths, by path relative to the repository."""
+    return {
+        f"{MODEL_INFO_NAME}/config.pbtxt": MODEL_INFO_CONFIG,
+        f"{MODEL_INFO_NAME}/{VERSION}/model.py": MODEL_INFO_ENTRY,
+    }
+
+
 def render_model_folders(frames: int) -> dict[str, str]:
     """Every committed file of the five models for one length, by path relative to the repository."""
     pre, cls, ens, exp = preprocess_name(frames), classifier_name(frames), ensemble_name(frames), explain_name(frames)
@@ -337,8 +377,9 @@ def ensure_model_folders(repository: Path, frames_list: list[int]) -> None:
     """Writes the folders of any length the repository does not have yet; leaves existing ones alone."""
     if repository.exists() and not repository.is_dir():
         raise RepositoryError(f"model repository {repository} is not a folder")
-    for frames in frames_list:
-        for relative, text in render_model_folders(frames).items():
+    rendered = [render_shared_folders(), *(render_model_folders(frames) for frames in frames_list)]
+    for files in rendered:
+        for relative, text in files.items():
             path = repository / relative
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -357,10 +398,10 @@ def served_lengths(repository: Path) -> list[int]:
 
 
 def main() -> None:
-    """Rewrites the committed folders for 10, 20 and 30 frames (``python -m export.repository``)."""
+    """Rewrites the committed folders for 10, 20 and 30 frames and model_info (``python -m export.repository``)."""
     root = Path(__file__).resolve().parent.parent / "model_repository"
-    for frames in (10, 20, 30):
-        for relative, text in render_model_folders(frames).items():
+    for files in (render_shared_folders(), *(render_model_folders(frames) for frames in (10, 20, 30))):
+        for relative, text in files.items():
             path = root / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)

@@ -95,6 +95,7 @@ def make_score(video: str = "v.mp4", logits=(2.0, -1.0), frames: int = 4) -> Sco
         confidence=confidence,
         face_boxes=np.zeros((frames, 4), np.float32),
         face_found=found,
+        frame_times=np.arange(frames, dtype=np.float32) / 25,
         faces_found=int(found.sum()),
         frames_decoded=frames,
         latency_ms=12.3456,

@@ -9,7 +9,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export.repository import render_model_folders, served_lengths
+from export.checkpoints import write_demo_checkpoints
+from export.repository import MODEL_INFO_NAME, render_model_folders, render_shared_folders, served_lengths
 
 ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = ROOT / "model_repository"
@@ -34,7 +35,8 @@ def test_config_parses_and_names_its_folder(path):
     config = parse(path)
     model_dir = path.parent if path.name == "config.pbtxt" else path.parent.parent
     assert config.name == model_dir.name
-    assert config.max_batch_size == 8
+    # model_info answers one document per request: no batch axis.
+    assert config.max_batch_size == (0 if model_dir.name == MODEL_INFO_NAME else 8)
 
 
 @pytest.mark.parametrize("frames", LENGTHS)
@@ -43,6 +45,30 @@ def test_committed_folders_are_what_the_renderer_writes(frames):
         path = REPOSITORY / relative
         assert path.is_file(), f"{relative} is missing: run `python -m export.repository`"
         assert path.read_text() == text, f"{relative} differs from the rendered template"
+
+
+def test_committed_shared_folders_are_what_the_renderer_writes():
+    for relative, text in render_shared_folders().items():
+        path = REPOSITORY / relative
+        assert path.is_file(), f"{relative} is missing: run `python -m export.repository`"
+        assert path.read_text() == text, f"{relative} differs from the rendered template"
+
+
+def test_model_info_takes_nothing_and_answers_one_string():
+    config = parse(REPOSITORY / MODEL_INFO_NAME / "config.pbtxt")
+    assert config.backend == "python" and not config.input
+    assert [(o.name, o.data_type, tuple(o.dims)) for o in config.output] == [("INFO", mc.TYPE_STRING, (1,))]
+
+
+def test_model_info_knows_the_demo_checkpoint_tag():
+    import inspect
+
+    from triton_models.model_info import DEMO_TAG, is_demo_checkpoint
+
+    default_tag = inspect.signature(write_demo_checkpoints).parameters["tag"].default
+    assert default_tag == DEMO_TAG
+    assert is_demo_checkpoint(f"/x/checkpoints/model_50_acc_20_frames_{default_tag}.pt")
+    assert not is_demo_checkpoint("/x/checkpoints/model_84_acc_20_frames_final_data.pt")
 
 
 def _io(config: mc.ModelConfig, kind: str) -> dict[str, tuple[int, tuple[int, ...]]]:
@@ -117,7 +143,8 @@ def test_scoring_ensemble_does_not_ask_for_heatmaps():
         config = parse(REPOSITORY / f"deepfake_{frames}" / "config.pbtxt")
         mapped = {t for step in config.ensemble_scheduling.step for t in step.output_map.values()}
         assert "HEATMAP" not in mapped
-        assert {o.name for o in config.output} == {"PROB_FAKE", "LOGITS", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED"}
+        assert {o.name for o in config.output} == {"PROB_FAKE", "LOGITS", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED",
+                                                   "FRAME_TIMES"}
 
 
 def test_verdict_ensemble_asks_the_classifier_for_the_clip_score_only():
@@ -127,7 +154,14 @@ def test_verdict_ensemble_asks_the_classifier_for_the_clip_score_only():
         classifier = [step for step in config.ensemble_scheduling.step if step.model_name == f"resnext_lstm_{frames}"]
         assert len(classifier) == 1
         assert set(classifier[0].output_map) == {"LOGITS", "PROB_FAKE"}
-        assert {o.name for o in config.output} == {"PROB_FAKE", "LOGITS", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED"}
+        assert {o.name for o in config.output} == {"PROB_FAKE", "LOGITS", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED", "FRAME_TIMES"}
+
+
+@pytest.mark.parametrize("ensemble", [f"{kind}_{n}" for kind in ("deepfake", "explain", "verdict") for n in LENGTHS])
+def test_every_ensemble_returns_the_frame_times(ensemble):
+    frames = int(ensemble.rsplit("_", 1)[1])
+    config = parse(REPOSITORY / ensemble / "config.pbtxt")
+    assert _io(config, "output")["FRAME_TIMES"] == (mc.TYPE_FP32, (frames,))
 
 
 def test_preprocess_parameters_name_the_length():
