@@ -1,4 +1,4 @@
-"""Command line: ``python -m client score|health|explain``.
+"""Command line: ``python -m client score|health|explain|web``.
 
 Exit status: 0 success; 1 some video could not be scored, a model is not
 ready, or explain failed; 2 bad arguments or an unusable results file;
@@ -22,6 +22,7 @@ from .api import (
     EXPLAIN_MODEL_TEMPLATE,
     ClientError,
     DeepfakeClient,
+    demo_warning,
 )
 from .batch import (
     DEFAULT_RETRIES,
@@ -206,7 +207,51 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", required=True, metavar="DIR", help="folder for the files")
     _frames_option(explain)
     _retries_option(explain)
+    _web_parser(commands, connection)
     return parser
+
+
+def _web_parser(commands, connection: argparse.ArgumentParser) -> None:
+    # The defaults live in client.web.settings, which is imported only when the command runs
+    # (FastAPI is an optional extra); the help states them.
+    web = commands.add_parser(
+        "web",
+        parents=[connection],
+        help="serve the web page (upload a video, see the verdict) against this Triton",
+        description="Serve the web page and its JSON API, talking to Triton at --url over gRPC. "
+        "Needs the web extra: pip install '.[web]'. Binds to 127.0.0.1 unless --host says "
+        "otherwise; set DEEPFAKE_WEB_TOKEN (or --token-file) before opening it to a network.",
+    )
+    web.add_argument("--host", default=None, help="address to bind (default: 127.0.0.1)")
+    web.add_argument("--port", type=_non_negative_int, default=None, help="port of the page (default: 8080; 0: any free port)")
+    web.add_argument(
+        "--frames",
+        type=_positive_int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="sequence lengths offered when the server has them ready (default: 10 20 30 40 60 80 100)",
+    )
+    web.add_argument(
+        "--max-upload-mib",
+        type=_positive_float,
+        default=None,
+        metavar="MIB",
+        help="largest upload accepted, in MiB (default: 256, the server's max_bytes)",
+    )
+    web.add_argument(
+        "--token-file",
+        metavar="F",
+        help="file holding the access token callers must send as 'Authorization: Bearer <token>' "
+        "(default: the DEEPFAKE_WEB_TOKEN environment variable; none: no access control)",
+    )
+    web.add_argument(
+        "--max-concurrent",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="uploads held in memory at once; more get 503 (default: 4)",
+    )
 
 
 def _check_tls(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -235,6 +280,21 @@ def _make_client(args: argparse.Namespace) -> DeepfakeClient:
         timeout_s=args.timeout,
         headers=dict(args.headers),
     )
+
+
+def warn_if_demo(client: DeepfakeClient, err: TextIO) -> None:
+    """Prints the demo-checkpoint warning on ``err`` when ``model_info`` says so.
+
+    On stderr, so that ``--json`` lines stay as they are. A server without ``model_info`` (or
+    one that cannot be asked now) gets no warning: the request that follows reports the trouble.
+    """
+    try:
+        info = client.model_info()
+    except ClientError:
+        return
+    warning = demo_warning(info)
+    if warning is not None:
+        print(warning, file=err)
 
 
 def format_result_line(record: dict, frames: int) -> str:
@@ -366,6 +426,8 @@ def _score_command(
         )
     try:
         with client:
+            if todo:
+                warn_if_demo(client, err)
             tally = _run_score_batch(client, todo, args, console, results)
     except KeyboardInterrupt:
         console.close()
@@ -457,6 +519,7 @@ def _explain_command(
 
     try:
         with client:
+            warn_if_demo(client, err)
             result = call_with_retries(
                 lambda: client.explain(args.video, args.frames),
                 backoff_delays(args.retries),
@@ -482,7 +545,19 @@ def _explain_command(
     return EXIT_OK
 
 
-_COMMANDS = {"score": _score_command, "health": _health_command, "explain": _explain_command}
+def _web_command(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
+    try:
+        from .web.server import run_from_args
+    except ImportError as error:
+        print(f"error: the web page needs the web extra ({error}); install it with "
+              "pip install '.[web]'", file=err)
+        return EXIT_USAGE
+    return run_from_args(parser, args, out, err)
+
+
+_COMMANDS = {"score": _score_command, "health": _health_command, "explain": _explain_command, "web": _web_command}
 
 
 def main(

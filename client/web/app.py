@@ -1,0 +1,449 @@
+"""The FastAPI application: the page, its JSON API, and the answers to every failure.
+
+Why FastAPI (on uvicorn): its handlers are asyncio coroutines, which suits tritonclient's gRPC
+asyncio client (one process holds many uploads waiting on Triton without a thread each); it
+writes the OpenAPI schema of the API from the declared models; and it is small. The page is
+static HTML, CSS and JavaScript of our own, so no template engine is needed and the
+Content-Security-Policy allows scripts from this origin only, never inline ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.datastructures import MutableHeaders
+
+from ..aio import AsyncDeepfakeClient
+from ..api import (
+    EXPLAIN_MODEL_TEMPLATE,
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    PERMISSION_DENIED,
+    SCORE_MODEL_TEMPLATE,
+    VERDICT_MODEL_TEMPLATE,
+    ClientError,
+    ExplainResult,
+    ScoreResult,
+    demo_warning,
+)
+from ..batch import result_record
+from .form import FILE_FIELD, FormError, format_bytes, read_form
+from .images import as_base64, explanation_pngs
+from .settings import WebSettings
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+INDEX_FILE = STATIC_DIR / "index.html"
+API_VERSION = "1"
+FRAMES_FIELD = "frames"
+VERDICT_ONLY_FIELD = "verdict_only"
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
+#: Deadline of the small calls (readiness, model list, model info).
+PROBE_TIMEOUT_S = 5.0
+#: How long a model_info answer is reused: it changes only when the server loads models again.
+MODEL_INFO_TTL_S = 30.0
+RETRY_AFTER_S = "5"
+DEADLINE_STATUS = "DEADLINE_EXCEEDED"
+# Triton prefixes an ensemble step's error with the ensemble's name; the page shows the rest.
+ENSEMBLE_PREFIX = re.compile(r"^in ensemble '[^']+'[,:] ")
+UPLOAD_KINDS = ".mp4,.mov,.m4v,.webm,.mkv,.avi,.jpg,.jpeg,.png,video/*,image/jpeg,image/png"
+
+# No inline script or style, nothing from another origin; the local video plays from a blob: URL
+# and the heatmaps arrive as data: URLs.
+CONTENT_SECURITY_POLICY = "; ".join((
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data: blob:",
+    "media-src 'self' blob:",
+    "connect-src 'self'",
+    "form-action 'self'",
+    "base-uri 'none'",
+    "frame-ancestors 'none'",
+))
+SECURITY_HEADERS = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
+    "permissions-policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+# ----------------------------------------------------------------------------- schema (OpenAPI)
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="what went wrong, in the words of whoever refused it (Triton's message for a refused video)")
+    status: str = Field(description="gRPC status from Triton (e.g. INVALID_ARGUMENT, UNAVAILABLE) or the HTTP reason")
+
+
+class ScoreResponse(BaseModel):
+    """The keys of ``python -m client score --json`` (same values) plus per-frame values."""
+
+    video: str
+    prob_fake: float = Field(description="the faithful score: fake probability of the N-frame model (its N-th frame)")
+    frame_prob_fake_mean: float | None
+    label: str = Field(description="REAL or FAKE, as the original application showed it")
+    confidence: float = Field(description="softmax probability of label, in percent")
+    faces_found: int
+    frames_decoded: int
+    latency_ms: float = Field(description="gRPC round trip to Triton")
+    error: None = None
+    frames: int
+    model: str
+    logits: list[float]
+    frame_prob_fake: list[float] | None = Field(description="each frame's own fake probability; null with verdict_only")
+    face_boxes: list[list[float]] = Field(description="[N][x1, y1, x2, y2] in pixels of the upright frame")
+    face_found: list[bool]
+    frame_times: list[float] = Field(description="when each frame is shown, seconds from the video stream's start")
+    checkpoint: dict[str, Any] | None = Field(description="what the classifier was exported from (model_info), when served")
+    demo: bool | None = Field(description="true: demo checkpoints with random weights, the scores mean nothing")
+
+
+class ExplainResponse(ScoreResponse):
+    face_png: list[str] = Field(description="base64 PNG of each frame's face crop (112 x 112)")
+    heatmap_png: list[str] = Field(description="base64 PNG of each frame's heatmap over its face crop")
+
+
+class ModelsResponse(BaseModel):
+    lengths: list[int] = Field(description="N with deepfake_<N> ready")
+    verdict_lengths: list[int]
+    explain_lengths: list[int]
+    default_frames: int | None
+    max_upload_bytes: int
+    max_upload: str
+    accept: str
+    model_info: dict[str, Any] | None
+    demo: bool
+    warning: str | None
+    triton_url: str
+
+
+class HealthResponse(BaseModel):
+    status: str
+    live: bool
+    ready: bool
+    error: str | None = None
+
+
+def _multipart_body(with_verdict_only: bool) -> dict:
+    properties: dict[str, Any] = {
+        FILE_FIELD: {"type": "string", "format": "binary", "description": "the video (mp4, mov, webm, mkv, avi) or still (JPEG, PNG)"},
+        FRAMES_FIELD: {"type": "integer", "default": 20, "description": "N, the sequence length of the model"},
+    }
+    if with_verdict_only:
+        properties[VERDICT_ONLY_FIELD] = {
+            "type": "boolean", "default": False, "description": "the clip's score alone (verdict_<N>): no per-frame scores"}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "required": [FILE_FIELD], "properties": properties}}}}}
+
+
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 413, 415, 422, 502, 503, 504)}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, message: str, status: str, retry: bool = False) -> None:
+        super().__init__(message)
+        self.status_code, self.message, self.status, self.retry = status_code, message, status, retry
+
+
+def error_response(status_code: int, message: str, status: str, retry: bool = False) -> JSONResponse:
+    headers = {"retry-after": RETRY_AFTER_S} if retry else None
+    return JSONResponse({"error": message, "status": status}, status_code=status_code, headers=headers)
+
+
+def _from_client_error(error: ClientError, settings: WebSettings) -> ApiError:
+    message = ENSEMBLE_PREFIX.sub("", error.message)
+    if error.status == INVALID_ARGUMENT:
+        return ApiError(422, message, error.status)
+    if error.status == NOT_FOUND:
+        return ApiError(404, message, error.status)
+    if error.status == DEADLINE_STATUS:
+        return ApiError(504, f"the detection server did not answer within {settings.triton_timeout_s:g} s; retry later", error.status, True)
+    if error.retryable:
+        return ApiError(503, f"the detection server is unavailable or overloaded ({message}); retry in a moment", error.status, True)
+    if error.status == PERMISSION_DENIED:
+        return ApiError(502, f"the detection server refused this page's credentials: {message}", error.status)
+    return ApiError(502, f"the detection server failed: {message}", error.status)
+
+
+def _frames_field(form_fields: dict[str, str], default: int) -> int:
+    text = form_fields.get(FRAMES_FIELD, "")
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise FormError(400, f"'{FRAMES_FIELD}' must be a positive whole number, got '{text[:40]}'")
+    return int(text)
+
+
+def _flag_field(form_fields: dict[str, str], name: str) -> bool:
+    text = form_fields.get(name, "").lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise FormError(400, f"'{name}' must be true or false, got '{text[:40]}'")
+
+
+def _classifier_entry(info: dict | None, frames: int) -> dict | None:
+    if info is None:
+        return None
+    entry = info.get("classifiers", {}).get(str(frames))
+    if entry is None:
+        return None
+    return {key: value for key, value in entry.items() if key != "export"}
+
+
+def score_payload(result: ScoreResult, frames: int, model: str, info: dict | None) -> dict:
+    """The JSON answer: ``client score --json``'s record plus per-frame values and boxes."""
+    record = result_record(result)
+    entry = _classifier_entry(info, frames)
+    record.update({
+        "frames": frames,
+        "model": model,
+        "logits": [float(v) for v in result.logits],
+        "frame_prob_fake": None if result.frame_prob_fake is None else [float(v) for v in result.frame_prob_fake],
+        "face_boxes": [[float(v) for v in row] for row in result.face_boxes],
+        "face_found": [bool(v) for v in result.face_found],
+        "frame_times": [float(v) for v in result.frame_times],
+        "checkpoint": entry,
+        "demo": None if entry is None else bool(entry.get("demo")),
+    })
+    return record
+
+
+class _State:
+    """What the handlers share: the gRPC client (made inside the server's loop), limits, caches."""
+
+    def __init__(self, settings: WebSettings) -> None:
+        self.settings = settings
+        self.client: AsyncDeepfakeClient | None = None
+        self.slots = asyncio.Semaphore(settings.max_concurrent)
+        self.info: dict | None = None
+        self.info_at = -MODEL_INFO_TTL_S
+
+    def grpc(self) -> AsyncDeepfakeClient:
+        if self.client is None:
+            raise ApiError(503, "the page is starting or stopping", "UNAVAILABLE", True)
+        return self.client
+
+    async def model_info(self) -> dict | None:
+        """model_info's document (cached), or None when the server has no model_info."""
+        now = time.monotonic()
+        if now - self.info_at < MODEL_INFO_TTL_S:
+            return self.info
+        try:
+            self.info = await self.grpc().model_info(timeout_s=PROBE_TIMEOUT_S)
+        except ClientError as error:
+            if error.status != NOT_FOUND:
+                raise
+            self.info = None
+        self.info_at = now
+        return self.info
+
+
+class SecurityHeaders:
+    """Adds the security headers to every answer (pure ASGI: the upload stream is left alone)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_api = scope["path"].startswith("/api/") or scope["path"] == "/healthz"
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+                if is_api:
+                    headers["cache-control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+# ----------------------------------------------------------------------------- the application
+
+
+def create_app(settings: WebSettings) -> FastAPI:
+    """The web page and its API for one Triton server."""
+    state = _State(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state.client = AsyncDeepfakeClient(
+            settings.triton_url,
+            ssl=settings.ssl,
+            root_certificates=settings.root_certificates,
+            private_key=settings.private_key,
+            certificate_chain=settings.certificate_chain,
+            timeout_s=settings.triton_timeout_s,
+            headers=settings.headers,
+        )
+        try:
+            yield
+        finally:
+            client, state.client = state.client, None
+            await client.close()
+
+    app = FastAPI(
+        title="Deepfake detector",
+        version=API_VERSION,
+        description="Upload a video or a still image; get the N-frame ResNeXt-LSTM model's verdict, per-frame "
+        "scores, face boxes, frame times and heatmaps. Served beside Triton, talking to it over gRPC.",
+        # The interactive docs pages load their scripts from a CDN: only the schema is served.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+    )
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    def check_token(request: Request) -> None:
+        if settings.token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), settings.token.encode()):
+            raise ApiError(401, "this page needs its access token: enter it on the page, or send "
+                           "'Authorization: Bearer <token>'", "UNAUTHENTICATED")
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        response = error_response(error.status_code, error.message, error.status, error.retry)
+        if error.status_code == 401:
+            response.headers["www-authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(FormError)
+    async def form_error(request: Request, error: FormError) -> JSONResponse:
+        reasons = {400: "BAD_REQUEST", 408: "REQUEST_TIMEOUT", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
+        return error_response(error.status_code, error.message, reasons.get(error.status_code, "BAD_REQUEST"))
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(INDEX_FILE, media_type="text/html; charset=utf-8")
+
+    @app.get("/healthz", response_model=HealthResponse, responses={503: {"model": HealthResponse}},
+             summary="ready when Triton is live and ready")
+    async def healthz() -> JSONResponse:
+        try:
+            live, ready = await state.grpc().server_ready(timeout_s=PROBE_TIMEOUT_S)
+        except ClientError as error:
+            return JSONResponse({"status": "unavailable", "live": False, "ready": False, "error": error.message}, status_code=503)
+        body = {"status": "ok" if live and ready else "unavailable", "live": live, "ready": ready, "error": None}
+        return JSONResponse(body, status_code=200 if live and ready else 503)
+
+    @app.get("/api/models", response_model=ModelsResponse, responses=_ERRORS,
+             summary="the lengths served, the upload limit and what the checkpoints are")
+    async def models(request: Request) -> JSONResponse:
+        check_token(request)
+        try:
+            ready = await state.grpc().ready_lengths(settings.lengths, timeout_s=PROBE_TIMEOUT_S)
+            info = await state.model_info()
+        except ClientError as error:
+            raise _from_client_error(error, settings) from None
+        lengths = ready["score"]
+        default = settings.default_frames if settings.default_frames in lengths else (lengths[0] if lengths else None)
+        return JSONResponse({
+            "lengths": lengths,
+            "verdict_lengths": ready["verdict"],
+            "explain_lengths": ready["explain"],
+            "default_frames": default,
+            "max_upload_bytes": settings.max_upload_bytes,
+            "max_upload": format_bytes(settings.max_upload_bytes),
+            "accept": UPLOAD_KINDS,
+            "model_info": info,
+            "demo": bool(info and info.get("demo")),
+            "warning": None if info is None else demo_warning(info),
+            "triton_url": settings.triton_url,
+        })
+
+    async def upload(request: Request, text_fields: frozenset[str]):
+        check_token(request)
+        if state.slots.locked():
+            raise ApiError(503, f"the page is busy with {settings.max_concurrent} uploads; retry in a moment", "UNAVAILABLE", True)
+        await state.slots.acquire()
+        try:
+            form = await read_form(request.headers, request.stream(), settings.max_upload_bytes, text_fields,
+                                   settings.upload_timeout_s)
+        except BaseException:
+            state.slots.release()
+            raise
+        return form
+
+    async def run(call, *args, **kwargs):
+        try:
+            return await call(*args, **kwargs)
+        except ClientError as error:
+            raise _from_client_error(error, settings) from None
+
+    @app.post("/api/score", response_model=ScoreResponse, responses=_ERRORS,
+              openapi_extra=_multipart_body(with_verdict_only=True),
+              summary="score one upload (the keys of `client score --json`, plus per-frame values)")
+    async def score(request: Request) -> JSONResponse:
+        form = await upload(request, frozenset({FRAMES_FIELD, VERDICT_ONLY_FIELD}))
+        try:
+            frames = _frames_field(form.fields, settings.default_frames)
+            verdict_only = _flag_field(form.fields, VERDICT_ONLY_FIELD)
+            name = form.filename or "upload"
+            data, form.data = form.data, b""
+            result = await run(state.grpc().score, data, frames, name=name, frame_scores=not verdict_only)
+            del data
+        finally:
+            state.slots.release()
+        template = VERDICT_MODEL_TEMPLATE if verdict_only else SCORE_MODEL_TEMPLATE
+        info = await _info_or_none(state)
+        return JSONResponse(score_payload(result, frames, template.format(frames=frames), info))
+
+    @app.post("/api/explain", response_model=ExplainResponse, responses=_ERRORS,
+              openapi_extra=_multipart_body(with_verdict_only=False),
+              summary="score one upload and return each frame's face crop and heatmap as PNG")
+    async def explain(request: Request) -> JSONResponse:
+        form = await upload(request, frozenset({FRAMES_FIELD}))
+        try:
+            frames = _frames_field(form.fields, settings.default_frames)
+            name = form.filename or "upload"
+            data, form.data = form.data, b""
+            result: ExplainResult = await run(state.grpc().explain, data, frames, name=name)
+            del data
+        finally:
+            state.slots.release()
+        faces, overlays = await asyncio.to_thread(explanation_pngs, result)
+        info = await _info_or_none(state)
+        payload = score_payload(result, frames, EXPLAIN_MODEL_TEMPLATE.format(frames=frames), info)
+        payload["face_png"] = as_base64(faces)
+        payload["heatmap_png"] = as_base64(overlays)
+        return JSONResponse(payload)
+
+    app.state.web = state
+    return app
+
+
+async def _info_or_none(state: _State) -> dict | None:
+    """model_info for a result card; a failure to ask leaves the card without it rather than failing the score."""
+    try:
+        return await state.model_info()
+    except ClientError:
+        return None
+

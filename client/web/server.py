@@ -1,0 +1,106 @@
+"""``python -m client web``: the page and its API on uvicorn, in the foreground until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from typing import TextIO
+
+import uvicorn
+
+from .app import create_app
+from .settings import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_PORT,
+    MIB,
+    WebSettings,
+    lengths_or_default,
+    read_token,
+)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+#: Connections handled at once; more are answered 503 by uvicorn.
+MAX_CONNECTIONS = 64
+KEEP_ALIVE_S = 5
+GRACEFUL_SHUTDOWN_S = 10
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: any free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(socket.SOMAXCONN)
+    sock.set_inheritable(True)
+    return sock
+
+
+def page_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in WILDCARD_HOSTS else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    return f"http://{shown}:{port}/"
+
+
+def serve(settings: WebSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, out: TextIO = sys.stdout,
+          err: TextIO = sys.stderr) -> int:
+    """Serves the page until Ctrl-C or SIGTERM; prints its URL on ``out`` once it listens."""
+    try:
+        sock = listen(host, port)
+    except OSError as error:
+        print(f"error: cannot listen on {host}:{port}: {error.strerror or error}", file=err)
+        return EXIT_FAILED
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level="info",
+        timeout_keep_alive=KEEP_ALIVE_S,
+        limit_concurrency=MAX_CONNECTIONS,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        server_header=False,
+        # The access log names method, path and status: never a file name or its bytes.
+        access_log=True,
+    )
+    server = uvicorn.Server(config)
+    print(f"web page on {page_url(host, bound_port)} (Triton at {settings.triton_url}); Ctrl-C stops it", file=out, flush=True)
+    if host in WILDCARD_HOSTS and settings.token is None:
+        print("note: listening on every address without an access token; set DEEPFAKE_WEB_TOKEN or put an "
+              "authenticating proxy in front", file=err, flush=True)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return EXIT_OK
+
+
+def run_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``python -m client web`` with the parsed arguments."""
+    try:
+        settings = WebSettings(
+            triton_url=args.url,
+            lengths=lengths_or_default(args.frames),
+            max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES if args.max_upload_mib is None else int(args.max_upload_mib * MIB),
+            max_concurrent=DEFAULT_MAX_CONCURRENT if args.max_concurrent is None else args.max_concurrent,
+            token=read_token(args.token_file),
+            triton_timeout_s=args.timeout if args.timeout is not None else WebSettings.triton_timeout_s,
+            ssl=args.ssl,
+            root_certificates=args.root_cert,
+            private_key=args.client_key,
+            certificate_chain=args.client_cert,
+            headers=dict(args.headers),
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    host = DEFAULT_HOST if args.host is None else args.host
+    port = DEFAULT_PORT if args.port is None else args.port
+    return serve(settings, host, port, out, err)

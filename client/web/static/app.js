@@ -1,0 +1,540 @@
+// The page: a queue of uploads, each sent to the JSON API, each answered with a result card.
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "deepfake-web-token";
+  // A frame is shown from its presentation time until the next one's: the box of frame k is drawn
+  // while the player's clock is at or past frame_times[k] (with this slack for rounding).
+  const TIME_SLACK_S = 0.001;
+  const DEFAULT_FRAME_S = 1 / 25;
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const IMAGE_NAME = /\.(jpe?g|png)$/i;
+
+  const state = { token: sessionStorage.getItem(TOKEN_KEY), models: null, queue: [], busy: false };
+
+  const $ = (selector, root = document) => root.querySelector(selector);
+
+  function authHeaders() {
+    return state.token ? { Authorization: `Bearer ${state.token}` } : {};
+  }
+
+  function parseJson(text) {
+    try {
+      return JSON.parse(text);
+    } catch (error) {
+      return null;
+    }
+  }
+
+  function formatBytes(size) {
+    const units = [["GiB", 2 ** 30], ["MiB", 2 ** 20], ["KiB", 2 ** 10]];
+    for (const [unit, scale] of units) {
+      if (size >= scale) return `${(size / scale).toFixed(1).replace(/\.0$/, "")} ${unit}`;
+    }
+    return `${size} bytes`;
+  }
+
+  // ------------------------------------------------------------------------- server and models
+
+  function showServerError(message) {
+    $("#server-error-text").textContent = message;
+    $("#server-error").hidden = false;
+    $("#server-status").textContent = "Not connected.";
+  }
+
+  async function loadModels() {
+    $("#server-error").hidden = true;
+    $("#server-status").textContent = "Connecting to the detection server…";
+    let response;
+    try {
+      response = await fetch("/api/models", { headers: authHeaders(), cache: "no-store" });
+    } catch (error) {
+      showServerError(`The page's own server cannot be reached (${error.message}).`);
+      return;
+    }
+    const body = parseJson(await response.text()) || {};
+    if (response.status === 401) {
+      $("#token-form").hidden = false;
+      $("#server-status").textContent = "An access token is needed.";
+      return;
+    }
+    if (!response.ok) {
+      showServerError(`The detection server is not available: ${body.error || `HTTP ${response.status}`}`);
+      return;
+    }
+    $("#token-form").hidden = true;
+    state.models = body;
+    const select = $("#frames");
+    select.replaceChildren();
+    for (const length of body.lengths) {
+      const option = document.createElement("option");
+      option.value = String(length);
+      option.textContent = `${length} frames`;
+      option.selected = length === body.default_frames;
+      select.append(option);
+    }
+    select.disabled = body.lengths.length === 0;
+    $("#size-limit").textContent = body.max_upload;
+    $("#file-input").accept = body.accept;
+    const banner = $("#demo-banner");
+    banner.hidden = !body.warning;
+    banner.textContent = body.warning || "";
+    $("#server-status").textContent = body.lengths.length
+      ? `Connected to Triton at ${body.triton_url}: ${body.lengths.join(", ")}-frame models ready.`
+      : `Connected to Triton at ${body.triton_url}, but no deepfake_<N> model is ready yet.`;
+    if (!body.lengths.length) showServerError("No model is ready on the detection server yet.");
+  }
+
+  // ------------------------------------------------------------------------- the queue
+
+  function addFiles(files) {
+    for (const file of files) {
+      const card = $("#card-template").content.firstElementChild.cloneNode(true);
+      const entry = {
+        file,
+        card,
+        frames: Number($("#frames").value) || (state.models && state.models.default_frames) || 20,
+        mode: $("input[name=mode]:checked").value,
+        status: "queued",
+        result: null,
+        selected: 0,
+        objectUrl: null,
+      };
+      $(".file-name", card).textContent = file.name;
+      $(".file-size", card).textContent = formatBytes(file.size);
+      $(".retry", card).addEventListener("click", () => {
+        entry.status = "queued";
+        setState(entry, "Queued");
+        pump();
+      });
+      $("#queue").prepend(card);
+      const limit = state.models ? state.models.max_upload_bytes : Infinity;
+      if (file.size > limit) {
+        fail(entry, `This file is ${formatBytes(file.size)}: larger than the limit of ${state.models.max_upload}.`, false);
+        continue;
+      }
+      setState(entry, "Queued");
+      state.queue.push(entry);
+    }
+    pump();
+  }
+
+  function setState(entry, text, progress) {
+    const { card } = entry;
+    card.dataset.status = entry.status;
+    $(".card-state", card).textContent = text;
+    const bar = $(".upload-progress", card);
+    const row = $(".progress-row", card);
+    row.hidden = !(entry.status === "uploading" || entry.status === "analysing");
+    if (progress === undefined) bar.removeAttribute("value");
+    else bar.value = Math.round(progress * 100);
+    $(".progress-text", card).textContent =
+      entry.status === "uploading" ? `Uploading… ${Math.round((progress || 0) * 100)} %` : entry.status === "analysing" ? "Analysing on the server…" : "";
+    if (entry.status !== "error") $(".card-error", card).hidden = true;
+  }
+
+  function fail(entry, message, retry) {
+    entry.status = "error";
+    setState(entry, "Not analysed");
+    const box = $(".card-error", entry.card);
+    box.hidden = false;
+    $(".error-message", entry.card).textContent = message;
+    $(".retry", entry.card).hidden = !retry;
+  }
+
+  async function pump() {
+    if (state.busy) return;
+    const entry = state.queue.find((item) => item.status === "queued");
+    if (!entry) return;
+    state.busy = true;
+    try {
+      await analyse(entry);
+    } finally {
+      state.busy = false;
+    }
+    pump();
+  }
+
+  function send(url, form, entry) {
+    return new Promise((resolve) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", url);
+      for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
+      xhr.upload.addEventListener("progress", (event) => {
+        if (event.lengthComputable) setState(entry, "Uploading", event.loaded / event.total);
+      });
+      xhr.upload.addEventListener("load", () => {
+        entry.status = "analysing";
+        setState(entry, "Analysing");
+      });
+      xhr.addEventListener("load", () => resolve({ status: xhr.status, body: parseJson(xhr.responseText) }));
+      xhr.addEventListener("error", () => resolve({ status: 0, body: null }));
+      xhr.addEventListener("abort", () => resolve({ status: 0, body: null }));
+      xhr.send(form);
+    });
+  }
+
+  async function analyse(entry) {
+    entry.status = "uploading";
+    setState(entry, "Uploading", 0);
+    const form = new FormData();
+    form.append("file", entry.file, entry.file.name);
+    form.append("frames", String(entry.frames));
+    const verdictOnly = entry.mode === "verdict";
+    if (verdictOnly) form.append("verdict_only", "true");
+    const started = performance.now();
+    const { status, body } = await send(verdictOnly ? "/api/score" : "/api/explain", form, entry);
+    const elapsed = performance.now() - started;
+    if (status === 200 && body) {
+      entry.status = "done";
+      entry.result = body;
+      setState(entry, "Done");
+      renderResult(entry, elapsed);
+      return;
+    }
+    if (status === 401) {
+      $("#token-form").hidden = false;
+      fail(entry, "The page needs its access token: enter it above, then retry.", true);
+      return;
+    }
+    if (status === 0) {
+      fail(entry, "The connection to the page's server was lost before an answer came. Retry when it is back.", true);
+      return;
+    }
+    const message = (body && body.error) || `The page's server answered HTTP ${status}.`;
+    // The server's own refusals (4xx) are about this file: retrying gives the same answer.
+    const retry = status >= 500 || status === 408;
+    fail(entry, retry ? message : `The file was refused: ${message}`, retry);
+  }
+
+  // ------------------------------------------------------------------------- the result card
+
+  function renderResult(entry, elapsed) {
+    const { card, result } = entry;
+    const n = result.frames;
+    $(".result", card).hidden = false;
+    const label = $(".verdict-label", card);
+    label.textContent = result.label;
+    card.dataset.label = result.label;
+    $(".verdict-confidence", card).textContent = `${result.confidence.toFixed(1)} %`;
+    $(".prob-fake", card).textContent = result.prob_fake.toFixed(4);
+    $(".frame-mean", card).textContent =
+      result.frame_prob_fake_mean === null ? "not asked for (verdict only)" : result.frame_prob_fake_mean.toFixed(4);
+    $(".frames-decoded", card).textContent = `${result.frames_decoded} of ${n}`;
+    $(".faces-found", card).textContent = `${result.faces_found} of ${n} frames`;
+    $(".latency", card).textContent =
+      `${Math.round(result.latency_ms)} ms on the detection server, ${Math.round(elapsed)} ms from upload to verdict`;
+    $(".model-name", card).textContent = result.model;
+    const checkpoint = result.checkpoint;
+    $(".checkpoint", card).textContent = checkpoint
+      ? `${checkpoint.checkpoint} (accuracy ${checkpoint.checkpoint_accuracy} %, ${checkpoint.precision}, sha256 ${String(checkpoint.sha256).slice(0, 12)}…)`
+      : "not reported by the server";
+    $(".demo-note", card).hidden = !result.demo;
+    $(".explanation", card).textContent =
+      `PROB_FAKE is the probability of FAKE from the ${n}-frame model exactly as published: its LSTM takes one step per frame from a zero state, ` +
+      `so the verdict comes from frame ${n} alone.` +
+      (result.frame_prob_fake ? " The timeline scores every frame the same way, on its own." : "");
+    if (result.frame_prob_fake) renderTimeline(entry);
+    renderMedia(entry);
+    if (result.heatmap_png) renderStrip(entry);
+    $(".download-json", card).onclick = () => downloadJson(entry);
+    const zipButton = $(".download-zip", card);
+    zipButton.hidden = !result.heatmap_png;
+    zipButton.onclick = () => downloadZip(entry);
+  }
+
+  function svg(name, attributes) {
+    const element = document.createElementNS(SVG_NS, name);
+    for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, String(value));
+    return element;
+  }
+
+  function renderTimeline(entry) {
+    const { card, result } = entry;
+    const values = result.frame_prob_fake;
+    const width = 640;
+    const height = 180;
+    const pad = { left: 40, right: 16, top: 12, bottom: 28 };
+    const x = (i) => pad.left + (values.length === 1 ? 0.5 : i / (values.length - 1)) * (width - pad.left - pad.right);
+    const y = (p) => pad.top + (1 - p) * (height - pad.top - pad.bottom);
+    const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "timeline-chart", role: "img",
+      "aria-label": "fake probability of each frame" });
+    for (const tick of [0, 0.5, 1]) {
+      chart.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(tick), y2: y(tick), class: "grid" }));
+      const text = svg("text", { x: pad.left - 6, y: y(tick) + 4, class: "tick", "text-anchor": "end" });
+      text.textContent = tick.toFixed(1);
+      chart.append(text);
+    }
+    const mean = result.frame_prob_fake_mean;
+    chart.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(mean), y2: y(mean), class: "mean-line" }));
+    chart.append(svg("polyline", { points: values.map((p, i) => `${x(i)},${y(p)}`).join(" "), class: "series" }));
+    values.forEach((p, i) => {
+      const point = svg("circle", { cx: x(i), cy: y(p), r: 5, class: result.face_found[i] ? "point" : "point no-face",
+        "data-frame": i });
+      const title = svg("title", {});
+      title.textContent = `frame ${i + 1}: ${p.toFixed(4)}${result.face_found[i] ? "" : " (face not detected)"}`;
+      point.append(title);
+      point.addEventListener("click", () => selectFrame(entry, i, true));
+      chart.append(point);
+    });
+    const label = svg("text", { x: width - pad.right, y: height - 6, class: "tick", "text-anchor": "end" });
+    label.textContent = `frame 1 … ${values.length}`;
+    chart.append(label);
+    const block = $(".timeline-block", card);
+    block.hidden = false;
+    const holder = $(".timeline", card);
+    holder.replaceChildren(chart);
+    const legend = document.createElement("p");
+    legend.className = "timeline-legend";
+    legend.textContent = `Mean ${mean.toFixed(4)} (dashed line). Hollow points: no face detected in that frame, the nearest frame's box was used.`;
+    holder.append(legend);
+  }
+
+  function isStill(file) {
+    return file.type.startsWith("image/") || IMAGE_NAME.test(file.name);
+  }
+
+  function renderMedia(entry) {
+    const { card, file } = entry;
+    const video = $(".video", card);
+    const still = $(".still", card);
+    const note = $(".player-note", card);
+    entry.objectUrl = entry.objectUrl || URL.createObjectURL(file);
+    if (isStill(file)) {
+      video.hidden = true;
+      still.hidden = false;
+      still.addEventListener("load", () => drawBox(entry, 0));
+      still.src = entry.objectUrl;
+      note.textContent = "A still image: every frame is this picture.";
+      window.addEventListener("resize", () => drawBox(entry, 0));
+      return;
+    }
+    const unplayable = () => {
+      video.hidden = true;
+      $(".face-box", card).hidden = true;
+      card.dataset.playable = "false";
+      note.textContent =
+        "Your browser cannot play this file (its container or codec, as with AVI or some MKV files); " +
+        "the timeline, the faces and the heatmaps are shown without it.";
+    };
+    if (file.type && video.canPlayType(file.type) === "") {
+      unplayable();
+      return;
+    }
+    video.addEventListener("error", unplayable);
+    video.addEventListener("loadedmetadata", () => {
+      if (!video.videoWidth) {
+        unplayable();
+        return;
+      }
+      card.dataset.playable = "true";
+      updateBox(entry);
+    });
+    for (const name of ["timeupdate", "seeked", "play", "pause"]) video.addEventListener(name, () => updateBox(entry));
+    window.addEventListener("resize", () => updateBox(entry));
+    if ("requestVideoFrameCallback" in video) {
+      const onFrame = () => {
+        updateBox(entry);
+        video.requestVideoFrameCallback(onFrame);
+      };
+      video.requestVideoFrameCallback(onFrame);
+    }
+    video.src = entry.objectUrl;
+    const times = entry.result.frame_times;
+    note.textContent = `Boxes are drawn over the ${entry.result.frames} frames analysed (${times[0].toFixed(2)} s to ${times[times.length - 1].toFixed(2)} s).`;
+  }
+
+  function frameDuration(times) {
+    const steps = [];
+    for (let i = 1; i < times.length; i += 1) if (times[i] > times[i - 1]) steps.push(times[i] - times[i - 1]);
+    if (!steps.length) return DEFAULT_FRAME_S;
+    steps.sort((a, b) => a - b);
+    return steps[Math.floor(steps.length / 2)];
+  }
+
+  function frameAt(times, now) {
+    let index = -1;
+    for (let i = 0; i < times.length; i += 1) if (times[i] <= now + TIME_SLACK_S) index = i;
+    if (index < 0) return -1;
+    if (now > times[times.length - 1] + frameDuration(times) + TIME_SLACK_S) return -1;
+    return index;
+  }
+
+  function updateBox(entry) {
+    const video = $(".video", entry.card);
+    if (video.hidden || !video.videoWidth) return;
+    const index = frameAt(entry.result.frame_times, video.currentTime);
+    drawBox(entry, index);
+    if (index >= 0) highlight(entry, index);
+  }
+
+  // Places the face box of frame `index` over the displayed picture (video or still).
+  function drawBox(entry, index) {
+    const { card, result } = entry;
+    const box = $(".face-box", card);
+    const still = !$(".still", card).hidden;
+    const media = still ? $(".still", card) : $(".video", card);
+    const sourceWidth = still ? media.naturalWidth : media.videoWidth;
+    const sourceHeight = still ? media.naturalHeight : media.videoHeight;
+    if (index < 0 || !sourceWidth) {
+      box.hidden = true;
+      box.dataset.frame = "";
+      return;
+    }
+    // The picture keeps its aspect ratio inside the element (letterboxed when they differ).
+    const scale = Math.min(media.clientWidth / sourceWidth, media.clientHeight / sourceHeight);
+    const offsetX = (media.clientWidth - sourceWidth * scale) / 2;
+    const offsetY = (media.clientHeight - sourceHeight * scale) / 2;
+    const [x1, y1, x2, y2] = result.face_boxes[index];
+    box.style.left = `${media.offsetLeft + offsetX + x1 * scale}px`;
+    box.style.top = `${media.offsetTop + offsetY + y1 * scale}px`;
+    box.style.width = `${(x2 - x1) * scale}px`;
+    box.style.height = `${(y2 - y1) * scale}px`;
+    const found = result.face_found[index];
+    box.classList.toggle("not-found", !found);
+    box.dataset.frame = String(index);
+    box.dataset.box = result.face_boxes[index].join(",");
+    box.dataset.found = String(found);
+    $(".face-box-label", card).textContent = found ? `frame ${index + 1}` : `frame ${index + 1}: no face detected, nearest box`;
+    box.hidden = false;
+  }
+
+  function renderStrip(entry) {
+    const { card, result } = entry;
+    const strip = $(".strip", card);
+    strip.replaceChildren();
+    result.heatmap_png.forEach((png, i) => {
+      const item = document.createElement("button");
+      item.type = "button";
+      item.className = "strip-item";
+      item.dataset.frame = String(i);
+      const image = document.createElement("img");
+      image.className = "heatmap";
+      image.alt = `heatmap of frame ${i + 1}`;
+      image.src = `data:image/png;base64,${png}`;
+      const caption = document.createElement("span");
+      caption.textContent = result.frame_prob_fake ? `${i + 1} · ${result.frame_prob_fake[i].toFixed(2)}` : `${i + 1}`;
+      if (!result.face_found[i]) item.classList.add("no-face");
+      item.append(image, caption);
+      item.addEventListener("click", () => selectFrame(entry, i, true));
+      strip.append(item);
+    });
+    strip.hidden = false;
+    $(".frame-viewer", card).hidden = false;
+    $(".prev-frame", card).onclick = () => selectFrame(entry, Math.max(0, entry.selected - 1), true);
+    $(".next-frame", card).onclick = () => selectFrame(entry, Math.min(result.frames - 1, entry.selected + 1), true);
+    card.addEventListener("keydown", (event) => {
+      if (event.key === "ArrowLeft") $(".prev-frame", card).click();
+      if (event.key === "ArrowRight") $(".next-frame", card).click();
+    });
+    selectFrame(entry, result.frames - 1, false);
+  }
+
+  function highlight(entry, index) {
+    for (const element of entry.card.querySelectorAll("[data-frame].current")) element.classList.remove("current");
+    for (const element of entry.card.querySelectorAll(`.point[data-frame="${index}"], .strip-item[data-frame="${index}"]`)) {
+      element.classList.add("current");
+    }
+  }
+
+  function selectFrame(entry, index, seek) {
+    const { card, result } = entry;
+    entry.selected = index;
+    if (result.heatmap_png) {
+      $(".viewer-face", card).src = `data:image/png;base64,${result.face_png[index]}`;
+      $(".viewer-heatmap", card).src = `data:image/png;base64,${result.heatmap_png[index]}`;
+      const score = result.frame_prob_fake ? `, fake ${result.frame_prob_fake[index].toFixed(4)}` : "";
+      $(".viewer-caption", card).textContent =
+        `Frame ${index + 1} of ${result.frames} at ${result.frame_times[index].toFixed(2)} s${score}` +
+        (result.face_found[index] ? "" : ", no face detected (nearest frame's box)");
+    }
+    highlight(entry, index);
+    const video = $(".video", card);
+    if (seek && !video.hidden && video.videoWidth) {
+      video.pause();
+      video.currentTime = result.frame_times[index];
+    } else if (!$(".still", card).hidden) {
+      drawBox(entry, 0);
+    }
+  }
+
+  // ------------------------------------------------------------------------- downloads
+
+  function baseName(entry) {
+    return entry.file.name.replace(/\.[^.]+$/, "") || "upload";
+  }
+
+  function save(blob, name) {
+    const url = URL.createObjectURL(blob);
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = name;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
+
+  function resultJson(entry) {
+    const { face_png: facePng, heatmap_png: heatmapPng, ...fields } = entry.result;
+    return fields;
+  }
+
+  function downloadJson(entry) {
+    save(new Blob([JSON.stringify(resultJson(entry), null, 2)], { type: "application/json" }), `${baseName(entry)}.deepfake.json`);
+  }
+
+  function decodeBase64(text) {
+    const binary = atob(text);
+    const bytes = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i += 1) bytes[i] = binary.charCodeAt(i);
+    return bytes;
+  }
+
+  function downloadZip(entry) {
+    const { result } = entry;
+    const digits = Math.max(3, String(result.frames - 1).length);
+    const files = [];
+    result.heatmap_png.forEach((png, i) => {
+      const index = String(i).padStart(digits, "0");
+      files.push({ name: `frame_${index}_face.png`, data: decodeBase64(result.face_png[i]) });
+      files.push({ name: `frame_${index}_heatmap.png`, data: decodeBase64(png) });
+    });
+    files.push({ name: "summary.json", data: new TextEncoder().encode(JSON.stringify(resultJson(entry), null, 2)) });
+    save(window.makeZip(files), `${baseName(entry)}.heatmaps.zip`);
+  }
+
+  // ------------------------------------------------------------------------- wiring
+
+  function wire() {
+    const zone = $("#drop-zone");
+    const input = $("#file-input");
+    input.addEventListener("change", () => {
+      addFiles([...input.files]);
+      input.value = "";
+    });
+    zone.addEventListener("dragover", (event) => {
+      event.preventDefault();
+      zone.classList.add("dragging");
+    });
+    zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
+    zone.addEventListener("drop", (event) => {
+      event.preventDefault();
+      zone.classList.remove("dragging");
+      addFiles([...event.dataTransfer.files]);
+    });
+    zone.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") input.click();
+    });
+    $("#server-retry").addEventListener("click", loadModels);
+    $("#token-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      state.token = $("#token-input").value.trim();
+      sessionStorage.setItem(TOKEN_KEY, state.token);
+      loadModels();
+    });
+    loadModels();
+  }
+
+  wire();
+})();
