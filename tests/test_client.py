@@ -601,7 +601,7 @@ def test_importing_the_client_loads_no_server_side_package():
     code = textwrap.dedent(
         f"""
         import json, sys
-        import client, client.cli, client.batch, client.explain, client.progress, client.__main__
+        import client, client.aio, client.cli, client.batch, client.explain, client.progress, client.__main__
         print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {SERVER_ONLY_MODULES + ("PIL",)!r})))
         """
     )

@@ -1,0 +1,400 @@
+"""The web page against the real tritonserver: its JSON API with httpx, the page in a real browser.
+
+The page runs as ``python -m client web`` in its own process against the session's server; the
+browser is Debian's chromium, headless, driven by selenium through Debian's chromedriver (its
+path given, so that Selenium Manager never downloads one), kept off the network by its flags.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from client import DeepfakeClient
+from client.batch import JSON_KEYS
+from tests import media
+from tests.web_process import PROJECT_ROOT, WebProcess
+
+pytestmark = pytest.mark.integration
+
+FRAMES = 20
+CLIP_FRAMES = 24
+FPS = 25
+TIMEOUT_S = 120.0
+SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "people_walking_1080p.mp4"
+ARTIFACTS = PROJECT_ROOT / "logs" / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# Keep the browser off the network: no QUIC, no background requests, updates or sync.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,2000",
+)
+# "Same values as the CLI": every key but these.
+VARYING_KEYS = {"video", "latency_ms"}
+
+
+@pytest.fixture(scope="module")
+def web(triton_server, tmp_path_factory) -> WebProcess:
+    process = WebProcess(triton_server.grpc_url, tmp_path_factory.mktemp("web"), env={"DEEPFAKE_WEB_TOKEN": ""}).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """Generated media written where the browser's file picker can reach them."""
+    folder = tmp_path_factory.mktemp("clips")
+    files = {
+        "face.mp4": media.face_clip(frames=CLIP_FRAMES, fps=FPS),
+        "other.mp4": media.face_clip(frames=CLIP_FRAMES, fps=FPS, seed=3),
+        "hidden.mp4": media.face_clip(frames=CLIP_FRAMES, fps=FPS, hide_face=range(5, 9)),
+        "face.avi": media.face_clip(frames=CLIP_FRAMES, fps=FPS, codec="mpeg4", container="avi"),
+        "face.jpg": media.still_image("JPEG"),
+        "garbage.mp4": b"this is not a video, only words\n" * 20,
+    }
+    paths = {}
+    for name, data in files.items():
+        paths[name] = folder / name
+        paths[name].write_bytes(data)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def grpc_client(triton_server) -> DeepfakeClient:
+    with DeepfakeClient(triton_server.grpc_url, timeout_s=TIMEOUT_S) as detector:
+        yield detector
+
+
+def upload(web: WebProcess, path: str, data: bytes, name: str = "clip.mp4", **fields) -> httpx.Response:
+    form = {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in fields.items()}
+    return httpx.post(web.url + path.lstrip("/"), files={"file": (name, data, "video/mp4")}, data=form, timeout=TIMEOUT_S)
+
+
+def cli_json(triton_server, path: Path, *extra: str) -> tuple[dict, str]:
+    """``python -m client score --json`` on one file: (its record, its stderr)."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "client", "score", str(path), "--json", "--frames", str(FRAMES),
+         "--url", triton_server.grpc_url, "--timeout", str(TIMEOUT_S), *extra],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=TIMEOUT_S * 2, check=False)
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert len(lines) == 1
+    return json.loads(lines[0]), completed.stderr
+
+
+def same_as_cli(answer: dict, record: dict) -> None:
+    assert list(record) == list(JSON_KEYS)
+    for key in JSON_KEYS:
+        if key not in VARYING_KEYS:
+            assert answer[key] == record[key], key
+
+
+# ----------------------------------------------------------------------------- the API
+
+
+def test_score_gives_the_clis_values_plus_the_frames(web, triton_server, clips, grpc_client):
+    data = clips["face.mp4"].read_bytes()
+
+    response = upload(web, "/api/score", data, name="face.mp4", frames=FRAMES)
+    record, stderr = cli_json(triton_server, clips["face.mp4"])
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    same_as_cli(answer, record)
+    assert answer["video"] == "face.mp4" and answer["model"] == f"deepfake_{FRAMES}"
+    direct = grpc_client.score(data, FRAMES)
+    assert answer["frame_prob_fake"] == [float(v) for v in direct.frame_prob_fake]
+    assert answer["face_boxes"] == [[float(v) for v in row] for row in direct.face_boxes]
+    assert answer["face_found"] == [bool(v) for v in direct.face_found]
+    np.testing.assert_allclose(answer["frame_times"], np.arange(FRAMES) / FPS, atol=1e-6)
+    assert answer["checkpoint"]["checkpoint"] == f"model_50_acc_{FRAMES}_frames_demo_random.pt"
+    assert answer["demo"] is True
+    # The CLI says so on stderr, and its JSON line keeps its keys.
+    assert "demo checkpoints (random weights" in stderr
+
+
+def test_verdict_only_gives_the_clis_verdict_only_values(web, triton_server, clips):
+    response = upload(web, "/api/score", clips["face.mp4"].read_bytes(), frames=FRAMES, verdict_only=True)
+    record, _ = cli_json(triton_server, clips["face.mp4"], "--verdict-only")
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    same_as_cli(answer, record)
+    assert answer["frame_prob_fake"] is None and answer["frame_prob_fake_mean"] is None
+    assert answer["model"] == f"verdict_{FRAMES}" and len(answer["frame_times"]) == FRAMES
+
+
+def test_explain_gives_the_same_score_and_a_png_per_frame(web, clips):
+    data = clips["face.mp4"].read_bytes()
+
+    scored = upload(web, "/api/score", data, frames=FRAMES).json()
+    response = upload(web, "/api/explain", data, frames=FRAMES)
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    for key in set(JSON_KEYS) - VARYING_KEYS | {"frame_prob_fake", "face_boxes", "frame_times"}:
+        assert answer[key] == scored[key], key
+    assert len(answer["face_png"]) == len(answer["heatmap_png"]) == FRAMES
+    import base64
+
+    assert all(base64.b64decode(png).startswith(b"\x89PNG\r\n\x1a\n") for png in answer["heatmap_png"])
+
+
+@pytest.mark.parametrize("name, data, words", [
+    ("empty.mp4", b"", "is empty"),
+    ("garbage.mp4", b"this is not a video, only words\n" * 20, "unsupported input"),
+])
+def test_a_refused_upload_answers_422_with_the_servers_message(web, name, data, words):
+    response = upload(web, "/api/score", data, name=name, frames=FRAMES)
+
+    assert response.status_code == 422
+    body = response.json()
+    assert body["status"] == "INVALID_ARGUMENT" and words in body["error"]
+    assert not body["error"].startswith("in ensemble")
+
+
+def test_a_video_without_a_face_is_refused_in_words(web):
+    response = upload(web, "/api/score", media.no_face_clip(), frames=FRAMES)
+
+    assert response.status_code == 422
+    assert "face" in response.json()["error"]
+
+
+def test_a_length_not_served_answers_404(web, clips):
+    response = upload(web, "/api/score", clips["face.mp4"].read_bytes(), frames=7)
+
+    assert response.status_code == 404
+    assert "deepfake_7" in response.json()["error"]
+
+
+def test_models_lists_the_served_lengths_and_the_demo_checkpoints(web):
+    body = httpx.get(web.url + "api/models", timeout=TIMEOUT_S).json()
+
+    assert body["lengths"] == body["verdict_lengths"] == body["explain_lengths"] == [10, 20, 30]
+    assert body["default_frames"] == FRAMES and body["max_upload"] == "256 MiB"
+    assert body["demo"] is True and "random weights" in body["warning"]
+    assert set(body["model_info"]["classifiers"]) == {"10", "20", "30"}
+
+
+def test_healthz_is_ready(web):
+    response = httpx.get(web.url + "healthz", timeout=TIMEOUT_S)
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "live": True, "ready": True, "error": None}
+
+
+def test_a_real_upload_never_touches_the_disk(web):
+    before = len(web.audit_lines())
+    data = SHARED_SAMPLE.read_bytes() if SHARED_SAMPLE.is_file() else media.face_clip(frames=60, size=(1280, 720))
+    assert len(data) > 1_000_000  # over Starlette's spooling threshold
+
+    response = upload(web, "/api/explain", data, frames=FRAMES)
+
+    assert response.status_code == 200
+    assert web.audit_lines()[before:] == []
+
+
+# ----------------------------------------------------------------------------- the page in a browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not path.is_file():
+            pytest.fail(f"{path} is missing: `make install` installs chromium and chromium-driver (apt-dev)", pytrace=False)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_script_timeout(TIMEOUT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def page(browser, web):
+    """The page, freshly loaded, with the model list in place."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(web.url)
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "frames").is_enabled())
+    return browser
+
+
+def choose(page, *paths: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    page.find_element(By.ID, "file-input").send_keys("\n".join(str(p) for p in paths))
+
+
+def finished_cards(page, count: int):
+    """Waits until ``count`` cards are done or failed; returns them, oldest first."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def ready(driver):
+        cards = driver.find_elements(By.CSS_SELECTOR, "#queue .card")
+        states = [card.get_attribute("data-status") for card in cards]
+        return len(cards) == count and all(s in ("done", "error") for s in states) and cards
+
+    return list(reversed(WebDriverWait(page, TIMEOUT_S).until(ready)))
+
+
+def text(card, selector: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return card.find_element(By.CSS_SELECTOR, selector).text
+
+
+def count(card, selector: str) -> int:
+    from selenium.webdriver.common.by import By
+
+    return len(card.find_elements(By.CSS_SELECTOR, selector))
+
+
+SEEK_AND_READ_BOX = """
+const [seconds, done] = [arguments[0], arguments[arguments.length - 1]];
+const card = document.querySelector('#queue .card');
+const video = card.querySelector('.video');
+const read = () => requestAnimationFrame(() => {
+  const box = card.querySelector('.face-box');
+  const v = video.getBoundingClientRect(), b = box.getBoundingClientRect();
+  done({time: video.currentTime, frame: box.dataset.frame, box: box.dataset.box, hidden: box.hidden,
+        found: box.dataset.found, video: [v.left, v.top, v.width, v.height], rect: [b.left, b.top, b.width, b.height],
+        source: [video.videoWidth, video.videoHeight]});
+});
+const seek = () => { video.addEventListener('seeked', read, {once: true}); video.currentTime = seconds; };
+if (video.readyState >= 1) seek(); else video.addEventListener('loadedmetadata', seek, {once: true});
+"""
+
+
+def test_the_page_shows_the_clis_verdict_the_timeline_the_strip_and_the_box(page, triton_server, clips, grpc_client):
+    choose(page, clips["face.mp4"])
+    [card] = finished_cards(page, 1)
+    record, _ = cli_json(triton_server, clips["face.mp4"])
+    direct = grpc_client.score(clips["face.mp4"], FRAMES)
+
+    assert card.get_attribute("data-status") == "done", text(card, ".error-message")
+    assert text(card, ".verdict-label") == record["label"]
+    assert text(card, ".verdict-confidence") == f"{record['confidence']:.1f} %"
+    assert text(card, ".prob-fake") == f"{record['prob_fake']:.4f}"
+    assert text(card, ".frame-mean") == f"{record['frame_prob_fake_mean']:.4f}"
+    assert count(card, ".timeline .point") == FRAMES
+    assert count(card, ".strip img.heatmap") == FRAMES
+    assert "random weights" in page.find_element("id", "demo-banner").text
+    assert text(card, ".checkpoint").startswith(f"model_50_acc_{FRAMES}_frames_demo_random.pt")
+
+    known = 7
+    seen = page.execute_async_script(SEEK_AND_READ_BOX, float(direct.frame_times[known]))
+
+    assert card.get_attribute("data-playable") == "true"
+    assert seen["hidden"] is False and seen["frame"] == str(known)
+    assert [float(v) for v in seen["box"].split(",")] == [float(v) for v in direct.face_boxes[known]]
+    # ... and it is drawn there: the box's rectangle is that row scaled to the displayed video.
+    (vx, vy, vw, vh), (sw, sh) = seen["video"], seen["source"]
+    scale = min(vw / sw, vh / sh)  # the picture is letterboxed inside the element
+    x1, y1, x2, y2 = (float(v) for v in direct.face_boxes[known])
+    left = vx + (vw - sw * scale) / 2 + x1 * scale
+    top = vy + (vh - sh * scale) / 2 + y1 * scale
+    np.testing.assert_allclose(seen["rect"], [left, top, (x2 - x1) * scale, (y2 - y1) * scale], atol=4.0)
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    card.screenshot(str(ARTIFACTS / "web_result_card.png"))
+    page.save_screenshot(str(ARTIFACTS / "web_result_page.png"))
+
+
+def test_frames_without_a_detected_face_are_marked(page, clips):
+    choose(page, clips["hidden.mp4"])
+    [card] = finished_cards(page, 1)
+
+    assert card.get_attribute("data-status") == "done", text(card, ".error-message")
+    hollow = count(card, ".timeline .point.no-face")
+    assert 1 <= hollow < FRAMES
+    assert count(card, ".strip-item.no-face") == hollow
+
+
+def test_garbage_shows_the_servers_message_then_a_good_file_still_scores(page, clips):
+    choose(page, clips["garbage.mp4"])
+    [bad] = finished_cards(page, 1)
+    choose(page, clips["face.mp4"])
+    bad, good = finished_cards(page, 2)
+
+    assert bad.get_attribute("data-status") == "error"
+    message = text(bad, ".error-message")
+    assert message.startswith("The file was refused: unsupported input") and "accepted:" in message
+    assert good.get_attribute("data-status") == "done" and text(good, ".verdict-label") in ("REAL", "FAKE")
+
+
+def test_two_files_queued_give_two_result_cards(page, clips):
+    choose(page, clips["face.mp4"], clips["other.mp4"])
+    first, second = finished_cards(page, 2)
+
+    assert [text(c, ".file-name") for c in (first, second)] == ["face.mp4", "other.mp4"]
+    assert all(c.get_attribute("data-status") == "done" for c in (first, second))
+    assert all(count(c, ".strip img.heatmap") == FRAMES for c in (first, second))
+
+
+def test_a_container_the_browser_cannot_play_keeps_the_timeline_and_faces(page, clips):
+    choose(page, clips["face.avi"])
+    [card] = finished_cards(page, 1)
+
+    assert card.get_attribute("data-status") == "done", text(card, ".error-message")
+    assert card.get_attribute("data-playable") == "false"
+    assert "cannot play this file" in text(card, ".player-note")
+    assert count(card, ".timeline .point") == FRAMES and count(card, ".strip img.heatmap") == FRAMES
+
+
+def test_verdict_only_and_a_still_image(page, triton_server, clips):
+    from selenium.webdriver.common.by import By
+
+    page.find_element(By.CSS_SELECTOR, "input[name=mode][value=verdict]").click()
+    choose(page, clips["face.jpg"])
+    [card] = finished_cards(page, 1)
+    record, _ = cli_json(triton_server, clips["face.jpg"], "--verdict-only")
+
+    assert card.get_attribute("data-status") == "done", text(card, ".error-message")
+    assert text(card, ".prob-fake") == f"{record['prob_fake']:.4f}"
+    assert text(card, ".model-name") == f"verdict_{FRAMES}"
+    assert count(card, ".timeline .point") == 0 and count(card, ".strip img.heatmap") == 0
+    box = card.find_element(By.CSS_SELECTOR, ".face-box")
+    assert box.is_displayed() and box.get_attribute("data-frame") == "0"
+
+
+@pytest.mark.skipif(not SHARED_SAMPLE.is_file(), reason=f"the 1080p sample {SHARED_SAMPLE} is not here")
+def test_the_1080p_sample_on_the_page(page, grpc_client):
+    choose(page, SHARED_SAMPLE)
+    [card] = finished_cards(page, 1)
+    direct = grpc_client.score(SHARED_SAMPLE, FRAMES)
+
+    assert text(card, ".prob-fake") == f"{direct.prob_fake:.4f}"
+    seen = page.execute_async_script(SEEK_AND_READ_BOX, float(direct.frame_times[FRAMES - 1]))
+    assert seen["frame"] == str(FRAMES - 1)
+    assert [float(v) for v in seen["box"].split(",")] == [float(v) for v in direct.face_boxes[FRAMES - 1]]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.save_screenshot(str(ARTIFACTS / "web_result_page_1080p.png"))
