@@ -51,6 +51,8 @@ def generated_clip(frames: int = GENERATED_FRAMES, size: tuple[int, int] = GENER
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=GENERATED_FPS)
+        # One encoder thread: the same bytes on every core count.
+        stream.codec_context.thread_count = 1
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         for i in range(frames):

@@ -23,11 +23,10 @@ from preprocessing.detect import (
     resolve_device,
 )
 from preprocessing.errors import ConfigError
+from preprocessing.track import DEFAULT_IOU_THRESHOLD
 
 #: Default least MTCNN confidence for a detection to count as a face.
 DEFAULT_MIN_FACE_PROB = 0.9
-#: Default least box overlap (IoU) that continues a face track into the next frame.
-DEFAULT_IOU_THRESHOLD = 0.3
 
 # MTCNN's first stage scans 12-pixel windows: smaller detection frames find nothing.
 _MIN_DETECT_SIZE = 32
@@ -76,7 +75,9 @@ class PipelineConfig:
             looking for N decodable frames (default 3000).
         decode_timeout_s: Wall-time limit for demuxing and decoding one input,
             in seconds (default 30).
-        decode_threads: Decoder threads per input (0 lets FFmpeg choose).
+        decode_threads: Decoder threads per input (default 1). Always a fixed count: left to
+            FFmpeg (0), it follows the machine's core count, and which frames of a damaged
+            file decode could then depend on the machine.
     """
 
     frames: int
@@ -97,7 +98,7 @@ class PipelineConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_frames_scanned: int = DEFAULT_MAX_FRAMES_SCANNED
     decode_timeout_s: float = DEFAULT_DECODE_TIMEOUT_S
-    decode_threads: int = 0
+    decode_threads: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "thresholds", _thresholds(self.thresholds))
@@ -120,7 +121,7 @@ class PipelineConfig:
         _check_int("max_pixels", self.max_pixels, 1)
         _check_int("max_frames_scanned", self.max_frames_scanned, self.frames)
         _check_float("decode_timeout_s", self.decode_timeout_s, 0.0, math.inf, low_open=True)
-        _check_int("decode_threads", self.decode_threads, 0)
+        _check_int("decode_threads", self.decode_threads, 1)
 
     def check_device(self) -> None:
         """Raise :class:`ConfigError` unless ``device`` is usable on this machine."""

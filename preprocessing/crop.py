@@ -26,7 +26,6 @@ the red mean/std. :func:`normalize_faces` does exactly that.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import cv2
@@ -51,7 +50,11 @@ _MAX_PIXEL = 255.0
 
 def crop_box(box: Sequence[float], frame_size: tuple[int, int], margin: float = DEFAULT_MARGIN,
              square: bool = DEFAULT_SQUARE, shift_y: float = DEFAULT_SHIFT_Y) -> np.ndarray:
-    """The pixel box actually cropped for a detected face box.
+    """The region actually cropped for a detected face box.
+
+    A continuous function of the box: no rounding to whole pixels, so that the arithmetic noise
+    in a detector's box (a different thread count, instruction set or device) moves the crop by
+    as little as it moves the box.
 
     Args:
         box: Face box (x1, y1, x2, y2) in frame pixels.
@@ -62,9 +65,8 @@ def crop_box(box: Sequence[float], frame_size: tuple[int, int], margin: float = 
         shift_y: Move the crop centre down by this fraction of the box height.
 
     Returns:
-        ``int64 [4]``: (x1, y1, x2, y2), rounded to whole pixels (at least
-        one) and clipped to the frame (x2/y2 exclusive, so
-        ``frame[y1:y2, x1:x2]`` is the crop).
+        ``float64 [4]``: (x1, y1, x2, y2) in frame pixels (pixel ``i`` spans
+        ``[i, i + 1)``), clipped to the frame.
 
     Raises:
         ValueError: The box is empty or lies outside the frame.
@@ -77,27 +79,67 @@ def crop_box(box: Sequence[float], frame_size: tuple[int, int], margin: float = 
         raise ValueError(f"margin must be > -0.5, got {margin}")
     center_x = (x1 + x2) / 2.0
     center_y = (y1 + y2) / 2.0 + shift_y * height
-    crop_w = width
-    crop_h = width if square else height
-    crop_w *= 1.0 + 2.0 * margin
-    crop_h *= 1.0 + 2.0 * margin
+    crop_w = width * (1.0 + 2.0 * margin)
+    crop_h = (width if square else height) * (1.0 + 2.0 * margin)
     frame_w, frame_h = frame_size
-    # Round half up to whole pixels, keeping at least one pixel before clipping.
-    left = math.floor(center_x - crop_w / 2.0 + 0.5)
-    right = max(left + 1, math.floor(center_x + crop_w / 2.0 + 0.5))
-    top = math.floor(center_y - crop_h / 2.0 + 0.5)
-    bottom = max(top + 1, math.floor(center_y + crop_h / 2.0 + 0.5))
-    left, right = min(max(left, 0), frame_w), min(max(right, 0), frame_w)
-    top, bottom = min(max(top, 0), frame_h), min(max(bottom, 0), frame_h)
+    left = min(max(center_x - crop_w / 2.0, 0.0), float(frame_w))
+    right = min(max(center_x + crop_w / 2.0, 0.0), float(frame_w))
+    top = min(max(center_y - crop_h / 2.0, 0.0), float(frame_h))
+    bottom = min(max(center_y + crop_h / 2.0, 0.0), float(frame_h))
     if right <= left or bottom <= top:
         raise ValueError(f"face box {tuple(box)} lies outside the {frame_w}x{frame_h} frame")
-    return np.array([left, top, right, bottom], dtype=np.int64)
+    return np.array([left, top, right, bottom], dtype=np.float64)
+
+
+def sample_region(frame: np.ndarray, region: Sequence[float], size: int = FACE_SIZE) -> np.ndarray:
+    """Bilinear samples of a sub-pixel region of an image on a ``size`` x ``size`` grid.
+
+    Output pixel ``j`` takes the image at ``x1 + (j + 0.5) * (x2 - x1) / size`` (pixel centres,
+    as ``cv2.resize`` with ``INTER_LINEAR`` places them), interpolated between the two nearest
+    pixel centres and clamped at the image edge. For a region on whole pixels this is
+    ``cv2.resize(frame[y1:y2, x1:x2], (size, size), interpolation=cv2.INTER_LINEAR)`` without its
+    8-bit rounding (a difference below one grey level, away from the region's edge). Every step
+    is a continuous function of the region and runs in float32 element-wise arithmetic, so the
+    result does not depend on the CPU.
+
+    Args:
+        frame: ``uint8 [H, W, C]`` image.
+        region: (x1, y1, x2, y2) in pixels, inside the image.
+        size: Side of the output grid.
+
+    Returns:
+        ``float32 [size, size, C]`` on the image's 0..255 scale.
+    """
+    x1, y1, x2, y2 = (float(v) for v in region)
+    height, width = frame.shape[:2]
+    rows, row_weights = _taps(y1, y2, size, height)
+    cols, col_weights = _taps(x1, x2, size, width)
+    # Only the pixels the taps reach are converted to float.
+    top, left = int(rows.min()), int(cols.min())
+    patch = frame[top:int(rows.max()) + 1, left:int(cols.max()) + 1].astype(np.float32)
+    rows, cols = rows - top, cols - left
+    along_y = (patch[rows[:, 0]] * row_weights[:, 0, None, None]
+               + patch[rows[:, 1]] * row_weights[:, 1, None, None])
+    return (along_y[:, cols[:, 0]] * col_weights[None, :, 0, None]
+            + along_y[:, cols[:, 1]] * col_weights[None, :, 1, None])
+
+
+def _taps(start: float, stop: float, size: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two pixels and their weights for each of ``size`` samples spread over ``[start, stop)``."""
+    centres = start + (np.arange(size, dtype=np.float64) + 0.5) * ((stop - start) / size) - 0.5
+    centres = np.clip(centres, 0.0, limit - 1.0)
+    low = np.minimum(np.floor(centres), limit - 1.0)
+    fraction = centres - low
+    high = np.minimum(low + 1.0, limit - 1.0)
+    taps = np.stack([low, high], axis=1).astype(np.int64)
+    weights = np.stack([1.0 - fraction, fraction], axis=1).astype(np.float32)
+    return taps, weights
 
 
 def crop_faces(frames_rgb: Sequence[np.ndarray], boxes: np.ndarray, margin: float = DEFAULT_MARGIN,
                square: bool = DEFAULT_SQUARE,
                shift_y: float = DEFAULT_SHIFT_Y) -> tuple[np.ndarray, np.ndarray]:
-    """Crop one face per frame, resize to 112 x 112 (bilinear) and normalise.
+    """Crop one face per frame straight to 112 x 112 (sub-pixel bilinear) and normalise.
 
     Args:
         frames_rgb: N upright RGB ``uint8`` frames (height, width, 3).
@@ -108,8 +150,8 @@ def crop_faces(frames_rgb: Sequence[np.ndarray], boxes: np.ndarray, margin: floa
 
     Returns:
         ``(faces, cropped)``: faces ``float32 [N, 3, 112, 112]`` (BGR,
-        normalised, see :func:`normalize_faces`) and the boxes actually cropped,
-        ``float32 [N, 4]`` in frame pixels.
+        normalised, see :func:`normalize_faces`) and the regions actually cropped,
+        ``float32 [N, 4]`` in frame pixels (fractional).
 
     Raises:
         ValueError: Mismatched lengths, a bad box or a frame that is not RGB uint8.
@@ -119,17 +161,15 @@ def crop_faces(frames_rgb: Sequence[np.ndarray], boxes: np.ndarray, margin: floa
         raise ValueError(f"boxes must have shape [N, 4], got {boxes.shape}")
     if len(frames_rgb) != len(boxes):
         raise ValueError(f"{len(frames_rgb)} frames but {len(boxes)} boxes")
-    crops = np.empty((len(boxes), FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
+    crops = np.empty((len(boxes), FACE_SIZE, FACE_SIZE, 3), dtype=np.float32)
     cropped = np.empty((len(boxes), 4), dtype=np.float32)
     for i, (frame, box) in enumerate(zip(frames_rgb, boxes)):
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"frame {i} must be RGB uint8 (height, width, 3), got {frame.dtype} {frame.shape}")
-        left, top, right, bottom = crop_box(box, (frame.shape[1], frame.shape[0]), margin, square, shift_y)
-        # cv2 INTER_LINEAR: the resize the training face crops were made with.
-        crops[i] = cv2.resize(frame[top:bottom, left:right], (FACE_SIZE, FACE_SIZE),
-                              interpolation=cv2.INTER_LINEAR)
-        cropped[i] = (left, top, right, bottom)
-    return normalize_faces(crops), cropped
+        region = crop_box(box, (frame.shape[1], frame.shape[0]), margin, square, shift_y)
+        crops[i] = sample_region(frame, region)
+        cropped[i] = region
+    return _normalize(crops), cropped
 
 
 def normalize_faces(crops_rgb: np.ndarray) -> np.ndarray:
@@ -148,7 +188,12 @@ def normalize_faces(crops_rgb: np.ndarray) -> np.ndarray:
     crops_rgb = np.asarray(crops_rgb)
     if crops_rgb.ndim != 4 or crops_rgb.shape[3] != 3 or crops_rgb.dtype != np.uint8:
         raise ValueError(f"crops must be uint8 [N, H, W, 3], got {crops_rgb.dtype} {crops_rgb.shape}")
-    bgr = crops_rgb[..., ::-1].astype(np.float32) / np.float32(_MAX_PIXEL)
+    return _normalize(crops_rgb.astype(np.float32))
+
+
+def _normalize(crops_rgb: np.ndarray) -> np.ndarray:
+    """:func:`normalize_faces` on ``float32 [N, H, W, 3]`` crops on the 0..255 scale."""
+    bgr = crops_rgb[..., ::-1] / np.float32(_MAX_PIXEL)
     mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
     std = np.asarray(IMAGENET_STD, dtype=np.float32)
     normalised = (bgr - mean) / std

@@ -235,7 +235,7 @@ def decode_frames(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_frames_scanned: int = DEFAULT_MAX_FRAMES_SCANNED,
     decode_timeout_s: float = DEFAULT_DECODE_TIMEOUT_S,
-    threads: int = 0,
+    threads: int = 1,
     on_frame: Callable[[np.ndarray], None] | None = None,
 ) -> DecodedClip:
     """Decode ``n`` upright RGB frames from an uploaded file held in memory.
@@ -260,7 +260,8 @@ def decode_frames(
         max_pixels: Largest accepted frame area (width * height) in pixels.
         max_frames_scanned: Most video packets the decoder may read for this input.
         decode_timeout_s: Wall-time limit for demuxing and decoding, in seconds.
-        threads: Decoder threads (0 lets FFmpeg choose).
+        threads: Decoder threads (>= 1; a fixed count, so that the frames are a function of the
+            bytes whatever the machine's core count).
         on_frame: Called with each real frame (no padding), in clip order, once it is final:
             with ``first`` as soon as it is decoded, so a consumer can work while the rest
             decodes; with ``uniform`` when all are picked (a fallback from seeking to
@@ -277,6 +278,8 @@ def decode_frames(
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
     data = bytes(data) if not isinstance(data, bytes) else data

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -29,7 +28,7 @@ from torch import nn
 
 from preprocessing.errors import ConfigError
 from preprocessing.mtcnn import Cascade
-from preprocessing.track import Detections, frame_prominence, iou_matrix
+from preprocessing.track import DEFAULT_IOU_THRESHOLD, Detections, FaceTracker, iou_matrix
 
 #: Default longest side, in pixels, of the frames MTCNN sees.
 DEFAULT_DETECT_SIZE = 640
@@ -45,6 +44,8 @@ _MIN_BOX_SIDE = 2.0
 WINDOW_SIZE = 64
 #: Window side over the face box's longest side: room for the face to move and change size.
 WINDOW_CONTEXT = 2.0
+#: Window sides are snapped to this many sizes per octave (steps of 9 %; see :func:`window_for`).
+WINDOW_SIDE_STEPS = 8
 # A face is about WINDOW_SIZE / WINDOW_CONTEXT = 32 px in its window; MTCNN looks down to this size
 # there (faces that shrink by a quarter between two frames are still found), which keeps its image
 # pyramid to three levels.
@@ -141,38 +142,41 @@ class FaceDetector:
 
 
     def detect_tracked(self, frames: Iterable[np.ndarray], detect_every: int, min_prob: float,
-                       max_followed: int = 0, window_every: int = 1) -> list[Detections]:
-        """All faces in each frame, searching the whole frame on key frames only.
+                       max_followed: int = 0, window_every: int = 1,
+                       iou_threshold: float = DEFAULT_IOU_THRESHOLD) -> FaceTracker:
+        """Faces through a clip, searching the whole frame on key frames only.
 
         Key frames are every ``detect_every``-th frame and the last one. In the searched frames
-        (every ``window_every``-th one, and every key frame), each face seen so far (confidence
-        >= ``min_prob``) is searched in a window around where its last motion puts it; a face
-        missed in up to :data:`MAX_MISSES` searched frames in a row is still searched for. On
-        key frames the whole frame is searched too, and whole-frame detections of a face already
-        found in its window are dropped, so a followed face keeps boxes of one kind.
+        (every ``window_every``-th one, and every key frame), each face tracked so far is searched
+        in a window around where its last motion puts it (:func:`window_for`); a face missed in
+        up to :data:`MAX_MISSES` searched frames in a row is still searched for. On key frames the
+        whole frame is searched too, and whole-frame detections of a face already found in its
+        window are dropped, so a followed face keeps boxes of one kind. All detections of a
+        frame then go to one :class:`~preprocessing.track.FaceTracker`, whose single matching
+        rule links them to the tracks.
 
-        Frames between two searched ones (``window_every`` > 1) are not searched: a face found
+        Frames between two searched ones (``window_every`` > 1) are not searched: a track found
         in both gets boxes interpolated linearly between its two detections, with the lower of
-        their two confidences; a face missing from either is not placed in the frames between.
-        A newly found face is searched in the next frame too, which gives its motion.
+        their two confidences. A newly found face is searched in the next frame too, which gives
+        its motion.
 
-        Each window costs an MTCNN pass: ``max_followed`` > 0 keeps searching only that many
-        faces, those with the largest prominence so far (the sum over the frames a face was
-        found in of ``sqrt(box area) * confidence``, what picks the followed face in the end);
-        the others are still seen whole on key frames.
+        Each window costs an MTCNN pass: ``max_followed`` > 0 searches only that many tracks, the
+        most prominent so far (the order that picks the followed face in the end); the others
+        are still seen whole on key frames.
 
         ``frames`` may be a generator that yields frames while they are being decoded: each frame
         is searched as soon as the next one (or the end) arrives, which tells whether it is the last.
 
         Args:
             frames: RGB ``uint8`` frames (height, width, 3), in display order.
-            detect_every: Key-frame interval; 1 searches every frame whole, like :meth:`detect`.
-            min_prob: Least confidence for a face to be followed into the next frame.
-            max_followed: Most faces searched in windows at a time (0: every face).
+            detect_every: Key-frame interval; 1 searches every frame whole (one batched call).
+            min_prob: Least confidence for a face to start a track.
+            max_followed: Most tracks searched in windows at a time (0: every track).
             window_every: Interval of the frames searched in windows (1: every frame).
+            iou_threshold: The tracker's matching threshold.
 
         Returns:
-            One :class:`~preprocessing.track.Detections` per frame, in order.
+            The tracker, holding every track; ``tracker.frames`` is the number of frames seen.
         """
         if detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
@@ -180,61 +184,53 @@ class FaceDetector:
             raise ValueError(f"max_followed must be >= 0, got {max_followed}")
         if window_every < 1:
             raise ValueError(f"window_every must be >= 1, got {window_every}")
+        tracker = FaceTracker(min_prob, iou_threshold)
         if detect_every == 1:
             # Every frame is searched whole: one batched call once all have arrived (what a GPU wants).
-            return self.detect(list(frames))
-        followed: list[_Followed] = []
-        results: list[Detections | None] = []
+            listed = list(frames)
+            for index, found in enumerate(self.detect(listed)):
+                tracker.update(index, found)
+            tracker.frames = len(listed)
+            return tracker
         searched_last = -1
+        index = -1
         remaining = iter(frames)
         upcoming = next(remaining, None)
         while upcoming is not None:
-            index, frame = len(results), upcoming
+            index, frame = index + 1, upcoming
             upcoming = next(remaining, None)
             key = index % detect_every == 0 or upcoming is None
+            searched = [t for t in tracker.ranked() if t.misses <= MAX_MISSES]
+            if max_followed:
+                searched = searched[:max_followed]
             # A face first seen in the last searched frame has no motion yet: it is searched again
             # in the very next frame, so that the searches after that know where to look.
-            due = index - searched_last >= window_every or any(f.moves == 0 for f in followed)
+            due = index - searched_last >= window_every or any(len(t.boxes) == 1 for t in searched)
             if not key and not due:
-                results.append(None)  # placed once the next searched frame is known
-                continue
+                continue  # placed by interpolation once the next searched frame is known
             whole = self.detect([frame])[0] if key else Detections.empty()
-            predicted = np.array([f.predict(index) for f in followed], np.float32).reshape(-1, 4)
+            predicted = np.array([t.predict(index) for t in searched], np.float32).reshape(-1, 4)
             per_window = self._detect_in_windows(frame, predicted)
-            # Each window's own face first: a neighbour's box seen from that window (or a box
-            # spanning two faces) must not displace it.
-            before = [(f.frame, f.box, f.prob) for f in followed]
-            own = [entry.update(index, guess, found, min_prob)
-                   for entry, guess, found in zip(followed, predicted, per_window)]
+            # Each window's own face (its best match to the prediction) first: a neighbour's box seen
+            # from that window, or a box spanning two faces, must not displace it.
+            own = [_best_match(guess, found, min_prob, iou_threshold) for guess, found in zip(predicted, per_window)]
+            own = [o for o in own if o is not None]
+            parts = [*own, *per_window, whole]
+            tracker.update(index, _distinct_faces(np.concatenate([p.boxes for p in parts]),
+                                                  np.concatenate([p.probs for p in parts]), first=len(own)))
             if index - searched_last > 1:
-                spans = [(box, prob, o.boxes[0], o.probs[0]) for (seen, box, prob), o in zip(before, own)
-                         if o is not None and seen == searched_last]
-                for between in range(searched_last + 1, index):
-                    results[between] = _interpolated(spans, (between - searched_last) / (index - searched_last))
+                tracker.interpolate(searched_last, index)
             searched_last = index
-            followed = [f for f in followed if f.misses <= MAX_MISSES]
-            parts = [*(o for o in own if o is not None), *per_window, whole]
-            detections = _distinct_faces(np.concatenate([p.boxes for p in parts]),
-                                         np.concatenate([p.probs for p in parts]), first=sum(o is not None for o in own))
-            known = np.array([f.box for f in followed], np.float32).reshape(-1, 4)
-            for box, prob in zip(detections.boxes, detections.probs):
-                if prob >= min_prob and (not len(known) or iou_matrix(box[None], known).max() < _SAME_FACE_IOU):
-                    followed.append(_Followed(box.copy(), frame=index, prob=float(prob),
-                                              prominence=frame_prominence(box, prob)))
-            if max_followed:
-                # sorted() is stable: of equally prominent faces, the one followed longer stays.
-                followed = sorted(followed, key=lambda f: -f.prominence)[:max_followed]
-            results.append(detections)
-        return [r if r is not None else Detections.empty() for r in results]
+        tracker.frames = index + 1
+        return tracker
 
     def _detect_in_windows(self, frame: np.ndarray, boxes: np.ndarray) -> list[Detections]:
         """Faces found in a square window around each box, in frame pixels (one entry per box)."""
         if len(boxes) == 0:
             return []
         windows, origins = [], []
-        for x1, y1, x2, y2 in boxes:
-            side = WINDOW_CONTEXT * max(x2 - x1, y2 - y1)
-            left, top = (x1 + x2 - side) / 2.0, (y1 + y2 - side) / 2.0
+        for box in boxes:
+            left, top, side = window_for(box)
             scale = WINDOW_SIZE / side
             # One affine warp crops, scales and pads (black) past the frame edge in one pass.
             matrix = np.array([[scale, 0.0, -left * scale], [0.0, scale, -top * scale]])
@@ -244,6 +240,23 @@ class FaceDetector:
         height, width = frame.shape[:2]
         return [_detections(window_boxes, window_probs, back, (width, height), offset)
                 for (offset, back), (window_boxes, window_probs) in zip(origins, self._window_cascade(np.stack(windows)))]
+
+
+def window_for(box: np.ndarray) -> tuple[float, float, float]:
+    """The square window searched for a face expected at ``box``: ``(left, top, side)`` in frame pixels.
+
+    The window is centred on the box, :data:`WINDOW_CONTEXT` times its longest side, then snapped:
+    its corner to whole pixels, its side to one of :data:`WINDOW_SIDE_STEPS` sizes per octave. MTCNN's
+    answer on a window is not a smooth function of where the window lies (its stage thresholds and
+    non-maximum suppression make choices), so a window that moved with the arithmetic noise of the
+    box before it (another thread count, instruction set or device) would let that noise grow
+    frame after frame. Snapped, the window is the same pixels unless the box lies within noise of a
+    step, and the face still fills it as intended (within half a pixel and 4.5 % of its size).
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    wanted = WINDOW_CONTEXT * max(x2 - x1, y2 - y1, 1.0)
+    side = 2.0 ** (round(math.log2(wanted) * WINDOW_SIDE_STEPS) / WINDOW_SIDE_STEPS)
+    return float(math.floor((x1 + x2 - side) / 2.0 + 0.5)), float(math.floor((y1 + y2 - side) / 2.0 + 0.5)), side
 
 
 def ceil_max_pool(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
@@ -300,49 +313,16 @@ def exact_fast_pooling(module: nn.Module) -> int:
     return replaced
 
 
-@dataclass
-class _Followed:
-    """A face searched for in windows: its last box and the frame it was found in, its confidence
-    there, its motion per frame, searched frames missed since, times it was found again (its motion
-    is known once it was), and its prominence."""
-
-    box: np.ndarray
-    frame: int
-    prob: float
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
-    misses: int = 0
-    moves: int = 0
-    prominence: float = 0.0
-
-    def predict(self, frame: int) -> np.ndarray:
-        """Where its last motion puts it in ``frame``."""
-        return self.box + self.velocity * np.float32(frame - self.frame)
-
-    def update(self, frame: int, guess: np.ndarray, found: Detections, min_prob: float) -> Detections | None:
-        """Moves on to the window's detection that best overlaps ``guess``; returns it (None: missed)."""
-        sure = found.probs >= min_prob
-        overlaps = iou_matrix(guess[None], found.boxes[sure])[0] if sure.any() else np.zeros(0)
-        if not overlaps.size or overlaps.max() < _SAME_FACE_IOU / 2:
-            self.misses += 1
-            return None
-        best = int(np.argmax(overlaps))
-        box, prob = found.boxes[sure][best], found.probs[sure][best]
-        # Motion over the frames since it was last seen, as a per-frame step.
-        self.velocity = ((box - self.box) / np.float32(frame - self.frame)).astype(np.float32)
-        self.box, self.frame, self.prob = box.copy(), frame, float(prob)
-        self.misses = 0
-        self.moves += 1
-        self.prominence += frame_prominence(box, prob)
-        return Detections(box[None], prob[None])
-
-
-def _interpolated(spans: list[tuple[np.ndarray, float, np.ndarray, float]], fraction: float) -> Detections:
-    """Boxes a ``fraction`` of the way from each span's first box to its second, with the lower confidence."""
-    if not spans:
-        return Detections.empty()
-    boxes = np.stack([start + np.float32(fraction) * (stop - start) for start, _, stop, _ in spans]).astype(np.float32)
-    probs = np.array([min(p, q) for _, p, _, q in spans], np.float32)
-    return _distinct_faces(boxes, probs)
+def _best_match(guess: np.ndarray, found: Detections, min_prob: float, iou_threshold: float) -> Detections | None:
+    """The confident detection that overlaps ``guess`` most, if it overlaps by ``iou_threshold``."""
+    sure = found.probs >= min_prob
+    if not sure.any():
+        return None
+    overlaps = iou_matrix(guess[None], found.boxes[sure])[0]
+    best = int(np.argmax(overlaps))
+    if overlaps[best] < iou_threshold:
+        return None
+    return Detections(found.boxes[sure][best:best + 1], found.probs[sure][best:best + 1])
 
 
 def _distinct_faces(boxes: np.ndarray, probs: np.ndarray, first: int = 0) -> Detections:

@@ -14,7 +14,6 @@ from preprocessing.config import PipelineConfig
 from preprocessing.crop import crop_faces
 from preprocessing.decode import DecodedClip, decode_frames
 from preprocessing.detect import FaceDetector
-from preprocessing.track import follow_face
 
 
 @dataclass(frozen=True)
@@ -84,10 +83,10 @@ class FacePipeline:
         started = time.perf_counter()
         decoding = _DecodeThread(data, cfg)
         # Frames are searched for faces while the later ones decode: the two overlap on two cores.
-        detections = self.detector.detect_tracked(decoding.frames(), cfg.detect_every, cfg.min_face_prob,
-                                                  cfg.max_followed, cfg.window_every)
+        tracker = self.detector.detect_tracked(decoding.frames(), cfg.detect_every, cfg.min_face_prob,
+                                               cfg.max_followed, cfg.window_every, cfg.iou_threshold)
         clip = decoding.result()
-        boxes, found = follow_face(detections, cfg.min_face_prob, cfg.iou_threshold)
+        boxes, found = tracker.main_face(clip.frames_decoded)
         detected = time.perf_counter()
         # Padding repeats frames: each output frame maps to the distinct frame it repeats.
         _, position = np.unique(clip.indices, return_inverse=True)

@@ -1,22 +1,36 @@
-"""Choose the face to follow through a clip.
+"""Face tracks through a clip: one tracker, one matching rule.
 
-Detections of consecutive frames are linked into tracks by box overlap (IoU,
-greedy, best pairs first). The followed face is the most prominent track:
-the largest sum over its frames of ``sqrt(box area) * confidence``, so a face
-that is large *and* present in many frames wins over a large face glimpsed
-once. Frames where the followed face was not found reuse the box of the
-nearest frame where it was (the earlier one on a tie), like the training data
-preparation reused the previous frame's box.
+:class:`FaceTracker` links the faces found in successive frames into tracks. Its one rule: a
+detection continues the track whose predicted box (the track's last box moved on by its last
+motion) it overlaps best, when that overlap (IoU) reaches ``iou_threshold``; pairs are taken
+best first, each track and each detection at most once. Confident detections (``min_prob``)
+left over start new tracks; weaker ones are ignored. The same tracker serves both ways through
+a clip: every frame searched whole (:func:`follow_face`), and the key-frame search of
+:meth:`~preprocessing.detect.FaceDetector.detect_tracked`, which asks it where to look.
+
+The followed face is the most prominent track: the largest sum over its frames of
+``sqrt(box area) * confidence``, so a face that is large *and* present in many frames wins over
+a large face glimpsed once. Prominences are compared in steps of :data:`PROMINENCE_STEP`, and
+equal ones go to the track seen first: two faces of the same size and confidence (a tie that
+arithmetic noise would otherwise break either way) always give the same choice. Frames where the
+followed face was not found reuse the box of the nearest frame where it was (the earlier one on a
+tie), like the training data preparation reused the previous frame's box.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from preprocessing.errors import NoFaceError
+
+#: Default least box overlap (IoU) that continues a face track into the next frame.
+DEFAULT_IOU_THRESHOLD = 0.3
+#: Prominences closer than this are equal (one frame of a face 1 px wider, at confidence 1).
+PROMINENCE_STEP = 1.0
 
 
 @dataclass(frozen=True)
@@ -37,18 +51,153 @@ class Detections:
 
 
 @dataclass
-class _Track:
+class Track:
+    """One face through the clip.
+
+    Attributes:
+        boxes: Its box in each frame it was found in (or placed in, between two such frames).
+        probs: Its confidence there.
+        first: The frame it was first found in.
+        order: Its rank among the tracks by creation (the earlier, the lower).
+        velocity: Its last motion, per frame, between the last two frames it was found in.
+        misses: Searched frames in a row it was not found in.
+        prominence: Sum over its frames of :func:`frame_prominence`.
+    """
+
+    first: int
+    order: int
     boxes: dict[int, np.ndarray] = field(default_factory=dict)
     probs: dict[int, float] = field(default_factory=dict)
-    last_box: np.ndarray | None = None
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
+    misses: int = 0
+    prominence: float = 0.0
+
+    @property
+    def last(self) -> int:
+        """The latest frame it was found in."""
+        return max(self.boxes)
+
+    @property
+    def box(self) -> np.ndarray:
+        """Its latest box."""
+        return self.boxes[self.last]
+
+    def predict(self, frame: int) -> np.ndarray:
+        """Where its last motion puts it in ``frame``."""
+        return (self.box + self.velocity * np.float32(frame - self.last)).astype(np.float32)
 
     def add(self, frame: int, box: np.ndarray, prob: float) -> None:
-        self.boxes[frame] = box
-        self.probs[frame] = prob
-        self.last_box = box
+        """Found at ``box`` in ``frame`` (a later frame than any before)."""
+        box = np.asarray(box, np.float32)
+        if self.boxes:
+            self.velocity = ((box - self.box) / np.float32(frame - self.last)).astype(np.float32)
+        self.boxes[frame] = box.copy()
+        self.probs[frame] = float(prob)
+        self.misses = 0
+        self.prominence += frame_prominence(box, prob)
 
-    def prominence(self) -> float:
-        return float(sum(frame_prominence(self.boxes[f], self.probs[f]) for f in self.boxes))
+    def rank(self) -> tuple[int, int, int]:
+        """Sort key, most prominent first: prominence in steps of :data:`PROMINENCE_STEP`, then age."""
+        return -math.floor(self.prominence / PROMINENCE_STEP), self.first, self.order
+
+
+class FaceTracker:
+    """Links detections of successive frames into :class:`Track` objects.
+
+    Args:
+        min_prob: Least confidence for a detection to start a track.
+        iou_threshold: Least IoU between a detection and a track's predicted box for the
+            detection to continue that track.
+    """
+
+    def __init__(self, min_prob: float, iou_threshold: float) -> None:
+        self.min_prob = min_prob
+        self.iou_threshold = iou_threshold
+        self.tracks: list[Track] = []
+        self.best_rejected = 0.0
+        #: Frames of the clip seen so far (searched or not).
+        self.frames = 0
+
+    def update(self, frame: int, found: Detections) -> None:
+        """Adds one searched frame's detections (frames in increasing order)."""
+        self.frames = max(self.frames, frame + 1)
+        probs = np.asarray(found.probs, dtype=np.float64).reshape(-1)
+        boxes = np.asarray(found.boxes, dtype=np.float64).reshape(-1, 4)
+        keep = probs >= self.min_prob
+        if probs.size and not keep.all():
+            self.best_rejected = max(self.best_rejected, float(probs[~keep].max()))
+        boxes, probs = boxes[keep], probs[keep]
+        matched_tracks: set[int] = set()
+        matched_boxes: set[int] = set()
+        if self.tracks and len(boxes):
+            overlaps = iou_matrix(np.stack([t.predict(frame) for t in self.tracks]), boxes)
+            # Stable sort: of equal overlaps, the earlier track and the earlier detection go first.
+            for flat in np.argsort(-overlaps, axis=None, kind="stable"):
+                t, d = divmod(int(flat), overlaps.shape[1])
+                if overlaps[t, d] < self.iou_threshold:
+                    break
+                if t in matched_tracks or d in matched_boxes:
+                    continue
+                self.tracks[t].add(frame, boxes[d], float(probs[d]))
+                matched_tracks.add(t)
+                matched_boxes.add(d)
+        for t, track in enumerate(self.tracks):
+            if t not in matched_tracks:
+                track.misses += 1
+        for d in range(len(boxes)):
+            if d not in matched_boxes:
+                track = Track(first=frame, order=len(self.tracks))
+                track.add(frame, boxes[d], float(probs[d]))
+                self.tracks.append(track)
+
+    def interpolate(self, start: int, stop: int) -> None:
+        """Places every track found in both ``start`` and ``stop`` in the frames between them.
+
+        The boxes lie on the straight line between its two boxes, with the lower of the two
+        confidences.
+        """
+        for track in self.tracks:
+            if start not in track.boxes or stop not in track.boxes:
+                continue
+            first, last = track.boxes[start], track.boxes[stop]
+            prob = min(track.probs[start], track.probs[stop])
+            placed = {frame: (first + np.float32((frame - start) / (stop - start)) * (last - first)).astype(np.float32)
+                      for frame in range(start + 1, stop)}
+            for frame, box in placed.items():
+                track.boxes[frame] = box
+                track.probs[frame] = prob
+                track.prominence += frame_prominence(box, prob)
+            track.boxes = dict(sorted(track.boxes.items()))
+
+    def ranked(self) -> list[Track]:
+        """The tracks, most prominent first (see :meth:`Track.rank`)."""
+        return sorted(self.tracks, key=Track.rank)
+
+    def detections(self, count: int) -> list[Detections]:
+        """What the tracks hold for each of ``count`` frames, in track order."""
+        frames: list[list[tuple[np.ndarray, float]]] = [[] for _ in range(count)]
+        for track in self.tracks:
+            for frame, box in track.boxes.items():
+                if frame < count:
+                    frames[frame].append((box, track.probs[frame]))
+        return [Detections(np.array([b for b, _ in found], np.float32).reshape(-1, 4),
+                           np.array([p for _, p in found], np.float32)) for found in frames]
+
+    def main_face(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes of the most prominent face in each of ``count`` frames.
+
+        Returns:
+            ``(boxes, found)``: ``float32 [count, 4]`` boxes (reused from the nearest frame where
+            the face was not found) and ``bool [count]``.
+
+        Raises:
+            NoFaceError: No detection reached ``min_prob`` in any frame.
+        """
+        if not self.tracks:
+            detail = (f"best detector confidence {self.best_rejected:.2f} is below min_face_prob {self.min_prob}"
+                      if self.best_rejected > 0 else "the detector found no face")
+            raise NoFaceError(f"no face found in any of the {count} decoded frames ({detail})")
+        return _fill_missing(self.ranked()[0], count)
 
 
 def _area(box: np.ndarray) -> float:
@@ -77,63 +226,28 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def follow_face(detections: Sequence[Detections], min_prob: float,
                 iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes of the most prominent face in every frame.
+    """Boxes of the most prominent face in every frame, every frame searched whole.
 
     Args:
         detections: One entry per frame, in display order.
         min_prob: Detections below this confidence are ignored.
-        iou_threshold: Least overlap with a track's latest box for a
+        iou_threshold: Least overlap with a track's predicted box for a
             detection to continue that track.
 
     Returns:
-        ``(boxes, found)``: ``float32 [T, 4]`` boxes (reused from the nearest
-        frame where the face was not found) and ``bool [T]``.
+        ``(boxes, found)``: see :meth:`FaceTracker.main_face`.
 
     Raises:
         NoFaceError: No detection reaches ``min_prob`` in any frame.
     """
-    tracks: list[_Track] = []
-    best_rejected = 0.0
+    tracker = FaceTracker(min_prob, iou_threshold)
     for frame, found in enumerate(detections):
-        probs = np.asarray(found.probs, dtype=np.float64).reshape(-1)
-        boxes = np.asarray(found.boxes, dtype=np.float64).reshape(-1, 4)
-        keep = probs >= min_prob
-        if probs.size and not keep.all():
-            best_rejected = max(best_rejected, float(probs[~keep].max()))
-        boxes, probs = boxes[keep], probs[keep]
-        _extend_tracks(tracks, frame, boxes, probs, iou_threshold)
-    if not tracks:
-        detail = (f"best detector confidence {best_rejected:.2f} is below min_face_prob {min_prob}"
-                  if best_rejected > 0 else "the detector found no face")
-        raise NoFaceError(f"no face found in any of the {len(detections)} decoded frames ({detail})")
-    best = max(tracks, key=_Track.prominence)  # max() keeps the first of equals
-    return _fill_missing(best, len(detections))
+        tracker.update(frame, found)
+    return tracker.main_face(len(detections))
 
 
-def _extend_tracks(tracks: list[_Track], frame: int, boxes: np.ndarray, probs: np.ndarray,
-                   iou_threshold: float) -> None:
-    taken_tracks: set[int] = set()
-    taken_boxes: set[int] = set()
-    if tracks and len(boxes):
-        overlaps = iou_matrix(np.stack([t.last_box for t in tracks]), boxes)
-        for flat in np.argsort(-overlaps, axis=None, kind="stable"):
-            t, d = divmod(int(flat), overlaps.shape[1])
-            if overlaps[t, d] < iou_threshold:
-                break
-            if t in taken_tracks or d in taken_boxes:
-                continue
-            tracks[t].add(frame, boxes[d], float(probs[d]))
-            taken_tracks.add(t)
-            taken_boxes.add(d)
-    for d in range(len(boxes)):
-        if d not in taken_boxes:
-            track = _Track()
-            track.add(frame, boxes[d], float(probs[d]))
-            tracks.append(track)
-
-
-def _fill_missing(track: _Track, count: int) -> tuple[np.ndarray, np.ndarray]:
-    present = np.array(sorted(track.boxes), dtype=np.int64)
+def _fill_missing(track: Track, count: int) -> tuple[np.ndarray, np.ndarray]:
+    present = np.array(sorted(f for f in track.boxes if f < count), dtype=np.int64)
     found = np.zeros(count, dtype=bool)
     found[present] = True
     boxes = np.empty((count, 4), dtype=np.float32)

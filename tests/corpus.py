@@ -288,7 +288,7 @@ def many_faces_clip(frames: int = 6, columns: int = 3, rows: int = 2, tile: tupl
 def _encode_rgb(images: list[np.ndarray], fps: int = 25) -> bytes:
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=fps)
+        stream = media.add_video_stream(out, "libx264", fps)
         stream.height, stream.width = images[0].shape[:2]
         stream.pix_fmt = "yuv420p"
         for image in images:
@@ -414,8 +414,11 @@ def build(scratch: Path, frames: int = 10) -> list[Case]:
         Case("faststart_truncated_in_media", fast[: len(fast) * 4 // 5], SCORE),
         Case("faststart_truncated_after_index", fast[: find_box(fast, (b"moov",))[0] + find_box(fast, (b"moov",))[1] + 16], REFUSE, "no decodable video frame"),
         Case("corrupted_moov", corrupt_box(clip, b"moov", SEED), REFUSE, "mp4"),
-        # The middle of the media data holds the first keyframe: nothing after it decodes.
-        Case("corrupted_mdat", corrupt_box(clip, b"mdat", SEED), REFUSE, "no decodable video frame"),
+        # The middle of the media data garbled: the frames that still decode show no face.
+        Case("corrupted_mdat", corrupt_box(clip, b"mdat", SEED), REFUSE, "no face found"),
+        # The media data garbled from its start: the first keyframe is lost, nothing after it decodes.
+        Case("corrupted_mdat_head", corrupt_box(clip, b"mdat", SEED, start=0.0, stop=0.75), REFUSE,
+             "no decodable video frame"),
         Case("corrupted_mdat_tail", corrupt_box(clip, b"mdat", SEED, start=0.8, stop=1.0), SCORE),
         Case("zero_declared_size", with_declared_size(clip, 0, 0), SCORE),
         # The container's declared size is only a hint: the decoder reads the real size from the

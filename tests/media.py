@@ -129,6 +129,30 @@ def _hide_face(frame: np.ndarray, box: Sequence[float]) -> np.ndarray:
     return out
 
 
+# Encoder settings that make the output a function of the input frames alone (see add_video_stream).
+_DETERMINISTIC_PARAMS = {"libx264": ("x264-params", "no-mbtree=1"),
+                         "libx265": ("x265-params", "pools=1:frame-threads=1:no-cutree=1")}
+
+
+def add_video_stream(out: av.container.OutputContainer, codec: str, fps: int,
+                     options: dict[str, str] | None = None) -> av.video.stream.VideoStream:
+    """A video stream whose encoder runs on one thread.
+
+    Multi-threaded x264 and libvpx write other bitstreams on other core counts, and x264's
+    macroblock-tree rate control (x265's CU tree) gave other bitstreams from run to run in one
+    process even on one thread: the generated media must be the same video on every machine and
+    in every run, so that a test of a damaged file damages the same file everywhere, and two runs
+    of the same test see the same frames.
+    """
+    options = dict(options or {})
+    if codec in _DETERMINISTIC_PARAMS:
+        key, value = _DETERMINISTIC_PARAMS[codec]
+        options[key] = ":".join(filter(None, (options.get(key), value)))
+    stream = out.add_stream(codec, rate=fps, options=options)
+    stream.codec_context.thread_count = 1
+    return stream
+
+
 def _encode(frames: Iterable[np.ndarray], *, codec: str, container: str, pix_fmt: str, fps: int,
             rotate: int | None = None, pts: Sequence[int] | None = None,
             time_base: Fraction | None = None, gop: int | None = None,
@@ -145,7 +169,7 @@ def _encode(frames: Iterable[np.ndarray], *, codec: str, container: str, pix_fmt
     quarter_turns = (rotate or 0) // 90 % 4
     buffer = io.BytesIO()
     with av.open(buffer, "w", format=_CONTAINER_BY_NAME.get(container, container)) as out:
-        stream = out.add_stream(codec, rate=fps, options=options or {})
+        stream = add_video_stream(out, codec, fps, options)
         stored = [np.ascontiguousarray(np.rot90(frame, quarter_turns)) for frame in frames]
         stream.height, stream.width = stored[0].shape[:2]
         stream.pix_fmt = pix_fmt

@@ -24,6 +24,12 @@ def detector() -> FaceDetector:
     return FaceDetector()
 
 
+def tracked_detections(detector: FaceDetector, frames, *args, **kwargs) -> list:
+    """What :meth:`FaceDetector.detect_tracked`'s tracks hold for each frame."""
+    tracker = detector.detect_tracked(frames, *args, **kwargs)
+    return tracker.detections(tracker.frames)
+
+
 def _largest(boxes: np.ndarray) -> np.ndarray:
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     return boxes[int(np.argmax(areas))]
@@ -31,7 +37,7 @@ def _largest(boxes: np.ndarray) -> np.ndarray:
 
 def test_followed_face_matches_detection_on_every_frame(frames, detector):
     every = detector.detect(frames)
-    tracked = detector.detect_tracked(frames, KEY_EVERY, min_prob=0.9)
+    tracked = tracked_detections(detector, frames, KEY_EVERY, min_prob=0.9)
     assert len(tracked) == FRAMES
     for index, (whole, followed) in enumerate(zip(every, tracked)):
         assert len(followed.boxes) >= 1, f"face lost in frame {index}"
@@ -40,7 +46,7 @@ def test_followed_face_matches_detection_on_every_frame(frames, detector):
 
 
 def test_followed_boxes_track_the_known_face(frames, detector):
-    tracked = detector.detect_tracked(frames, FRAMES, min_prob=0.9)  # key frames: first and last only
+    tracked = tracked_detections(detector, frames, FRAMES, min_prob=0.9)  # key frames: first and last only
     for index, found in enumerate(tracked):
         truth = np.array(media.face_box(index, seed=3), dtype=np.float32)
         assert iou_matrix(truth[None], _largest(found.boxes)[None])[0, 0] >= 0.5, f"frame {index}"
@@ -48,15 +54,15 @@ def test_followed_boxes_track_the_known_face(frames, detector):
 
 def test_interval_one_is_plain_detection(frames, detector):
     plain = detector.detect(frames[:3])
-    same = detector.detect_tracked(iter(frames[:3]), 1, min_prob=0.9)
+    same = tracked_detections(detector, iter(frames[:3]), 1, min_prob=0.9)
     assert len(same) == 3
     for a, b in zip(plain, same):
         np.testing.assert_array_equal(a.boxes, b.boxes)
 
 
 def test_frames_from_a_generator_give_the_same_detections_as_a_list(frames, detector):
-    listed = detector.detect_tracked(frames, KEY_EVERY, min_prob=0.9)
-    streamed = detector.detect_tracked((frame for frame in frames), KEY_EVERY, min_prob=0.9)
+    listed = tracked_detections(detector, frames, KEY_EVERY, min_prob=0.9)
+    streamed = tracked_detections(detector, (frame for frame in frames), KEY_EVERY, min_prob=0.9)
     assert len(streamed) == len(listed) == FRAMES
     for a, b in zip(listed, streamed):
         np.testing.assert_array_equal(a.boxes, b.boxes)
@@ -66,7 +72,7 @@ def test_frames_from_a_generator_give_the_same_detections_as_a_list(frames, dete
 def test_face_absent_from_the_first_frame_is_found_at_the_next_key_frame(detector):
     clip = media.face_clip(frames=8, seed=2, hide_face=range(0, 3))
     frames = decode_frames(clip, 8, "first").frames
-    tracked = detector.detect_tracked(frames, 4, min_prob=0.9)
+    tracked = tracked_detections(detector, frames, 4, min_prob=0.9)
     assert all(len(found.probs) == 0 or found.probs.max() < 0.9 for found in tracked[:3])
     assert all(found.probs.max() >= 0.9 for found in tracked[4:])
 
@@ -101,7 +107,7 @@ def _windows_per_frame(detector: FaceDetector, frames: list[np.ndarray], max_fol
 
     detector._detect_in_windows = counting
     try:
-        tracked = detector.detect_tracked(frames, key_every, min_prob=0.9, max_followed=max_followed,
+        tracked = tracked_detections(detector, frames, key_every, min_prob=0.9, max_followed=max_followed,
                                           window_every=window_every)
     finally:
         del detector._detect_in_windows
@@ -150,8 +156,8 @@ def test_window_interval_searches_fewer_frames_and_places_the_face_in_the_others
 
 
 def test_frames_between_two_searches_are_interpolated(frames, detector):
-    tracked = detector.detect_tracked(frames, FRAMES, min_prob=0.9, window_every=2)
-    plain = detector.detect_tracked(frames, FRAMES, min_prob=0.9)
+    tracked = tracked_detections(detector, frames, FRAMES, min_prob=0.9, window_every=2)
+    plain = tracked_detections(detector, frames, FRAMES, min_prob=0.9)
     # Searched: 0, 1 (after the face is first seen), 3, 5, ..., 11 (the last). Frame 2 lies halfway between 1 and 3.
     np.testing.assert_allclose(tracked[2].boxes[0], (tracked[1].boxes[0] + tracked[3].boxes[0]) / 2, atol=1e-3)
     assert tracked[2].probs[0] == min(tracked[1].probs[0], tracked[3].probs[0])
@@ -169,7 +175,7 @@ def test_a_fast_face_is_kept_with_a_window_interval(frames, detector):
         left = round(step * index)
         canvas[:, left:left + frame.shape[1]] = frame
         moving.append(canvas)
-    tracked = detector.detect_tracked(moving, FRAMES, min_prob=0.9, max_followed=1, window_every=2)
+    tracked = tracked_detections(detector, moving, FRAMES, min_prob=0.9, max_followed=1, window_every=2)
     for index, found in enumerate(tracked):
         assert _best_iou(_truth(index, round(step * index)), found) >= 0.5, f"frame {index}"
 

@@ -68,9 +68,17 @@ def test_crop_box_options() -> None:
     assert crop_box(box, (640, 480), square=False, shift_y=0.0).tolist() == [100, 100, 180, 200]
     # 25 % of the side on every side: 80 -> 120 wide.
     assert crop_box(box, (640, 480), margin=0.25, shift_y=0.0).tolist() == [80, 90, 200, 210]
-    # A tiny box with a strongly negative margin still crops one pixel.
+    # A tiny box with a strongly negative margin keeps its sub-pixel size: no rounding.
     left, top, right, bottom = crop_box((10.0, 10.0, 12.0, 12.0), (100, 60), margin=-0.49)
-    assert right - left == 1 and bottom - top == 1
+    assert right - left == pytest.approx(0.04) and bottom - top == pytest.approx(0.04)
+
+
+def test_crop_box_is_a_continuous_function_of_the_box() -> None:
+    box = np.array([100.3, 100.7, 180.1, 200.9])
+    base = crop_box(box, (640, 480))
+    for shift in (1e-4, -1e-4, 0.25, 0.5):
+        moved = crop_box(box + shift, (640, 480))
+        np.testing.assert_allclose(moved - base, shift, atol=1e-9)
 
 
 def test_crop_box_is_clipped_to_the_frame() -> None:
@@ -81,19 +89,43 @@ def test_crop_box_is_clipped_to_the_frame() -> None:
         crop_box((10.0, 10.0, 10.0, 50.0), (100, 60))
 
 
-def test_crop_faces_resizes_the_cropped_region_bilinearly() -> None:
+def _random_frames(count: int) -> list[np.ndarray]:
     rng = np.random.default_rng(2)
-    frames = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(2)]
+    return [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def test_crop_on_whole_pixels_equals_opencv_bilinear_resize_away_from_the_edge() -> None:
+    """On a whole-pixel region the samples are cv2.resize's (INTER_LINEAR), without its 8-bit rounding."""
+    frames = _random_frames(2)
     boxes = np.array([[50.0, 40.0, 150.0, 170.0], [0.0, 0.0, 320.0, 240.0]])
-    faces, cropped = crop_faces(frames, boxes)
+    faces, cropped = crop_faces(frames, boxes, shift_y=0.0)
     assert faces.shape == (2, 3, FACE_SIZE, FACE_SIZE) and faces.dtype == np.float32
     assert cropped.dtype == np.float32 and cropped.shape == (2, 4)
+    # Squared to their widths; the full-frame box clipped to the frame height.
+    assert cropped.tolist() == [[50.0, 55.0, 150.0, 155.0], [0.0, 0.0, 320.0, 240.0]]
     for frame, (x1, y1, x2, y2), face in zip(frames, cropped.astype(int), faces):
-        region = frame[y1:y2, x1:x2]
-        expected = cv2.resize(region, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
-        np.testing.assert_allclose(face, normalize_faces(expected[None])[0], atol=1e-6)
-    # The full-frame box was squared to its width and clipped to the frame height.
-    assert cropped[1].tolist() == [0.0, 0.0, 320.0, 240.0]
+        expected = normalize_faces(cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE),
+                                              interpolation=cv2.INTER_LINEAR)[None])[0]
+        inner = (slice(None), slice(1, -1), slice(1, -1))  # cv2 clamps at the crop's edge, we at the frame's
+        # One grey level of rounding is 1 / 255 / 0.224 = 0.0175 after normalisation.
+        assert np.abs(face[inner] - expected[inner]).max() <= 0.0176
+        assert np.abs(face[inner] - expected[inner]).mean() < 0.005
+    whole = crop_faces([frames[1]], np.array([[0.0, 0.0, 320.0, 320.0]]), shift_y=0.0)[0][0]
+    np.testing.assert_allclose(whole, normalize_faces(cv2.resize(frames[1], (FACE_SIZE, FACE_SIZE),
+                                                                 interpolation=cv2.INTER_LINEAR)[None])[0], atol=0.0176)
+
+
+def test_crop_moves_by_as_little_as_the_box() -> None:
+    """Float noise in a box (1e-4 px) changes the crop by about as much, never by a pixel's worth."""
+    frame = np.asarray(Image.effect_mandelbrot((320, 240), (-2.0, -1.2, 1.0, 1.2), 60).convert("RGB"))
+    box = np.array([[100.5, 60.5, 220.5, 200.5]])  # half-pixel edges: where rounding used to jump
+    base = crop_faces([frame], box)[0]
+    for noise in (1e-4, -1e-4):
+        moved = crop_faces([frame], box + noise)[0]
+        # At most 255 grey levels per pixel of shift, over the normalisation's smallest std.
+        assert np.abs(moved - base).max() <= abs(noise) * 255 / 0.224 / 255 * 4
+    shifted = crop_faces([frame], box + 1.0)[0]
+    assert np.abs(shifted - base).max() > 0.1  # a whole pixel does move it: the check above can fail
 
 
 def test_crop_faces_close_to_pil_bilinear_for_mild_scaling() -> None:
@@ -101,7 +133,7 @@ def test_crop_faces_close_to_pil_bilinear_for_mild_scaling() -> None:
     frame = np.asarray(Image.effect_mandelbrot((320, 240), (-2.0, -1.2, 1.0, 1.2), 60).convert("RGB"))
     box = np.array([[100.0, 60.0, 220.0, 200.0]])
     faces, cropped = crop_faces([frame], box, shift_y=0.0)
-    x1, y1, x2, y2 = cropped[0].astype(int)
+    x1, y1, x2, y2 = np.round(cropped[0]).astype(int)
     pil = np.asarray(Image.fromarray(frame[y1:y2, x1:x2]).resize((FACE_SIZE, FACE_SIZE), Image.BILINEAR))
     assert np.abs(faces[0] - normalize_faces(pil[None])[0]).mean() < 0.1
 

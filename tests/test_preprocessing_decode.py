@@ -261,8 +261,8 @@ def test_bt709_tagged_video_converts_like_opencv(tmp_path: Path) -> None:
     """OpenCV (which read the training videos) ignores the colour tag; so must we."""
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=25,
-                                options={"x264-params": "colormatrix=bt709:transfer=bt709:colorprim=bt709"})
+        stream = media.add_video_stream(out, "libx264", 25,
+                                        {"x264-params": "colormatrix=bt709:transfer=bt709:colorprim=bt709"})
         stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
         for i in range(3):
             for packet in stream.encode(av.VideoFrame.from_ndarray(media.face_frame(i), format="rgb24")):
