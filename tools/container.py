@@ -40,7 +40,8 @@ BASE_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 ROOTFS_IMAGE = "deepfake-debian:bookworm"
 STANDIN_LABEL = "deepfake.standin"
 STANDIN_SCRIPT = ROOT / "tools" / "standin" / "build.sh"
-COMPOSE_FILE = ROOT / "docker-compose.yml"
+# The compose file, and the CPU override that makes the host's network the project's default one.
+COMPOSE_FILES = (ROOT / "docker-compose.yml", ROOT / "docker-compose.cpu.yml")
 DEFAULT_PROJECT = "deepfake"
 DEFAULT_PORTS = {"TRITON_HTTP_PORT": "8100", "TRITON_GRPC_PORT": "8101", "TRITON_METRICS_PORT": "8102"}
 DEFAULT_READY_TIMEOUT_S = 900.0
@@ -143,7 +144,8 @@ def compose(env: Mapping[str, str], *args: str, check: bool = True, capture: boo
     binary = shutil.which("docker-compose")
     if binary is None:
         raise ContainerError("docker-compose is not installed (Debian: apt-get install docker-compose)")
-    return _run([binary, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), *args], env, check=check, capture=capture)
+    files = [arg for path in COMPOSE_FILES for arg in ("-f", str(path))]
+    return _run([binary, "--project-directory", str(ROOT), *files, *args], env, check=check, capture=capture)
 
 
 def missing_classifiers(repository: Path, frames: Sequence[str]) -> list[str]:
