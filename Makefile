@@ -14,11 +14,12 @@ PRECISION ?= fp32
 GRPC_PORT ?= 8001
 HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
+WEB_PORT ?= 8080
 PYTEST_ARGS ?=
 BENCH_FRAMES ?= 20
 BENCH_ARGS ?=
 
-.PHONY: help install checkpoints export tensorrt models serve demo test test-unit bench soak fuzz certs health deploy-check gpu-smoke clean
+.PHONY: help install checkpoints export tensorrt models serve web demo test test-unit bench soak fuzz certs health deploy-check gpu-smoke clean
 .PHONY: image container-up container-down
 
 # The container's ports: GRPC_PORT / HTTP_PORT / METRICS_PORT when given, else 8101 / 8100 / 8102,
@@ -69,6 +70,9 @@ models: $(STAMP) ## export the ONNX models only when some are missing
 
 serve: models ## run the embedded tritonserver (CPU) on REPOSITORY in the foreground
 	$(PY) -m serve --model-repository $(REPOSITORY) --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
+
+web: models ## the embedded server and the web page on http://127.0.0.1:WEB_PORT/, in the foreground until Ctrl-C
+	$(PY) tools/web.py --model-repository $(REPOSITORY) --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT) --port $(WEB_PORT)
 
 demo: models ## everything end to end: install, export, start the server, score sample clips, stop
 	$(PY) tools/demo.py --model-repository $(REPOSITORY)

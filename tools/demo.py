@@ -53,10 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         print(f"ready on grpc {server.grpc_url}; scoring with `python -m client score --frames {args.frames}`:", flush=True)
-        return client_main(["score", *videos, "--frames", str(args.frames), "--url", server.grpc_url, "--timeout", "600"])
+        status = client_main(["score", *videos, "--frames", str(args.frames), "--url", server.grpc_url, "--timeout", "600"])
     finally:
         server.stop()
         print("server stopped")
+    print("\nTo see it in a browser: `make web` starts the server and the web page, then open "
+          "http://127.0.0.1:8080/ and drop a video on it (Ctrl-C stops both). Against a server already "
+          "running: `python -m client web --url HOST:PORT`.")
+    return status
 
 
 if __name__ == "__main__":
