@@ -25,7 +25,7 @@ from client.web.form import FORM_OVERHEAD_BYTES, FormError, read_form
 from client.web.settings import DEFAULT_MAX_UPLOAD_BYTES, WebSettings, read_token
 from preprocessing.decode import DEFAULT_MAX_BYTES
 from tests.test_client import SERVER_ONLY_MODULES, make_score
-from tests.web_process import PROJECT_ROOT, WebProcess
+from benchmarks.web_process import PROJECT_ROOT, WebProcess
 
 LIMIT_MIB = 1
 LIMIT = LIMIT_MIB << 20

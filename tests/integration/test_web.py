@@ -21,7 +21,7 @@ import pytest
 from client import DeepfakeClient
 from client.batch import JSON_KEYS
 from tests import media
-from tests.web_process import PROJECT_ROOT, WebProcess
+from benchmarks.web_process import PROJECT_ROOT, WebProcess
 
 pytestmark = pytest.mark.integration
 

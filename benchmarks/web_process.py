@@ -1,4 +1,4 @@
-"""The web page as its own process, for the tests and the benchmark: ``python -m client web``.
+"""The web page as its own process, for its benchmark and its tests: ``python -m client web``.
 
 The process runs under an audit hook (``sys.addaudithook``) that records every file it opens for
 writing and every temporary file or folder it makes, so a test can check that an upload never
