@@ -1,7 +1,9 @@
 """Entrypoint of the GPU container: tritonserver with locked-down flags, watched for dead stubs.
 
 The server command is built here, from the environment, so that docker-compose, Kubernetes and
-a plain ``docker run`` start exactly the same server:
+a plain ``docker run`` start exactly the same server; the flags come from the builder the
+embedded server uses too (``serve/flags.py``), and dead stubs are found by its /proc reader
+(``serve/processes.py``):
 
 - ``--model-control-mode=none``: the repository is loaded once at start; nothing can load or
   unload models later (model loading is code execution for python-backend models).
@@ -48,7 +50,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.health import stub_processes
+from serve import processes
+from serve.flags import REDACTED, ServerFlags
+from serve.options import Restriction
 
 log = logging.getLogger("deploy.entrypoint")
 
@@ -68,6 +72,8 @@ GRPC_RESTRICTED = ("model-repository", "shared-memory", "statistics", "trace", "
 HTTP_RESTRICTED = ("inference", "model-config", "model-repository", "shared-memory", "statistics", "trace", "logging")
 # Hex or URL-safe base64 of at least 16 characters; it goes into a flag split on ',' ':' '='.
 ADMIN_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,512}")
+# Stands for the key while the settings are checked, before the secret file is read.
+ADMIN_KEY_PLACEHOLDER = "0" * 16
 
 # Triton's own default, stated so that stop_grace_period / terminationGracePeriodSeconds can
 # be set above it.
@@ -79,35 +85,6 @@ WATCH_INTERVAL_S = 5.0
 EXIT_CONFIG_ERROR = 2
 EXIT_STUB_DIED = 3
 SIGNAL_EXIT_BASE = 128
-
-# Flags this module owns; TRITON_EXTRA_ARGS may not set them again.
-MANAGED_FLAGS = frozenset(
-    {
-        "--model-repository",
-        "--model-store",
-        "--model-control-mode",
-        "--load-model",
-        "--repository-poll-secs",
-        "--exit-on-error",
-        "--strict-readiness",
-        "--model-config-name",
-        "--allow-sagemaker",
-        "--allow-vertex-ai",
-        "--allow-http",
-        "--allow-grpc",
-        "--allow-metrics",
-        "--http-port",
-        "--grpc-port",
-        "--metrics-port",
-        "--grpc-restricted-protocol",
-        "--http-restricted-api",
-        "--exit-timeout-secs",
-        "--http-address",
-        "--grpc-address",
-        "--metrics-address",
-    }
-)
-
 
 class ConfigError(Exception):
     """The environment does not describe a server this entrypoint can start."""
@@ -134,7 +111,7 @@ class Settings:
         ports = {name: _port(environ, f"TRITON_{name.upper()}_PORT", default) for name, default in DEFAULT_PORTS.items()}
         if len(set(ports.values())) != len(ports):
             raise ConfigError(f"the HTTP, gRPC and metrics ports must differ, got {ports}")
-        return cls(
+        settings = cls(
             tritonserver=environ.get("TRITONSERVER", DEFAULT_TRITONSERVER),
             repository=Path(environ.get("MODEL_REPOSITORY", DEFAULT_REPOSITORY)),
             model_config=model_config,
@@ -144,6 +121,30 @@ class Settings:
             exit_timeout_s=_positive_int(environ, "TRITON_EXIT_TIMEOUT_S", DEFAULT_EXIT_TIMEOUT_S),
             extra_args=_extra_args(environ.get("TRITON_EXTRA_ARGS", "")),
         )
+        # Refuses TRITON_EXTRA_ARGS that would set a flag the entrypoint sets.
+        settings.flags(ADMIN_KEY_PLACEHOLDER)
+        return settings
+
+    def flags(self, admin_key: str) -> ServerFlags:
+        """The server this container runs, in the terms the embedded server uses too (serve.flags)."""
+        try:
+            return ServerFlags(
+                repository=self.repository,
+                http_port=self.ports["http"],
+                grpc_port=self.ports["grpc"],
+                metrics_port=self.ports["metrics"],
+                host=self.bind_address,
+                model_control="none",
+                exit_on_error=True,
+                strict_readiness=True,
+                exit_timeout_s=self.exit_timeout_s,
+                model_config_name=None if self.model_config == "default" else self.model_config,
+                grpc_restrictions=(Restriction(GRPC_RESTRICTED, ADMIN_HEADER, admin_key),),
+                http_restrictions=(Restriction(HTTP_RESTRICTED, ADMIN_HEADER, admin_key),),
+                extra_args=self.extra_args,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc).replace("extra arguments", "TRITON_EXTRA_ARGS", 1)) from None
 
 
 def _port(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -175,9 +176,6 @@ def _extra_args(text: str) -> tuple[str, ...]:
         args = tuple(shlex.split(text))
     except ValueError as exc:
         raise ConfigError(f"TRITON_EXTRA_ARGS cannot be split into words: {exc}") from None
-    clashes = sorted({arg.split("=", 1)[0] for arg in args} & MANAGED_FLAGS)
-    if clashes:
-        raise ConfigError(f"TRITON_EXTRA_ARGS may not set {', '.join(clashes)}: the entrypoint sets them")
     return args
 
 
@@ -199,49 +197,21 @@ def read_admin_key(path: Path) -> str:
     return key
 
 
-def build_command(settings: Settings, admin_key: str) -> list[str]:
-    """The tritonserver command line."""
+def server_flags(settings: Settings, admin_key: str) -> ServerFlags:
+    """The server's settings, checked against the files they name."""
     if not settings.repository.is_dir():
         raise ConfigError(f"model repository {settings.repository} is not a directory (MODEL_REPOSITORY)")
-    command = [
-        settings.tritonserver,
-        f"--model-repository={settings.repository}",
-        "--model-control-mode=none",
-        "--exit-on-error=true",
-        "--strict-readiness=true",
-        f"--exit-timeout-secs={settings.exit_timeout_s}",
-        "--allow-sagemaker=false",
-        "--allow-vertex-ai=false",
-        "--allow-http=true",
-        f"--http-port={settings.ports['http']}",
-        "--allow-grpc=true",
-        f"--grpc-port={settings.ports['grpc']}",
-        "--allow-metrics=true",
-        f"--metrics-port={settings.ports['metrics']}",
-        f"--grpc-restricted-protocol={','.join(GRPC_RESTRICTED)}:{ADMIN_HEADER}={admin_key}",
-        f"--http-restricted-api={','.join(HTTP_RESTRICTED)}:{ADMIN_HEADER}={admin_key}",
-    ]
-    if settings.bind_address is not None:
-        command.extend(f"--{endpoint}-address={settings.bind_address}" for endpoint in ("http", "grpc", "metrics"))
-    if settings.model_config != "default":
-        command.append(f"--model-config-name={settings.model_config}")
-    command.extend(settings.extra_args)
-    return command
+    return settings.flags(admin_key)
+
+
+def build_command(settings: Settings, admin_key: str) -> list[str]:
+    """The tritonserver command line."""
+    return server_flags(settings, admin_key).command(settings.tritonserver)
 
 
 def redacted(command: list[str], admin_key: str) -> str:
-    return shlex.join(part.replace(admin_key, "<admin-key>") for part in command)
-
-
-def _stub_model(pid: int) -> str | None:
-    """The model a live stub serves, from its command line (``<repo>/<model>/<version>/model.py``)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    if len(argv) < 2 or not argv[1]:
-        return None
-    return Path(argv[1].decode(errors="replace")).parent.parent.name
+    """The command as a shell line, the admin key hidden."""
+    return shlex.join(part.replace(admin_key, REDACTED) for part in command)
 
 
 def _exit_status(returncode: int) -> int:
@@ -280,14 +250,12 @@ def supervise(command: list[str], exit_timeout_s: int, watch_interval_s: float =
         if stopping:
             continue
         dead = []
-        for stub in stub_processes():
-            if stub.parent_pid != server.pid:
-                continue
-            if stub.defunct:
+        for stub in processes.stubs(parent=server.pid):
+            if stub.dead:
                 dead.append(stub)
             elif stub.pid not in models:
                 # A zombie's command line is empty, so learn each stub's model while it lives.
-                models[stub.pid] = _stub_model(stub.pid) or "unknown model"
+                models[stub.pid] = processes.stub_model(stub.pid) or "unknown model"
         if dead:
             names = ", ".join(f"{models.get(stub.pid, 'unknown model')} (pid {stub.pid})" for stub in dead)
             log.error(

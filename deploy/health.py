@@ -5,9 +5,10 @@ Triton 2.51 (NGC 24.10) does not restart a python-backend stub that dies, and ne
 model's own ready endpoint notices: they keep answering 200 while every request to that model
 fails with "Stub process ... is not healthy". The dead stub stays behind as a zombie child of
 tritonserver (the server never reaps it), so this check looks for such zombies in ``/proc``
-besides asking the server itself.
+besides asking the server itself, with the /proc reader the embedded server's watchdog uses
+(``serve/processes.py``: a zombie or a process being torn down counts as dead).
 
-Usage (inside the container; stdlib only, runs on the image's Python 3.10)::
+Usage (inside the container; stdlib only, runs on the image's Python 3.10 and the stand-in's 3.11)::
 
     python3 -m deploy.health --check ready   # compose healthcheck: serving and no dead stub
     python3 -m deploy.health --check live    # Kubernetes liveness: answering and no dead stub
@@ -22,65 +23,16 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
-# /proc/<pid>/comm holds at most 15 characters of the executable's name.
-STUB_COMM_PREFIX = "triton_python_backend_stub"[:15]
-ZOMBIE_STATE = "Z"
+from serve import processes
+
 HTTP_OK = 200
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_TIMEOUT_S = 4.0
 HEALTH_PATHS = {"live": "/v2/health/live", "ready": "/v2/health/ready"}
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
-
-
-@dataclass(frozen=True)
-class StubProcess:
-    """A python-backend stub seen in /proc."""
-
-    pid: int
-    parent_pid: int
-    state: str
-
-    @property
-    def defunct(self) -> bool:
-        return self.state == ZOMBIE_STATE
-
-
-def _read_status(status_file: Path) -> dict[str, str]:
-    fields = {}
-    for line in status_file.read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    return fields
-
-
-def stub_processes(proc_root: Path = Path("/proc")) -> list[StubProcess]:
-    """Every python-backend stub visible in ``proc_root``, alive or defunct."""
-    stubs = []
-    for entry in proc_root.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if not (entry / "comm").read_text().startswith(STUB_COMM_PREFIX):
-                continue
-            fields = _read_status(entry / "status")
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            # The process ended (or is not ours to read) between listing and reading.
-            continue
-        stubs.append(StubProcess(int(entry.name), int(fields["PPid"]), fields["State"].split()[0]))
-    return stubs
-
-
-def defunct_stubs(server_pid: int | None = None, proc_root: Path = Path("/proc")) -> list[StubProcess]:
-    """Stubs that died and were never reaped, optionally only those of one server process."""
-    return [
-        stub
-        for stub in stub_processes(proc_root)
-        if stub.defunct and (server_pid is None or stub.parent_pid == server_pid)
-    ]
 
 
 def probe(url: str, timeout_s: float) -> str | None:
@@ -110,7 +62,7 @@ def check(
     is only one server, so the command line leaves it out.
     """
     problems = []
-    dead = defunct_stubs(server_pid, proc_root)
+    dead = processes.dead_stubs(server_pid, proc_root)
     if dead:
         pids = ", ".join(str(stub.pid) for stub in dead)
         problems.append(

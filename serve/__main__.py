@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from serve.errors import ServeError, SetupError
+from serve.flags import managed_clashes
 from serve.options import RESTRICTABLE, GrpcTls, Restriction
 from serve.server import (
     DEFAULT_CONFIG_NAME,
@@ -193,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tls = _tls(parser, args)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    clashes = managed_clashes(args.triton_arg)
+    if clashes:
+        parser.error(f"--triton-arg may not set {', '.join(clashes)}: use this command's own options")
     server = EmbeddedServer(
         args.model_repository,
         grpc_port=args.grpc_port,

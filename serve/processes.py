@@ -1,14 +1,24 @@
-"""The server's python-backend stub processes, read from ``/proc`` (Linux)."""
+"""The server's python-backend stub processes, read from ``/proc`` (Linux).
+
+The one reader of ``/proc`` in the project: the embedded server's watchdog, the container's
+entrypoint and its health check (``deploy/``) all ask it, with one rule for a dead process: a
+zombie or a process being torn down (:data:`DEAD_STATES`) has exited. Standard library only.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from serve.distribution import STUB_NAME
 
 PROC = Path("/proc")
+#: ``/proc/<pid>/stat`` holds at most 15 characters of the executable's name; a zombie keeps it
+#: (its command line is empty).
+COMM_LENGTH = 15
+STUB_COMM = STUB_NAME[:COMM_LENGTH]
 #: Where POSIX shared memory lives on Linux.
 SHM_DIR = Path("/dev/shm")
 #: Name prefix of the shared-memory region the python backend gives each stub (its second
@@ -22,32 +32,78 @@ STATE_FIELD = 0
 PPID_FIELD = 1
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of ``/proc/<pid>/stat`` after the command name, or None when the process is gone."""
+@dataclass(frozen=True)
+class ProcessStatus:
+    """One process as ``/proc/<pid>/stat`` shows it.
+
+    Attributes:
+        pid: its id.
+        parent_pid: its parent's id.
+        state: the one-letter state (``R``, ``S``, ``Z``, ...).
+        name: the executable's name, cut to :data:`COMM_LENGTH` characters.
+    """
+
+    pid: int
+    parent_pid: int
+    state: str
+    name: str
+
+    @property
+    def dead(self) -> bool:
+        """Exited (a zombie, or being torn down)."""
+        return self.state in DEAD_STATES
+
+    @property
+    def is_stub(self) -> bool:
+        return self.name == STUB_COMM
+
+
+def status(pid: int, proc_root: Path = PROC) -> ProcessStatus | None:
+    """What ``/proc/<pid>/stat`` says, or None when the process is gone (or not ours to read)."""
     try:
-        text = (PROC / str(pid) / "stat").read_text()
+        text = (proc_root / str(pid) / "stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     # The command name is in parentheses and may itself hold spaces or parentheses.
-    return text[text.rindex(")") + 2 :].split()
+    opening, closing = text.index("("), text.rindex(")")
+    fields = text[closing + 2 :].split()
+    return ProcessStatus(pid=pid, parent_pid=int(fields[PPID_FIELD]), state=fields[STATE_FIELD], name=text[opening + 1 : closing])
+
+
+def all_processes(proc_root: Path = PROC) -> list[ProcessStatus]:
+    """Every process visible in ``proc_root``, alive or dead, by pid."""
+    found = []
+    for entry in os.listdir(proc_root):
+        if entry.isdigit():
+            process = status(int(entry), proc_root)
+            if process is not None:
+                found.append(process)
+    return sorted(found, key=lambda process: process.pid)
 
 
 def is_running(pid: int) -> bool:
     """Whether a process exists and has not exited (a zombie counts as exited)."""
-    fields = _stat_fields(pid)
-    return fields is not None and fields[STATE_FIELD] not in DEAD_STATES
+    process = status(pid)
+    return process is not None and not process.dead
 
 
 def children(parent: int) -> list[int]:
     """Running direct children of a process."""
-    found = []
-    for entry in os.listdir(PROC):
-        if not entry.isdigit():
-            continue
-        fields = _stat_fields(int(entry))
-        if fields is not None and int(fields[PPID_FIELD]) == parent and fields[STATE_FIELD] not in DEAD_STATES:
-            found.append(int(entry))
-    return sorted(found)
+    return [process.pid for process in all_processes() if process.parent_pid == parent and not process.dead]
+
+
+def stubs(parent: int | None = None, proc_root: Path = PROC) -> list[ProcessStatus]:
+    """Python-backend stub processes, alive or dead, optionally only the children of ``parent``."""
+    return [
+        process
+        for process in all_processes(proc_root)
+        if process.is_stub and (parent is None or process.parent_pid == parent)
+    ]
+
+
+def dead_stubs(parent: int | None = None, proc_root: Path = PROC) -> list[ProcessStatus]:
+    """Stubs that exited and were not reaped (Triton 2.51 never reaps them), optionally of one server."""
+    return [process for process in stubs(parent, proc_root) if process.dead]
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -56,6 +112,17 @@ def _cmdline(pid: int) -> list[str]:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return []
     return [part.decode("utf-8", errors="replace") for part in raw.split(b"\0") if part]
+
+
+def stub_model(pid: int) -> str | None:
+    """The model a live stub serves, from its first argument ``<repository>/<model>/<version>/model.py``.
+
+    None once it has exited: a zombie's command line is empty, so learn it while the stub lives.
+    """
+    argv = _cmdline(pid)
+    if len(argv) < 2 or Path(argv[0]).name != STUB_NAME:
+        return None
+    return Path(argv[1]).parent.parent.name
 
 
 def is_stub_of(pid: int, backend_dir: Path) -> bool:
@@ -74,13 +141,12 @@ def python_stubs(server_pid: int) -> dict[str, set[int]]:
     The stub's first argument is ``<repository>/<model>/<version>/model.py``; the model name is
     the folder two levels up.
     """
-    stubs: dict[str, set[int]] = {}
+    found: dict[str, set[int]] = {}
     for pid in children(server_pid):
-        argv = _cmdline(pid)
-        if len(argv) > 1 and Path(argv[0]).name == STUB_NAME:
-            model = Path(argv[1]).parent.parent.name
-            stubs.setdefault(model, set()).add(pid)
-    return stubs
+        model = stub_model(pid)
+        if model is not None:
+            found.setdefault(model, set()).add(pid)
+    return found
 
 
 def _is_region(name: str) -> bool:

@@ -23,7 +23,6 @@ import atexit
 import logging
 import os
 import secrets
-import shlex
 import shutil
 import signal
 import subprocess
@@ -38,6 +37,7 @@ from serve import processes
 from serve.control import STATE_READY, STATE_UNAVAILABLE, ControlClient
 from serve.distribution import BACKEND_NAME, TritonDistribution, allocator_of, server_environment
 from serve.errors import ArtifactsMissingError, ControlError, ModelLoadError, RepositoryError, ServeError, ServerStartError
+from serve.flags import ServerFlags, managed_clashes
 from serve.options import GrpcTls, Restriction, covered, headers_for
 from serve.ports import ensure_free
 from serve.repository import export_commands, missing_artifacts, model_dirs
@@ -164,6 +164,9 @@ class EmbeddedServer:
             raise ValueError(f"watchdog_interval must be positive, got {watchdog_interval}")
         if grpc_tls is not None:
             grpc_tls.validate()
+        clashes = managed_clashes(extra_args)
+        if clashes:
+            raise ValueError(f"extra_args may not set {', '.join(clashes)}: the server sets them from its own settings")
         self.repository_arg = Path(repository)
         self.repository = self.repository_arg.resolve()
         self.grpc_port = int(grpc_port)
@@ -384,46 +387,36 @@ class EmbeddedServer:
                 export_commands(self.repository_arg, missing),
             )
 
-    def _command(self) -> list[str]:
-        assert self._distribution is not None and self._backend_dir is not None, "set by start()"
-        command = [
-            str(self._distribution.binary),
-            f"--model-repository={self.repository}",
-            f"--backend-directory={self._backend_dir}",
-            "--model-control-mode=explicit",
-            "--load-model=*",
+    def _flags(self) -> ServerFlags:
+        assert self._backend_dir is not None, "set by start()"
+        return ServerFlags(
+            repository=self.repository,
+            http_port=self.http_port,
+            grpc_port=self.grpc_port,
+            metrics_port=self.metrics_port,
+            host=self.host,
+            backend_directory=self._backend_dir,
+            model_control="explicit",
             # Keep running when a model fails, so its reason can be read from the repository index.
-            "--exit-on-error=false",
-            "--strict-readiness=true",
-            "--pinned-memory-pool-byte-size=0",
-            f"--exit-timeout-secs={round(self.stop_timeout)}",
-            f"--grpc-address={self.host}",
-            f"--grpc-port={self.grpc_port}",
-            f"--http-address={self.host}",
-            f"--http-port={self.http_port}",
-            f"--metrics-address={self.host}",
-            f"--metrics-port={self.metrics_port}",
-        ]
-        if self.model_config_name:
-            command.append(f"--model-config-name={self.model_config_name}")
-        if not self.auto_complete_config:
-            command.append("--disable-auto-complete-config")
-        if self.grpc_tls is not None:
-            command += self.grpc_tls.server_args()
-        command += [f"--grpc-restricted-protocol={item.as_flag_value()}" for item in self.grpc_restrictions]
-        command += [f"--http-restricted-api={item.as_flag_value()}" for item in self.http_restrictions]
-        command += self.extra_args
-        return command
+            exit_on_error=False,
+            strict_readiness=True,
+            exit_timeout_s=round(self.stop_timeout),
+            model_config_name=self.model_config_name,
+            auto_complete_config=self.auto_complete_config,
+            pinned_memory_pool_bytes=0,
+            grpc_tls=self.grpc_tls,
+            grpc_restrictions=self.grpc_restrictions,
+            http_restrictions=self.http_restrictions,
+            extra_args=self.extra_args,
+        )
+
+    def _command(self) -> list[str]:
+        assert self._distribution is not None, "set by start()"
+        return self._flags().command(self._distribution.binary)
 
     def _printable(self, command: list[str]) -> str:
         """The command line with restriction keys' values hidden."""
-        secrets_seen = {item.value for item in (*self.grpc_restrictions, *self.http_restrictions)}
-        hidden = []
-        for part in command:
-            for value in secrets_seen:
-                part = part.replace(f"={value}", "=<hidden>")
-            hidden.append(part)
-        return shlex.join(hidden)
+        return self._flags().redacted(command)
 
     def _launch(self) -> None:
         assert self._distribution is not None, "set by start()"

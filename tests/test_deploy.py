@@ -26,6 +26,8 @@ import pytest
 import yaml
 
 from deploy import entrypoint, health
+from serve import processes
+from serve.flags import MANAGED_FLAGS, ServerFlags
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -386,6 +388,14 @@ def test_bind_address_reaches_every_endpoint(tmp_path: Path, admin_key_file: Pat
     assert not any("-address=" in part for part in default), "the GPU container binds its own network's addresses"
 
 
+def test_container_flags_come_from_the_shared_builder(tmp_path: Path, admin_key_file: Path) -> None:
+    settings = entrypoint.Settings.from_environ(environ_for(tmp_path, admin_key_file, TRITON_EXTRA_ARGS="--log-verbose=1"))
+    flags = entrypoint.server_flags(settings, "k" * 16)
+    assert isinstance(flags, ServerFlags)
+    assert entrypoint.build_command(settings, "k" * 16) == flags.command(entrypoint.DEFAULT_TRITONSERVER)
+    assert {"--model-control-mode", "--grpc-address", "--backend-directory"} <= MANAGED_FLAGS
+
+
 @pytest.mark.parametrize("name", ["tensorrt", "cpu"])
 def test_model_config_name_comes_from_the_environment(tmp_path: Path, admin_key_file: Path, name: str) -> None:
     settings = entrypoint.Settings.from_environ(environ_for(tmp_path, admin_key_file, TRITON_MODEL_CONFIG=name))
@@ -400,8 +410,8 @@ def test_model_config_name_comes_from_the_environment(tmp_path: Path, admin_key_
         ({"TRITON_GRPC_PORT": "8000"}, "the HTTP, gRPC and metrics ports must differ"),
         ({"TRITON_EXIT_TIMEOUT_S": "0"}, "TRITON_EXIT_TIMEOUT_S='0'"),
         ({"TRITON_BIND_ADDRESS": "localhost,0.0.0.0"}, "TRITON_BIND_ADDRESS='localhost,0.0.0.0': expected an IP address"),
-        ({"TRITON_EXTRA_ARGS": "--grpc-address=0.0.0.0"}, "may not set --grpc-address"),
-        ({"TRITON_EXTRA_ARGS": "--log-verbose=1 --model-control-mode=explicit"}, "may not set --model-control-mode"),
+        ({"TRITON_BIND_ADDRESS": "127.0.0.1", "TRITON_EXTRA_ARGS": "--grpc-address=0.0.0.0"}, "may not set --grpc-address"),
+        ({"TRITON_EXTRA_ARGS": "--log-verbose=1 --model-control-mode=explicit"}, "TRITON_EXTRA_ARGS may not set --model-control-mode"),
         ({"TRITON_EXTRA_ARGS": "--http-restricted-api health:k=v"}, "may not set --http-restricted-api"),
         ({"TRITON_EXTRA_ARGS": "--log-file='unterminated"}, "cannot be split into words"),
     ],
@@ -427,7 +437,7 @@ def test_print_command_redacts_the_key_and_a_bad_setup_exits_2(tmp_path: Path, a
     env = {**os.environ, **environ_for(tmp_path, admin_key_file)}
     completed = run([sys.executable, "-m", "deploy.entrypoint", "--print-command"], cwd=ROOT, env=env)
     assert completed.returncode == 0, completed.stderr
-    assert "0123456789abcdef" not in completed.stdout and "admin-key=<admin-key>" in completed.stdout
+    assert "0123456789abcdef" not in completed.stdout and "admin-key=<hidden>" in completed.stdout
     env["MODEL_REPOSITORY"] = str(tmp_path / "absent")
     completed = run([sys.executable, "-m", "deploy.entrypoint"], cwd=ROOT, env=env)
     assert completed.returncode == entrypoint.EXIT_CONFIG_ERROR
@@ -442,7 +452,7 @@ def zombie_stub(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen([str(stub), "60"])
     process.send_signal(signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while not any(s.pid == process.pid and s.defunct for s in health.stub_processes()):
+    while not any(s.pid == process.pid and s.dead for s in processes.stubs()):
         assert time.monotonic() < deadline, "the killed process never showed up as a zombie"
         time.sleep(0.05)
     yield process
@@ -450,9 +460,12 @@ def zombie_stub(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def test_dead_stub_is_found_among_its_servers_children(zombie_stub: subprocess.Popen[bytes]) -> None:
-    dead = health.defunct_stubs(server_pid=os.getpid())
+    dead = processes.dead_stubs(os.getpid())
     assert [stub.pid for stub in dead] == [zombie_stub.pid]
-    assert health.defunct_stubs(server_pid=zombie_stub.pid) == []
+    assert processes.dead_stubs(zombie_stub.pid) == []
+    # The embedded server's watchdog reads the same process the same way.
+    assert not processes.is_running(zombie_stub.pid)
+    assert zombie_stub.pid not in processes.children(os.getpid())
 
 
 def test_health_check_reports_a_dead_stub_and_an_unreachable_server(zombie_stub: subprocess.Popen[bytes]) -> None:

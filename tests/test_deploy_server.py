@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from deploy import entrypoint, health
-from serve import TritonDistribution, TritonNotFoundError, free_ports
+from serve import TritonDistribution, TritonNotFoundError, free_ports, processes
 from serve.distribution import server_environment
 from tests.test_deploy import DOCKERFILE, GPU_METRICS, NGC_RELEASE_OF_TRITON, metric_names_used
 
@@ -210,15 +210,15 @@ def test_dashboard_and_autoscaler_use_metrics_this_triton_exports(server: Server
 def test_a_dead_stub_fails_the_health_check_and_restarts_the_container(tmp_path: Path) -> None:
     server = start(tmp_path)
     try:
-        (server_pid,) = _children(server.process.pid)
+        (server_pid,) = processes.children(server.process.pid)
         url = f"http://{server.http}"
         assert health.check(url, "ready", 5.0, server_pid=server_pid) == []
         # Let the entrypoint see the stub alive once, so it can name the model when it dies.
         time.sleep(entrypoint.WATCH_INTERVAL_S + 1)
-        (stub,) = [s for s in health.stub_processes() if s.parent_pid == server_pid]
+        (stub,) = processes.stubs(parent=server_pid)
         os.kill(stub.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while not health.defunct_stubs(server_pid):
+        while not processes.dead_stubs(server_pid):
             assert time.monotonic() < deadline, "the killed stub did not turn into a zombie"
             time.sleep(POLL_S)
         # Triton itself still claims to be ready: that is why the check looks at the stubs.
@@ -230,16 +230,3 @@ def test_a_dead_stub_fails_the_health_check_and_restarts_the_container(tmp_path:
         assert f"python-backend stub of {MODEL} (pid {stub.pid}) died" in server.log_text()
     finally:
         stop(server)
-
-
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (the entrypoint's only child is tritonserver)."""
-    children = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            text = status.read_text()
-        except OSError:
-            continue
-        if f"\nPPid:\t{pid}\n" in text:
-            children.append(int(status.parent.name))
-    return children

@@ -27,6 +27,7 @@ from serve import (
     free_ports,
 )
 from serve import processes
+from serve.flags import ServerFlags
 from serve.__main__ import EXIT_BAD_SETUP, build_parser
 from serve.distribution import (ALLOCATOR_VARIABLE, BACKEND_LIBRARY, BACKEND_NAME, BACKEND_UTILS, JEMALLOC_CONF, PROJECT_ROOT,
                                 STUB_NAME, allocator_of, find_jemalloc, python_version_tag, server_environment)
@@ -106,6 +107,7 @@ def test_help_documents_every_flag():
         (["--grpc-ssl"], "needs both --grpc-server-cert and --grpc-server-key"),
         (["--grpc-server-cert", "cert.pem"], "only apply with --grpc-ssl"),
         (["--grpc-ssl", "--grpc-server-cert", "absent.pem", "--grpc-server-key", "absent.key"], "does not exist"),
+        (["--triton-arg=--model-control-mode=poll"], "--triton-arg may not set --model-control-mode"),
     ],
 )
 def test_bad_command_lines_are_refused_with_the_reason(args, message, tmp_path):
@@ -165,6 +167,43 @@ def test_model_control_api_is_always_restricted(tmp_path):
     given = EmbeddedServer(tmp_path, grpc_restrictions=[theirs], http_restrictions=[theirs])
     assert given.grpc_restrictions == (theirs,)
     assert given.http_restrictions == (theirs,)
+
+
+def test_embedded_flags_come_from_the_shared_builder(tmp_path):
+    """The embedded server's command is the ServerFlags one, with its own choices (explicit control)."""
+    server = EmbeddedServer(tmp_path, grpc_port=8101, http_port=8100, metrics_port=8102, model_config_name="cpu",
+                            extra_args=["--log-verbose=1"])
+    server._backend_dir = tmp_path / "backends"
+    flags = server._flags()
+    assert isinstance(flags, ServerFlags)
+    command = flags.command("tritonserver")
+    for flag in ("--model-control-mode=explicit", "--load-model=*", "--exit-on-error=false", "--strict-readiness=true",
+                 "--pinned-memory-pool-byte-size=0", "--disable-auto-complete-config", "--model-config-name=cpu",
+                 "--grpc-address=127.0.0.1", "--http-port=8100", "--grpc-port=8101", "--metrics-port=8102",
+                 f"--backend-directory={tmp_path / 'backends'}", "--allow-sagemaker=false"):
+        assert flag in command
+    assert command[-1] == "--log-verbose=1"
+    key = server.grpc_restrictions[0].value
+    assert key in " ".join(command) and key not in flags.redacted(command) and "serve-control-key=<hidden>" in flags.redacted(command)
+    with pytest.raises(ValueError, match="may not set --grpc-port"):
+        EmbeddedServer(tmp_path, extra_args=["--grpc-port=1"])
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"model_control": "poll"}, "model control 'poll'"),
+        ({"grpc_port": 8000}, "ports must differ"),
+        ({"metrics_port": 0}, "metrics port must be between 1 and 65535"),
+        ({"exit_timeout_s": -1}, "at least 0 seconds"),
+        ({"host": "127.0.0.1", "extra_args": ("--http-address=0.0.0.0",)}, "may not set --http-address"),
+        ({"extra_args": ("--model-repository=/elsewhere",)}, "may not set --model-repository"),
+    ],
+)
+def test_server_flags_refuse_what_tritonserver_would_misread(tmp_path, changes, message):
+    settings = {"repository": tmp_path, "http_port": 8000, "grpc_port": 8001, "metrics_port": 8002, **changes}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ServerFlags(**settings)
 
 
 def test_urls_use_loopback_when_binding_every_address(tmp_path):

@@ -255,7 +255,7 @@ def test_container_runs_locked_down_on_loopback(deployment: Deployment, capsys) 
     logs = deployment.logs()
     for endpoint, address in (("GRPCInferenceService", deployment.grpc), ("HTTPService", deployment.http), ("Metrics Service", deployment.metrics)):
         assert f'"Started {endpoint} at {address}"' in logs, f"{endpoint} must bind {address} only"
-    assert "--model-config-name=cpu" in logs and "<admin-key>" in logs and deployment.admin_key not in logs
+    assert "--model-config-name=cpu" in logs and "admin-key=<hidden>" in logs and deployment.admin_key not in logs
     processes = _docker(deployment.env, "top", container, "-eo", "pid,uid,args")
     uids = {line.split()[1] for line in processes.splitlines()[1:] if line.strip()}
     assert uids == {"10001"}, processes
