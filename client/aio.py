@@ -7,6 +7,7 @@ event loop that will use it (the channel belongs to that loop).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 
@@ -113,12 +114,15 @@ class AsyncDeepfakeClient:
         Asked by name with ``is_model_ready``, as ``client health`` does where the repository
         index is restricted (both servers restrict it by key).
         """
+        asked = [(kind, check_frames(length)) for length in lengths for kind in MODEL_KINDS]
+        answers = await asyncio.gather(*(
+            self._call(self._client.is_model_ready, MODEL_KINDS[kind].format(frames=length), timeout_s=timeout_s)
+            for kind, length in asked
+        ))
         ready: dict[str, list[int]] = {kind: [] for kind in MODEL_KINDS}
-        for length in lengths:
-            for kind, template in MODEL_KINDS.items():
-                name = template.format(frames=check_frames(length))
-                if await self._call(self._client.is_model_ready, name, timeout_s=timeout_s):
-                    ready[kind].append(length)
+        for (kind, length), answer in zip(asked, answers):
+            if answer:
+                ready[kind].append(length)
         return ready
 
     async def model_info(self, timeout_s: float | None = None) -> dict:

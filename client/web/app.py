@@ -22,6 +22,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.datastructures import MutableHeaders
+from starlette.requests import ClientDisconnect
 
 from ..aio import AsyncDeepfakeClient
 from ..api import (
@@ -385,12 +386,14 @@ def create_app(settings: WebSettings) -> FastAPI:
             raise ApiError(503, f"the page is busy with {settings.max_concurrent} uploads; retry in a moment", "UNAVAILABLE", True)
         await state.slots.acquire()
         try:
-            form = await read_form(request.headers, request.stream(), settings.max_upload_bytes, text_fields,
+            return await read_form(request.headers, request.stream(), settings.max_upload_bytes, text_fields,
                                    settings.upload_timeout_s)
+        except ClientDisconnect:
+            state.slots.release()
+            raise FormError(400, "the upload was interrupted before it was complete") from None
         except BaseException:
             state.slots.release()
             raise
-        return form
 
     async def run(call, *args, **kwargs):
         try:

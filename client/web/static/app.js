@@ -365,7 +365,9 @@
     if (video.hidden || !video.videoWidth) return;
     const index = frameAt(entry.result.frame_times, video.currentTime);
     drawBox(entry, index);
-    if (index >= 0) highlight(entry, index);
+    // The strip, the viewer and the timeline follow the video.
+    if (index >= 0 && index !== entry.selected) selectFrame(entry, index, false);
+    else if (index >= 0) highlight(entry, index);
   }
 
   // Places the face box of frame `index` over the displayed picture (video or still).
