@@ -114,12 +114,12 @@ def sample_region(frame: np.ndarray, region: Sequence[float], size: int = FACE_S
     height, width = frame.shape[:2]
     rows, row_weights = _taps(y1, y2, size, height)
     cols, col_weights = _taps(x1, x2, size, width)
-    # Only the pixels the taps reach are converted to float.
-    top, left = int(rows.min()), int(cols.min())
-    patch = frame[top:int(rows.max()) + 1, left:int(cols.max()) + 1].astype(np.float32)
-    rows, cols = rows - top, cols - left
-    along_y = (patch[rows[:, 0]] * row_weights[:, 0, None, None]
-               + patch[rows[:, 1]] * row_weights[:, 1, None, None])
+    # Only the pixels the taps reach are converted to float: the size rows first, then their columns.
+    left = int(cols.min())
+    patch = frame[:, left:int(cols.max()) + 1]
+    cols = cols - left
+    along_y = (patch[rows[:, 0]].astype(np.float32) * row_weights[:, 0, None, None]
+               + patch[rows[:, 1]].astype(np.float32) * row_weights[:, 1, None, None])
     return (along_y[:, cols[:, 0]] * col_weights[None, :, 0, None]
             + along_y[:, cols[:, 1]] * col_weights[None, :, 1, None])
 
@@ -193,8 +193,11 @@ def normalize_faces(crops_rgb: np.ndarray) -> np.ndarray:
 
 def _normalize(crops_rgb: np.ndarray) -> np.ndarray:
     """:func:`normalize_faces` on ``float32 [N, H, W, 3]`` crops on the 0..255 scale."""
-    bgr = crops_rgb[..., ::-1] / np.float32(_MAX_PIXEL)
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
-    std = np.asarray(IMAGENET_STD, dtype=np.float32)
-    normalised = (bgr - mean) / std
-    return np.ascontiguousarray(normalised.transpose(0, 3, 1, 2))
+    out = np.empty((crops_rgb.shape[0], 3, *crops_rgb.shape[1:3]), dtype=np.float32)
+    for channel in range(3):
+        # Output channel 0 is blue (RGB channel 2), normalised with the first mean and std.
+        plane = out[:, channel]
+        np.divide(crops_rgb[..., 2 - channel], np.float32(_MAX_PIXEL), out=plane)
+        np.subtract(plane, np.float32(IMAGENET_MEAN[channel]), out=plane)
+        np.divide(plane, np.float32(IMAGENET_STD[channel]), out=plane)
+    return out

@@ -12,10 +12,14 @@ integers, so every bin sum is exact in integer arithmetic, and the division is d
 way PyTorch's CPU kernel does it (by the bin height, then by its width). The networks see the same
 tensors in the same memory layout, so the boxes are those of ``facenet_pytorch.MTCNN.detect``; the
 tests compare the two on real frames.
+
+Its ceil-mode max-pooling layers, a third of MTCNN's time in PyTorch's CPU kernel, are replaced by
+:func:`exact_fast_pooling` with an equivalent that gives the same values bit for bit.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -247,3 +251,60 @@ def _nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndar
         overlap = inter_w * inter_h / np.minimum(area[best], area[rest])
         order = rest[overlap <= threshold]
     return np.asarray(keep, np.int64)
+
+
+# ----------------------------------------------------------------- ceil-mode max pooling, made fast
+
+
+def ceil_max_pool(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """``F.max_pool2d(x, kernel, stride, ceil_mode=True)`` with the same result, several times faster.
+
+    PyTorch's CPU kernel for NCHW ceil-mode pooling took ~37 % of MTCNN's time here. A max is exact
+    whatever the order it is taken in: this pads the ragged edge with -inf and takes the maximum of
+    strided row slices, then of strided column slices, so every output is bit-identical.
+    """
+    height, width = x.shape[-2:]
+    # Beyond these, PyTorch's output size has rules of its own (an empty or a dropped last window).
+    if height < kernel or width < kernel or stride > kernel:
+        return F.max_pool2d(x, kernel, stride, ceil_mode=True)
+    out_h = math.ceil((height - kernel) / stride) + 1
+    out_w = math.ceil((width - kernel) / stride) + 1
+    pad_h = (out_h - 1) * stride + kernel - height
+    pad_w = (out_w - 1) * stride + kernel - width
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), value=-math.inf)
+    span_h, span_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
+    rows = x[..., 0:span_h:stride, :]
+    for i in range(1, kernel):
+        rows = torch.maximum(rows, x[..., i:i + span_h:stride, :])
+    out = rows[..., 0:span_w:stride]
+    for j in range(1, kernel):
+        out = torch.maximum(out, rows[..., j:j + span_w:stride])
+    return out
+
+
+class CeilMaxPool(nn.Module):
+    """Drop-in for ``nn.MaxPool2d(kernel, stride, ceil_mode=True)`` using :func:`ceil_max_pool`."""
+
+    def __init__(self, kernel: int, stride: int) -> None:
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ceil_max_pool(x, self.kernel, self.stride)
+
+
+def exact_fast_pooling(module: nn.Module) -> int:
+    """Replaces every ceil-mode ``nn.MaxPool2d`` (square, unpadded, undilated) in ``module``; returns how many."""
+    replaced = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, nn.MaxPool2d) or not child.ceil_mode or child.return_indices:
+                continue
+            kernel, stride = child.kernel_size, child.stride
+            if (not (isinstance(kernel, int) and isinstance(stride, int)) or stride > kernel
+                    or child.padding != 0 or child.dilation != 1):
+                continue
+            setattr(parent, name, CeilMaxPool(kernel, stride))
+            replaced += 1
+    return replaced

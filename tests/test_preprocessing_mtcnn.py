@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from preprocessing import decode_frames
-from preprocessing.detect import exact_fast_pooling
+from preprocessing.mtcnn import exact_fast_pooling
 from preprocessing.mtcnn import Cascade, _area_crops, _summed_area_table
 from tests import media
 

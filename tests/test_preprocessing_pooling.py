@@ -9,7 +9,8 @@ from facenet_pytorch import MTCNN
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from preprocessing.detect import CeilMaxPool, FaceDetector, ceil_max_pool, exact_fast_pooling
+from preprocessing.detect import FaceDetector
+from preprocessing.mtcnn import CeilMaxPool, ceil_max_pool, exact_fast_pooling
 from tests import media
 
 

@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +71,22 @@ def _run(tmp: Path, name: str, options: dict, env: dict[str, str]) -> dict:
     return {"summary": summary, "arrays": arrays}
 
 
+#: Worker processes run at once: most settings use one thread, and the machines have two cores.
+PARALLEL_RUNS = 2
+
+
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory) -> dict:
-    return _run(tmp_path_factory.mktemp("repro"), *BASELINE)
+def runs(tmp_path_factory) -> dict[str, dict]:
+    """Every setting's run, the baseline's included, two at a time."""
+    tmp = tmp_path_factory.mktemp("repro")
+    with ThreadPoolExecutor(max_workers=PARALLEL_RUNS) as pool:
+        futures = {name: pool.submit(_run, tmp, name, options, env) for name, options, env in [BASELINE, *SETTINGS]}
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.fixture(scope="module")
+def baseline(runs) -> dict:
+    return runs[BASELINE[0]]
 
 
 def _compare(base: dict, other: dict) -> tuple[list[str], dict[str, float]]:
@@ -101,8 +115,8 @@ def _compare(base: dict, other: dict) -> tuple[list[str], dict[str, float]]:
 
 
 @pytest.mark.parametrize(("name", "options", "env"), SETTINGS, ids=[s[0] for s in SETTINGS])
-def test_same_answer_under(baseline, tmp_path, name, options, env):
-    other = _run(tmp_path, name, options, env)
+def test_same_answer_under(runs, baseline, name, options, env):
+    other = runs[name]
     failures, worst = _compare(baseline, other)
     changed = other["summary"]["fingerprint"] != baseline["summary"]["fingerprint"]
     clips = len({k.rsplit("/", 1)[0] for k in baseline["arrays"]})

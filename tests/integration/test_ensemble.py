@@ -59,10 +59,19 @@ def original():
 
 @pytest.fixture(scope="module")
 def pipeline():
-    """The preprocessing library with the served model's own parameters (configs/cpu.pbtxt)."""
+    """The preprocessing library with the served model's own parameters (configs/cpu.pbtxt).
+
+    It runs with the served model's torch thread count too, so that the in-process path does the
+    same arithmetic as the served one and the two can be compared to the bit.
+    """
     config = text_format.Parse((REPOSITORY / f"preprocess_{FRAMES}" / "configs" / "cpu.pbtxt").read_text(), mc.ModelConfig())
     params = {key: value.string_value for key, value in config.parameters.items()}
-    return FacePipeline(PipelineConfig.from_parameters(params, ignore=("torch_threads",)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(params["torch_threads"]))
+    try:
+        yield FacePipeline(PipelineConfig.from_parameters(params, ignore=("torch_threads",)))
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +139,10 @@ def test_verdict_gives_the_scoring_ensembles_clip_score(client, clip):
 
 def test_preprocess_model_is_callable_alone(client, clip, pipeline):
     served = infer(client, clip, model=f"preprocess_{FRAMES}", outputs=("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED"))
-    np.testing.assert_allclose(served["FACES"][0], pipeline(clip).faces, atol=1e-5)
+    local = pipeline(clip)
+    # Same thread count, same arithmetic: the same crops to the bit.
+    np.testing.assert_array_equal(served["FACE_BOXES"][0], local.boxes)
+    np.testing.assert_allclose(served["FACES"][0], local.faces, atol=1e-5)
 
 
 def test_concurrent_requests_score_like_single_ones(client):
