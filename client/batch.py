@@ -256,8 +256,12 @@ def score_one(
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
     on_retry: Callable[[str, ClientError, int, float], None] | None = None,
+    to_record: Callable[[ScoreResult], dict] = result_record,
 ) -> Outcome:
-    """Scores one video with retries and turns every failure into an Outcome."""
+    """Scores one video with retries and turns every failure into an Outcome.
+
+    ``to_record`` turns a score into its record (default: the ``score --json`` line).
+    """
 
     def report_retry(error: ClientError, attempt: int, wait_s: float) -> None:
         if on_retry is not None:
@@ -274,7 +278,7 @@ def score_one(
             final=error.status == INVALID_ARGUMENT,
             status=error.status,
         )
-    return Outcome(video, result_record(result))
+    return Outcome(video, to_record(result))
 
 
 class BatchStopped(Exception):
@@ -290,6 +294,7 @@ def run_batch(
     sleep: Callable[[float], None] | None = None,
     rng: random.Random | None = None,
     on_retry: Callable[[str, ClientError, int, float], None] | None = None,
+    to_record: Callable[[ScoreResult], dict] = result_record,
 ) -> Iterator[Outcome]:
     """Scores videos with up to ``concurrency`` requests in flight.
 
@@ -308,6 +313,8 @@ def run_batch(
             early when the batch is left.
         rng: source of jitter for the waits; ``None`` waits exactly.
         on_retry: told ``(video, error, retry number, wait)`` before a wait.
+        to_record: turns a score into its record (default: the ``score --json``
+            line); an error's record is :func:`error_record`'s either way.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -327,7 +334,8 @@ def run_batch(
         if video is not None:
             in_flight.add(
                 pool.submit(
-                    score_one, score, video, delays, sleep=pause, rng=rng, on_retry=on_retry
+                    score_one, score, video, delays, sleep=pause, rng=rng, on_retry=on_retry,
+                    to_record=to_record,
                 )
             )
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m client score|health|explain|web``.
+"""Command line: ``python -m client score|health|explain|web|evaluate``.
 
 Exit status: 0 success; 1 some video could not be scored, a model is not
 ready, or explain failed; 2 bad arguments or an unusable results file;
@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     _frames_option(explain)
     _retries_option(explain)
     _web_parser(commands, connection)
+    _evaluate_parser(commands, connection)
     return parser
 
 
@@ -557,7 +558,102 @@ def _web_command(
     return run_from_args(parser, args, out, err)
 
 
-_COMMANDS = {"score": _score_command, "health": _health_command, "explain": _explain_command, "web": _web_command}
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got '{text}'") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction strictly between 0 and 1, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a score between 0 and 1, got '{text}'") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a score between 0 and 1, got {text}")
+    return value
+
+
+def _evaluate_parser(commands, connection: argparse.ArgumentParser) -> None:
+    # The layouts are named here; client.evaluate and its scikit-learn/matplotlib report are
+    # imported only when the command runs.
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[connection],
+        help="score a labelled set of videos and report AUC, log-loss, accuracy, EER per group",
+        description="Score a labelled set through the server and write report.md, report.json, "
+        "scores.jsonl and PNG plots into --out. DATASET is a folder (real/ + fake/, FaceForensics++, "
+        "a DFDC part with metadata.json, Celeb-DF) or a list file (CSV path,label[,group] with "
+        "1/fake or 0/real; DFDC metadata.json; Celeb-DF List_of_testing_videos.txt, where 1 means "
+        "real). Running the same command again continues an interrupted run. Needs the eval "
+        "extra: pip install '.[eval]'. Exit 0 when every video was scored or refused, 1 when some "
+        "are left for a rerun, 2 on bad arguments, an unreadable set or a results file of "
+        "another model.",
+    )
+    evaluate.add_argument("dataset", metavar="DATASET", help="the labelled set: a folder or a list file")
+    evaluate.add_argument("--out", required=True, metavar="DIR", help="folder of the report and of scores.jsonl")
+    evaluate.add_argument(
+        "--layout",
+        choices=("auto", "folders", "csv", "dfdc", "ffpp", "celebdf"),
+        default="auto",
+        help="how DATASET is laid out (default: %(default)s, from its files)",
+    )
+    evaluate.add_argument(
+        "--compression",
+        metavar="C",
+        help="FaceForensics++: the compression folder to read (c23, c40, raw) when there are several",
+    )
+    _frames_option(evaluate)
+    evaluate.add_argument(
+        "--all-faces",
+        action="store_true",
+        help="score every face (faces_<N>): adds the mean-of-per-frame-max-over-faces aggregation",
+    )
+    evaluate.add_argument(
+        "--threshold",
+        type=_probability,
+        default=0.5,
+        metavar="T",
+        help="a score at or above T counts as FAKE (default: %(default)s, the original app's rule)",
+    )
+    evaluate.add_argument(
+        "--val-fraction",
+        type=_fraction,
+        default=None,
+        metavar="F",
+        help="choose each threshold on a seeded share F of the videos (best balanced accuracy) "
+        "and report the metrics of the rest (default: use --threshold on every video)",
+    )
+    evaluate.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="seed of the validation split (default: %(default)s)")
+    evaluate.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="K",
+        help="requests in flight at once (default: %(default)s)",
+    )
+    _retries_option(evaluate)
+
+
+def _evaluate_command(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
+    from .evaluate.command import run_evaluate
+
+    def client_factory() -> DeepfakeClient:
+        try:
+            return _make_client(args)
+        except ValueError as error:
+            parser.error(str(error))
+
+    return run_evaluate(client_factory, args, out, err)
+
+
+_COMMANDS = {"score": _score_command, "health": _health_command, "explain": _explain_command, "web": _web_command, "evaluate": _evaluate_command}
 
 
 def main(

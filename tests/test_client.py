@@ -56,6 +56,8 @@ FACE = 112
 LONG_WAIT_S = 60.0
 # Modules the client must never load: the server side's heavy dependencies.
 SERVER_ONLY_MODULES = ("torch", "torchvision", "cv2", "av", "onnxruntime", "facenet_pytorch", "preprocessing", "export")
+# The eval extra's report libraries: only `evaluate` imports them, once it has scored.
+EVAL_ONLY_MODULES = ("sklearn", "matplotlib")
 
 
 @pytest.fixture
@@ -602,7 +604,8 @@ def test_importing_the_client_loads_no_server_side_package():
         f"""
         import json, sys
         import client, client.aio, client.cli, client.batch, client.explain, client.progress, client.__main__
-        print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {SERVER_ONLY_MODULES + ("PIL",)!r})))
+        import client.evaluate, client.evaluate.command, client.evaluate.layouts, client.evaluate.scores
+        print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {SERVER_ONLY_MODULES + ("PIL",) + EVAL_ONLY_MODULES!r})))
         """
     )
     completed = subprocess.run(

@@ -1,0 +1,162 @@
+"""One line of ``scores.jsonl`` per video, and the video scores derived from it.
+
+A line holds what the report needs, so that the report can be rebuilt from the file alone:
+the faithful score, every frame's score, and the face tracks when the server scored all faces.
+numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..api import ScoreResult
+
+#: Keys of a line, in this order; ``face_tracks`` only when the result had them.
+SCORE_KEYS = (
+    "video",
+    "truth",
+    "group",
+    "model",
+    "prob_fake",
+    "frame_prob_fake",
+    "faces_found",
+    "frames_decoded",
+    "error",
+)
+TRACKS_KEY = "face_tracks"
+NO_FACE_MESSAGE = "no face"
+SCORE_DECIMALS = 7
+
+# The DFDC winner's rule (selimsef/dfdc_deepfake_challenge, kernel_utils.confident_strategy):
+# when more than sz // 2.5 and more than 11 frame scores exceed 0.8, the mean of those; else
+# when more than 90 % are below 0.2, the mean of those; else the mean of all. It was written for
+# 32 frames with every face of each; with fewer than 12 frames the first branch cannot apply.
+CONFIDENT_HIGH = 0.8
+CONFIDENT_SHARE_DIVISOR = 2.5
+CONFIDENT_MIN_HIGH = 11
+CONFIDENT_LOW = 0.2
+CONFIDENT_LOW_SHARE = 0.9
+
+
+def _rounded(values) -> list[float]:
+    return [round(float(value), SCORE_DECIMALS) for value in values]
+
+
+def _track_record(track) -> dict:
+    """A face track (a mapping or an object with the same fields) as plain JSON values."""
+    def field(name):
+        return track.get(name) if isinstance(track, Mapping) else getattr(track, name, None)
+
+    frame_scores = field("frame_prob_fake")
+    prob_fake = field("prob_fake")
+    record = {
+        "prob_fake": None if prob_fake is None else round(float(prob_fake), SCORE_DECIMALS),
+        "frame_prob_fake": None if frame_scores is None else _rounded(np.asarray(frame_scores).reshape(-1)),
+    }
+    prominence = field("prominence")
+    if prominence is not None:
+        record["prominence"] = float(prominence)
+    return record
+
+
+def record_maker(truth_of: Callable[[str], tuple[int, str]], model: str) -> Callable[[ScoreResult], dict]:
+    """The ``to_record`` of :func:`client.batch.run_batch` for an evaluation.
+
+    Args:
+        truth_of: ``video -> (truth, group)``.
+        model: the model asked (``deepfake_<N>``, or the all-faces model).
+    """
+
+    def to_record(result: ScoreResult) -> dict:
+        truth, group = truth_of(result.video)
+        frames = result.frame_prob_fake
+        record = {
+            "video": result.video,
+            "truth": truth,
+            "group": group,
+            "model": model,
+            "prob_fake": round(float(result.prob_fake), SCORE_DECIMALS),
+            "frame_prob_fake": None if frames is None else _rounded(frames),
+            "faces_found": result.faces_found,
+            "frames_decoded": result.frames_decoded,
+            "error": None,
+        }
+        tracks = getattr(result, TRACKS_KEY, None)
+        if tracks is not None:
+            record[TRACKS_KEY] = [_track_record(track) for track in tracks]
+        return record
+
+    return to_record
+
+
+def refused_record(video: str, truth: int, group: str, model: str, message: str) -> dict:
+    """The line of a video the server refused (INVALID_ARGUMENT)."""
+    record = dict.fromkeys(SCORE_KEYS)
+    record.update(video=video, truth=truth, group=group, model=model, error=message)
+    return record
+
+
+def is_no_face(record: Mapping) -> bool:
+    """Whether the server refused the video because no frame has a face."""
+    return record.get("error") is not None and NO_FACE_MESSAGE in record["error"].lower()
+
+
+def confident_strategy(scores: Sequence[float]) -> float:
+    """The DFDC winner's "confident" aggregation of frame scores (see the constants above)."""
+    pred = np.asarray(scores, dtype=np.float64)
+    size = len(pred)
+    high = np.count_nonzero(pred > CONFIDENT_HIGH)
+    if high > size // CONFIDENT_SHARE_DIVISOR and high > CONFIDENT_MIN_HIGH:
+        return float(np.mean(pred[pred > CONFIDENT_HIGH]))
+    if np.count_nonzero(pred < CONFIDENT_LOW) > CONFIDENT_LOW_SHARE * size:
+        return float(np.mean(pred[pred < CONFIDENT_LOW]))
+    return float(np.mean(pred))
+
+
+def mean_of_face_max(tracks: Sequence[Mapping]) -> float:
+    """Mean over frames of the highest score among the faces in that frame.
+
+    The hook for all-faces results: each track's ``frame_prob_fake`` has one score per frame.
+    """
+    rows = [track["frame_prob_fake"] for track in tracks if track.get("frame_prob_fake")]
+    if not rows:
+        raise ValueError("no face track has per-frame scores")
+    length = min(len(row) for row in rows)
+    stacked = np.array([row[:length] for row in rows], dtype=np.float64)
+    return float(np.mean(np.max(stacked, axis=0)))
+
+
+#: Aggregation name -> (what it is, how it is computed from a scored line or why not).
+AGGREGATIONS = {
+    "faithful": "the served PROB_FAKE: the published weights score the clip from its last frame",
+    "frame_mean": "mean of the N per-frame scores of the main face",
+    "confident": "the DFDC winner's confident rule over the main face's per-frame scores",
+    "face_max_mean": "mean over frames of the per-frame maximum over all face tracks",
+}
+FAITHFUL = "faithful"
+
+
+def aggregate(record: Mapping, name: str) -> tuple[float | None, str | None]:
+    """``(score, None)`` of a scored line for aggregation ``name``, or ``(None, why not)``."""
+    if record.get("error") is not None:
+        return None, "refused"
+    frames = record.get("frame_prob_fake")
+    if name == "faithful":
+        return float(record["prob_fake"]), None
+    if name in ("frame_mean", "confident"):
+        if not frames:
+            return None, "no per-frame scores in the results"
+        return (float(np.mean(frames)) if name == "frame_mean" else confident_strategy(frames)), None
+    if name == "face_max_mean":
+        tracks = record.get(TRACKS_KEY)
+        if not tracks:
+            return None, "no face_tracks in the results: the videos were scored without all faces"
+        return mean_of_face_max(tracks), None
+    raise ValueError(f"unknown aggregation '{name}'")
+
+
+def finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
