@@ -22,11 +22,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from export.contract import LAST_FRAME_OUTPUTS
 from export.model import INPUT_NAME, OriginalModel
 from triton_models.chunks import ChunkedSession
 
-SCORE_OUTPUTS = ("LOGITS", "PROB_FAKE")
-FRAME_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE")
+# The last frame's outputs alone, then with the per-frame score (what the scoring ensemble asks).
+SCORE_OUTPUTS = LAST_FRAME_OUTPUTS
+FRAME_OUTPUTS = (*LAST_FRAME_OUTPUTS, "FRAME_PROB_FAKE")
 
 
 @dataclass(frozen=True)

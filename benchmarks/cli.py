@@ -37,6 +37,7 @@ from benchmarks.server import (bench_repository, cpu_count, model_stats, models_
                                server_pid, start_server, stats_delta, video_input)
 from benchmarks.video import PROJECT_ROOT, bench_video
 from export.checkpoints import load_original_model
+from export import contract
 from export.repository import verdict_name
 from preprocessing import FacePipeline, PipelineConfig, crop_box, follow_face
 from preprocessing.track import iou_matrix
@@ -46,7 +47,7 @@ log = logging.getLogger("benchmarks")
 DEFAULT_FRAMES = 20
 DEFAULT_OUT = PROJECT_ROOT / "benchmarks" / "results"
 DEFAULT_REPOSITORY = PROJECT_ROOT / "model_repository"
-SCORE_OUTPUTS = ("PROB_FAKE", "LOGITS", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED")
+SCORE_OUTPUTS = contract.SCORE_OUTPUTS
 REQUEST_TIMEOUT_S = 300.0
 # Adapter settings in the preprocessing model's parameters that PipelineConfig does not take.
 ADAPTER_PARAMETERS = ("torch_threads",)

@@ -9,13 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+from export.contract import SERVED_LENGTHS
 from export.checkpoints import CheckpointError, best_checkpoint, find_checkpoints, load_original_model, sha256_of, write_demo_checkpoints
 from export.onnx_export import BATCH_TOLERANCE, DEFAULT_OPSET, PRECISIONS, TOLERANCES, library_versions, verify_onnx, write_onnx
 from export.repository import RepositoryError, classifier_dir, ensure_model_folders
 
 log = logging.getLogger("export")
 
-DEFAULT_FRAMES = (10, 20, 30)
+DEFAULT_FRAMES = SERVED_LENGTHS
 ONNX_FILE = "model.onnx"
 METADATA_FILE = "export.json"
 EXIT_FAILED = 1

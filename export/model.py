@@ -18,15 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
-FACE_SIZE = 112
+from export.contract import CLASSIFIER_INPUTS, CLASSIFIER_OUTPUTS, FACE_SIZE, NUM_CLASSES
+
 FEATURE_DIM = 2048
-NUM_CLASSES = 2
 FAKE_INDEX = 0  # the original app prints REAL when argmax is 1
 REAL_INDEX = 1
 DROPOUT = 0.4
 
-INPUT_NAME = "FACES"
-OUTPUT_NAMES = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "HEATMAP")
+(INPUT_NAME,) = CLASSIFIER_INPUTS
+OUTPUT_NAMES = CLASSIFIER_OUTPUTS
 
 
 class OriginalModel(nn.Module):

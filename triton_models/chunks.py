@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 import onnxruntime as ort
 
-#: Outputs with a frame axis (axis 1): joined from every chunk. The others come from the last frame.
-PER_FRAME_OUTPUTS = frozenset({"FRAME_PROB_FAKE", "HEATMAP"})
+# Outputs with a frame axis (axis 1): joined from every chunk. The others come from the last frame.
+from export.contract import PER_FRAME_OUTPUTS
 
 
 def available_cores() -> int:

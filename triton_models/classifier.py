@@ -19,11 +19,12 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from export.contract import CLASSIFIER_INPUTS, CLASSIFIER_OUTPUTS
 from triton_models.chunks import PER_FRAME_OUTPUTS, ChunkedSession, available_cores
 from triton_models.common import model_parameters, parse_config
 
-INPUT_NAME = "FACES"
-OUTPUT_NAMES = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "HEATMAP")
+(INPUT_NAME,) = CLASSIFIER_INPUTS
+OUTPUT_NAMES = CLASSIFIER_OUTPUTS
 # Outputs computed from the last frame alone (the graph's frame axis is dynamic).
 LAST_FRAME_OUTPUTS = frozenset(OUTPUT_NAMES) - PER_FRAME_OUTPUTS
 

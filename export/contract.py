@@ -1,0 +1,97 @@
+"""The serving contract, defined once: what the served models take and return.
+
+Tensor names, Triton data types, one video's shape (``FRAMES`` standing for the model's sequence
+length), which classifier outputs are per frame, the face size, the batch size and the lengths
+served by default. Everything else derives from here: the configs ``export/repository.py``
+renders, the ONNX graph ``export/model.py`` names and ``export/onnx_export.py`` checks, the
+classifier adapter (``triton_models/``) and the benchmarks. The client keeps its own light copy
+(``client/api.py``: it installs without ``export/``), held equal to the rendered configs by
+``tests/test_contract.py``. Standard library only: the python-backend stubs import it.
+
+To add a tensor: one :class:`Tensor` in ``TENSORS``, and its name in the tuples of the models that
+carry it (the configs, the ensembles' mappings and the checks follow).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Side of the square face crops the classifier takes (pixels).
+FACE_SIZE = 112
+#: Largest batch every model accepts (``max_batch_size``).
+MAX_BATCH = 8
+#: The sequence lengths committed to the repository and exported by default.
+SERVED_LENGTHS = (10, 20, 30)
+#: Stands for the sequence length in a shape.
+FRAMES = "N"
+#: Any size (a byte string's length).
+ANY = -1
+BOX_COORDINATES = 4
+NUM_CLASSES = 2
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One tensor of the serving API.
+
+    Attributes:
+        name: the name every config, graph and client uses.
+        data_type: Triton's ``TYPE_*`` name.
+        shape: one video's shape, without the batch axis; :data:`FRAMES` for the sequence length.
+    """
+
+    name: str
+    data_type: str
+    shape: tuple[int | str, ...]
+
+    @property
+    def per_frame(self) -> bool:
+        """Whether the first axis runs over the video's frames."""
+        return bool(self.shape) and self.shape[0] == FRAMES
+
+    def dims(self, frames: int) -> tuple[int, ...]:
+        """The shape for a model of ``frames`` frames."""
+        return tuple(frames if axis == FRAMES else int(axis) for axis in self.shape)
+
+
+TENSORS: dict[str, Tensor] = {
+    tensor.name: tensor
+    for tensor in (
+        Tensor("VIDEO", "TYPE_UINT8", (ANY,)),
+        Tensor("FACES", "TYPE_FP32", (FRAMES, 3, FACE_SIZE, FACE_SIZE)),
+        Tensor("FACE_BOXES", "TYPE_FP32", (FRAMES, BOX_COORDINATES)),
+        Tensor("FACE_FOUND", "TYPE_BOOL", (FRAMES,)),
+        Tensor("FRAMES_DECODED", "TYPE_INT32", (1,)),
+        # When each used frame is shown, in seconds from the video stream's start (0 for a
+        # still), so that a player can draw FACE_BOXES over the right moment.
+        Tensor("FRAME_TIMES", "TYPE_FP32", (FRAMES,)),
+        Tensor("LOGITS", "TYPE_FP32", (NUM_CLASSES,)),
+        Tensor("PROB_FAKE", "TYPE_FP32", (1,)),
+        Tensor("FRAME_PROB_FAKE", "TYPE_FP32", (FRAMES,)),
+        Tensor("HEATMAP", "TYPE_FP32", (FRAMES, FACE_SIZE, FACE_SIZE)),
+        # faces_<N>: one row per face found (the first axis, at most max_faces), the main face first.
+        Tensor("MAX_PROB_FAKE", "TYPE_FP32", (1,)),
+        Tensor("TRACK_PROB_FAKE", "TYPE_FP32", (ANY,)),
+        Tensor("TRACK_FRAME_PROB_FAKE", "TYPE_FP32", (ANY, FRAMES)),
+        Tensor("TRACK_BOXES", "TYPE_FP32", (ANY, FRAMES, BOX_COORDINATES)),
+        Tensor("TRACK_FOUND", "TYPE_BOOL", (ANY, FRAMES)),
+        Tensor("TRACK_PROMINENCE", "TYPE_FP32", (ANY,)),
+        Tensor("FACES_SEEN", "TYPE_INT32", (1,)),
+    )
+}
+
+# preprocess_<N>: video bytes -> faces and what was seen.
+PREPROCESS_INPUTS = ("VIDEO",)
+PREPROCESS_OUTPUTS = ("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED", "FRAME_TIMES")
+# resnext_lstm_<N>: faces -> scores (the ONNX graph's names, in its order).
+CLASSIFIER_INPUTS = ("FACES",)
+CLASSIFIER_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "HEATMAP")
+#: Classifier outputs with one value per frame: they need the trunk on every frame, the others
+#: on the last frame only (the published weights score from it).
+PER_FRAME_OUTPUTS = frozenset(name for name in CLASSIFIER_OUTPUTS if TENSORS[name].per_frame)
+LAST_FRAME_OUTPUTS = tuple(name for name in CLASSIFIER_OUTPUTS if name not in PER_FRAME_OUTPUTS)
+# The client-facing ensembles: deepfake_<N> (scores), explain_<N> (+ crops and heatmaps),
+# verdict_<N> (the clip's score alone: no per-frame scores, the last frame's trunk only).
+SCORE_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED", "FRAME_TIMES")
+EXPLAIN_OUTPUTS = (*SCORE_OUTPUTS, "FACES", "HEATMAP")
+VERDICT_OUTPUTS = tuple(name for name in SCORE_OUTPUTS if name != "FRAME_PROB_FAKE")
