@@ -8,6 +8,7 @@ refuses. Eight clips of 10 frames keep the run short.
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 
 import client
 from client import DeepfakeClient
+from client.evaluate import command, scores
 from tests import media
 
 pytestmark = pytest.mark.integration
@@ -167,3 +169,33 @@ def test_evaluate_accounts_for_every_video_splits_groups_and_resumes(triton_serv
     other = evaluate(triton_server.grpc_url, labelled_set, out, "--frames", str(OTHER_FRAMES))
     assert other.returncode == 2 and f"not deepfake_{OTHER_FRAMES}" in other.stderr
     assert (out / "scores.jsonl").read_bytes() == before
+
+
+def test_evaluate_all_faces_adds_the_mean_of_per_frame_face_maxima(triton_server, labelled_set, tmp_path):
+    model = command.model_name(FRAMES, all_faces=True)
+    if "all_faces" not in inspect.signature(DeepfakeClient.score).parameters:
+        pytest.skip("DeepfakeClient.score has no all_faces argument in this checkout")
+    with DeepfakeClient(triton_server.grpc_url) as detector:
+        if not detector.health([FRAMES])["models"].get(model, {}).get("ready"):
+            pytest.skip(f"{model} is not served by this repository")
+    (tmp_path / "two_faces.mp4").write_bytes(media.two_face_clip(frames=FRAMES))
+    listing = tmp_path / "set.csv"
+    listing.write_text(
+        f"path,label,group\n{labelled_set / 'real/astronaut_0.mp4'},real,\n"
+        f"{labelled_set / 'fake/paste/astronaut_0.mp4'},fake,paste\ntwo_faces.mp4,fake,two_faces\n"
+    )
+    out = tmp_path / "report"
+
+    completed = evaluate(triton_server.grpc_url, listing, out, "--all-faces")
+
+    assert completed.returncode == 0, completed.stderr
+    lines = lines_of(out / "scores.jsonl")
+    assert {line["model"] for line in lines} == {model}
+    tracks = {Path(line["video"]).name: line["face_tracks"] for line in lines}
+    assert len(tracks["two_faces.mp4"]) == 2 and all(len(t["frame_prob_fake"]) == FRAMES for t in tracks["two_faces.mp4"])
+    report = json.loads((out / "report.json").read_text())
+    face_max = report["aggregations"]["face_max_mean"]
+    assert face_max["n"] == 3 and isinstance(face_max["video_auc"], float)
+    expected = np.mean(np.max([t["frame_prob_fake"] for t in tracks["two_faces.mp4"]], axis=0))
+    assert face_max["groups"]["two_faces"]["n"] == 2
+    assert scores.aggregate(next(l for l in lines if l["video"].endswith("two_faces.mp4")), "face_max_mean")[0] == pytest.approx(expected)
