@@ -16,6 +16,7 @@ from .api import (
     ClientError,
     DeepfakeClient,
     ExplainResult,
+    FaceTrack,
     ScoreResult,
     label_and_confidence,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "ClientError",
     "DeepfakeClient",
     "ExplainResult",
+    "FaceTrack",
     "ScoreResult",
     "label_and_confidence",
 ]

@@ -13,7 +13,7 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
@@ -27,6 +27,7 @@ DEFAULT_FRAMES = 20
 SCORE_MODEL_TEMPLATE = "deepfake_{frames}"
 EXPLAIN_MODEL_TEMPLATE = "explain_{frames}"
 VERDICT_MODEL_TEMPLATE = "verdict_{frames}"
+FACES_MODEL_TEMPLATE = "faces_{frames}"
 
 VIDEO_INPUT = "VIDEO"
 VIDEO_DATATYPE = "UINT8"
@@ -46,6 +47,18 @@ SCORE_OUTPUTS: dict[str, tuple] = {
 }
 #: ``verdict_<N>``: the clip's score without the per-frame scores.
 VERDICT_OUTPUTS: dict[str, tuple] = {name: shape for name, shape in SCORE_OUTPUTS.items() if name != "FRAME_PROB_FAKE"}
+#: An axis of one row per face found (``faces_<N>``): any length, the same in every such output.
+FACE_AXIS = "faces"
+FACES_OUTPUTS: dict[str, tuple] = {
+    **SCORE_OUTPUTS,
+    "MAX_PROB_FAKE": (1,),
+    "TRACK_PROB_FAKE": (FACE_AXIS,),
+    "TRACK_FRAME_PROB_FAKE": (FACE_AXIS, None),
+    "TRACK_BOXES": (FACE_AXIS, None, BOX_COORDINATES),
+    "TRACK_FOUND": (FACE_AXIS, None),
+    "TRACK_PROMINENCE": (FACE_AXIS,),
+    "FACES_SEEN": (1,),
+}
 EXPLAIN_OUTPUTS: dict[str, tuple] = {
     **SCORE_OUTPUTS,
     "FACES": (None, 3, FACE_SIZE, FACE_SIZE),
@@ -107,6 +120,7 @@ MODEL_TEMPLATES = (
     "deepfake_{frames}",
     "explain_{frames}",
     "verdict_{frames}",
+    "faces_{frames}",
     "preprocess_{frames}",
     "resnext_lstm_{frames}",
 )
@@ -163,6 +177,25 @@ class ClientError(Exception):
 
 
 @dataclass(frozen=True, eq=False)
+class FaceTrack:
+    """One face of the video, as ``faces_<N>`` scores it.
+
+    Attributes:
+        prob_fake: its faithful score (its crop in the last frame).
+        frame_prob_fake: [N] its fake probability in every frame.
+        face_boxes: [N, 4] the region cropped in every frame.
+        face_found: [N] whether it was detected there (else the nearest frame's box).
+        prominence: sum over its frames of sqrt(box area) x confidence (the order of the faces).
+    """
+
+    prob_fake: float
+    frame_prob_fake: np.ndarray
+    face_boxes: np.ndarray
+    face_found: np.ndarray
+    prominence: float
+
+
+@dataclass(frozen=True, eq=False)
 class ScoreResult:
     """One video's score as returned by ``deepfake_<N>`` (or ``verdict_<N>``).
 
@@ -184,6 +217,11 @@ class ScoreResult:
         faces_found: number of frames in which a face was detected.
         frames_decoded: frames the server decoded from the video.
         latency_ms: round trip of the successful request, in milliseconds.
+        face_tracks: with ``all_faces``: every face scored, most prominent first (the first is
+            the main face, the one the other fields describe); else None.
+        max_prob_fake: with ``all_faces``: "is any face fake", the largest over the faces of
+            each face's mean frame score where it was detected; else None.
+        faces_seen: with ``all_faces``: faces found in the clip, those not scored included.
     """
 
     video: str
@@ -199,6 +237,9 @@ class ScoreResult:
     faces_found: int
     frames_decoded: int
     latency_ms: float
+    face_tracks: tuple[FaceTrack, ...] | None = field(default=None, kw_only=True)
+    max_prob_fake: float | None = field(default=None, kw_only=True)
+    faces_seen: int | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -335,11 +376,16 @@ def unpack_outputs(model: str, result, outputs: Mapping[str, tuple], frames: int
         ClientError: INTERNAL when an output is missing or has the wrong shape.
     """
     tensors = {}
+    faces: int | None = None
     for output, shape in outputs.items():
-        expected = (1, *(frames if dim is None else dim for dim in shape))
         array = result.as_numpy(output)
         if array is None:
             raise ClientError(INTERNAL, f"'{model}' returned no {output} output")
+        if FACE_AXIS in shape and faces is None and array.ndim == len(shape) + 1:
+            faces = array.shape[1 + shape.index(FACE_AXIS)]
+            if faces < 1:
+                raise ClientError(INTERNAL, f"'{model}' returned {output} without any face")
+        expected = (1, *(frames if dim is None else faces if dim == FACE_AXIS else dim for dim in shape))
         if array.shape != expected:
             raise ClientError(
                 INTERNAL,
@@ -353,6 +399,23 @@ def unpack_outputs(model: str, result, outputs: Mapping[str, tuple], frames: int
 def score_result(video: str, tensors: dict[str, np.ndarray], latency_ms: float) -> ScoreResult:
     """A :class:`ScoreResult` from the unpacked outputs of ``deepfake_<N>`` or ``verdict_<N>``."""
     return ScoreResult(**_score_fields(video, tensors, latency_ms))
+
+
+def faces_result(video: str, tensors: dict[str, np.ndarray], latency_ms: float) -> ScoreResult:
+    """A :class:`ScoreResult` with ``face_tracks`` from the unpacked outputs of ``faces_<N>``."""
+    track_scores = tensors["TRACK_PROB_FAKE"].astype(np.float32, copy=False)
+    track_frames = tensors["TRACK_FRAME_PROB_FAKE"].astype(np.float32, copy=False)
+    max_prob_fake = float(tensors["MAX_PROB_FAKE"][0])
+    if not (np.all(np.isfinite(track_scores)) and np.all(np.isfinite(track_frames)) and math.isfinite(max_prob_fake)):
+        raise ClientError(INTERNAL, f"server returned non-finite face scores for '{video}'")
+    tracks = tuple(
+        FaceTrack(prob_fake=float(score), frame_prob_fake=frame_scores, face_boxes=boxes.astype(np.float32, copy=False),
+                  face_found=found.astype(bool, copy=False), prominence=float(prominence))
+        for score, frame_scores, boxes, found, prominence in zip(
+            track_scores, track_frames, tensors["TRACK_BOXES"], tensors["TRACK_FOUND"], tensors["TRACK_PROMINENCE"])
+    )
+    return ScoreResult(**_score_fields(video, tensors, latency_ms), face_tracks=tracks, max_prob_fake=max_prob_fake,
+                       faces_seen=int(tensors["FACES_SEEN"][0]))
 
 
 def explain_result(video: str, tensors: dict[str, np.ndarray], latency_ms: float) -> ExplainResult:
@@ -464,6 +527,7 @@ class DeepfakeClient:
         *,
         name: str | None = None,
         frame_scores: bool = True,
+        all_faces: bool = False,
     ) -> ScoreResult:
         """Scores one video with the N-frame model.
 
@@ -474,10 +538,19 @@ class DeepfakeClient:
             frame_scores: False asks ``verdict_<N>`` for the clip's score alone: the
                 classifier then runs on the last frame only (the frame the published
                 weights score from), and ``frame_prob_fake`` is None.
+            all_faces: True asks ``faces_<N>`` to score every face it follows (up to its
+                ``max_faces``): ``face_tracks``, ``max_prob_fake`` and ``faces_seen`` are set,
+                the other fields describe the main face as ``deepfake_<N>`` would.
 
         Raises:
+            ValueError: ``all_faces`` without ``frame_scores``.
             ClientError: the request failed or was rejected.
         """
+        if all_faces:
+            if not frame_scores:
+                raise ValueError("all_faces scores every frame of every face: it cannot be combined with frame_scores=False")
+            label, tensors, latency_ms = self._request(FACES_MODEL_TEMPLATE, FACES_OUTPUTS, video, frames, name)
+            return faces_result(label, tensors, latency_ms)
         template, outputs = (
             (SCORE_MODEL_TEMPLATE, SCORE_OUTPUTS) if frame_scores else (VERDICT_MODEL_TEMPLATE, VERDICT_OUTPUTS)
         )

@@ -34,6 +34,11 @@ JSON_KEYS = (
     "error",
 )
 NUMERIC_KEYS = tuple(key for key in JSON_KEYS if key not in ("video", "error"))
+#: Keys of a line of ``score --all-faces``: the same, then every face (``face_tracks``, one object
+#: per face with :data:`FACE_TRACK_KEYS`), "is any face fake" and the faces found in all.
+ALL_FACES_JSON_KEYS = (*JSON_KEYS, "max_prob_fake", "faces_seen", "face_tracks")
+FACE_TRACK_KEYS = ("prob_fake", "frame_prob_fake", "face_boxes", "face_found", "prominence")
+BOX_DECIMALS = 2
 
 DEFAULT_RETRIES = 6
 BACKOFF_BASE_S = 1.0
@@ -59,12 +64,24 @@ def result_record(result: ScoreResult) -> dict:
         "frames_decoded": result.frames_decoded,
         "latency_ms": round(result.latency_ms, LATENCY_DECIMALS),
         "error": None,
+        **({} if result.face_tracks is None else {
+            "max_prob_fake": result.max_prob_fake,
+            "faces_seen": result.faces_seen,
+            "face_tracks": [
+                {"prob_fake": track.prob_fake,
+                 "frame_prob_fake": [float(v) for v in track.frame_prob_fake],
+                 "face_boxes": [[round(float(v), BOX_DECIMALS) for v in box] for box in track.face_boxes],
+                 "face_found": [bool(v) for v in track.face_found],
+                 "prominence": track.prominence}
+                for track in result.face_tracks
+            ],
+        }),
     }
 
 
-def error_record(video: str, message: str) -> dict:
-    """The JSON line of a video that could not be scored."""
-    record = dict.fromkeys(JSON_KEYS)
+def error_record(video: str, message: str, all_faces: bool = False) -> dict:
+    """The JSON line of a video that could not be scored (with ``all_faces``: the keys of ``--all-faces``)."""
+    record = dict.fromkeys(ALL_FACES_JSON_KEYS if all_faces else JSON_KEYS)
     record["video"] = video
     record["error"] = message
     return record

@@ -25,6 +25,7 @@ from .api import (
     demo_warning,
 )
 from .batch import (
+    ALL_FACES_JSON_KEYS,
     DEFAULT_RETRIES,
     Outcome,
     ResultsFile,
@@ -162,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ask for the clip's score alone (verdict_<N>): no per-frame scores "
         "(frame_prob_fake_mean is null), about half the server's work per video on CPU",
+    )
+    score.add_argument(
+        "--all-faces",
+        action="store_true",
+        help="score every face the server follows (faces_<N>, up to its max_faces): the --json line "
+        "gains face_tracks (one object per face), max_prob_fake (is any face fake) and faces_seen; "
+        "the other keys keep describing the main face",
     )
     score.add_argument(
         "--concurrency",
@@ -308,6 +316,10 @@ def format_result_line(record: dict, frames: int) -> str:
         f"faces {record['faces_found']}/{frames}  "
         f"frames decoded {record['frames_decoded']}  "
         f"{record['latency_ms']:.0f} ms"
+        + ("" if record.get("face_tracks") is None else
+           f"\n  any face fake {record['max_prob_fake']:.4f}  faces scored {len(record['face_tracks'])} "
+           f"of {record['faces_seen']} seen: "
+           + ", ".join(f"#{i + 1} {track['prob_fake']:.4f}" for i, track in enumerate(record["face_tracks"])))
     )
 
 
@@ -352,13 +364,16 @@ def _run_score_batch(
 
     console.draw()
     for outcome in run_batch(
-        lambda video: client.score(video, args.frames, frame_scores=not args.verdict_only),
+        lambda video: client.score(video, args.frames, frame_scores=not args.verdict_only, all_faces=args.all_faces),
         todo,
         concurrency=args.concurrency,
         delays=backoff_delays(args.retries),
         rng=random.Random(),
         on_retry=on_retry,
     ):
+        if args.all_faces:
+            # A refused video's line has the --all-faces keys too, null.
+            outcome.record.update({key: None for key in ALL_FACES_JSON_KEYS if key not in outcome.record})
         if results is not None and outcome.final:
             results.append(outcome.record)
         tally.finished += 1
@@ -394,6 +409,8 @@ def _summarise(console: Console, tally: _BatchTally, args: argparse.Namespace) -
 def _score_command(
     parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO
 ) -> int:
+    if args.all_faces and args.verdict_only:
+        parser.error("--all-faces scores every frame of every face; it cannot be combined with --verdict-only")
     videos = unique_videos(args.videos)
     done: dict[str, dict] = {}
     results = None

@@ -56,6 +56,10 @@ def verdict_name(frames: int) -> str:
     return f"verdict_{frames}"
 
 
+def faces_name(frames: int) -> str:
+    return f"faces_{frames}"
+
+
 def classifier_dir(repository: Path, frames: int) -> Path:
     return repository / classifier_name(frames)
 
@@ -73,6 +77,14 @@ def _tensor_specs(frames: int) -> dict[str, tuple[str, str]]:
         "PROB_FAKE": ("TYPE_FP32", "[ 1 ]"),
         "FRAME_PROB_FAKE": ("TYPE_FP32", f"[ {frames} ]"),
         "HEATMAP": ("TYPE_FP32", f"[ {frames}, {FACE_SIZE}, {FACE_SIZE} ]"),
+        # faces_<N>: one row per face found (K, at most max_faces), the main face first.
+        "MAX_PROB_FAKE": ("TYPE_FP32", "[ 1 ]"),
+        "TRACK_PROB_FAKE": ("TYPE_FP32", "[ -1 ]"),
+        "TRACK_FRAME_PROB_FAKE": ("TYPE_FP32", f"[ -1, {frames} ]"),
+        "TRACK_BOXES": ("TYPE_FP32", f"[ -1, {frames}, 4 ]"),
+        "TRACK_FOUND": ("TYPE_BOOL", f"[ -1, {frames} ]"),
+        "TRACK_PROMINENCE": ("TYPE_FP32", "[ -1 ]"),
+        "FACES_SEEN": ("TYPE_INT32", "[ 1 ]"),
     }
 
 
@@ -90,6 +102,14 @@ PREPROCESS_OUTPUTS = ("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED", "FR
 SCORE_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED", "FRAME_TIMES")
 EXPLAIN_OUTPUTS = (*SCORE_OUTPUTS, "FACES", "HEATMAP")
 VERDICT_OUTPUTS = tuple(name for name in SCORE_OUTPUTS if name != "FRAME_PROB_FAKE")
+# faces_<N>: PROB_FAKE is the main face's faithful score (as deepfake_<N>'s); MAX_PROB_FAKE: "is any face fake",
+# the largest over the faces of each face's mean frame score where it was detected.
+# The outputs of deepfake_<N> describe the main face, so every client of deepfake_<N> reads faces_<N> too.
+FACES_OUTPUTS = (*SCORE_OUTPUTS, "MAX_PROB_FAKE", "TRACK_PROB_FAKE", "TRACK_FRAME_PROB_FAKE", "TRACK_BOXES", "TRACK_FOUND",
+                 "TRACK_PROMINENCE", "FACES_SEEN")
+#: Faces scored per video by faces_<N> on the CPU server and on GPU nodes.
+CPU_MAX_FACES = 4
+GPU_MAX_FACES = MAX_BATCH
 
 
 def _classifier_io(frames: int) -> str:
@@ -206,12 +226,16 @@ parameters {{ key: "decode_timeout_s" value: {{ string_value: "{DEFAULT_DECODE_T
 # frame gave 0.81 and 0.78 for 140 ms more of one core per video.
 # FFmpeg's own choice of threads decoded no faster here and cost 1.13 s of CPU per video
 # against 0.88 s with one decoder thread.
-CPU_DETECTION = """parameters { key: "decode_threads" value: { string_value: "1" } }
-parameters { key: "detect_every" value: { string_value: "20" } }
-parameters { key: "max_followed" value: { string_value: "2" } }
-parameters { key: "window_every" value: { string_value: "2" } }
-parameters { key: "min_face_size" value: { string_value: "40" } }
+def _cpu_detection(max_followed: int) -> str:
+    return f"""parameters {{ key: "decode_threads" value: {{ string_value: "1" }} }}
+parameters {{ key: "detect_every" value: {{ string_value: "20" }} }}
+parameters {{ key: "max_followed" value: {{ string_value: "{max_followed}" }} }}
+parameters {{ key: "window_every" value: {{ string_value: "2" }} }}
+parameters {{ key: "min_face_size" value: {{ string_value: "40" }} }}
 """
+
+
+CPU_DETECTION = _cpu_detection(max_followed=2)
 
 
 def _preprocess_body(frames: int, kind: str, count: int, threads: int, detection: str = "") -> str:
@@ -253,6 +277,50 @@ def preprocess_cpu_config(frames: int) -> str:
         "# Embedded CPU server: two single-threaded instances keep both cores busy on two videos;\n"
         "# MTCNN's small convolutions gain little from intra-op threads.\n"
         + _preprocess_body(frames, "KIND_CPU", count=2, threads=1, detection=CPU_DETECTION)
+    )
+
+
+def _faces_body(frames: int, kind: str, threads: int, max_faces: int, detection: str = "") -> str:
+    return f"""name: "{faces_name(frames)}"
+backend: "python"
+max_batch_size: {MAX_BATCH}
+input [
+{_tensors(frames, ("VIDEO",))}
+]
+output [
+{_tensors(frames, FACES_OUTPUTS)}
+]
+instance_group [
+  {{
+    count: 1
+    kind: {kind}
+  }}
+]
+dynamic_batching {{
+{PREPROCESS_QUEUE}
+}}
+parameters {{ key: "classifier" value: {{ string_value: "{classifier_name(frames)}" }} }}
+parameters {{ key: "frames" value: {{ string_value: "{frames}" }} }}
+parameters {{ key: "selection" value: {{ string_value: "first" }} }}
+parameters {{ key: "torch_threads" value: {{ string_value: "{threads}" }} }}
+parameters {{ key: "max_faces" value: {{ string_value: "{max_faces}" }} }}
+{detection}{PREPROCESS_LIMITS}"""
+
+
+def faces_gpu_config(frames: int) -> str:
+    return (
+        "# Every face of a video, each scored (see triton_models/faces.py): preprocessing with max_faces,\n"
+        "# then the classifier through BLS with one row per face. Every frame is searched whole.\n"
+        + _faces_body(frames, "KIND_GPU", threads=2, max_faces=GPU_MAX_FACES)
+    )
+
+
+def faces_cpu_config(frames: int) -> str:
+    return (
+        "# Every face of a video, each scored (see triton_models/faces.py). Key-frame detection as\n"
+        "# preprocess_<N>'s, every scored face followed in its window in every searched frame.\n"
+        + _faces_body(frames, "KIND_CPU", threads=1, max_faces=CPU_MAX_FACES,
+                      detection=_cpu_detection(max_followed=CPU_MAX_FACES))
     )
 
 
@@ -307,6 +375,11 @@ PREPROCESS_ENTRY = '''"""Triton entry point of a preprocessing model; the implem
 from triton_models.preprocess import TritonPythonModel  # noqa: F401
 '''
 
+FACES_ENTRY = '''"""Triton entry point of faces_<N>: every face of a video, each scored."""
+
+from triton_models.faces import TritonPythonModel  # noqa: F401
+'''
+
 CLASSIFIER_ENTRY = '''"""Triton entry point of a classifier on the embedded CPU server (ONNX Runtime in python)."""
 
 from triton_models.classifier import TritonPythonModel  # noqa: F401
@@ -353,7 +426,7 @@ def render_shared_folders() -> dict[str, str]:
 
 
 def render_model_folders(frames: int) -> dict[str, str]:
-    """Every committed file of the five models for one length, by path relative to the repository."""
+    """Every committed file of the six models for one length, by path relative to the repository."""
     pre, cls, ens, exp = preprocess_name(frames), classifier_name(frames), ensemble_name(frames), explain_name(frames)
     ver = verdict_name(frames)
     return {
@@ -370,6 +443,9 @@ def render_model_folders(frames: int) -> dict[str, str]:
         f"{exp}/{VERSION}/.gitkeep": "",
         f"{ver}/config.pbtxt": verdict_config(frames),
         f"{ver}/{VERSION}/.gitkeep": "",
+        f"{faces_name(frames)}/config.pbtxt": faces_gpu_config(frames),
+        f"{faces_name(frames)}/configs/cpu.pbtxt": faces_cpu_config(frames),
+        f"{faces_name(frames)}/{VERSION}/model.py": FACES_ENTRY,
     }
 
 

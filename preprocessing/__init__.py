@@ -21,7 +21,7 @@ from preprocessing.crop import FACE_SIZE, IMAGENET_MEAN, IMAGENET_STD, crop_box,
 from preprocessing.decode import SELECTIONS, DecodedClip, decode_frames, sniff_container
 from preprocessing.detect import FaceDetector
 from preprocessing.errors import ConfigError, InputError, LimitError, NoFaceError
-from preprocessing.pipeline import FacePipeline, PreprocessResult
+from preprocessing.pipeline import FacePipeline, FaceTrackResult, PreprocessResult
 from preprocessing.track import Detections, follow_face
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "Detections",
     "FaceDetector",
     "FacePipeline",
+    "FaceTrackResult",
     "InputError",
     "LimitError",
     "NoFaceError",

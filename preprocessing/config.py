@@ -25,6 +25,9 @@ from preprocessing.detect import (
 from preprocessing.errors import ConfigError
 from preprocessing.track import DEFAULT_IOU_THRESHOLD
 
+#: Most faces one input may return: the classifier's largest batch, so that they are scored in one call.
+MAX_FACES = 8
+
 #: Default least MTCNN confidence for a detection to count as a face.
 DEFAULT_MIN_FACE_PROB = 0.9
 
@@ -68,6 +71,10 @@ class PipelineConfig:
         thresholds: MTCNN stage thresholds (P-Net, R-Net, O-Net).
         min_face_prob: Least MTCNN confidence for a detection to count as a face.
         iou_threshold: Least IoU that continues a face track into the next frame.
+        max_faces: Faces cropped and returned per input, the most prominent tracks first
+            (1: the followed face alone). At most :data:`MAX_FACES` (the classifier's
+            batch). With ``detect_every`` > 1 every returned face must be followed in every
+            frame, so ``max_followed`` must then be 0 (every face) or at least ``max_faces``.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"`` for MTCNN.
         max_bytes: Largest accepted input, in bytes (default 256 MiB).
         max_pixels: Largest accepted frame area, width x height (default 4096 x 2160).
@@ -99,6 +106,7 @@ class PipelineConfig:
     max_frames_scanned: int = DEFAULT_MAX_FRAMES_SCANNED
     decode_timeout_s: float = DEFAULT_DECODE_TIMEOUT_S
     decode_threads: int = 1
+    max_faces: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "thresholds", _thresholds(self.thresholds))
@@ -122,6 +130,13 @@ class PipelineConfig:
         _check_int("max_frames_scanned", self.max_frames_scanned, self.frames)
         _check_float("decode_timeout_s", self.decode_timeout_s, 0.0, math.inf, low_open=True)
         _check_int("decode_threads", self.decode_threads, 1)
+        _check_int("max_faces", self.max_faces, 1)
+        if self.max_faces > MAX_FACES:
+            raise ConfigError(f"max_faces must be <= {MAX_FACES} (the classifier's batch), got {self.max_faces}")
+        if self.detect_every > 1 and 0 < self.max_followed < self.max_faces:
+            raise ConfigError(f"max_followed={self.max_followed} follows fewer faces than max_faces={self.max_faces} "
+                              "returns: every returned face must be followed in every frame (make max_followed 0 or "
+                              f">= {self.max_faces})")
 
     def check_device(self) -> None:
         """Raise :class:`ConfigError` unless ``device`` is usable on this machine."""
@@ -174,7 +189,7 @@ def _unwrap(key: str, raw: object) -> str:
     return raw.strip()
 
 
-_INT_FIELDS = frozenset({"frames", "detect_size", "detect_every", "max_followed", "window_every", "min_face_size",
+_INT_FIELDS = frozenset({"max_faces", "frames", "detect_size", "detect_every", "max_followed", "window_every", "min_face_size",
                          "max_bytes", "max_pixels", "max_frames_scanned", "decode_threads"})
 _FLOAT_FIELDS = frozenset({"margin", "shift_y", "min_face_prob", "iou_threshold", "decode_timeout_s"})
 

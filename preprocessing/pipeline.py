@@ -17,6 +17,24 @@ from preprocessing.detect import FaceDetector
 
 
 @dataclass(frozen=True)
+class FaceTrackResult:
+    """One face through the clip (see :attr:`PreprocessResult.tracks`).
+
+    Attributes:
+        faces: ``float32 [N, 3, 112, 112]``: its crops, as :attr:`PreprocessResult.faces`.
+        boxes: ``float32 [N, 4]``: the regions cropped.
+        found: ``bool [N]``: frames it was detected (or placed) in; elsewhere the nearest frame's box.
+        prominence: Sum over the frames it was found in of ``sqrt(box area) * confidence``: the
+            order of the tracks, and what chose the main face.
+    """
+
+    faces: np.ndarray
+    boxes: np.ndarray
+    found: np.ndarray
+    prominence: float
+
+
+@dataclass(frozen=True)
 class PreprocessResult:
     """What the pipeline made of one input.
 
@@ -38,6 +56,9 @@ class PreprocessResult:
             the same time, so the sum exceeds the wall time.
         source_size: Displayed frame size (width, height).
         wall_seconds: Wall time of the whole call.
+        tracks: The faces of the clip, most prominent first, at most ``config.max_faces``: the
+            first is the main face (the same arrays as ``faces``, ``boxes`` and ``found``).
+        faces_seen: Face tracks found in the clip, those beyond ``max_faces`` included.
     """
 
     faces: np.ndarray
@@ -49,6 +70,8 @@ class PreprocessResult:
     timings: dict[str, float]
     source_size: tuple[int, int]
     wall_seconds: float = 0.0
+    tracks: tuple[FaceTrackResult, ...] = ()
+    faces_seen: int = 0
 
 
 class FacePipeline:
@@ -86,18 +109,22 @@ class FacePipeline:
         tracker = self.detector.detect_tracked(decoding.frames(), cfg.detect_every, cfg.min_face_prob,
                                                cfg.max_followed, cfg.window_every, cfg.iou_threshold)
         clip = decoding.result()
-        boxes, found = tracker.main_face(clip.frames_decoded)
+        followed = tracker.faces(clip.frames_decoded, cfg.max_faces)
         detected = time.perf_counter()
         # Padding repeats frames: each output frame maps to the distinct frame it repeats.
         _, position = np.unique(clip.indices, return_inverse=True)
-
-        faces, cropped = crop_faces(clip.frames, boxes[position], margin=cfg.margin, square=cfg.square,
-                                    shift_y=cfg.shift_y)
+        tracks = []
+        for boxes, found, track in followed:
+            faces, cropped = crop_faces(clip.frames, boxes[position], margin=cfg.margin, square=cfg.square,
+                                        shift_y=cfg.shift_y)
+            tracks.append(FaceTrackResult(faces=faces, boxes=cropped, found=found[position].astype(np.bool_),
+                                          prominence=track.prominence))
+        main = tracks[0]
         finished = time.perf_counter()
         return PreprocessResult(
-            faces=faces,
-            boxes=cropped,
-            found=found[position].astype(np.bool_),
+            faces=main.faces,
+            boxes=main.boxes,
+            found=main.found,
             frames_decoded=clip.frames_decoded,
             frame_indices=clip.indices,
             frame_times=clip.times,
@@ -105,6 +132,8 @@ class FacePipeline:
                      "crop": finished - detected},
             source_size=clip.source_size,
             wall_seconds=finished - started,
+            tracks=tuple(tracks),
+            faces_seen=len(tracker.tracks),
         )
 
 

@@ -193,11 +193,23 @@ class FaceTracker:
         Raises:
             NoFaceError: No detection reached ``min_prob`` in any frame.
         """
+        boxes, found, _ = self.faces(count, 1)[0]
+        return boxes, found
+
+    def faces(self, count: int, limit: int) -> list[tuple[np.ndarray, np.ndarray, Track]]:
+        """The ``limit`` most prominent faces, most prominent first, each as :meth:`main_face` gives it.
+
+        Returns:
+            Up to ``limit`` entries ``(boxes, found, track)``; the first is the main face.
+
+        Raises:
+            NoFaceError: No detection reached ``min_prob`` in any frame.
+        """
         if not self.tracks:
             detail = (f"best detector confidence {self.best_rejected:.2f} is below min_face_prob {self.min_prob}"
                       if self.best_rejected > 0 else "the detector found no face")
             raise NoFaceError(f"no face found in any of the {count} decoded frames ({detail})")
-        return _fill_missing(self.ranked()[0], count)
+        return [(*_fill_missing(track, count), track) for track in self.ranked()[:limit]]
 
 
 def _area(box: np.ndarray) -> float:

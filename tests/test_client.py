@@ -17,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,11 @@ from tritonclient.utils import InferenceServerException
 
 import client
 from client import ClientError, DeepfakeClient, ExplainResult, ScoreResult, label_and_confidence
+from client.api import FaceTrack
 from client.api import MAX_VIDEO_BYTES, load_video
 from client.batch import (
+    ALL_FACES_JSON_KEYS,
+    FACE_TRACK_KEYS,
     JSON_KEYS,
     ResultsFile,
     backoff_delays,
@@ -260,6 +264,36 @@ def test_json_records_have_exactly_the_contract_keys():
     assert failed["error"] == "in ensemble 'deepfake_20', cannot decode VIDEO"
     assert all(failed[key] is None for key in JSON_KEYS if key not in ("video", "error"))
     assert json.loads(json.dumps(scored)) == scored
+
+
+def test_all_faces_records_add_every_face_after_the_usual_keys():
+    frames = 4
+    tracks = tuple(
+        FaceTrack(prob_fake=p, frame_prob_fake=np.full(frames, p, np.float32), face_boxes=np.full((frames, 4), 10.123, np.float32),
+                  face_found=np.array([True, False, True, True]), prominence=prominence)
+        for p, prominence in ((0.25, 300.0), (0.75, 120.0))
+    )
+    result = dataclasses.replace(make_score(frames=frames), face_tracks=tracks, max_prob_fake=0.75, faces_seen=5)
+    record = result_record(result)
+    assert tuple(record) == ALL_FACES_JSON_KEYS == (*JSON_KEYS, "max_prob_fake", "faces_seen", "face_tracks")
+    assert [tuple(track) for track in record["face_tracks"]] == [FACE_TRACK_KEYS] * 2
+    assert record["face_tracks"][1]["frame_prob_fake"] == [0.75] * frames
+    assert record["face_tracks"][0]["face_boxes"][0] == [10.12] * 4
+    assert record["faces_seen"] == 5 and record["max_prob_fake"] == 0.75
+    assert json.loads(json.dumps(record)) == record
+    # Without the flag nothing changes; a refused video under the flag has the same keys, null.
+    assert tuple(result_record(make_score())) == JSON_KEYS
+    assert tuple(error_record("b.mp4", "refused", all_faces=True)) == ALL_FACES_JSON_KEYS
+    line = format_result_line(record, frames)
+    assert "any face fake 0.7500" in line and "2 of 5 seen" in line
+
+
+def test_all_faces_cannot_be_asked_without_frame_scores(closed_url, video, capsys):
+    with DeepfakeClient(closed_url) as api, pytest.raises(ValueError, match="frame_scores"):
+        api.score(video, 10, frame_scores=False, all_faces=True)
+    with pytest.raises(SystemExit) as caught:
+        main(["score", str(video), "--all-faces", "--verdict-only", "--url", closed_url])
+    assert caught.value.code == EXIT_USAGE and "--verdict-only" in capsys.readouterr().err
 
 
 def test_human_line_shows_label_as_the_app_did():

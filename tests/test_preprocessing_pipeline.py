@@ -206,3 +206,34 @@ def test_real_portraits(pipeline: FacePipeline, path: Path) -> None:
     box_width = float(result.boxes[0, 2] - result.boxes[0, 0])
     # One large face: the crop spans a good part of the picture.
     assert box_width > 0.25 * width
+
+
+@pytest.mark.parametrize("detect_every", [1, 20])
+def test_every_face_is_its_own_track_the_main_face_first(detect_every: int) -> None:
+    clip = media.two_face_clip(frames=10)
+    options = {"frames": FRAMES, "min_face_size": TEST_MIN_FACE_SIZE, "detect_every": detect_every}
+    single = FacePipeline(PipelineConfig(**options))(clip)
+    every = FacePipeline(PipelineConfig(**options, max_faces=4))(clip)
+    assert len(single.tracks) == 1 and single.tracks[0].faces is single.faces
+    assert len(every.tracks) == 2 == every.faces_seen  # two faces in the clip: no slot left over
+    main, other = every.tracks
+    # The main face is the one the single-face pipeline follows, with the same crops.
+    np.testing.assert_array_equal(main.boxes, single.boxes)
+    np.testing.assert_array_equal(main.faces, single.faces)
+    assert main.prominence > other.prominence
+    # The second track follows the small face in every frame, with its own crops.
+    assert other.found.all()
+    for i in range(FRAMES):
+        large, small = media.two_face_boxes(i)
+        assert overlap(main.boxes[i], expected_crop(large, (480, 240))) > MIN_IOU, f"frame {i}"
+        assert overlap(other.boxes[i], expected_crop(small, (480, 240))) > 0.6, f"frame {i}"
+    assert not np.allclose(other.faces, main.faces)
+
+
+def test_max_faces_is_bounded_and_every_returned_face_is_followed() -> None:
+    with pytest.raises(ConfigError, match="max_faces must be <= 8"):
+        PipelineConfig(frames=10, max_faces=9)
+    with pytest.raises(ConfigError, match="every returned face must be followed"):
+        PipelineConfig(frames=10, max_faces=4, detect_every=20, max_followed=2)
+    assert PipelineConfig(frames=10, max_faces=4, detect_every=20, max_followed=0).max_faces == 4
+    assert PipelineConfig(frames=10, max_faces=4, max_followed=2).max_followed == 2  # every frame searched whole

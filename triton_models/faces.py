@@ -1,0 +1,86 @@
+"""Every face of a video, each scored: preprocessing with ``max_faces`` and the classifier through BLS.
+
+An ensemble cannot turn the ``[1, K, N, ...]`` crops of one video into a batch of K for the
+classifier, so this python model runs the preprocessing library itself and calls
+``resnext_lstm_<N>`` (the model named by its ``classifier`` parameter) once per video with the K
+faces as K rows: the exported graph scores rows independently, so each face scores as if alone.
+K varies per video (the faces found, at most ``max_faces``): the face axis of every output is
+open, so no slot is ever unused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from triton_models.preprocess import build_pipeline, run_pipeline
+
+# Adapter parameter: the classifier to call.
+CLASSIFIER = "classifier"
+_SCORES = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE")
+
+
+def video_score(frame_scores: np.ndarray, found: np.ndarray) -> float:
+    """A face's contribution to "is any face fake": its mean frame score where it was detected."""
+    seen = frame_scores[found] if found.any() else frame_scores
+    return float(seen.mean())
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        self.name = args["model_name"]
+        self.pipeline, own = build_pipeline(args, adapter_keys=(CLASSIFIER,))
+        if CLASSIFIER not in own:
+            raise pb_utils.TritonModelException(f"{self.name}: parameter {CLASSIFIER!r} (the model to score faces with) is missing")
+        self.classifier = own[CLASSIFIER]
+
+    def execute(self, requests):
+        return [self._respond(request) for request in requests]
+
+    def _score(self, faces: np.ndarray) -> dict[str, np.ndarray] | pb_utils.TritonError:
+        request = pb_utils.InferenceRequest(model_name=self.classifier, requested_output_names=list(_SCORES),
+                                            inputs=[pb_utils.Tensor("FACES", faces)])
+        response = request.exec()
+        if response.has_error():
+            return pb_utils.TritonError(f"{self.classifier}: {response.error().message()}")
+        return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in _SCORES}
+
+    def _respond(self, request):
+        videos = pb_utils.get_input_tensor_by_name(request, "VIDEO").as_numpy()
+        rows = []
+        for row in videos:
+            result, error = run_pipeline(self.pipeline, self.name, row)
+            if error is not None:
+                return error
+            faces = np.ascontiguousarray(np.stack([track.faces for track in result.tracks]), dtype=np.float32)
+            scores = self._score(faces)
+            if isinstance(scores, pb_utils.TritonError):
+                return pb_utils.InferenceResponse(error=scores)
+            rows.append((result, scores))
+        if len(rows) != 1:
+            # Each video has its own number of faces: one per request (the batch axis of 1).
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                f"{self.name} scores one video per request, got {len(rows)}", pb_utils.TritonError.INVALID_ARG))
+        result, scores = rows[0]
+        found = np.stack([track.found for track in result.tracks])
+        frame_scores = scores["FRAME_PROB_FAKE"].astype(np.float32)
+        any_fake = max(video_score(s, f) for s, f in zip(frame_scores, found))
+        outputs = [
+            # The main face, as deepfake_<N> returns it.
+            pb_utils.Tensor("LOGITS", scores["LOGITS"][:1].astype(np.float32)),
+            pb_utils.Tensor("PROB_FAKE", scores["PROB_FAKE"][:1].reshape(1, 1).astype(np.float32)),
+            pb_utils.Tensor("FRAME_PROB_FAKE", frame_scores[:1]),
+            pb_utils.Tensor("FACE_BOXES", result.boxes[None].astype(np.float32)),
+            pb_utils.Tensor("FACE_FOUND", result.found[None]),
+            # Every face.
+            pb_utils.Tensor("MAX_PROB_FAKE", np.array([[any_fake]], np.float32)),
+            pb_utils.Tensor("TRACK_PROB_FAKE", scores["PROB_FAKE"].reshape(1, -1).astype(np.float32)),
+            pb_utils.Tensor("TRACK_FRAME_PROB_FAKE", frame_scores[None]),
+            pb_utils.Tensor("TRACK_BOXES", np.stack([t.boxes for t in result.tracks])[None].astype(np.float32)),
+            pb_utils.Tensor("TRACK_FOUND", found[None]),
+            pb_utils.Tensor("TRACK_PROMINENCE", np.array([[t.prominence for t in result.tracks]], np.float32)),
+            pb_utils.Tensor("FACES_SEEN", np.array([[result.faces_seen]], np.int32)),
+            pb_utils.Tensor("FRAMES_DECODED", np.array([[result.frames_decoded]], np.int32)),
+            pb_utils.Tensor("FRAME_TIMES", result.frame_times[None].astype(np.float32)),
+        ]
+        return pb_utils.InferenceResponse(output_tensors=outputs)
