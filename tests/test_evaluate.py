@@ -148,6 +148,17 @@ def test_mean_of_face_max_takes_each_frames_highest_face():
     assert scores.mean_of_face_max(tracks) == pytest.approx((0.5 + 0.9 + 0.4) / 3)
 
 
+def test_mean_of_face_max_counts_a_face_only_where_it_was_detected():
+    tracks = [
+        {"frame_prob_fake": [0.1, 0.9, 0.2, 0.6], "face_found": [True, False, True, False]},
+        {"frame_prob_fake": [0.5, 0.3, 0.4, 0.7], "face_found": [False, True, True, False]},
+    ]
+    # Frame 1: only the second face was detected there; frame 3: no face, left out.
+    assert scores.mean_of_face_max(tracks) == pytest.approx((0.1 + 0.3 + 0.4) / 3)
+    nowhere = [{**track, "face_found": [False] * 4} for track in tracks]
+    assert scores.mean_of_face_max(nowhere) == pytest.approx((0.5 + 0.9 + 0.4 + 0.7) / 4)
+
+
 def test_aggregations_of_a_line_and_why_one_is_missing():
     line = {"prob_fake": 0.7, "frame_prob_fake": [0.2, 0.4, 0.7], "error": None}
     assert scores.aggregate(line, "faithful") == (0.7, None)
@@ -157,6 +168,8 @@ def test_aggregations_of_a_line_and_why_one_is_missing():
     with_tracks = {**line, "face_tracks": [{"frame_prob_fake": [0.2, 0.4, 0.7]}, {"frame_prob_fake": [0.9, 0.1, 0.1]}]}
     assert scores.aggregate(with_tracks, "face_max_mean")[0] == pytest.approx((0.9 + 0.4 + 0.7) / 3)
     assert scores.aggregate({"error": "no face"}, "faithful") == (None, "refused")
+    assert scores.aggregate(line, "any_face")[0] is None
+    assert scores.aggregate({**line, "max_prob_fake": 0.8}, "any_face") == (0.8, None)
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -339,7 +352,7 @@ def test_report_counts_refused_videos_and_splits_groups_against_all_reals(labell
         "n_videos": 2, "n_fake": 2, "n_real": 0, "n_scored": 2, "n_refused": 0,
         "compared_with": "all reals", "frame_auc": pytest.approx(skm.roc_auc_score([0] * 6 + [1] * 6, [0.2] * 3 + [0.6] * 3 + [0.9] * 3 + [0.1] * 3)),
     }
-    assert set(built["aggregations"]) == {"faithful", "frame_mean", "confident", "face_max_mean"}
+    assert set(built["aggregations"]) == {"faithful", "frame_mean", "confident", "face_max_mean", "any_face"}
     assert built["aggregations"]["face_max_mean"]["video_auc"] is None
     assert "face_tracks" in built["aggregations"]["face_max_mean"]["undefined"]["video_auc"]
 

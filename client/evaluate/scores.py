@@ -27,6 +27,8 @@ SCORE_KEYS = (
     "error",
 )
 TRACKS_KEY = "face_tracks"
+#: The all-faces model's own "is any face fake" score.
+MAX_KEY = "max_prob_fake"
 NO_FACE_MESSAGE = "no face"
 SCORE_DECIMALS = 7
 
@@ -56,6 +58,9 @@ def _track_record(track) -> dict:
         "prob_fake": None if prob_fake is None else round(float(prob_fake), SCORE_DECIMALS),
         "frame_prob_fake": None if frame_scores is None else _rounded(np.asarray(frame_scores).reshape(-1)),
     }
+    found = field("face_found")
+    if found is not None:
+        record["face_found"] = [bool(value) for value in np.asarray(found).reshape(-1)]
     prominence = field("prominence")
     if prominence is not None:
         record["prominence"] = float(prominence)
@@ -87,6 +92,8 @@ def record_maker(truth_of: Callable[[str], tuple[int, str]], model: str) -> Call
         tracks = getattr(result, TRACKS_KEY, None)
         if tracks is not None:
             record[TRACKS_KEY] = [_track_record(track) for track in tracks]
+            max_prob_fake = getattr(result, MAX_KEY, None)
+            record[MAX_KEY] = None if max_prob_fake is None else round(float(max_prob_fake), SCORE_DECIMALS)
         return record
 
     return to_record
@@ -120,12 +127,21 @@ def mean_of_face_max(tracks: Sequence[Mapping]) -> float:
     """Mean over frames of the highest score among the faces in that frame.
 
     The hook for all-faces results: each track's ``frame_prob_fake`` has one score per frame.
+    Where the tracks say in which frames each face was detected (``face_found``), a frame's
+    maximum is over the faces detected in it (a face not detected there is scored on a crop
+    borrowed from another frame), and frames without any are left out; with no such frame at
+    all, or no ``face_found``, every face counts in every frame.
     """
-    rows = [track["frame_prob_fake"] for track in tracks if track.get("frame_prob_fake")]
-    if not rows:
+    kept = [track for track in tracks if track.get("frame_prob_fake")]
+    if not kept:
         raise ValueError("no face track has per-frame scores")
-    length = min(len(row) for row in rows)
-    stacked = np.array([row[:length] for row in rows], dtype=np.float64)
+    length = min(len(track["frame_prob_fake"]) for track in kept)
+    stacked = np.array([track["frame_prob_fake"][:length] for track in kept], dtype=np.float64)
+    if all(track.get("face_found") is not None and len(track["face_found"]) >= length for track in kept):
+        found = np.array([track["face_found"][:length] for track in kept], dtype=bool)
+        frames = found.any(axis=0)
+        if frames.any():
+            return float(np.mean(np.max(np.where(found, stacked, -np.inf), axis=0)[frames]))
     return float(np.mean(np.max(stacked, axis=0)))
 
 
@@ -134,7 +150,8 @@ AGGREGATIONS = {
     "faithful": "the served PROB_FAKE: the published weights score the clip from its last frame",
     "frame_mean": "mean of the N per-frame scores of the main face",
     "confident": "the DFDC winner's confident rule over the main face's per-frame scores",
-    "face_max_mean": "mean over frames of the per-frame maximum over all face tracks",
+    "face_max_mean": "mean over frames of the per-frame maximum over the faces detected in that frame (all faces)",
+    "any_face": "the all-faces model's MAX_PROB_FAKE: the highest over faces of each face's mean score where detected",
 }
 FAITHFUL = "faithful"
 
@@ -155,6 +172,11 @@ def aggregate(record: Mapping, name: str) -> tuple[float | None, str | None]:
         if not tracks:
             return None, "no face_tracks in the results: the videos were scored without all faces"
         return mean_of_face_max(tracks), None
+    if name == "any_face":
+        value = record.get(MAX_KEY)
+        if value is None:
+            return None, "no max_prob_fake in the results: the videos were scored without all faces"
+        return float(value), None
     raise ValueError(f"unknown aggregation '{name}'")
 
 
