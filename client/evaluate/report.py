@@ -157,6 +157,7 @@ def build_report(
             "note": "the threshold is chosen on the validation part; every metric is of the test part",
         }
     groups = group_names(videos)
+    evaluated_set, scored_set, refused_set = set(evaluated), set(scored), set(refused)
     aggregations = {}
     for name, description in AGGREGATIONS.items():
         threshold = (
@@ -164,7 +165,6 @@ def build_report(
             if split is not None
             else {"value": settings.threshold, "source": "given"}
         )
-        evaluated_set = set(evaluated)
         overall = _metrics_of(evaluated, videos, records, name, threshold["value"])
         per_group = {}
         for group in groups:
@@ -177,14 +177,14 @@ def build_report(
     group_counts = {}
     for group in groups:
         members = [i for i, video in enumerate(videos) if video.group == group]
-        chosen = [i for i in _selection(videos, group) if i in set(evaluated)]
+        chosen = [i for i in _selection(videos, group) if i in evaluated_set]
         auc, reason = _frame_auc(chosen, videos, records)
         group_counts[group] = {
             "n_videos": len(members),
             "n_fake": sum(videos[i].truth for i in members),
             "n_real": sum(1 - videos[i].truth for i in members),
-            "n_scored": sum(1 for i in members if i in set(scored)),
-            "n_refused": sum(1 for i in members if i in set(refused)),
+            "n_scored": sum(1 for i in members if i in scored_set),
+            "n_refused": sum(1 for i in members if i in refused_set),
             "compared_with": "all reals" if any(videos[i].truth for i in members) else "all fakes",
             "frame_auc": auc,
             **({"frame_auc_undefined": reason} if reason else {}),
