@@ -392,3 +392,11 @@ def test_the_web_page_loads_no_server_side_package():
                                check=True)
 
     assert json.loads(completed.stdout) == []
+
+
+def test_malloc_is_tuned_unless_the_environment_says_otherwise():
+    from client.web.server import tune_malloc
+
+    assert tune_malloc({"MALLOC_ARENA_MAX": "4"}) is False
+    assert tune_malloc({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}) is False
+    assert tune_malloc({}) is True  # glibc (Debian): every mallopt call accepted
