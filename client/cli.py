@@ -624,6 +624,12 @@ def _evaluate_parser(commands, connection: argparse.ArgumentParser) -> None:
         metavar="C",
         help="FaceForensics++: the compression folder to read (c23, c40, raw) when there are several",
     )
+    evaluate.add_argument(
+        "--split",
+        metavar="FILE",
+        help="FaceForensics++: keep only the videos of an official split file (splits/test.json "
+        "of the FaceForensics repository: 140 originals and 140 fakes per method)",
+    )
     _frames_option(evaluate)
     evaluate.add_argument(
         "--all-faces",

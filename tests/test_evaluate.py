@@ -268,6 +268,28 @@ def test_faceforensics_layout_groups_by_method_and_skips_masks(tmp_path):
     assert [v.group for v in layouts.read_layout(tmp_path, compression="c40")] == ["original"]
 
 
+def test_faceforensics_official_split_keeps_its_originals_and_the_fakes_of_its_pairs(tmp_path):
+    for name in (
+        "original_sequences/youtube/c23/videos/000.mp4",
+        "original_sequences/youtube/c23/videos/003.mp4",
+        "original_sequences/youtube/c23/videos/500.mp4",
+        "manipulated_sequences/Deepfakes/c23/videos/000_003.mp4",
+        "manipulated_sequences/Deepfakes/c23/videos/003_000.mp4",
+        "manipulated_sequences/Deepfakes/c23/videos/500_501.mp4",
+        "manipulated_sequences/DeepFakeDetection/c23/videos/01_02__walk__X.mp4",
+    ):
+        touch(tmp_path / name)
+    split = tmp_path / "test.json"
+    split.write_text(json.dumps([["000", "003"], ["953", "974"]]))
+
+    videos = layouts.read_layout(tmp_path, split=split)
+
+    assert sorted(Path(v.path).name for v in videos) == ["000.mp4", "000_003.mp4", "003.mp4", "003_000.mp4"]
+    split.write_text(json.dumps({"000": "003"}))
+    with pytest.raises(LayoutError, match="list of \\[target, source\\] pairs"):
+        layouts.read_layout(tmp_path, split=split)
+
+
 def test_celebdf_list_says_1_for_real_and_0_for_fake(tmp_path):
     listing = tmp_path / "List_of_testing_videos.txt"
     listing.write_text("1 YouTube-real/00170.mp4\n0 Celeb-synthesis/id1_id0_0007.mp4\n1 Celeb-real/id0_0000.mp4\n\n")

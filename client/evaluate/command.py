@@ -149,7 +149,7 @@ def run_evaluate(client_factory, args: argparse.Namespace, out: TextIO, err: Tex
         print(f"error: evaluate needs the eval extra ({', '.join(missing)} missing): {EVAL_EXTRA_HINT}", file=err)
         return EXIT_USAGE
     try:
-        videos = read_layout(args.dataset, args.layout, compression=args.compression)
+        videos = read_layout(args.dataset, args.layout, compression=args.compression, split=args.split)
     except LayoutError as error:
         print(f"error: {error}", file=err)
         return EXIT_USAGE

@@ -17,7 +17,8 @@ layout                    what is read
 ``ffpp``                  FaceForensics++: ``original_sequences/<source>/<compression>/videos`` are
                           real (group ``original``, or ``actors`` for the DeepFakeDetection
                           originals), ``manipulated_sequences/<method>/<compression>/videos`` fake,
-                          one group per method
+                          one group per method; an official split file (``splits/test.json``)
+                          keeps only its videos
 ``celebdf``               Celeb-DF's ``List_of_testing_videos.txt``: ``<digit> <path>`` lines where
                           **1 means real and 0 means fake** (the opposite of ``truth``); group: the
                           top folder (``Celeb-real``, ``YouTube-real``, ``Celeb-synthesis``)
@@ -117,7 +118,11 @@ def detect_layout(source: str | os.PathLike) -> str:
 
 
 def read_layout(
-    source: str | os.PathLike, layout: str = AUTO, *, compression: str | None = None
+    source: str | os.PathLike,
+    layout: str = AUTO,
+    *,
+    compression: str | None = None,
+    split: str | os.PathLike | None = None,
 ) -> list[LabelledVideo]:
     """The videos of a labelled set, sorted by path, each once.
 
@@ -126,6 +131,8 @@ def read_layout(
         layout: one of :data:`LAYOUTS`, or ``"auto"`` (:func:`detect_layout`).
         compression: FaceForensics++ only: which compression folder (``c23``...) to read when
             the tree holds several.
+        split: FaceForensics++ only: an official split file (``splits/test.json``) whose
+            videos alone are kept.
 
     Raises:
         LayoutError: the set cannot be read, has no video, or lists a video twice with
@@ -136,13 +143,13 @@ def read_layout(
         "folders": read_folders,
         "csv": read_csv,
         "dfdc": read_dfdc,
-        "ffpp": lambda s: read_ffpp(s, compression=compression),
+        "ffpp": lambda s: read_ffpp(s, compression=compression, split=split),
         "celebdf": read_celebdf,
     }
     if layout not in readers:
         raise LayoutError(f"unknown layout '{layout}'; expected one of {', '.join(LAYOUTS)}")
-    if compression is not None and layout != "ffpp":
-        raise LayoutError("--compression applies to the FaceForensics++ layout only")
+    if (compression is not None or split is not None) and layout != "ffpp":
+        raise LayoutError("--compression and --split apply to the FaceForensics++ layout only")
     videos = _unique(readers[layout](source))
     if not videos:
         raise LayoutError(f"{source}: no video found ({layout} layout)")
@@ -251,8 +258,37 @@ def _ffpp_video_folders(root: Path, top: str) -> list[tuple[str, str, Path]]:
     return found
 
 
-def read_ffpp(source: str | os.PathLike, *, compression: str | None = None) -> list[LabelledVideo]:
-    """FaceForensics++: originals real, each manipulation method a group of fakes."""
+def read_ffpp_split(path: str | os.PathLike) -> set[tuple[str, str]]:
+    """The ``[target, source]`` pairs of a FaceForensics++ split file (``splits/test.json``)."""
+    try:
+        pairs = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise LayoutError(f"{path}: cannot read ({error})") from None
+    if not isinstance(pairs, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and all(isinstance(item, str) for item in pair) for pair in pairs
+    ):
+        raise LayoutError(f"{path}: expected a list of [target, source] pairs of video numbers")
+    return {(pair[0], pair[1]) for pair in pairs}
+
+
+def _in_ffpp_split(path: Path, truth: int, pairs: set[tuple[str, str]]) -> bool:
+    """An original ``NNN`` is in the split when a pair names it; a fake ``TTT_SSS`` when its pair is one."""
+    if truth == REAL:
+        return any(path.stem in pair for pair in pairs)
+    target, _, source = path.stem.partition("_")
+    return (target, source) in pairs or (source, target) in pairs
+
+
+def read_ffpp(
+    source: str | os.PathLike, *, compression: str | None = None, split: str | os.PathLike | None = None
+) -> list[LabelledVideo]:
+    """FaceForensics++: originals real, each manipulation method a group of fakes.
+
+    With ``split``, only the videos of that official split: the originals it names and the fakes
+    made from its pairs (``000_003.mp4`` from the pair ``["000", "003"]``, either order), which
+    leaves out the DeepFakeDetection videos, named otherwise.
+    """
+    pairs = None if split is None else read_ffpp_split(split)
     root = Path(source)
     originals = _ffpp_video_folders(root, FFPP_ORIGINAL)
     manipulated = _ffpp_video_folders(root, FFPP_MANIPULATED)
@@ -274,7 +310,11 @@ def read_ffpp(source: str | os.PathLike, *, compression: str | None = None) -> l
             if level != compression:
                 continue
             group = FFPP_REAL_GROUPS.get(name, f"original_{name}") if truth == REAL else name
-            videos.extend(LabelledVideo(str(path), truth, group) for path in _media_files(folder))
+            videos.extend(
+                LabelledVideo(str(path), truth, group)
+                for path in _media_files(folder)
+                if pairs is None or _in_ffpp_split(path, truth, pairs)
+            )
     return videos
 
 
