@@ -27,8 +27,18 @@ from preprocessing.decode import (
     DEFAULT_MAX_PIXELS,
 )
 
-MAX_BATCH = 8
-FACE_SIZE = 112
+from export.contract import (
+    CLASSIFIER_OUTPUTS,
+    EXPLAIN_OUTPUTS,
+    FACES_OUTPUTS,
+    MAX_BATCH,
+    PREPROCESS_OUTPUTS,
+    SCORE_OUTPUTS,
+    SERVED_LENGTHS,
+    TENSORS,
+    VERDICT_OUTPUTS,
+)
+
 VERSION = "1"
 
 
@@ -65,27 +75,8 @@ def classifier_dir(repository: Path, frames: int) -> Path:
 
 
 def _tensor_specs(frames: int) -> dict[str, tuple[str, str]]:
-    """Every tensor of the served models: name -> (Triton data type, dims without the batch axis)."""
-    return {
-        "VIDEO": ("TYPE_UINT8", "[ -1 ]"),
-        "FACES": ("TYPE_FP32", f"[ {frames}, 3, {FACE_SIZE}, {FACE_SIZE} ]"),
-        "FACE_BOXES": ("TYPE_FP32", f"[ {frames}, 4 ]"),
-        "FACE_FOUND": ("TYPE_BOOL", f"[ {frames} ]"),
-        "FRAMES_DECODED": ("TYPE_INT32", "[ 1 ]"),
-        "FRAME_TIMES": ("TYPE_FP32", f"[ {frames} ]"),
-        "LOGITS": ("TYPE_FP32", "[ 2 ]"),
-        "PROB_FAKE": ("TYPE_FP32", "[ 1 ]"),
-        "FRAME_PROB_FAKE": ("TYPE_FP32", f"[ {frames} ]"),
-        "HEATMAP": ("TYPE_FP32", f"[ {frames}, {FACE_SIZE}, {FACE_SIZE} ]"),
-        # faces_<N>: one row per face found (K, at most max_faces), the main face first.
-        "MAX_PROB_FAKE": ("TYPE_FP32", "[ 1 ]"),
-        "TRACK_PROB_FAKE": ("TYPE_FP32", "[ -1 ]"),
-        "TRACK_FRAME_PROB_FAKE": ("TYPE_FP32", f"[ -1, {frames} ]"),
-        "TRACK_BOXES": ("TYPE_FP32", f"[ -1, {frames}, 4 ]"),
-        "TRACK_FOUND": ("TYPE_BOOL", f"[ -1, {frames} ]"),
-        "TRACK_PROMINENCE": ("TYPE_FP32", "[ -1 ]"),
-        "FACES_SEEN": ("TYPE_INT32", "[ 1 ]"),
-    }
+    """Every tensor of the served models (export/contract.py): name -> (Triton data type, dims without the batch axis)."""
+    return {name: (tensor.data_type, f"[ {', '.join(map(str, tensor.dims(frames)))} ]") for name, tensor in TENSORS.items()}
 
 
 def _tensors(frames: int, names: tuple[str, ...]) -> str:
@@ -95,18 +86,6 @@ def _tensors(frames: int, names: tuple[str, ...]) -> str:
     )
 
 
-CLASSIFIER_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "HEATMAP")
-# FRAME_TIMES: when each used frame is shown, in seconds from the video stream's start (0 for a
-# still), so that a player can draw FACE_BOXES over the right moment.
-PREPROCESS_OUTPUTS = ("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED", "FRAME_TIMES")
-SCORE_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED", "FRAME_TIMES")
-EXPLAIN_OUTPUTS = (*SCORE_OUTPUTS, "FACES", "HEATMAP")
-VERDICT_OUTPUTS = tuple(name for name in SCORE_OUTPUTS if name != "FRAME_PROB_FAKE")
-# faces_<N>: PROB_FAKE is the main face's faithful score (as deepfake_<N>'s); MAX_PROB_FAKE: "is any face fake",
-# the largest over the faces of each face's mean frame score where it was detected.
-# The outputs of deepfake_<N> describe the main face, so every client of deepfake_<N> reads faces_<N> too.
-FACES_OUTPUTS = (*SCORE_OUTPUTS, "MAX_PROB_FAKE", "TRACK_PROB_FAKE", "TRACK_FRAME_PROB_FAKE", "TRACK_BOXES", "TRACK_FOUND",
-                 "TRACK_PROMINENCE", "FACES_SEEN")
 #: Faces scored per video by faces_<N> on the CPU server and on GPU nodes.
 CPU_MAX_FACES = 4
 GPU_MAX_FACES = MAX_BATCH
@@ -476,7 +455,7 @@ def served_lengths(repository: Path) -> list[int]:
 def main() -> None:
     """Rewrites the committed folders for 10, 20 and 30 frames and model_info (``python -m export.repository``)."""
     root = Path(__file__).resolve().parent.parent / "model_repository"
-    for files in (render_shared_folders(), *(render_model_folders(frames) for frames in (10, 20, 30))):
+    for files in (render_shared_folders(), *(render_model_folders(frames) for frames in SERVED_LENGTHS)):
         for relative, text in files.items():
             path = root / relative
             path.parent.mkdir(parents=True, exist_ok=True)

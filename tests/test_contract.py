@@ -27,11 +27,13 @@ CLIENT_TABLES = {
     "deepfake": api.SCORE_OUTPUTS,
     "verdict": api.VERDICT_OUTPUTS,
     "explain": api.EXPLAIN_OUTPUTS,
+    "faces": api.FACES_OUTPUTS,
 }
 CONTRACT_TABLES = {
     "deepfake": contract.SCORE_OUTPUTS,
     "verdict": contract.VERDICT_OUTPUTS,
     "explain": contract.EXPLAIN_OUTPUTS,
+    "faces": contract.FACES_OUTPUTS,
 }
 
 
@@ -85,7 +87,9 @@ def test_models_serve_the_contracts_inputs_and_outputs(frames: int) -> None:
 def test_the_clients_light_copy_matches_the_rendered_ensembles(kind: str, frames: int) -> None:
     config = parse(REPOSITORY / f"{kind}_{frames}" / "config.pbtxt")
     served = {tensor.name: tuple(tensor.dims) for tensor in config.output}
-    asked = {name: tuple(frames if axis is None else axis for axis in shape) for name, shape in CLIENT_TABLES[kind].items()}
+    # The client writes None for the frame axis and FACE_AXIS for the any-length axis of one row per face.
+    served_axis = {None: frames, api.FACE_AXIS: contract.ANY}
+    asked = {name: tuple(served_axis.get(axis, axis) for axis in shape) for name, shape in CLIENT_TABLES[kind].items()}
     assert asked == served, f"client/api.py asks {kind}_{frames} for {asked}, the config serves {served}"
     (video,) = config.input
     assert (video.name, TYPE_NAMES[video.data_type].removeprefix("TYPE_")) == (api.VIDEO_INPUT, api.VIDEO_DATATYPE)
