@@ -134,7 +134,7 @@ def test_cli_all_faces_json_lines(triton_server, tmp_path, two_faces):
     # faces_found keeps its meaning: frames with the main face.
     assert scored["faces_found"] == sum(scored["face_tracks"][0]["face_found"])
     assert refused["error"] and refused["face_tracks"] is None
-    both = subprocess.run([*command[:4], "--all-faces", "--verdict-only", "--url", triton_server.grpc_url],
+    both = subprocess.run([*command[:5], "--all-faces", "--verdict-only", "--url", triton_server.grpc_url],
                           cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     assert both.returncode == 2 and "cannot be combined with --verdict-only" in both.stderr
 
