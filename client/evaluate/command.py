@@ -24,7 +24,7 @@ from typing import TextIO
 from .. import api
 from ..batch import ResultsFile, backoff_delays, read_results, run_batch, video_key
 from ..progress import Console
-from .layouts import LabelledVideo, LayoutError, read_layout
+from .layouts import LabelledVideo, LayoutError, detect_layout, read_layout
 from .scores import record_maker, refused_record
 
 SCORES_FILE = "scores.jsonl"
@@ -199,7 +199,7 @@ def run_evaluate(client_factory, args: argparse.Namespace, out: TextIO, err: Tex
     records = [done.get(video_key(video.path)) for video in videos]
     settings = Settings(
         dataset=os.fspath(args.dataset),
-        layout=args.layout if args.layout != "auto" else _detected(args.dataset),
+        layout=args.layout if args.layout != "auto" else detect_layout(args.dataset),
         model=model,
         frames=args.frames,
         threshold=args.threshold,
@@ -219,12 +219,6 @@ def run_evaluate(client_factory, args: argparse.Namespace, out: TextIO, err: Tex
         file=out,
     )
     return EXIT_OK if unfinished == 0 else EXIT_UNFINISHED
-
-
-def _detected(dataset) -> str:
-    from .layouts import detect_layout
-
-    return detect_layout(dataset)
 
 
 def _shown(value) -> str:
