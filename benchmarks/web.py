@@ -142,10 +142,15 @@ def measure(video: Path, frames: int, rounds: int, uploads: int, workdir: Path) 
         "latency": {
             "page_ms": page_ms,
             "client_ms": direct_ms,
+            "page_grpc_ms": page_server_ms,
+            "client_grpc_ms": direct_server_ms,
             "page_median_ms": page_median,
             "client_median_ms": direct_median,
             "added_median_ms": page_median - direct_median,
             "page_grpc_median_ms": statistics.median(page_server_ms),
+            # Within each page request: what the page spends around its own gRPC call (HTTP,
+            # multipart parsing, JSON), untouched by how busy the server was at that moment.
+            "page_overhead_median_ms": statistics.median(total - grpc for total, grpc in zip(page_ms, page_server_ms)),
             "client_grpc_median_ms": statistics.median(direct_server_ms),
             "goal_ms": LATENCY_GOAL_MS,
             "met": page_median - direct_median < LATENCY_GOAL_MS,
@@ -181,6 +186,8 @@ def markdown(results: dict) -> str:
         f"| added by the page | {latency['added_median_ms']:.1f} ms | < {latency['goal_ms']:.0f} ms | {yes_no[latency['met']]} |",
         f"| gRPC round trip inside the page / the client (medians) | {latency['page_grpc_median_ms']:.0f} / "
         f"{latency['client_grpc_median_ms']:.0f} ms | | |",
+        f"| the page's own time around its gRPC call, per request (median) | {latency['page_overhead_median_ms']:.1f} ms | "
+        f"< {latency['goal_ms']:.0f} ms | {yes_no[latency['page_overhead_median_ms'] < latency['goal_ms']]} |",
         *memory_rows,
         "",
     ])
