@@ -61,6 +61,7 @@ SAME_SCORE_ATOL = 1e-5
 BATCH_VIDEOS = 6
 BATCH_CONCURRENCY = 2
 STUB = "triton_python_backend_stub"
+STUB_LOOKUP_S = 10.0
 POLL_S = 0.5
 HTTP_TIMEOUT_S = 10.0
 # Quick checks in the test; the deployment's own defaults are 15 s and 20 min (GPU) or 5 s (CPU).
@@ -327,6 +328,18 @@ def _stub_pids(deployment: Deployment, model: str) -> list[int]:
     return [int(line.split()[0]) for line in table.splitlines()[1:] if STUB in line and f"/{model}/" in line]
 
 
+def _stub_pid(deployment: Deployment, model: str) -> int:
+    """One stub of ``model``, looked for over a few seconds (the table is read while processes change)."""
+    deadline = time.monotonic() + STUB_LOOKUP_S
+    while True:
+        pids = _stub_pids(deployment, model)
+        if pids:
+            return pids[0]
+        table = _docker(deployment.env, "top", deployment.container(), "-eo", "pid,args")
+        assert time.monotonic() < deadline, f"no {model} stub in the container within {STUB_LOOKUP_S:g} s:\n{table}"
+        time.sleep(POLL_S)
+
+
 def _wait_healthy(deployment: Deployment, since: float) -> float:
     deadline = time.monotonic() + RESTART_BOUND_S
     while True:
@@ -356,7 +369,7 @@ def test_a_killed_stub_restarts_the_container_and_the_batch_finishes(deployment:
         while not results.exists() or not results.read_text().strip():
             assert batch.poll() is None, batch.communicate()
             time.sleep(POLL_S / 5)
-        (victim, *_) = _stub_pids(deployment, PREPROCESS)
+        victim = _stub_pid(deployment, PREPROCESS)
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
         healthy_after = _wait_healthy_after_restart(deployment, restarts_before, killed_at)
