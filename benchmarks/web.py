@@ -7,9 +7,9 @@ One run, one machine, one warm server:
    each, after warm-up calls of both. The goal: the page adds less than 100 ms.
 2. Memory: the web process's resident memory (VmRSS) after each of ``--uploads`` uploads through
    the page's full analysis (``POST /api/explain``: scores, face crops, heatmap PNGs). The goal:
-   under 5 % growth from upload 20 to the last. Measured for each allocator the page runs with:
-   glibc's malloc as ``python -m client web`` tunes it (client/web/server.py), and jemalloc as
-   the web image preloads it (web.Dockerfile), each in a fresh web process.
+   under 5 % growth from upload 20 to the last. Measured with glibc's malloc as
+   ``python -m client web`` tunes it (client/web/server.py, also in the web image), and for
+   comparison with jemalloc preloaded and returning freed pages at once, each in a fresh process.
 
 The server holds the models of one length (and ``model_info``), as links to the real folders.
 """
@@ -41,7 +41,7 @@ RSS_GOAL_PERCENT = 5.0
 RSS_FROM_UPLOAD = 20
 TIMEOUT_S = 300.0
 JEMALLOC = Path(f"/usr/lib/{platform.machine()}-linux-gnu/libjemalloc.so.2")
-# What web.Dockerfile sets: freed pages go back to the system at once.
+# For comparison: freed pages go back to the system at once.
 JEMALLOC_ENV = {"LD_PRELOAD": str(JEMALLOC), "MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0"}
 
 
@@ -98,7 +98,7 @@ def measure(video: Path, frames: int, rounds: int, uploads: int, workdir: Path) 
     web = None
     allocators = {"glibc, tuned by python -m client web": {}}
     if JEMALLOC.is_file():
-        allocators["jemalloc, as the web image runs"] = JEMALLOC_ENV
+        allocators["jemalloc, pages returned at once"] = JEMALLOC_ENV
     memory = {}
     try:
         web = WebProcess(server.grpc_url, workdir / "web", env={"DEEPFAKE_WEB_TOKEN": ""}).start()
