@@ -33,11 +33,12 @@ GRACEFUL_SHUTDOWN_S = 10
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 # Each request handles buffers of megabytes (the upload, the gRPC message, the answer's tensors,
-# PNGs and JSON). glibc's malloc keeps such blocks in its heaps once its dynamic mmap threshold
-# has grown, spread over one arena per thread, and the web process's RSS crept up by 9 % from
-# upload 20 to upload 100 of the 1080p sample (tracemalloc saw no Python object left behind).
-# Blocks over 128 KiB served by mmap and given back at once, heaps trimmed above 128 KiB, two
-# arenas at most: the same series stayed between 90 and 102 MiB. See benchmarks/results/web.md.
+# PNGs and JSON). With glibc's defaults its malloc keeps such blocks in its heaps once the dynamic
+# mmap threshold has grown, spread over one arena per thread, and the web process's resident
+# memory crept up from upload to upload with no Python object left behind. Blocks over 128 KiB
+# served by mmap and given back at once, heaps trimmed above 128 KiB and two arenas at most keep it
+# flat (figures in benchmarks/results/web.md; jemalloc returning pages at once was as flat but
+# slower per request).
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8

@@ -398,3 +398,24 @@ def test_the_1080p_sample_on_the_page(page, grpc_client):
     assert [float(v) for v in seen["box"].split(",")] == [float(v) for v in direct.face_boxes[FRAMES - 1]]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.save_screenshot(str(ARTIFACTS / "web_result_page_1080p.png"))
+
+
+def test_the_pages_zip_writer_makes_an_archive_zipfile_reads(page):
+    import base64
+    import io
+    import zipfile
+
+    encoded = page.execute_async_script("""
+      const done = arguments[arguments.length - 1];
+      const files = [{name: "frame_000_face.png", data: new Uint8Array([137, 80, 78, 71, 1, 2, 3])},
+                     {name: "summary.json", data: new TextEncoder().encode('{"label": "REAL"}')}];
+      const reader = new FileReader();
+      reader.onload = () => done(reader.result.split(",")[1]);
+      reader.readAsDataURL(window.makeZip(files));
+    """)
+
+    with zipfile.ZipFile(io.BytesIO(base64.b64decode(encoded))) as archive:
+        assert archive.testzip() is None  # every CRC matches
+        assert archive.namelist() == ["frame_000_face.png", "summary.json"]
+        assert archive.read("frame_000_face.png") == bytes([137, 80, 78, 71, 1, 2, 3])
+        assert json.loads(archive.read("summary.json")) == {"label": "REAL"}
