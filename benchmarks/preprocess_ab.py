@@ -11,7 +11,7 @@ server's settings (``preprocess_20``'s ``configs/cpu.pbtxt``, one torch thread):
   through both, each scored by one single-threaded ONNX Runtime session of the served 20-frame
   classifier; the largest and mean difference in the faithful score, and in the face boxes.
 
-Results: ``benchmarks/results/preprocess_ab.json`` and ``.md``.
+Results: ``benchmarks/results/<name>.json`` and ``.md`` (``--name``, default ``preprocess_ab``).
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--against", required=True, help="git revision whose preprocessing is the 'old' side")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side (default 3)")
     parser.add_argument("--calls", type=int, default=5, help="timed calls per round (default 5)")
+    parser.add_argument("--name", default="preprocess_ab", help="results file name in benchmarks/results (default %(default)s)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         scratch_path = Path(scratch)
@@ -131,8 +132,8 @@ def main() -> None:
                       f"{statistics.median(runs[side][-1]['wall']) * 1000:.0f} ms", flush=True)
     report = _report(args.against, runs)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "preprocess_ab.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "preprocess_ab.md").write_text(_markdown(report))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(_markdown(report))
     print(_markdown(report))
 
 
