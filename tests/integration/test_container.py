@@ -37,7 +37,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from serve import EmbeddedServer, free_ports
+from serve import EmbeddedServer, free_ports, processes
 from serve.distribution import PROJECT_ROOT
 from tests import media
 from tools.docker_engine import Engine, EngineUnavailable
@@ -60,7 +60,6 @@ PROMETHEUS_BOUND_S = 60.0
 SAME_SCORE_ATOL = 1e-5
 BATCH_VIDEOS = 6
 BATCH_CONCURRENCY = 2
-STUB = "triton_python_backend_stub"
 STUB_LOOKUP_S = 10.0
 POLL_S = 0.5
 HTTP_TIMEOUT_S = 10.0
@@ -323,9 +322,11 @@ def test_prometheus_scrapes_the_servers_metrics(deployment: Deployment, clip: Pa
 
 
 def _stub_pids(deployment: Deployment, model: str) -> list[int]:
-    """Host pids of the container's python stubs serving ``model``."""
-    table = _docker(deployment.env, "top", deployment.container(), "-eo", "pid,args")
-    return [int(line.split()[0]) for line in table.splitlines()[1:] if STUB in line and f"/{model}/" in line]
+    """Host pids of the container's python stubs serving ``model`` (their command lines read from /proc here:
+    ``docker top`` cuts them at the daemon's terminal width)."""
+    table = _docker(deployment.env, "top", deployment.container(), "-eo", "pid")
+    pids = [int(line) for line in table.split()[1:]]
+    return [pid for pid in pids if processes.stub_model(pid) == model]
 
 
 def _stub_pid(deployment: Deployment, model: str) -> int:
