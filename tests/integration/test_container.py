@@ -66,6 +66,7 @@ HTTP_TIMEOUT_S = 10.0
 # Quick checks in the test; the deployment's own defaults are 15 s and 20 min (GPU) or 5 s (CPU).
 HEALTH_INTERVAL = "2s"
 HEALTH_START_PERIOD = "5s"
+TEST_EXIT_TIMEOUT_S = 5
 ADMIN_HEADER = "admin-key"
 EXIT_STUB_DIED = 3
 
@@ -183,6 +184,9 @@ def deployment(engine_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
         "MONITORING": "yes",
         "PROMETHEUS_PORT": str(prometheus),
         "READY_TIMEOUT_S": str(READY_BOUND_S),
+        # A server whose stub died never finishes unloading that model: it waits its whole exit
+        # timeout before the container can restart.
+        "TRITON_EXIT_TIMEOUT_S": str(TEST_EXIT_TIMEOUT_S),
     }
     variables = (f"REPOSITORY={repository}", f"CHECKPOINTS={checkpoints}", f"FRAMES={FRAMES}",
                  f"HTTP_PORT={http}", f"GRPC_PORT={grpc_port}", f"METRICS_PORT={metrics}")
