@@ -47,21 +47,17 @@ class TritonPythonModel:
 
     def _respond(self, request):
         videos = pb_utils.get_input_tensor_by_name(request, "VIDEO").as_numpy()
-        rows = []
-        for row in videos:
-            result, error = run_pipeline(self.pipeline, self.name, row)
-            if error is not None:
-                return error
-            faces = np.ascontiguousarray(np.stack([track.faces for track in result.tracks]), dtype=np.float32)
-            scores = self._score(faces)
-            if isinstance(scores, pb_utils.TritonError):
-                return pb_utils.InferenceResponse(error=scores)
-            rows.append((result, scores))
-        if len(rows) != 1:
+        if len(videos) != 1:
             # Each video has its own number of faces: one per request (the batch axis of 1).
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                f"{self.name} scores one video per request, got {len(rows)}", pb_utils.TritonError.INVALID_ARG))
-        result, scores = rows[0]
+                f"{self.name} scores one video per request, got {len(videos)}", pb_utils.TritonError.INVALID_ARG))
+        result, error = run_pipeline(self.pipeline, self.name, videos[0])
+        if error is not None:
+            return error
+        faces = np.ascontiguousarray(np.stack([track.faces for track in result.tracks]), dtype=np.float32)
+        scores = self._score(faces)
+        if isinstance(scores, pb_utils.TritonError):
+            return pb_utils.InferenceResponse(error=scores)
         found = np.stack([track.found for track in result.tracks])
         frame_scores = scores["FRAME_PROB_FAKE"].astype(np.float32)
         any_fake = max(video_score(s, f) for s, f in zip(frame_scores, found))
