@@ -192,6 +192,12 @@ def _level(results: dict[str, Any], args: argparse.Namespace, model: str, url: s
         return []
 
 
+def _require_points(model: str, points: list[perf.PerfPoint], results: dict[str, Any]) -> None:
+    """Raises a clear error when no level of a sweep gave a stable measurement."""
+    if not points:
+        raise perf.PerfAnalyzerError(f"{model}: no stable measurement at any concurrency ({'; '.join(results['notes'])})")
+
+
 def _sweep_summary(prefix: str, points: list[perf.PerfPoint], reference_videos_per_s: float) -> dict[str, float]:
     """Best throughput (and its concurrency, and its ratio to the reference) and the latency at concurrency 1."""
     best = max(points, key=lambda p: p.throughput)
@@ -291,6 +297,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 e2e_stats[level] = stats_delta(model_stats(client, (pre_name, cls_name)), before)
         results["e2e_sweep"] = [p.__dict__ for p in e2e_points]
         results["triton_stats_by_concurrency"] = {str(k): v for k, v in e2e_stats.items()}
+        _require_points(ens_name, e2e_points, results)
         first = e2e_points[0]
         results.update(_sweep_summary("e2e", e2e_points, results["reference_videos_per_s"]), e2e_p99_ms=first.p99_ms)
 

@@ -27,7 +27,7 @@ def test_smallest_bench_run_writes_the_whole_report(tmp_path):
     assert main(["--video", str(clip), "--frames", str(FRAMES), "--out", str(out), "--repository", str(REPOSITORY),
                  "--reference-runs", "1", "--stage-runs", "1", "--classifier-repeats", "1",
                  "--classifier-concurrency", "1", "--e2e-concurrency", "1", "--classifier-window-requests", "2",
-                 "--e2e-window-requests", "2", "--max-trials", "3", "--rss-requests", "2", "--rss-concurrency", "1"]) == 0
+                 "--e2e-window-requests", "2", "--max-trials", "8", "--rss-requests", "2", "--rss-concurrency", "1"]) == 0
     results = json.loads((out / "latest.json").read_text())
     for key in ("reference_videos_per_s", "e2e_videos_per_s", "e2e_speedup_vs_reference", "e2e_p50_ms", "e2e_p95_ms",
                 "classifier_ort_ms", "classifier_torch_ms", "classifier_speedup", "server_rss_mb_before",
