@@ -19,6 +19,8 @@ from .api import (
     DEFAULT_URL,
     EXPLAIN_MODEL_TEMPLATE,
     EXPLAIN_OUTPUTS,
+    FACES_MODEL_TEMPLATE,
+    FACES_OUTPUTS,
     MODEL_INFO_MODEL,
     MODEL_INFO_OUTPUT,
     NOT_FOUND,
@@ -34,6 +36,7 @@ from .api import (
     _check_pem_file,
     check_frames,
     explain_result,
+    faces_result,
     load_video,
     parse_model_info,
     score_result,
@@ -132,9 +135,15 @@ class AsyncDeepfakeClient:
         return parse_model_info(result)
 
     async def score(
-        self, video: bytes, frames: int = DEFAULT_FRAMES, *, name: str | None = None, frame_scores: bool = True
+        self, video: bytes, frames: int = DEFAULT_FRAMES, *, name: str | None = None, frame_scores: bool = True,
+        all_faces: bool = False,
     ) -> ScoreResult:
         """Scores one video given as bytes (see :meth:`client.DeepfakeClient.score`)."""
+        if all_faces:
+            if not frame_scores:
+                raise ValueError("all_faces scores every frame of every face: it cannot be combined with frame_scores=False")
+            label, tensors, latency_ms = await self._request(FACES_MODEL_TEMPLATE, FACES_OUTPUTS, video, frames, name)
+            return faces_result(label, tensors, latency_ms)
         template, outputs = (
             (SCORE_MODEL_TEMPLATE, SCORE_OUTPUTS) if frame_scores else (VERDICT_MODEL_TEMPLATE, VERDICT_OUTPUTS)
         )

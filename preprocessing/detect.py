@@ -26,7 +26,7 @@ from facenet_pytorch import MTCNN
 
 from preprocessing.errors import ConfigError
 from preprocessing.mtcnn import Cascade, exact_fast_pooling
-from preprocessing.track import DEFAULT_IOU_THRESHOLD, Detections, FaceTracker, iou_matrix
+from preprocessing.track import DEFAULT_IOU_THRESHOLD, Detections, FaceTracker, Track, iou_matrix, track_overlaps
 
 #: Default longest side, in pixels, of the frames MTCNN sees.
 DEFAULT_DETECT_SIZE = 640
@@ -211,7 +211,7 @@ class FaceDetector:
             per_window = self._detect_in_windows(frame, predicted)
             # Each window's own face (its best match to the prediction) first: a neighbour's box seen
             # from that window, or a box spanning two faces, must not displace it.
-            own = [_best_match(guess, found, min_prob, iou_threshold) for guess, found in zip(predicted, per_window)]
+            own = [_best_match(track, index, found, min_prob, iou_threshold) for track, found in zip(searched, per_window)]
             own = [o for o in own if o is not None]
             parts = [*own, *per_window, whole]
             tracker.update(index, _distinct_faces(np.concatenate([p.boxes for p in parts]),
@@ -257,12 +257,12 @@ def window_for(box: np.ndarray) -> tuple[float, float, float]:
     return float(math.floor((x1 + x2 - side) / 2.0 + 0.5)), float(math.floor((y1 + y2 - side) / 2.0 + 0.5)), side
 
 
-def _best_match(guess: np.ndarray, found: Detections, min_prob: float, iou_threshold: float) -> Detections | None:
-    """The confident detection that overlaps ``guess`` most, if it overlaps by ``iou_threshold``."""
+def _best_match(track: Track, frame: int, found: Detections, min_prob: float, iou_threshold: float) -> Detections | None:
+    """The confident detection the tracker's rule matches best to ``track``, if it reaches ``iou_threshold``."""
     sure = found.probs >= min_prob
     if not sure.any():
         return None
-    overlaps = iou_matrix(guess[None], found.boxes[sure])[0]
+    overlaps = track_overlaps(track, frame, found.boxes[sure])
     best = int(np.argmax(overlaps))
     if overlaps[best] < iou_threshold:
         return None

@@ -1,8 +1,9 @@
 """Face tracks through a clip: one tracker, one matching rule.
 
 :class:`FaceTracker` links the faces found in successive frames into tracks. Its one rule: a
-detection continues the track whose predicted box (the track's last box moved on by its last
-motion) it overlaps best, when that overlap (IoU) reaches ``iou_threshold``; pairs are taken
+detection continues the track it overlaps best (IoU with the track's predicted box, its last box
+moved on by its last motion, or with its last box, whichever is larger; see
+:func:`track_overlaps`), when that overlap reaches ``iou_threshold``; pairs are taken
 best first, each track and each detection at most once. Confident detections (``min_prob``)
 left over start new tracks; weaker ones are ignored. The same tracker serves both ways through
 a clip: every frame searched whole (:func:`follow_face`), and the key-frame search of
@@ -130,7 +131,7 @@ class FaceTracker:
         matched_tracks: set[int] = set()
         matched_boxes: set[int] = set()
         if self.tracks and len(boxes):
-            overlaps = iou_matrix(np.stack([t.predict(frame) for t in self.tracks]), boxes)
+            overlaps = np.stack([track_overlaps(t, frame, boxes) for t in self.tracks])
             # Stable sort: of equal overlaps, the earlier track and the earlier detection go first.
             for flat in np.argsort(-overlaps, axis=None, kind="stable"):
                 t, d = divmod(int(flat), overlaps.shape[1])
@@ -210,6 +211,16 @@ class FaceTracker:
                       if self.best_rejected > 0 else "the detector found no face")
             raise NoFaceError(f"no face found in any of the {count} decoded frames ({detail})")
         return [(*_fill_missing(track, count), track) for track in self.ranked()[:limit]]
+
+
+def track_overlaps(track: Track, frame: int, boxes: np.ndarray) -> np.ndarray:
+    """The tracker's matching measure of each box against ``track`` in ``frame``.
+
+    The IoU with where the track's last motion puts it, or with its last box, whichever is larger:
+    the prediction follows a moving face, the last box holds a face whose motion changed (a
+    prediction carried over several unsearched frames can overshoot a face that turned back).
+    """
+    return np.maximum(iou_matrix(track.predict(frame)[None], boxes)[0], iou_matrix(track.box[None], boxes)[0])
 
 
 def _area(box: np.ndarray) -> float:

@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 from ..aio import AsyncDeepfakeClient
 from ..api import (
     EXPLAIN_MODEL_TEMPLATE,
+    FACES_MODEL_TEMPLATE,
     INVALID_ARGUMENT,
     NOT_FOUND,
     PERMISSION_DENIED,
@@ -47,6 +48,7 @@ INDEX_FILE = STATIC_DIR / "index.html"
 API_VERSION = "1"
 FRAMES_FIELD = "frames"
 VERDICT_ONLY_FIELD = "verdict_only"
+ALL_FACES_FIELD = "all_faces"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 #: Deadline of the small calls (readiness, model list, model info).
@@ -112,6 +114,11 @@ class ScoreResponse(BaseModel):
     frame_times: list[float] = Field(description="when each frame is shown, seconds from the video stream's start")
     checkpoint: dict[str, Any] | None = Field(description="what the classifier was exported from (model_info), when served")
     demo: bool | None = Field(description="true: demo checkpoints with random weights, the scores mean nothing")
+    max_prob_fake: float | None = Field(None, description="with all_faces: is any face fake (largest mean frame score of a face)")
+    faces_seen: int | None = Field(None, description="with all_faces: faces found in the clip, those not scored included")
+    face_tracks: list[dict[str, Any]] | None = Field(
+        None, description="with all_faces: one object per face, the main face first (prob_fake, frame_prob_fake, "
+                          "face_boxes, face_found, prominence)")
 
 
 class ExplainResponse(ScoreResponse):
@@ -148,6 +155,9 @@ def _multipart_body(with_verdict_only: bool) -> dict:
     if with_verdict_only:
         properties[VERDICT_ONLY_FIELD] = {
             "type": "boolean", "default": False, "description": "the clip's score alone (verdict_<N>): no per-frame scores"}
+        properties[ALL_FACES_FIELD] = {
+            "type": "boolean", "default": False,
+            "description": "every face scored (faces_<N>): adds max_prob_fake, faces_seen and face_tracks"}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {
         "schema": {"type": "object", "required": [FILE_FIELD], "properties": properties}}}}}
 
@@ -405,17 +415,23 @@ def create_app(settings: WebSettings) -> FastAPI:
               openapi_extra=_multipart_body(with_verdict_only=True),
               summary="score one upload (the keys of `client score --json`, plus per-frame values)")
     async def score(request: Request) -> JSONResponse:
-        form = await upload(request, frozenset({FRAMES_FIELD, VERDICT_ONLY_FIELD}))
+        form = await upload(request, frozenset({FRAMES_FIELD, VERDICT_ONLY_FIELD, ALL_FACES_FIELD}))
         try:
             frames = _frames_field(form.fields, settings.default_frames)
             verdict_only = _flag_field(form.fields, VERDICT_ONLY_FIELD)
+            all_faces = _flag_field(form.fields, ALL_FACES_FIELD)
+            if verdict_only and all_faces:
+                raise ApiError(422, "all_faces scores every frame of every face; it cannot be combined with verdict_only",
+                               INVALID_ARGUMENT)
             name = form.filename or "upload"
             data, form.data = form.data, b""
-            result = await run(state.grpc().score, data, frames, name=name, frame_scores=not verdict_only)
+            result = await run(state.grpc().score, data, frames, name=name, frame_scores=not verdict_only,
+                               all_faces=all_faces)
             del data
         finally:
             state.slots.release()
-        template = VERDICT_MODEL_TEMPLATE if verdict_only else SCORE_MODEL_TEMPLATE
+        template = (FACES_MODEL_TEMPLATE if all_faces else VERDICT_MODEL_TEMPLATE if verdict_only
+                    else SCORE_MODEL_TEMPLATE)
         info = await _info_or_none(state)
         return JSONResponse(score_payload(result, frames, template.format(frames=frames), info))
 

@@ -67,6 +67,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
         "hidden.mp4": media.face_clip(frames=CLIP_FRAMES, fps=FPS, hide_face=range(5, 9)),
         "face.avi": media.face_clip(frames=CLIP_FRAMES, fps=FPS, codec="mpeg4", container="avi"),
         "face.jpg": media.still_image("JPEG"),
+        "two.mp4": media.two_face_clip(frames=CLIP_FRAMES),
         "garbage.mp4": b"this is not a video, only words\n" * 20,
     }
     paths = {}
@@ -139,6 +140,19 @@ def test_verdict_only_gives_the_clis_verdict_only_values(web, triton_server, cli
     same_as_cli(answer, record)
     assert answer["frame_prob_fake"] is None and answer["frame_prob_fake_mean"] is None
     assert answer["model"] == f"verdict_{FRAMES}" and len(answer["frame_times"]) == FRAMES
+
+
+def test_all_faces_gives_every_face_as_the_cli_does(web, triton_server, clips):
+    response = upload(web, "/api/score", clips["two.mp4"].read_bytes(), name="two.mp4", frames=FRAMES, all_faces=True)
+    record, _ = cli_json(triton_server, clips["two.mp4"], "--all-faces")
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["model"] == f"faces_{FRAMES}" and len(answer["face_tracks"]) == 2 == answer["faces_seen"]
+    for key in ("prob_fake", "max_prob_fake", "faces_seen", "face_tracks", "faces_found", "label"):
+        assert answer[key] == record[key], key
+    both = upload(web, "/api/score", clips["two.mp4"].read_bytes(), frames=FRAMES, all_faces=True, verdict_only=True)
+    assert both.status_code == 422 and "verdict_only" in both.json()["error"]
 
 
 def test_explain_gives_the_same_score_and_a_png_per_frame(web, clips):
@@ -384,6 +398,28 @@ def test_verdict_only_and_a_still_image(page, triton_server, clips):
     assert count(card, ".timeline .point") == 0 and count(card, ".strip img.heatmap") == 0
     box = card.find_element(By.CSS_SELECTOR, ".face-box")
     assert box.is_displayed() and box.get_attribute("data-frame") == "0"
+
+
+def test_every_face_on_the_page(page, triton_server, clips):
+    from selenium.webdriver.common.by import By
+
+    page.find_element(By.CSS_SELECTOR, "input[name=mode][value=faces]").click()
+    choose(page, clips["two.mp4"])
+    [card] = finished_cards(page, 1)
+    record, _ = cli_json(triton_server, clips["two.mp4"], "--all-faces")
+
+    assert card.get_attribute("data-status") == "done", text(card, ".error-message")
+    assert text(card, ".model-name") == f"faces_{FRAMES}"
+    assert text(card, ".prob-fake") == f"{record['prob_fake']:.4f}"
+    faces = card.find_elements(By.CSS_SELECTOR, ".faces-list .face-track")
+    assert [float(face.get_attribute("data-prob-fake")) for face in faces] == [t["prob_fake"] for t in record["face_tracks"]]
+    assert f"{record['max_prob_fake']:.4f}" in text(card, ".faces-summary")
+    # Sought to a frame, the second face's box is drawn over the video with that frame's box.
+    seen = page.execute_async_script(SEEK_AND_READ_BOX, 4 / FPS + 0.001)
+    frame = int(seen["frame"])
+    other = card.find_element(By.CSS_SELECTOR, ".other-faces .face-box")
+    box = [float(v) for v in other.get_attribute("data-box").split(",")]
+    np.testing.assert_allclose(box, record["face_tracks"][1]["face_boxes"][frame], atol=0.01)
 
 
 @pytest.mark.skipif(not SHARED_SAMPLE.is_file(), reason=f"the 1080p sample {SHARED_SAMPLE} is not here")

@@ -181,9 +181,11 @@
     form.append("file", entry.file, entry.file.name);
     form.append("frames", String(entry.frames));
     const verdictOnly = entry.mode === "verdict";
+    const allFaces = entry.mode === "faces";
     if (verdictOnly) form.append("verdict_only", "true");
+    if (allFaces) form.append("all_faces", "true");
     const started = performance.now();
-    const { status, body } = await send(verdictOnly ? "/api/score" : "/api/explain", form, entry);
+    const { status, body } = await send(verdictOnly || allFaces ? "/api/score" : "/api/explain", form, entry);
     const elapsed = performance.now() - started;
     if (status === 200 && body) {
       entry.status = "done";
@@ -235,12 +237,68 @@
       `so the verdict comes from frame ${n} alone.` +
       (result.frame_prob_fake ? " The timeline scores every frame the same way, on its own." : "");
     if (result.frame_prob_fake) renderTimeline(entry);
+    if (result.face_tracks) renderFaces(entry);
     renderMedia(entry);
     if (result.heatmap_png) renderStrip(entry);
     $(".download-json", card).onclick = () => downloadJson(entry);
     const zipButton = $(".download-zip", card);
     zipButton.hidden = !result.heatmap_png;
     zipButton.onclick = () => downloadZip(entry);
+  }
+
+  function renderFaces(entry) {
+    const { card, result } = entry;
+    const tracks = result.face_tracks;
+    $(".faces-block", card).hidden = false;
+    const left = result.faces_seen - tracks.length;
+    $(".faces-summary", card).textContent =
+      `Is any face fake: ${result.max_prob_fake.toFixed(4)} (the highest mean frame score of a face, over the frames it was detected in). ` +
+      `${tracks.length} face${tracks.length === 1 ? "" : "s"} scored` + (left > 0 ? `, ${left} more seen and left out.` : ".") +
+      " Face 1 is the main face, the one the verdict above describes.";
+    const list = $(".faces-list", card);
+    list.replaceChildren();
+    tracks.forEach((track, i) => {
+      const detected = track.frame_prob_fake.filter((_, k) => track.face_found[k]);
+      const mean = detected.length ? detected.reduce((a, b) => a + b, 0) / detected.length : NaN;
+      const item = document.createElement("li");
+      item.className = "face-track";
+      item.dataset.face = String(i);
+      item.dataset.probFake = String(track.prob_fake);
+      item.textContent = `Face ${i + 1}: PROB_FAKE ${track.prob_fake.toFixed(4)}, mean over its ${detected.length} detected ` +
+        `frames ${Number.isNaN(mean) ? "n/a" : mean.toFixed(4)}, prominence ${track.prominence.toFixed(0)}`;
+      list.append(item);
+    });
+  }
+
+  function placeBox(element, box, media, sourceWidth, sourceHeight) {
+    // The picture keeps its aspect ratio inside the element (letterboxed when they differ).
+    const scale = Math.min(media.clientWidth / sourceWidth, media.clientHeight / sourceHeight);
+    const offsetX = (media.clientWidth - sourceWidth * scale) / 2;
+    const offsetY = (media.clientHeight - sourceHeight * scale) / 2;
+    const [x1, y1, x2, y2] = box;
+    element.style.left = `${media.offsetLeft + offsetX + x1 * scale}px`;
+    element.style.top = `${media.offsetTop + offsetY + y1 * scale}px`;
+    element.style.width = `${(x2 - x1) * scale}px`;
+    element.style.height = `${(y2 - y1) * scale}px`;
+  }
+
+  function drawOtherFaces(entry, index, media, sourceWidth, sourceHeight) {
+    const { card, result } = entry;
+    const holder = $(".other-faces", card);
+    holder.replaceChildren();
+    if (!result.face_tracks || index < 0) return;
+    result.face_tracks.slice(1).forEach((track, i) => {
+      const element = document.createElement("div");
+      element.className = track.face_found[index] ? "face-box other" : "face-box other not-found";
+      element.dataset.face = String(i + 1);
+      element.dataset.box = track.face_boxes[index].join(",");
+      const label = document.createElement("span");
+      label.className = "face-box-label";
+      label.textContent = `face ${i + 2}: ${track.frame_prob_fake[index].toFixed(2)}`;
+      element.append(label);
+      placeBox(element, track.face_boxes[index], media, sourceWidth, sourceHeight);
+      holder.append(element);
+    });
   }
 
   function svg(name, attributes) {
@@ -381,17 +439,11 @@
     if (index < 0 || !sourceWidth) {
       box.hidden = true;
       box.dataset.frame = "";
+      drawOtherFaces(entry, -1, media, sourceWidth, sourceHeight);
       return;
     }
-    // The picture keeps its aspect ratio inside the element (letterboxed when they differ).
-    const scale = Math.min(media.clientWidth / sourceWidth, media.clientHeight / sourceHeight);
-    const offsetX = (media.clientWidth - sourceWidth * scale) / 2;
-    const offsetY = (media.clientHeight - sourceHeight * scale) / 2;
-    const [x1, y1, x2, y2] = result.face_boxes[index];
-    box.style.left = `${media.offsetLeft + offsetX + x1 * scale}px`;
-    box.style.top = `${media.offsetTop + offsetY + y1 * scale}px`;
-    box.style.width = `${(x2 - x1) * scale}px`;
-    box.style.height = `${(y2 - y1) * scale}px`;
+    placeBox(box, result.face_boxes[index], media, sourceWidth, sourceHeight);
+    drawOtherFaces(entry, index, media, sourceWidth, sourceHeight);
     const found = result.face_found[index];
     box.classList.toggle("not-found", !found);
     box.dataset.frame = String(index);
