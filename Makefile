@@ -27,6 +27,7 @@ BENCH_ARGS ?=
 CONTAINER_HTTP_PORT = $(if $(filter file,$(origin HTTP_PORT)),8100,$(HTTP_PORT))
 CONTAINER_GRPC_PORT = $(if $(filter file,$(origin GRPC_PORT)),8101,$(GRPC_PORT))
 CONTAINER_METRICS_PORT = $(if $(filter file,$(origin METRICS_PORT)),8102,$(METRICS_PORT))
+CONTAINER_WEB_PORT = $(if $(filter file,$(origin WEB_PORT)),8180,$(WEB_PORT))
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -104,10 +105,10 @@ deploy-check: $(STAMP) ## offline checks of the Dockerfile, compose, Kubernetes 
 image: ## build the image deepfake-triton:local (over a local stand-in of the NGC base where that is absent)
 	$(PYTHON_BASE) tools/container.py image
 
-container-up: image ## export CPU models into REPOSITORY and serve them with compose (triton-cpu) on 127.0.0.1; returns when healthy
+container-up: image ## export CPU models into REPOSITORY and serve them with compose (triton-cpu, and the page web-cpu unless WEB=no) on 127.0.0.1; returns when healthy
 	MODEL_REPOSITORY=$(REPOSITORY) CHECKPOINTS=$(CHECKPOINTS) FRAMES="$(FRAMES)" \
 		TRITON_HTTP_PORT=$(CONTAINER_HTTP_PORT) TRITON_GRPC_PORT=$(CONTAINER_GRPC_PORT) TRITON_METRICS_PORT=$(CONTAINER_METRICS_PORT) \
-		$(PYTHON_BASE) tools/container.py up
+		WEB_PORT=$(CONTAINER_WEB_PORT) $(PYTHON_BASE) tools/container.py up
 
 container-down: ## stop the compose deployment and remove its containers and volumes (and an engine container-up started)
 	MODEL_REPOSITORY=$(REPOSITORY) CHECKPOINTS=$(CHECKPOINTS) $(PYTHON_BASE) tools/container.py down

@@ -43,7 +43,9 @@ STANDIN_SCRIPT = ROOT / "tools" / "standin" / "build.sh"
 # The compose file, and the CPU override that makes the host's network the project's default one.
 COMPOSE_FILES = (ROOT / "docker-compose.yml", ROOT / "docker-compose.cpu.yml")
 DEFAULT_PROJECT = "deepfake"
-DEFAULT_PORTS = {"TRITON_HTTP_PORT": "8100", "TRITON_GRPC_PORT": "8101", "TRITON_METRICS_PORT": "8102"}
+DEFAULT_PORTS = {"TRITON_HTTP_PORT": "8100", "TRITON_GRPC_PORT": "8101", "TRITON_METRICS_PORT": "8102", "WEB_PORT": "8180"}
+#: The web page's image, built from web.Dockerfile.
+WEB_IMAGE = "deepfake-web:local"
 DEFAULT_READY_TIMEOUT_S = 900.0
 # The CPU deployment checks itself more often than the GPU default (15 s): a check costs one
 # python3 start, and `up` returns as soon as compose reports healthy.
@@ -110,6 +112,16 @@ def build_image(env: Mapping[str, str]) -> float:
         _run(["docker", "image", "prune", "--force"], env, capture=True)
     kind = "the local stand-in (CPU only)" if standin else "NVIDIA's image"
     print(f"container: built {IMAGE} over {kind} in {seconds:.1f} s", flush=True)
+    return seconds
+
+
+def build_web_image(env: Mapping[str, str]) -> float:
+    """Builds the web page's image (``web.Dockerfile``, over the same base); returns its seconds."""
+    started = time.monotonic()
+    _run(["docker", "build", "--network", "host", "--file", "web.Dockerfile", "--tag", WEB_IMAGE, "."],
+         {**env, "DOCKER_BUILDKIT": "0"})
+    seconds = time.monotonic() - started
+    print(f"container: built {WEB_IMAGE} in {seconds:.1f} s", flush=True)
     return seconds
 
 
@@ -222,6 +234,10 @@ def up(env: Mapping[str, str]) -> None:
     export(run_env)
     services = ["triton-cpu"]
     profiles = ["--profile", "cpu"]
+    web = run_env.get("WEB", "yes") != "no"
+    if web:
+        build_web_image(run_env)
+        services.append("web-cpu")
     if run_env.get("MONITORING", "no") == "yes":
         services.append("prometheus")
         profiles += ["--profile", "monitoring"]
@@ -230,6 +246,10 @@ def up(env: Mapping[str, str]) -> None:
     compose(run_env, *profiles, "up", "-d", *services)
     timeout_s = float(run_env.get("READY_TIMEOUT_S", DEFAULT_READY_TIMEOUT_S))
     wait_healthy(run_env, "triton-cpu", timeout_s)
+    if web:
+        # Healthy once the page answers and Triton behind it is ready.
+        wait_healthy(run_env, "web-cpu", timeout_s)
+        print(f"container: web-cpu healthy: http://127.0.0.1:{run_env['WEB_PORT']}/", flush=True)
     print(
         f"container: triton-cpu healthy {time.monotonic() - started:.1f} s after `up`: "
         f"gRPC 127.0.0.1:{run_env['TRITON_GRPC_PORT']}, HTTP 127.0.0.1:{run_env['TRITON_HTTP_PORT']}, "

@@ -112,6 +112,7 @@ class Deployment:
     project: str
     build_s: float
     up_s: float
+    web: str
 
     def container(self) -> str:
         ids = _docker(self.env, "ps", "-q", "--filter", f"label=com.docker.compose.project={self.project}",
@@ -172,7 +173,7 @@ def deployment(engine_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
     for name, value in (("triton_admin_key", admin_key), ("grafana_admin_password", secrets.token_hex(16))):
         (secrets_dir / name).write_text(value + "\n")
         (secrets_dir / name).chmod(0o644)
-    http, grpc_port, metrics, prometheus = free_ports(4)
+    http, grpc_port, metrics, prometheus, web = free_ports(5)
     project = f"deepfake-test-{os.getpid()}"
     env = {
         **engine_env,
@@ -189,12 +190,12 @@ def deployment(engine_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
         "TRITON_EXIT_TIMEOUT_S": str(TEST_EXIT_TIMEOUT_S),
     }
     variables = (f"REPOSITORY={repository}", f"CHECKPOINTS={checkpoints}", f"FRAMES={FRAMES}",
-                 f"HTTP_PORT={http}", f"GRPC_PORT={grpc_port}", f"METRICS_PORT={metrics}")
+                 f"HTTP_PORT={http}", f"GRPC_PORT={grpc_port}", f"METRICS_PORT={metrics}", f"WEB_PORT={web}")
     _, build_s = _make("image", env)
     try:
         _, up_s = _make("container-up", env, *variables)
         yield Deployment(env, variables, repository, admin_key, f"127.0.0.1:{http}", f"127.0.0.1:{grpc_port}",
-                         f"127.0.0.1:{metrics}", f"127.0.0.1:{prometheus}", project, build_s, up_s)
+                         f"127.0.0.1:{metrics}", f"127.0.0.1:{prometheus}", project, build_s, up_s, f"127.0.0.1:{web}")
     finally:
         _run(["make", "--no-print-directory", "container-down", *variables], env)
 
@@ -294,6 +295,24 @@ def test_scores_match_the_embedded_server_on_the_same_repository(deployment: Dep
     difference = abs(container_record["prob_fake"] - embedded_record["prob_fake"])
     _note(capsys, f"PROB_FAKE container {container_record['prob_fake']:.7f} vs embedded {embedded_record['prob_fake']:.7f} "
                   f"(difference {difference:.1e}); embedded server ready in {ready_s:.1f} s")
+
+
+def test_the_web_page_in_its_container_scores_like_the_cli(deployment: Deployment, clip: Path) -> None:
+    """compose's web-cpu (web.Dockerfile, no torch) in front of triton-cpu: the page's API gives the CLI's values."""
+    import httpx
+
+    status, body = _http(f"http://{deployment.web}/healthz")
+    assert status == 200, body
+    response = httpx.post(f"http://{deployment.web}/api/score", files={"file": (clip.name, clip.read_bytes(), "video/mp4")},
+                          data={"frames": str(FRAMES)}, timeout=CLI_TIMEOUT_S)
+    assert response.status_code == 200, response.text
+    completed = _score(deployment.grpc, [clip])
+    assert completed.returncode == 0, completed.stderr
+    (record,) = _records(completed.stdout).values()
+    answer = response.json()
+    for key in ("prob_fake", "frame_prob_fake_mean", "label", "confidence", "faces_found", "frames_decoded"):
+        assert answer[key] == record[key], key
+    assert answer["model"] == ENSEMBLE
 
 
 def test_restricted_apis_need_the_admin_key(deployment: Deployment) -> None:
