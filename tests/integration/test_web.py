@@ -216,7 +216,9 @@ def test_healthz_is_ready(web):
 
 def test_a_real_upload_never_touches_the_disk(web):
     before = len(web.audit_lines())
-    data = SHARED_SAMPLE.read_bytes() if SHARED_SAMPLE.is_file() else media.face_clip(frames=60, size=(1280, 720))
+    # Without the shared sample, an intra-only (MJPEG) clip: large enough whatever the encoder's settings.
+    data = SHARED_SAMPLE.read_bytes() if SHARED_SAMPLE.is_file() else media.face_clip(
+        frames=60, size=(1280, 720), codec="mjpeg", container="avi", pix_fmt="yuvj420p")
     assert len(data) > 1_000_000  # over Starlette's spooling threshold
 
     response = upload(web, "/api/explain", data, frames=FRAMES)
