@@ -139,8 +139,8 @@ def add_video_stream(out: av.container.OutputContainer, codec: str, fps: int,
     """A video stream whose encoder runs on one thread.
 
     Multi-threaded x264 and libvpx write other bitstreams on other core counts, and x264's
-    macroblock-tree rate control (x265's CU tree) gave other bitstreams from run to run in one
-    process even on one thread: the generated media must be the same video on every machine and
+    macroblock-tree rate control gave other bitstreams from run to run in one process even on
+    one thread (x265's analogue, its CU tree, and its thread pools are turned off likewise): the generated media must be the same video on every machine and
     in every run, so that a test of a damaged file damages the same file everywhere, and two runs
     of the same test see the same frames.
     """
