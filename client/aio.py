@@ -19,27 +19,20 @@ from .api import (
     DEFAULT_URL,
     EXPLAIN_MODEL_TEMPLATE,
     EXPLAIN_OUTPUTS,
-    FACES_MODEL_TEMPLATE,
-    FACES_OUTPUTS,
     MODEL_INFO_MODEL,
     MODEL_INFO_OUTPUT,
     NOT_FOUND,
     SCORE_MODEL_TEMPLATE,
-    SCORE_OUTPUTS,
     VERDICT_MODEL_TEMPLATE,
-    VERDICT_OUTPUTS,
     ClientError,
     ExplainResult,
     ScoreResult,
-    _channel_args,
-    _check_headers,
-    _check_pem_file,
     check_frames,
+    connection_options,
     explain_result,
-    faces_result,
     load_video,
     parse_model_info,
-    score_result,
+    score_request,
     unpack_outputs,
     video_inputs,
 )
@@ -65,25 +58,11 @@ class AsyncDeepfakeClient:
         timeout_s: float | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        if not isinstance(url, str) or not url or "://" in url:
-            raise ValueError(f"url must be 'host:port' without a scheme, got {url!r}")
-        if timeout_s is not None and not timeout_s > 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
-        if (private_key is None) != (certificate_chain is None):
-            raise ValueError("a client key and a client certificate must be given together")
-        if not ssl and any(path is not None for path in (root_certificates, private_key, certificate_chain)):
-            raise ValueError("certificate files are only used with ssl=True")
         self.url = url
         self.timeout_s = timeout_s
-        self._headers = _check_headers(headers)
-        self._client = grpcaio.InferenceServerClient(
-            url,
-            ssl=ssl,
-            root_certificates=_check_pem_file(root_certificates, "root certificate"),
-            private_key=_check_pem_file(private_key, "client key"),
-            certificate_chain=_check_pem_file(certificate_chain, "client certificate"),
-            channel_args=_channel_args(),
-        )
+        options, self._headers = connection_options(url, ssl, root_certificates, private_key, certificate_chain,
+                                                    timeout_s, headers)
+        self._client = grpcaio.InferenceServerClient(url, **options)
 
     async def __aenter__(self) -> "AsyncDeepfakeClient":
         return self
@@ -139,16 +118,9 @@ class AsyncDeepfakeClient:
         all_faces: bool = False,
     ) -> ScoreResult:
         """Scores one video given as bytes (see :meth:`client.DeepfakeClient.score`)."""
-        if all_faces:
-            if not frame_scores:
-                raise ValueError("all_faces scores every frame of every face: it cannot be combined with frame_scores=False")
-            label, tensors, latency_ms = await self._request(FACES_MODEL_TEMPLATE, FACES_OUTPUTS, video, frames, name)
-            return faces_result(label, tensors, latency_ms)
-        template, outputs = (
-            (SCORE_MODEL_TEMPLATE, SCORE_OUTPUTS) if frame_scores else (VERDICT_MODEL_TEMPLATE, VERDICT_OUTPUTS)
-        )
+        template, outputs, make_result = score_request(frame_scores, all_faces)
         label, tensors, latency_ms = await self._request(template, outputs, video, frames, name)
-        return score_result(label, tensors, latency_ms)
+        return make_result(label, tensors, latency_ms)
 
     async def explain(self, video: bytes, frames: int = DEFAULT_FRAMES, *, name: str | None = None) -> ExplainResult:
         """Scores one video and returns its face crops and heatmaps (``explain_<N>``)."""

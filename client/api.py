@@ -430,6 +430,53 @@ def explain_result(video: str, tensors: dict[str, np.ndarray], latency_ms: float
     )
 
 
+def score_request(frame_scores: bool, all_faces: bool):
+    """The model template, outputs and result builder of a ``score`` call (see :meth:`DeepfakeClient.score`).
+
+    Raises:
+        ValueError: ``all_faces`` without ``frame_scores``.
+    """
+    if all_faces:
+        if not frame_scores:
+            raise ValueError("all_faces scores every frame of every face: it cannot be combined with frame_scores=False")
+        return FACES_MODEL_TEMPLATE, FACES_OUTPUTS, faces_result
+    if frame_scores:
+        return SCORE_MODEL_TEMPLATE, SCORE_OUTPUTS, score_result
+    return VERDICT_MODEL_TEMPLATE, VERDICT_OUTPUTS, score_result
+
+
+def connection_options(url: str, ssl: bool, root_certificates: str | None, private_key: str | None,
+                       certificate_chain: str | None, timeout_s: float | None,
+                       headers: Mapping[str, str] | None) -> tuple[dict, dict[str, str]]:
+    """Checks a client's connection arguments (sync and asyncio clients alike).
+
+    Returns:
+        ``(options, headers)``: the keyword arguments of tritonclient's ``InferenceServerClient``
+        after the URL (both flavours take the same), and the checked gRPC metadata.
+
+    Raises:
+        ValueError: an argument is malformed or a certificate file is unreadable (the message says which).
+    """
+    if not isinstance(url, str) or not url:
+        raise ValueError(f"url must be 'host:port', got {url!r}")
+    if "://" in url:
+        raise ValueError(f"url must be 'host:port' without a scheme, got '{url}'")
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+    if (private_key is None) != (certificate_chain is None):
+        raise ValueError("a client key and a client certificate must be given together")
+    if not ssl and any(path is not None for path in (root_certificates, private_key, certificate_chain)):
+        raise ValueError("certificate files are only used with ssl=True")
+    options = {
+        "ssl": ssl,
+        "root_certificates": _check_pem_file(root_certificates, "root certificate"),
+        "private_key": _check_pem_file(private_key, "client key"),
+        "certificate_chain": _check_pem_file(certificate_chain, "client certificate"),
+        "channel_args": _channel_args(),
+    }
+    return options, _check_headers(headers)
+
+
 def _channel_args() -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
@@ -487,28 +534,11 @@ class DeepfakeClient:
         timeout_s: float | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        if not isinstance(url, str) or not url:
-            raise ValueError(f"url must be 'host:port', got {url!r}")
-        if "://" in url:
-            raise ValueError(f"url must be 'host:port' without a scheme, got '{url}'")
-        if timeout_s is not None and not timeout_s > 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
-        if (private_key is None) != (certificate_chain is None):
-            raise ValueError("a client key and a client certificate must be given together")
-        pem_files = (root_certificates, private_key, certificate_chain)
-        if not ssl and any(path is not None for path in pem_files):
-            raise ValueError("certificate files are only used with ssl=True")
         self.url = url
         self.timeout_s = timeout_s
-        self._headers = _check_headers(headers)
-        self._client = grpcclient.InferenceServerClient(
-            url,
-            ssl=ssl,
-            root_certificates=_check_pem_file(root_certificates, "root certificate"),
-            private_key=_check_pem_file(private_key, "client key"),
-            certificate_chain=_check_pem_file(certificate_chain, "client certificate"),
-            channel_args=_channel_args(),
-        )
+        options, self._headers = connection_options(url, ssl, root_certificates, private_key, certificate_chain,
+                                                    timeout_s, headers)
+        self._client = grpcclient.InferenceServerClient(url, **options)
 
     def __enter__(self) -> "DeepfakeClient":
         return self
@@ -546,16 +576,9 @@ class DeepfakeClient:
             ValueError: ``all_faces`` without ``frame_scores``.
             ClientError: the request failed or was rejected.
         """
-        if all_faces:
-            if not frame_scores:
-                raise ValueError("all_faces scores every frame of every face: it cannot be combined with frame_scores=False")
-            label, tensors, latency_ms = self._request(FACES_MODEL_TEMPLATE, FACES_OUTPUTS, video, frames, name)
-            return faces_result(label, tensors, latency_ms)
-        template, outputs = (
-            (SCORE_MODEL_TEMPLATE, SCORE_OUTPUTS) if frame_scores else (VERDICT_MODEL_TEMPLATE, VERDICT_OUTPUTS)
-        )
+        template, outputs, make_result = score_request(frame_scores, all_faces)
         label, tensors, latency_ms = self._request(template, outputs, video, frames, name)
-        return score_result(label, tensors, latency_ms)
+        return make_result(label, tensors, latency_ms)
 
     def explain(
         self, video: VideoSource, frames: int = DEFAULT_FRAMES, *, name: str | None = None

@@ -217,15 +217,18 @@ parameters {{ key: "min_face_size" value: {{ string_value: "40" }} }}
 CPU_DETECTION = _cpu_detection(max_followed=2)
 
 
-def _preprocess_body(frames: int, kind: str, count: int, threads: int, detection: str = "") -> str:
-    return f"""name: "{preprocess_name(frames)}"
+def _video_model_body(name: str, frames: int, outputs: tuple[str, ...], kind: str, count: int, threads: int,
+                      detection: str = "", parameters: tuple[tuple[str, object], ...] = ()) -> str:
+    """A python model that takes ``VIDEO`` and runs the preprocessing library (``preprocess_<N>``, ``faces_<N>``)."""
+    extra = "".join(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n' for key, value in parameters)
+    return f"""name: "{name}"
 backend: "python"
 max_batch_size: {MAX_BATCH}
 input [
 {_tensors(frames, ("VIDEO",))}
 ]
 output [
-{_tensors(frames, PREPROCESS_OUTPUTS)}
+{_tensors(frames, outputs)}
 ]
 instance_group [
   {{
@@ -241,7 +244,11 @@ dynamic_batching {{
 parameters {{ key: "frames" value: {{ string_value: "{frames}" }} }}
 parameters {{ key: "selection" value: {{ string_value: "first" }} }}
 parameters {{ key: "torch_threads" value: {{ string_value: "{threads}" }} }}
-{detection}{PREPROCESS_LIMITS}"""
+{extra}{detection}{PREPROCESS_LIMITS}"""
+
+
+def _preprocess_body(frames: int, kind: str, count: int, threads: int, detection: str = "") -> str:
+    return _video_model_body(preprocess_name(frames), frames, PREPROCESS_OUTPUTS, kind, count, threads, detection)
 
 
 def preprocess_gpu_config(frames: int) -> str:
@@ -260,30 +267,8 @@ def preprocess_cpu_config(frames: int) -> str:
 
 
 def _faces_body(frames: int, kind: str, threads: int, max_faces: int, detection: str = "") -> str:
-    return f"""name: "{faces_name(frames)}"
-backend: "python"
-max_batch_size: {MAX_BATCH}
-input [
-{_tensors(frames, ("VIDEO",))}
-]
-output [
-{_tensors(frames, FACES_OUTPUTS)}
-]
-instance_group [
-  {{
-    count: 1
-    kind: {kind}
-  }}
-]
-dynamic_batching {{
-{PREPROCESS_QUEUE}
-}}
-parameters {{ key: "classifier" value: {{ string_value: "{classifier_name(frames)}" }} }}
-parameters {{ key: "frames" value: {{ string_value: "{frames}" }} }}
-parameters {{ key: "selection" value: {{ string_value: "first" }} }}
-parameters {{ key: "torch_threads" value: {{ string_value: "{threads}" }} }}
-parameters {{ key: "max_faces" value: {{ string_value: "{max_faces}" }} }}
-{detection}{PREPROCESS_LIMITS}"""
+    return _video_model_body(faces_name(frames), frames, FACES_OUTPUTS, kind, 1, threads, detection,
+                             parameters=(("classifier", classifier_name(frames)), ("max_faces", max_faces)))
 
 
 def faces_gpu_config(frames: int) -> str:

@@ -73,10 +73,8 @@ class Track:
     misses: int = 0
     prominence: float = 0.0
 
-    @property
-    def last(self) -> int:
-        """The latest frame it was found in."""
-        return max(self.boxes)
+    #: The latest frame it was found in (frames placed between two of its detections come earlier).
+    last: int = -1
 
     @property
     def box(self) -> np.ndarray:
@@ -94,6 +92,7 @@ class Track:
             self.velocity = ((box - self.box) / np.float32(frame - self.last)).astype(np.float32)
         self.boxes[frame] = box.copy()
         self.probs[frame] = float(prob)
+        self.last = frame
         self.misses = 0
         self.prominence += frame_prominence(box, prob)
 

@@ -1,6 +1,6 @@
 """One run of the reproducibility matrix: preprocess every clip under this process's settings.
 
-Run as ``python -m tests.reproducibility OUT.npz --threads T [--pin] [--device cuda]``, with
+Run as ``python -m tests.reproducibility OUT.npz --threads T [--pin] [--device cuda] [--clips IN.npz]``, with
 ``ONEDNN_MAX_CPU_ISA`` in the environment where the instruction set is capped (oneDNN reads it
 once, when torch loads: that is why every setting is a process of its own). For each served
 preprocessing config (the CPU server's and the GPU node's, both from the committed
@@ -52,6 +52,16 @@ def clips() -> dict[str, bytes]:
     return generated
 
 
+def save_clips(path: Path) -> None:
+    """Writes :func:`clips` once, for every run of the matrix to read the same bytes."""
+    np.savez(path, **{name: np.frombuffer(data, np.uint8) for name, data in clips().items()})
+
+
+def load_clips(path: Path) -> dict[str, bytes]:
+    with np.load(path) as loaded:
+        return {name: loaded[name].tobytes() for name in loaded.files}
+
+
 def served_parameters(path: Path) -> dict[str, str]:
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as mc
@@ -81,6 +91,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--pin", action="store_true", help="run on one core only (sched_setaffinity)")
     parser.add_argument("--device", default="cpu", help="MTCNN's device (default cpu)")
+    parser.add_argument("--clips", type=Path, help="the inputs, as written by save_clips (default: made here)")
     args = parser.parse_args()
     if args.pin:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -94,7 +105,7 @@ def main() -> None:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(CLASSIFIER), options, providers=["CPUExecutionProvider"])
-    inputs = clips()
+    inputs = load_clips(args.clips) if args.clips else clips()
     arrays: dict[str, np.ndarray] = {}
     summary: dict[str, object] = {"threads": torch.get_num_threads(), "cores": len(os.sched_getaffinity(0)),
                                   "isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""), "device": args.device,

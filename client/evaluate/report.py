@@ -113,7 +113,8 @@ def _frame_auc(indices: Sequence[int], videos, records) -> tuple[float | None, s
     return metrics.frame_auc(truth, frames)
 
 
-def _choose_threshold(indices, videos, records, name: str, given: float) -> dict:
+def _truth_and_scores(indices, videos, records, name: str) -> tuple[list[int], list[float]]:
+    """The truth and the ``name`` score of every video among ``indices`` that has one."""
     truth, scores = [], []
     for i in indices:
         record = records[i]
@@ -123,6 +124,11 @@ def _choose_threshold(indices, videos, records, name: str, given: float) -> dict
         if score is not None:
             truth.append(videos[i].truth)
             scores.append(score)
+    return truth, scores
+
+
+def _choose_threshold(indices, videos, records, name: str, given: float) -> dict:
+    truth, scores = _truth_and_scores(indices, videos, records, name)
     reason = metrics.one_class_reason(truth)
     if reason is not None:
         return {"value": given, "source": "given", "why": f"the validation part has {reason}"}
@@ -305,15 +311,8 @@ def render_markdown(report: Mapping) -> str:
 
 
 def _scores_by_truth(videos, records, name: str, indices) -> tuple[list[float], list[float]]:
-    real, fake = [], []
-    for i in indices:
-        record = records[i]
-        if record is None:
-            continue
-        score, _ = aggregate(record, name)
-        if score is not None:
-            (fake if videos[i].truth else real).append(score)
-    return real, fake
+    truth, scores = _truth_and_scores(indices, videos, records, name)
+    return [s for t, s in zip(truth, scores) if not t], [s for t, s in zip(truth, scores) if t]
 
 
 def write_plots(folder: Path, report: Mapping, videos, records) -> None:
