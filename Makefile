@@ -40,8 +40,8 @@ $(STAMP): pyproject.toml tools/pins.py
 	$(PIP) install --quiet --upgrade pip
 	{ $(PY) tools/pins.py base; $(PY) tools/pins.py extra server; $(PY) tools/pins.py extra web; $(PY) tools/pins.py extra eval; $(PY) tools/pins.py extra dev; } > $(VENV)/requirements.txt
 	$(PIP) install --quiet -r $(VENV)/requirements.txt
-	$(PIP) install --quiet --no-deps $$($(PY) tools/pins.py no-deps)
-	$(PY) -c "import torch, torchvision, facenet_pytorch, av, cv2, onnx, onnxruntime, tritonclient.grpc, pytriton, fastapi, uvicorn, python_multipart, selenium, sklearn"
+	$(PIP) install --quiet --no-deps $$($(PY) tools/pins.py no-deps) $$($(PY) tools/pins.py test-no-deps)
+	$(PY) -c "import torch, torchvision, facenet_pytorch, av, cv2, dlib, onnx, onnxruntime, tritonclient.grpc, pytriton, fastapi, uvicorn, python_multipart, selenium, sklearn, face_recognition"
 	touch $(STAMP)
 
 .PHONY: apt-packages

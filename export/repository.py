@@ -38,6 +38,7 @@ from export.contract import (
     TENSORS,
     VERDICT_OUTPUTS,
 )
+from export import stream_configs
 
 VERSION = "1"
 
@@ -68,6 +69,14 @@ def verdict_name(frames: int) -> str:
 
 def faces_name(frames: int) -> str:
     return f"faces_{frames}"
+
+
+def original_name(frames: int) -> str:
+    return f"original_{frames}"
+
+
+def original_preprocess_name(frames: int) -> str:
+    return f"preprocess_original_{frames}"
 
 
 def classifier_dir(repository: Path, frames: int) -> Path:
@@ -288,7 +297,7 @@ def faces_cpu_config(frames: int) -> str:
     )
 
 
-def _ensemble(name: str, frames: int, outputs: tuple[str, ...]) -> str:
+def _ensemble(name: str, frames: int, outputs: tuple[str, ...], preprocess: str = "") -> str:
     # The classifier is asked for the outputs the ensemble returns, and only those: it computes
     # the trunk on the last frame alone when that is all they need.
     classifier_maps = "".join(f"""
@@ -307,7 +316,7 @@ output [
 ensemble_scheduling {{
   step [
     {{
-      model_name: "{preprocess_name(frames)}"
+      model_name: "{preprocess or preprocess_name(frames)}"
       model_version: -1
       input_map {{ key: "VIDEO" value: "VIDEO" }}{preprocess_maps}
     }},
@@ -332,6 +341,63 @@ def explain_config(frames: int) -> str:
 def verdict_config(frames: int) -> str:
     return ("# The clip's score alone, without per-frame scores: the classifier runs its trunk on the last\n"
             "# frame only, the one the published weights score from.\n" + _ensemble(verdict_name(frames), frames, VERDICT_OUTPUTS))
+
+
+# The original app's preprocessing (preprocessing/original.py): dlib's HOG detector on each whole
+# frame, as the app ran it. About 0.7 s of one core per 1080p frame, 14 s for a 20-frame video, so
+# its frames are spread over threads (dlib releases the GIL) and its queue is short with room to
+# wait: 8 videos of 30 frames queued behind one another take about 2 minutes on 2 cores.
+ORIGINAL_QUEUE = _queue_policy(max_queue=8, timeout_us=300_000_000)
+
+
+def _original_preprocess_body(frames: int, count: int, detect_threads: int) -> str:
+    return f"""name: "{original_preprocess_name(frames)}"
+backend: "python"
+max_batch_size: {MAX_BATCH}
+input [
+{_tensors(frames, ("VIDEO",))}
+]
+output [
+{_tensors(frames, PREPROCESS_OUTPUTS)}
+]
+# dlib runs on the CPU on every node.
+instance_group [
+  {{
+    count: {count}
+    kind: KIND_CPU
+  }}
+]
+dynamic_batching {{
+{ORIGINAL_QUEUE}
+}}
+parameters {{ key: "frames" value: {{ string_value: "{frames}" }} }}
+parameters {{ key: "detect_threads" value: {{ string_value: "{detect_threads}" }} }}
+parameters {{ key: "max_bytes" value: {{ string_value: "{DEFAULT_MAX_BYTES}" }} }}
+parameters {{ key: "max_pixels" value: {{ string_value: "{DEFAULT_MAX_PIXELS}" }} }}
+parameters {{ key: "decode_timeout_s" value: {{ string_value: "{DEFAULT_DECODE_TIMEOUT_S:g}" }} }}
+"""
+
+
+def original_preprocess_gpu_config(frames: int) -> str:
+    return ("# GPU node: two videos at a time, each over 8 cores.\n"
+            + _original_preprocess_body(frames, count=2, detect_threads=8))
+
+
+def original_preprocess_cpu_config(frames: int) -> str:
+    return ("# Embedded CPU server: one video at a time over both cores.\n"
+            + _original_preprocess_body(frames, count=1, detect_threads=2))
+
+
+def original_config(frames: int) -> str:
+    return ("# The original app's answer: its frames, dlib's face detector and crops (preprocess_original_<N>),\n"
+            "# then the same classifier as deepfake_<N>, with the same outputs.\n"
+            + _ensemble(original_name(frames), frames, SCORE_OUTPUTS, preprocess=original_preprocess_name(frames)))
+
+
+ORIGINAL_ENTRY = '''"""Triton entry point of preprocess_original_<N>: the original app's preprocessing."""
+
+from triton_models.original import TritonPythonModel  # noqa: F401
+'''
 
 
 PREPROCESS_ENTRY = '''"""Triton entry point of a preprocessing model; the implementation is shared by every length."""
@@ -386,11 +452,12 @@ def render_shared_folders() -> dict[str, str]:
     return {
         f"{MODEL_INFO_NAME}/config.pbtxt": MODEL_INFO_CONFIG,
         f"{MODEL_INFO_NAME}/{VERSION}/model.py": MODEL_INFO_ENTRY,
+        **stream_configs.render_stream(),
     }
 
 
 def render_model_folders(frames: int) -> dict[str, str]:
-    """Every committed file of the six models for one length, by path relative to the repository."""
+    """Every committed file of the models for one length, by path relative to the repository."""
     pre, cls, ens, exp = preprocess_name(frames), classifier_name(frames), ensemble_name(frames), explain_name(frames)
     ver = verdict_name(frames)
     return {
@@ -410,6 +477,12 @@ def render_model_folders(frames: int) -> dict[str, str]:
         f"{faces_name(frames)}/config.pbtxt": faces_gpu_config(frames),
         f"{faces_name(frames)}/configs/cpu.pbtxt": faces_cpu_config(frames),
         f"{faces_name(frames)}/{VERSION}/model.py": FACES_ENTRY,
+        f"{original_preprocess_name(frames)}/config.pbtxt": original_preprocess_gpu_config(frames),
+        f"{original_preprocess_name(frames)}/configs/cpu.pbtxt": original_preprocess_cpu_config(frames),
+        f"{original_preprocess_name(frames)}/{VERSION}/model.py": ORIGINAL_ENTRY,
+        f"{original_name(frames)}/config.pbtxt": original_config(frames),
+        f"{original_name(frames)}/{VERSION}/.gitkeep": "",
+        **stream_configs.render_frame_classifier(frames),
     }
 
 
@@ -424,6 +497,7 @@ def ensure_model_folders(repository: Path, frames_list: list[int]) -> None:
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
+    stream_configs.ensure_frame_links(repository, frames_list)
 
 
 def served_lengths(repository: Path) -> list[int]:
@@ -445,6 +519,7 @@ def main() -> None:
             path = root / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
+    stream_configs.ensure_frame_links(root, list(SERVED_LENGTHS))
 
 
 if __name__ == "__main__":

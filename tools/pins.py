@@ -1,6 +1,7 @@
 """Prints install lists from pyproject.toml, the project's single source of pins.
 
     python tools/pins.py no-deps   # packages installed with --no-deps
+    python tools/pins.py test-no-deps   # test-only packages installed with --no-deps (not in the image)
     python tools/pins.py apt       # Debian packages (machines and the container image)
     python tools/pins.py apt-dev   # Debian packages for development and CI only
     python tools/pins.py extra server   # one optional-dependency group
@@ -27,6 +28,8 @@ def main(argv: list[str]) -> int:
     data = load()
     if argv == ["no-deps"]:
         items = data["tool"]["deepfake"]["no-deps"]
+    elif argv == ["test-no-deps"]:
+        items = data["tool"]["deepfake"]["test-no-deps"]
     elif argv == ["apt"]:
         items = data["tool"]["deepfake"]["apt"]
     elif argv == ["apt-dev"]:

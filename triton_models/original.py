@@ -1,0 +1,30 @@
+"""Video bytes -> the original app's face tensors (``preprocess_original_<N>``, the first step of ``original_<N>``).
+
+The same outputs as ``preprocess_<N>`` (``triton_models/preprocess.py``), from
+:class:`preprocessing.original.OriginalPipeline`: OpenCV's frames, dlib's HOG detector, tight crops.
+"""
+
+from __future__ import annotations
+
+import triton_python_backend_utils as pb_utils
+
+from preprocessing.errors import ConfigError
+from preprocessing.original import OriginalConfig, OriginalPipeline
+from triton_models import preprocess
+from triton_models.common import model_parameters, parse_config
+
+
+class TritonPythonModel(preprocess.TritonPythonModel):
+    def initialize(self, args: dict[str, str]) -> None:
+        self.name = args["model_name"]
+        self.logger = pb_utils.Logger
+        try:
+            config = OriginalConfig.from_parameters(model_parameters(parse_config(args)))
+        except ConfigError as exc:
+            raise pb_utils.TritonModelException(f"{self.name}: bad parameters in its config: {exc}") from exc
+        pb_utils.Logger.log_info(f"{self.name}: {config}")
+        self.pipeline = OriginalPipeline(config)
+        self.config = config
+
+    def finalize(self) -> None:
+        self.pipeline.close()
