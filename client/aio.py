@@ -115,10 +115,10 @@ class AsyncDeepfakeClient:
 
     async def score(
         self, video: bytes, frames: int = DEFAULT_FRAMES, *, name: str | None = None, frame_scores: bool = True,
-        all_faces: bool = False,
+        all_faces: bool = False, original: bool = False,
     ) -> ScoreResult:
         """Scores one video given as bytes (see :meth:`client.DeepfakeClient.score`)."""
-        template, outputs, make_result = score_request(frame_scores, all_faces)
+        template, outputs, make_result = score_request(frame_scores, all_faces, original)
         label, tensors, latency_ms = await self._request(template, outputs, video, frames, name)
         return make_result(label, tensors, latency_ms)
 

@@ -23,6 +23,7 @@ from .api import (
     ClientError,
     DeepfakeClient,
     demo_warning,
+    score_request,
 )
 from .batch import (
     ALL_FACES_JSON_KEYS,
@@ -170,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="score every face the server follows (faces_<N>, up to its max_faces): the --json line "
         "gains face_tracks (one object per face), max_prob_fake (is any face fake) and faces_seen; "
         "the other keys keep describing the main face",
+    )
+    score.add_argument(
+        "--original",
+        action="store_true",
+        help="the original app's answer (original_<N>): its frames, dlib's face detector and tight "
+        "crops, the first face dlib returns; slower (about 0.7 s of one core per 1080p frame)",
     )
     score.add_argument(
         "--concurrency",
@@ -364,7 +371,8 @@ def _run_score_batch(
 
     console.draw()
     for outcome in run_batch(
-        lambda video: client.score(video, args.frames, frame_scores=not args.verdict_only, all_faces=args.all_faces),
+        lambda video: client.score(video, args.frames, frame_scores=not args.verdict_only, all_faces=args.all_faces,
+                                   original=args.original),
         todo,
         concurrency=args.concurrency,
         delays=backoff_delays(args.retries),
@@ -375,7 +383,8 @@ def _run_score_batch(
             # A refused video's line has the --all-faces keys too, null.
             outcome.record.update({key: None for key in ALL_FACES_JSON_KEYS if key not in outcome.record})
         if results is not None and outcome.final:
-            results.append(outcome.record)
+            # The file's lines also name the model, so that a resumed run cannot mix two modes.
+            results.append({**outcome.record, RESULTS_MODEL_KEY: score_model(args)})
         tally.finished += 1
         tally.failed += not outcome.ok
         tally.unrecorded += not outcome.final
@@ -406,17 +415,46 @@ def _summarise(console: Console, tally: _BatchTally, args: argparse.Namespace) -
         console.note(summary)
 
 
+#: Key of the model that scored a line of a ``score --output`` file (not in ``--json`` lines).
+RESULTS_MODEL_KEY = "model"
+
+
+def score_model(args: argparse.Namespace) -> str:
+    """The model a ``score`` run asks, by its options (see :func:`client.api.score_request`)."""
+    template, _, _ = score_request(not args.verdict_only, args.all_faces, args.original)
+    return template.format(frames=args.frames)
+
+
+def check_results_model(done: dict[str, dict], model: str, path: str) -> None:
+    """Refuses to resume a results file written for another model (another mode or length).
+
+    Raises:
+        ValueError: a line was scored by another model, or names none (the message says which).
+    """
+    for record in done.values():
+        recorded = record.get(RESULTS_MODEL_KEY)
+        if recorded != model:
+            written = f"by {recorded}" if isinstance(recorded, str) else "without the model's name"
+            raise ValueError(f"its line for {record['video']} was written {written}, this run asks {model}; "
+                             "resume with the same options (--frames, --original, --all-faces, --verdict-only) "
+                             "or write to another file")
+
+
 def _score_command(
     parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO
 ) -> int:
     if args.all_faces and args.verdict_only:
         parser.error("--all-faces scores every frame of every face; it cannot be combined with --verdict-only")
+    if args.original and (args.all_faces or args.verdict_only):
+        parser.error("--original gives the original app's answer (its first face, every frame scored); "
+                     "it cannot be combined with --all-faces or --verdict-only")
     videos = unique_videos(args.videos)
     done: dict[str, dict] = {}
     results = None
     if args.output is not None:
         try:
             done = read_results(args.output)
+            check_results_model(done, score_model(args), args.output)
             results = ResultsFile(args.output)
         except (OSError, ValueError) as error:
             print(f"error: cannot use --output {args.output}: {error}", file=err)

@@ -29,7 +29,7 @@ from tritonclient.utils import InferenceServerException
 import client
 from client import ClientError, DeepfakeClient, ExplainResult, ScoreResult, label_and_confidence
 from client.api import FaceTrack
-from client.api import MAX_VIDEO_BYTES, load_video
+from client.api import MAX_VIDEO_BYTES, SCORE_OUTPUTS, load_video, score_request
 from client.batch import (
     ALL_FACES_JSON_KEYS,
     FACE_TRACK_KEYS,
@@ -482,9 +482,14 @@ def test_unique_videos_drops_repeats_in_order():
     assert unique_videos(["a.mp4", "./a.mp4", "b.mp4", "dir/../a.mp4", "b.mp4"]) == ["a.mp4", "b.mp4"]
 
 
+def file_line(record: dict, model: str = "deepfake_20") -> dict:
+    """A line of a ``score --output`` file: the JSON line and the model that scored it."""
+    return {**record, "model": model}
+
+
 def test_resume_skips_recorded_videos_and_records_nothing_twice(closed_url, tmp_path):
     results = tmp_path / "results.jsonl"
-    write_lines(results, [result_record(make_score("done.mp4"))])
+    write_lines(results, [file_line(result_record(make_score("done.mp4")))])
     pending = tmp_path / "pending.mp4"
     pending.write_bytes(b"video")
     before = results.read_text()
@@ -504,15 +509,62 @@ def test_resume_skips_recorded_videos_and_records_nothing_twice(closed_url, tmp_
 
 def test_nothing_left_exits_by_the_recorded_outcomes(closed_url, tmp_path):
     results = tmp_path / "results.jsonl"
-    write_lines(results, [result_record(make_score("a.mp4"))])
+    write_lines(results, [file_line(result_record(make_score("a.mp4")))])
 
     ok_status, ok_out, ok_err = run("score", "a.mp4", "--url", closed_url, "--output", str(results))
-    write_lines(results, [result_record(make_score("a.mp4")), error_record("b.mp4", "not a video")])
+    write_lines(results, [file_line(result_record(make_score("a.mp4"))), file_line(error_record("b.mp4", "not a video"))])
     bad_status, _, bad_err = run("score", "a.mp4", "b.mp4", "--url", closed_url, "--output", str(results))
 
     assert (ok_status, ok_out) == (EXIT_OK, "")
     assert "nothing left to score" in ok_err
     assert bad_status == EXIT_FAILED and "1 recorded as failed" in bad_err
+
+
+@pytest.mark.parametrize(("recorded", "options"), [
+    ("deepfake_20", ("--original",)),
+    ("original_20", ()),
+    ("original_20", ("--original", "--frames", "10")),
+    ("faces_20", ("--original",)),
+    (None, ()),
+])
+def test_resume_refuses_a_results_file_of_another_mode_or_length(closed_url, tmp_path, recorded, options):
+    results = tmp_path / "results.jsonl"
+    record = result_record(make_score("a.mp4"))
+    write_lines(results, [record if recorded is None else file_line(record, recorded)])
+    before = results.read_text()
+
+    status, _, err = run("score", "a.mp4", "b.mp4", "--url", closed_url, "--output", str(results), *options)
+
+    assert status == EXIT_USAGE
+    assert ("without the model's name" if recorded is None else f"written by {recorded}") in err
+    assert results.read_text() == before
+
+
+def test_resume_continues_a_results_file_of_the_same_original_model(closed_url, tmp_path):
+    results = tmp_path / "results.jsonl"
+    write_lines(results, [file_line(result_record(make_score("a.mp4")), "original_10")])
+
+    status, out, err = run("score", "a.mp4", "--url", closed_url, "--output", str(results), "--original", "--frames", "10")
+
+    assert (status, out) == (EXIT_OK, "") and "nothing left to score" in err
+
+
+@pytest.mark.parametrize("other", ["--all-faces", "--verdict-only"])
+def test_original_is_refused_with_all_faces_or_verdict_only(closed_url, other, capsys):
+    with pytest.raises(SystemExit) as exited:
+        run("score", "a.mp4", "--url", closed_url, "--original", other)
+
+    assert exited.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--original" in err and "cannot be combined" in err
+
+
+def test_score_request_names_the_original_model():
+    template, outputs, _ = score_request(True, False, original=True)
+    assert template.format(frames=20) == "original_20" and outputs == SCORE_OUTPUTS
+    for frame_scores, all_faces in ((False, False), (True, True)):
+        with pytest.raises(ValueError, match="original"):
+            score_request(frame_scores, all_faces, original=True)
 
 
 def test_corrupt_results_file_exits_2(closed_url, tmp_path):
