@@ -1,4 +1,4 @@
-"""Command line: ``python -m client score|health|explain|web|evaluate``.
+"""Command line: ``python -m client score|health|explain|web|evaluate|stream``.
 
 Exit status: 0 success; 1 some video could not be scored, a model is not
 ready, or explain failed; 2 bad arguments or an unusable results file;
@@ -39,6 +39,7 @@ from .batch import (
 )
 from .explain import PillowMissingError, require_pillow, write_explanation
 from .progress import Console
+from .stream_command import add_stream_parser, stream_command
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -224,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     _retries_option(explain)
     _web_parser(commands, connection)
     _evaluate_parser(commands, connection)
+    add_stream_parser(commands, connection)
     return parser
 
 
@@ -714,7 +716,8 @@ def _evaluate_command(
     return run_evaluate(client_factory, args, out, err)
 
 
-_COMMANDS = {"score": _score_command, "health": _health_command, "explain": _explain_command, "web": _web_command, "evaluate": _evaluate_command}
+_COMMANDS = {"score": _score_command, "health": _health_command, "explain": _explain_command, "web": _web_command, "evaluate": _evaluate_command,
+             "stream": stream_command}
 
 
 def main(

@@ -77,6 +77,22 @@ TENSORS: dict[str, Tensor] = {
         Tensor("TRACK_FOUND", "TYPE_BOOL", (ANY, FRAMES)),
         Tensor("TRACK_PROMINENCE", "TYPE_FP32", (ANY,)),
         Tensor("FACES_SEEN", "TYPE_INT32", (1,)),
+        # stream: a live stream's codec parameters (at its start) and encoded packets in; events out,
+        # each response one event (its outputs rendered with FRAMES = 1: one frame per event).
+        Tensor("STREAM", "TYPE_STRING", (1,)),
+        Tensor("EXTRADATA", "TYPE_UINT8", (ANY,)),
+        Tensor("PACKETS", "TYPE_UINT8", (ANY,)),
+        Tensor("PACKET_SIZES", "TYPE_INT32", (ANY,)),
+        Tensor("PACKET_PTS", "TYPE_INT64", (ANY,)),
+        Tensor("EVENT", "TYPE_STRING", (1,)),
+        Tensor("FRAME_INDEX", "TYPE_INT64", (1,)),
+        Tensor("FRAME_PTS", "TYPE_INT64", (1,)),
+        Tensor("WINDOW_START", "TYPE_INT64", (1,)),
+        Tensor("WINDOW_PROB_FAKE_MEAN", "TYPE_FP32", (1,)),
+        Tensor("SKIPPED_FRAMES", "TYPE_INT64", (ANY,)),
+        Tensor("FRAMES_RECEIVED", "TYPE_INT32", (1,)),
+        Tensor("FRAMES_SCORED", "TYPE_INT32", (1,)),
+        Tensor("FRAMES_SKIPPED", "TYPE_INT32", (1,)),
     )
 }
 
@@ -100,3 +116,19 @@ VERDICT_OUTPUTS = tuple(name for name in SCORE_OUTPUTS if name != "FRAME_PROB_FA
 # The outputs of deepfake_<N> describe the main face, so every client of deepfake_<N> reads faces_<N> too.
 FACES_OUTPUTS = (*SCORE_OUTPUTS, "MAX_PROB_FAKE", "TRACK_PROB_FAKE", "TRACK_FRAME_PROB_FAKE", "TRACK_BOXES", "TRACK_FOUND",
                  "TRACK_PROMINENCE", "FACES_SEEN")
+# stream: STREAM and EXTRADATA come with a stream's first request only. Events: "frame" (FRAME_INDEX,
+# FRAME_PTS, FRAME_PROB_FAKE, FACE_BOXES, FACE_FOUND), "window" (FRAME_INDEX and FRAME_PTS of its last
+# scored frame, WINDOW_START, PROB_FAKE: the faithful score, WINDOW_PROB_FAKE_MEAN, FRAMES_SCORED),
+# "skipped" (SKIPPED_FRAMES) and, at the end, "summary" (FRAMES_RECEIVED, FRAMES_DECODED, FRAMES_SCORED,
+# FRAMES_SKIPPED).
+STREAM_INPUTS = ("STREAM", "EXTRADATA", "PACKETS", "PACKET_SIZES", "PACKET_PTS")
+STREAM_OPTIONAL_INPUTS = ("STREAM", "EXTRADATA")
+STREAM_OUTPUTS = ("EVENT", "FRAME_INDEX", "FRAME_PTS", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "WINDOW_START",
+                  "PROB_FAKE", "WINDOW_PROB_FAKE_MEAN", "FRAMES_SCORED", "SKIPPED_FRAMES", "FRAMES_RECEIVED",
+                  "FRAMES_DECODED", "FRAMES_SKIPPED")
+STREAM_EVENTS = {
+    "frame": ("FRAME_INDEX", "FRAME_PTS", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND"),
+    "window": ("FRAME_INDEX", "FRAME_PTS", "WINDOW_START", "PROB_FAKE", "WINDOW_PROB_FAKE_MEAN", "FRAMES_SCORED"),
+    "skipped": ("SKIPPED_FRAMES",),
+    "summary": ("FRAMES_RECEIVED", "FRAMES_DECODED", "FRAMES_SCORED", "FRAMES_SKIPPED"),
+}

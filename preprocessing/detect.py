@@ -198,29 +198,38 @@ class FaceDetector:
             index, frame = index + 1, upcoming
             upcoming = next(remaining, None)
             key = index % detect_every == 0 or upcoming is None
-            searched = [t for t in tracker.ranked() if t.misses <= MAX_MISSES]
-            if max_followed:
-                searched = searched[:max_followed]
+            searched = followed_tracks(tracker, max_followed)
             # A face first seen in the last searched frame has no motion yet: it is searched again
             # in the very next frame, so that the searches after that know where to look.
             due = index - searched_last >= window_every or any(len(t.boxes) == 1 for t in searched)
             if not key and not due:
                 continue  # placed by interpolation once the next searched frame is known
-            whole = self.detect([frame])[0] if key else Detections.empty()
-            predicted = np.array([t.predict(index) for t in searched], np.float32).reshape(-1, 4)
-            per_window = self._detect_in_windows(frame, predicted)
-            # Each window's own face (its best match to the prediction) first: a neighbour's box seen
-            # from that window, or a box spanning two faces, must not displace it.
-            own = [_best_match(track, index, found, min_prob, iou_threshold) for track, found in zip(searched, per_window)]
-            own = [o for o in own if o is not None]
-            parts = [*own, *per_window, whole]
-            tracker.update(index, _distinct_faces(np.concatenate([p.boxes for p in parts]),
-                                                  np.concatenate([p.probs for p in parts]), first=len(own)))
+            self.search_frame(tracker, index, frame, searched, whole=key)
             if index - searched_last > 1:
                 tracker.interpolate(searched_last, index)
             searched_last = index
         tracker.frames = index + 1
         return tracker
+
+    def search_frame(self, tracker: FaceTracker, index: int, frame: np.ndarray, searched: Sequence[Track],
+                     whole: bool) -> None:
+        """One searched frame: each of ``searched`` in its window, the whole frame too when ``whole``.
+
+        The detections go to ``tracker`` (:meth:`FaceTracker.update`) for frame ``index``; a whole-frame
+        detection of a face already found in its window is dropped. The step both the clip's key-frame
+        search (:meth:`detect_tracked`) and the live streams' online following take.
+        """
+        min_prob, iou_threshold = tracker.min_prob, tracker.iou_threshold
+        found_whole = self.detect([frame])[0] if whole else Detections.empty()
+        predicted = np.array([t.predict(index) for t in searched], np.float32).reshape(-1, 4)
+        per_window = self._detect_in_windows(frame, predicted)
+        # Each window's own face (its best match to the prediction) first: a neighbour's box seen
+        # from that window, or a box spanning two faces, must not displace it.
+        own = [_best_match(track, index, found, min_prob, iou_threshold) for track, found in zip(searched, per_window)]
+        own = [o for o in own if o is not None]
+        parts = [*own, *per_window, found_whole]
+        tracker.update(index, _distinct_faces(np.concatenate([p.boxes for p in parts]),
+                                              np.concatenate([p.probs for p in parts]), first=len(own)))
 
     def _detect_in_windows(self, frame: np.ndarray, boxes: np.ndarray) -> list[Detections]:
         """Faces found in a square window around each box, in frame pixels (one entry per box)."""
@@ -238,6 +247,13 @@ class FaceDetector:
         height, width = frame.shape[:2]
         return [_detections(window_boxes, window_probs, back, (width, height), offset)
                 for (offset, back), (window_boxes, window_probs) in zip(origins, self._window_cascade(np.stack(windows)))]
+
+
+def followed_tracks(tracker: FaceTracker, max_followed: int) -> list[Track]:
+    """The tracks searched in windows: missed at most :data:`MAX_MISSES` times in a row, the
+    ``max_followed`` most prominent (0: all)."""
+    searched = [t for t in tracker.ranked() if t.misses <= MAX_MISSES]
+    return searched[:max_followed] if max_followed else searched
 
 
 def window_for(box: np.ndarray) -> tuple[float, float, float]:
