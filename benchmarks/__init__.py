@@ -2,11 +2,13 @@
 
 ``python -m benchmarks`` (``make bench``) measures, in one run on one machine:
 
-- the reference pipeline (:mod:`benchmarks.reference`): the original app's way, in process;
+- the reference (:mod:`benchmarks.reference`): the original app's pipeline as it ran, in process,
+  and beside it the MTCNN-at-full-resolution baseline of DFDC-style pipelines;
 - the classifier alone, ONNX Runtime against PyTorch eager on the same faces
   (:mod:`benchmarks.classifier`);
 - the embedded tritonserver under perf_analyzer (:mod:`benchmarks.perf`), the classifier with
-  random faces and the scoring ensemble end to end with the real video bytes;
+  random faces and the scoring ensemble end to end with the real video bytes, and the served
+  original mode (``original_<N>``);
 - where the time goes (the preprocessing library's own timers and Triton's statistics), the
   server's memory across a long series of requests, and the face boxes against full-resolution
   detection;

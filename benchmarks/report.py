@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 #: Keys every ``latest.json`` has (the README table and CI read them).
 REQUIRED_KEYS = (
     "video", "frames", "cpu_count", "machine", "git_commit",
-    "reference_videos_per_s", "e2e_videos_per_s", "e2e_speedup_vs_reference",
+    "reference_videos_per_s", "mtcnn_baseline_videos_per_s", "e2e_videos_per_s", "e2e_speedup_vs_reference",
+    "e2e_speedup_vs_mtcnn_baseline",
     "e2e_p50_ms", "e2e_p95_ms",
     "classifier_ort_ms", "classifier_torch_ms", "classifier_speedup",
     "server_rss_mb_before", "server_rss_mb_after",
@@ -74,17 +75,28 @@ def summary_rows(results: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
 
     growth = results.get("server_rss_growth_percent")
     return [
-        ("reference pipeline (original app, in process)", f"{_fmt(results['reference_videos_per_s'], 3)} videos/s", "", ""),
+        ("reference: the original app as it ran (OpenCV, dlib twice per frame, PyTorch eager, in process)",
+         f"{_fmt(results['reference_videos_per_s'], 3)} videos/s", "", ""),
+        ("MTCNN baseline: MTCNN at full resolution in place of dlib (DFDC-style, in process)",
+         f"{_fmt(results['mtcnn_baseline_videos_per_s'], 3)} videos/s", "", ""),
         ("Triton end to end (`deepfake_<N>`: clip and per-frame scores), best concurrency", f"{_fmt(results['e2e_videos_per_s'], 3)} videos/s "
          f"(concurrency {results.get('e2e_best_concurrency', '?')})", "", ""),
-        ("end-to-end speed-up vs reference", f"{_fmt(results['e2e_speedup_vs_reference'], 1)}x",
+        ("end-to-end speed-up vs the reference", f"{_fmt(results['e2e_speedup_vs_reference'], 1)}x",
          goal("e2e_speedup"), met("e2e_speedup")),
+        ("end-to-end speed-up vs the MTCNN baseline", f"{_fmt(results['e2e_speedup_vs_mtcnn_baseline'], 1)}x",
+         goal("e2e_speedup_vs_mtcnn_baseline"), met("e2e_speedup_vs_mtcnn_baseline")),
         ("end-to-end latency p50 / p95, concurrency 1",
          f"{_fmt(results['e2e_p50_ms'], 0)} / {_fmt(results['e2e_p95_ms'], 0)} ms", goal("e2e_p50"), met("e2e_p50")),
         ("clip score alone (`verdict_<N>`, no per-frame scores), best concurrency",
          f"{_fmt(results.get('verdict_videos_per_s'), 3)} videos/s (concurrency {results.get('verdict_best_concurrency', '?')}), "
-         f"{_fmt(results.get('verdict_speedup_vs_reference'), 1)}x the reference, p50 / p95 at concurrency 1 "
+         f"{_fmt(results.get('verdict_speedup_vs_reference'), 1)}x the reference, "
+         f"{_fmt(results.get('verdict_speedup_vs_mtcnn_baseline'), 1)}x the MTCNN baseline, p50 / p95 at concurrency 1 "
          f"{_fmt(results.get('verdict_p50_ms'), 0)} / {_fmt(results.get('verdict_p95_ms'), 0)} ms", "", ""),
+        ("the original app's answer served (`original_<N>`: dlib once per frame, over threads)",
+         f"{_fmt(results.get('original_mode_videos_per_s'), 3)} videos/s, p50 {_fmt(results.get('original_mode_p50_ms'), 0)} ms; "
+         f"{_fmt(results.get('original_mode_speedup_vs_reference'), 2)}x the reference; `deepfake_<N>` is "
+         f"{_fmt(results.get('mtcnn_path_speedup_vs_original_mode'), 1)}x faster; PROB_FAKE differs from the "
+         f"reference's by {_fmt(results.get('original_mode_prob_fake_diff'), 6)}", "", ""),
         ("classifier score, ONNX Runtime (served: last frame) / PyTorch eager (original: N frames)",
          f"{_fmt(results['classifier_ort_ms'], 0)} / {_fmt(results['classifier_torch_ms'], 0)} ms "
          f"({_fmt(results['classifier_speedup'], 2)}x)", goal("classifier_speedup"), met("classifier_speedup")),
@@ -128,11 +140,11 @@ def markdown(results: Mapping[str, Any]) -> str:
     stages = results.get("stages", {})
     if stages:
         lines += ["## Where the time goes (milliseconds per video)", "",
-                  "| stage | reference | served |", "| --- | --- | --- |"]
-        names = list(dict.fromkeys([*stages.get("reference", {}), *stages.get("served", {})]))
+                  "| stage | reference | MTCNN baseline | served |", "| --- | --- | --- | --- |"]
+        columns = ("reference", "mtcnn_baseline", "served")
+        names = list(dict.fromkeys(name for column in columns for name in stages.get(column, {})))
         for name in names:
-            lines.append(f"| {name} | {_fmt(stages.get('reference', {}).get(name), 0)} | "
-                         f"{_fmt(stages.get('served', {}).get(name), 0)} |")
+            lines.append("| " + " | ".join([name, *(_fmt(stages.get(column, {}).get(name), 0) for column in columns)]) + " |")
         lines += ["", stages.get("note", ""), ""]
     boxes = results.get("face_boxes")
     if boxes:
@@ -189,7 +201,9 @@ def _plot_throughput(results: Mapping[str, Any]):
     verdict_x, verdict = _sweep(results, "verdict_sweep")
     if verdict:
         left.plot(verdict_x, [p["throughput"] for p in verdict], "s-", label="Triton, clip score alone")
-    left.axhline(results["reference_videos_per_s"], color="grey", linestyle="--", label="original pipeline")
+    left.axhline(results["reference_videos_per_s"], color="grey", linestyle="--", label="original app (reference)")
+    if results.get("mtcnn_baseline_videos_per_s"):
+        left.axhline(results["mtcnn_baseline_videos_per_s"], color="grey", linestyle=":", label="MTCNN baseline")
     left.set(title="End to end", xlabel="concurrency", ylabel="videos / s", xticks=e2e_x or [1])
     left.set_ylim(bottom=0)
     left.legend()
@@ -222,7 +236,8 @@ def _plot_latency(results: Mapping[str, Any]):
 
 def _plot_stages(results: Mapping[str, Any]):
     stages = results.get("stages", {})
-    bars = [(label, stages.get(key) or {}) for key, label in (("reference", "original pipeline"),
+    bars = [(label, stages.get(key) or {}) for key, label in (("reference", "original app"),
+                                                             ("mtcnn_baseline", "MTCNN baseline"),
                                                              ("served", "Triton, concurrency 1"))]
     bars = [(label, values) for label, values in bars if values]
     if not bars:

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from export.repository import classifier_name, ensemble_name, preprocess_name, verdict_name
+from export.repository import (classifier_name, ensemble_name, original_name, original_preprocess_name, preprocess_name,
+                               verdict_name)
 from serve import EmbeddedServer, free_ports, processes
 
 _NS_PER_MS = 1e6
@@ -25,7 +26,7 @@ def models_of(frames: int) -> tuple[str, str, str]:
 
 
 def bench_repository(source: Path, frames: int, target: Path) -> Path:
-    """A repository holding only the N-frame scoring models (and ``verdict_<N>``), as links to the real folders.
+    """A repository holding only the N-frame scoring models (``verdict_<N>`` and ``original_<N>`` too), as links to the real folders.
 
     Loading one length instead of every committed one saves minutes of start-up and the
     memory of the other lengths' stubs, which would otherwise share the two cores' caches.
@@ -34,7 +35,7 @@ def bench_repository(source: Path, frames: int, target: Path) -> Path:
         FileNotFoundError: A model folder is missing from ``source``.
     """
     target.mkdir(parents=True, exist_ok=True)
-    for name in (*models_of(frames), verdict_name(frames)):
+    for name in (*models_of(frames), verdict_name(frames), original_preprocess_name(frames), original_name(frames)):
         folder = source / name
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} is missing: the repository has no {frames}-frame models "

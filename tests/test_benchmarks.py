@@ -13,7 +13,7 @@ import torch
 
 from benchmarks import perf, report
 from benchmarks.cli import box_agreement, build_parser, main
-from benchmarks.reference import STAGES, ReferenceError, ReferencePipeline
+from benchmarks.reference import STAGES, OriginalAppPipeline, ReferenceError, ReferencePipeline
 from benchmarks.server import bench_repository, process_tree_rss_mb
 from benchmarks.video import generated_clip
 from export.model import OriginalModel
@@ -60,6 +60,18 @@ def test_reference_pipeline_scores_a_generated_clip(reference_run):
     assert set(result.timings) == set(STAGES) and all(t > 0 for t in result.timings.values())
     assert len(result.detections) == CLIP_FRAMES
     assert all(len(d.boxes) >= 1 for d in result.detections), "MTCNN should find the astronaut in every frame"
+
+
+def test_original_app_pipeline_detects_twice_and_crops_dlibs_first_face(reference_run, clip_path):
+    pipeline = OriginalAppPipeline(reference_run[0].model, frames=CLIP_FRAMES)
+    result = pipeline(clip_path)
+    assert set(result.timings) == set(STAGES) and result.frames_read == CLIP_FRAMES
+    assert 0.0 <= result.prob_fake <= 1.0
+    assert all(len(d.boxes) >= 1 for d in result.detections), "dlib should find the astronaut in every frame"
+    # The page's thumbnails: the second search, on the RGB frames, padded by 40 px.
+    assert len(pipeline.thumbnails) >= CLIP_FRAMES
+    x1, y1, x2, y2 = result.detections[0].boxes[0]
+    assert pipeline.thumbnails[0].shape[0] == min(y2 + 40, CLIP_SIZE[1]) - max(y1 - 40, 0)
 
 
 def test_reference_refuses_clip_shorter_than_n(reference_run, clip_path):
@@ -114,8 +126,12 @@ def _results(reference_videos_per_s: float, points: list[perf.PerfPoint]) -> dic
     return {
         "video": "clip.mp4", "frames": CLIP_FRAMES, "cpu_count": 2, "machine": "test machine",
         "git_commit": "abc", "reference_videos_per_s": reference_videos_per_s,
+        "mtcnn_baseline_videos_per_s": 2 * reference_videos_per_s,
         "e2e_videos_per_s": best.throughput, "e2e_best_concurrency": best.concurrency,
         "e2e_speedup_vs_reference": best.throughput / reference_videos_per_s,
+        "e2e_speedup_vs_mtcnn_baseline": best.throughput / reference_videos_per_s / 2,
+        "original_mode_videos_per_s": 0.1, "original_mode_p50_ms": 9000.0, "original_mode_speedup_vs_reference": 1.5,
+        "mtcnn_path_speedup_vs_original_mode": 12.0, "original_mode_prob_fake_diff": 2e-6,
         "e2e_p50_ms": points[0].p50_ms, "e2e_p95_ms": points[0].p95_ms,
         "classifier_ort_ms": 250.0, "classifier_torch_ms": 500.0, "classifier_speedup": 2.0,
         "server_rss_mb_before": 1000.0, "server_rss_mb_after": 1010.0, "server_rss_growth_percent": 1.0,
@@ -123,7 +139,8 @@ def _results(reference_videos_per_s: float, points: list[perf.PerfPoint]) -> dic
         "server_rss_by_process_before": {"tritonserver": 100.0, "preprocess_10 (pid 7)": 900.0},
         "server_rss_by_process_after": {"tritonserver": 104.0, "preprocess_10 (pid 7)": 906.0},
         "e2e_sweep": [p.__dict__ for p in points], "classifier_sweep": [p.__dict__ for p in points],
-        "stages": {"reference": {"decode": 100.0, "detect": 900.0}, "served": {"decode": 50.0, "queue": 5.0}},
+        "stages": {"reference": {"decode": 100.0, "detect": 900.0}, "mtcnn_baseline": {"decode": 100.0, "detect": 400.0},
+                   "served": {"decode": 50.0, "queue": 5.0}},
         "targets": report.targets([("e2e_speedup", ">= 15x", False), ("classifier_speedup", ">= 1.8x", True)]),
         "face_boxes": {"iou_mean": 0.9, "iou_min": 0.8, "iou_last": 0.95},
     }
@@ -144,6 +161,7 @@ def test_report_writes_json_markdown_and_plots(reference_run, tmp_path):
     assert "| figure | measured | target | met |" in text and "**no**" in text
     assert "read every 100 requests: 1000, 1004, 1010." in text
     assert "| preprocess_10 (pid 7) | 900 | 906 |" in text
+    assert "| detect | 900 | 400 | n/a |" in text and "`deepfake_<N>` is 12.0x faster" in text
     for name in report.PLOTS.values():
         assert (tmp_path / "out" / name).read_bytes()[:8] == PNG_MAGIC
 
@@ -171,10 +189,12 @@ def test_rss_of_this_process_is_counted():
 
 def test_bench_repository_links_only_the_requested_length(tmp_path):
     source = tmp_path / "source"
-    for name in ("preprocess_7", "resnext_lstm_7", "deepfake_7", "explain_7", "verdict_7", "deepfake_9"):
+    for name in ("preprocess_7", "resnext_lstm_7", "deepfake_7", "explain_7", "verdict_7", "original_7",
+                 "preprocess_original_7", "faces_7", "deepfake_9"):
         (source / name).mkdir(parents=True)
     target = bench_repository(source, 7, tmp_path / "bench")
-    assert sorted(p.name for p in target.iterdir()) == ["deepfake_7", "preprocess_7", "resnext_lstm_7", "verdict_7"]
+    assert sorted(p.name for p in target.iterdir()) == ["deepfake_7", "original_7", "preprocess_7", "preprocess_original_7",
+                                                        "resnext_lstm_7", "verdict_7"]
     assert (target / "deepfake_7").resolve() == (source / "deepfake_7").resolve()
     with pytest.raises(FileNotFoundError, match="no 9-frame models"):
         bench_repository(source, 9, tmp_path / "other")
