@@ -252,7 +252,7 @@ def test_the_openapi_schema_names_the_api(web):
 
     assert {"/api/score", "/api/explain", "/api/models", "/healthz"} <= set(schema["paths"])
     form = schema["paths"]["/api/score"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert set(form["properties"]) == {"file", "frames", "verdict_only", "all_faces"} and form["required"] == ["file"]
+    assert set(form["properties"]) == {"file", "frames", "verdict_only", "all_faces", "original"} and form["required"] == ["file"]
     score = schema["components"]["schemas"]["ScoreResponse"]["properties"]
     assert set(JSON_KEYS) | {"frame_prob_fake", "face_boxes", "face_found", "frame_times"} <= set(score)
     assert {"max_prob_fake", "faces_seen", "face_tracks"} <= set(score)

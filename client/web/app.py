@@ -30,6 +30,7 @@ from ..api import (
     FACES_MODEL_TEMPLATE,
     INVALID_ARGUMENT,
     NOT_FOUND,
+    ORIGINAL_MODEL_TEMPLATE,
     PERMISSION_DENIED,
     SCORE_MODEL_TEMPLATE,
     VERDICT_MODEL_TEMPLATE,
@@ -49,6 +50,7 @@ API_VERSION = "1"
 FRAMES_FIELD = "frames"
 VERDICT_ONLY_FIELD = "verdict_only"
 ALL_FACES_FIELD = "all_faces"
+ORIGINAL_FIELD = "original"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 #: Deadline of the small calls (readiness, model list, model info).
@@ -158,6 +160,10 @@ def _multipart_body(with_verdict_only: bool) -> dict:
         properties[ALL_FACES_FIELD] = {
             "type": "boolean", "default": False,
             "description": "every face scored (faces_<N>): adds max_prob_fake, faces_seen and face_tracks"}
+        properties[ORIGINAL_FIELD] = {
+            "type": "boolean", "default": False,
+            "description": "the original app's answer (original_<N>): its frames, dlib's face detector and tight crops; "
+                           "slower, not with verdict_only or all_faces"}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {
         "schema": {"type": "object", "required": [FILE_FIELD], "properties": properties}}}}}
 
@@ -415,23 +421,27 @@ def create_app(settings: WebSettings) -> FastAPI:
               openapi_extra=_multipart_body(with_verdict_only=True),
               summary="score one upload (the keys of `client score --json`, plus per-frame values)")
     async def score(request: Request) -> JSONResponse:
-        form = await upload(request, frozenset({FRAMES_FIELD, VERDICT_ONLY_FIELD, ALL_FACES_FIELD}))
+        form = await upload(request, frozenset({FRAMES_FIELD, VERDICT_ONLY_FIELD, ALL_FACES_FIELD, ORIGINAL_FIELD}))
         try:
             frames = _frames_field(form.fields, settings.default_frames)
             verdict_only = _flag_field(form.fields, VERDICT_ONLY_FIELD)
             all_faces = _flag_field(form.fields, ALL_FACES_FIELD)
+            original = _flag_field(form.fields, ORIGINAL_FIELD)
             if verdict_only and all_faces:
                 raise ApiError(422, "all_faces scores every frame of every face; it cannot be combined with verdict_only",
                                INVALID_ARGUMENT)
+            if original and (verdict_only or all_faces):
+                raise ApiError(422, "original gives the original app's answer (its first face, every frame scored); "
+                               "it cannot be combined with verdict_only or all_faces", INVALID_ARGUMENT)
             name = form.filename or "upload"
             data, form.data = form.data, b""
             result = await run(state.grpc().score, data, frames, name=name, frame_scores=not verdict_only,
-                               all_faces=all_faces)
+                               all_faces=all_faces, original=original)
             del data
         finally:
             state.slots.release()
-        template = (FACES_MODEL_TEMPLATE if all_faces else VERDICT_MODEL_TEMPLATE if verdict_only
-                    else SCORE_MODEL_TEMPLATE)
+        template = (ORIGINAL_MODEL_TEMPLATE if original else FACES_MODEL_TEMPLATE if all_faces
+                    else VERDICT_MODEL_TEMPLATE if verdict_only else SCORE_MODEL_TEMPLATE)
         info = await _info_or_none(state)
         return JSONResponse(score_payload(result, frames, template.format(frames=frames), info))
 

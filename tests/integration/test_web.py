@@ -155,6 +155,19 @@ def test_all_faces_gives_every_face_as_the_cli_does(web, triton_server, clips):
     assert both.status_code == 422 and "verdict_only" in both.json()["error"]
 
 
+def test_original_gives_the_clis_original_values(web, triton_server, clips):
+    response = upload(web, "/api/score", clips["face.mp4"].read_bytes(), name="face.mp4", frames=FRAMES, original=True)
+    record, _ = cli_json(triton_server, clips["face.mp4"], "--original")
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    same_as_cli(answer, record)
+    assert answer["model"] == f"original_{FRAMES}" and len(answer["frame_prob_fake"]) == FRAMES
+    for other in ({"all_faces": True}, {"verdict_only": True}):
+        both = upload(web, "/api/score", clips["face.mp4"].read_bytes(), frames=FRAMES, original=True, **other)
+        assert both.status_code == 422 and "original" in both.json()["error"]
+
+
 def test_explain_gives_the_same_score_and_a_png_per_frame(web, clips):
     data = clips["face.mp4"].read_bytes()
 
@@ -422,6 +435,21 @@ def test_every_face_on_the_page(page, triton_server, clips):
     other = card.find_element(By.CSS_SELECTOR, ".other-faces .face-box")
     box = [float(v) for v in other.get_attribute("data-box").split(",")]
     np.testing.assert_allclose(box, record["face_tracks"][1]["face_boxes"][frame], atol=0.01)
+
+
+def test_the_original_apps_answer_on_the_page(page, triton_server, clips):
+    from selenium.webdriver.common.by import By
+
+    page.find_element(By.CSS_SELECTOR, "input[name=mode][value=original]").click()
+    choose(page, clips["face.mp4"])
+    [card] = finished_cards(page, 1)
+    record, _ = cli_json(triton_server, clips["face.mp4"], "--original")
+
+    assert card.get_attribute("data-status") == "done", text(card, ".error-message")
+    assert text(card, ".model-name") == f"original_{FRAMES}"
+    assert text(card, ".prob-fake") == f"{record['prob_fake']:.4f}"
+    assert count(card, ".timeline .point") == FRAMES
+    assert "as the original app found them" in text(card, ".explanation")
 
 
 @pytest.mark.skipif(not SHARED_SAMPLE.is_file(), reason=f"the 1080p sample {SHARED_SAMPLE} is not here")

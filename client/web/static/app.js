@@ -182,10 +182,12 @@
     form.append("frames", String(entry.frames));
     const verdictOnly = entry.mode === "verdict";
     const allFaces = entry.mode === "faces";
+    const original = entry.mode === "original";
     if (verdictOnly) form.append("verdict_only", "true");
     if (allFaces) form.append("all_faces", "true");
+    if (original) form.append("original", "true");
     const started = performance.now();
-    const { status, body } = await send(verdictOnly || allFaces ? "/api/score" : "/api/explain", form, entry);
+    const { status, body } = await send(verdictOnly || allFaces || original ? "/api/score" : "/api/explain", form, entry);
     const elapsed = performance.now() - started;
     if (status === 200 && body) {
       entry.status = "done";
@@ -235,7 +237,9 @@
     $(".explanation", card).textContent =
       `PROB_FAKE is the probability of FAKE from the ${n}-frame model exactly as published: its LSTM takes one step per frame from a zero state, ` +
       `so the verdict comes from frame ${n} alone.` +
-      (result.frame_prob_fake ? " The timeline scores every frame the same way, on its own." : "");
+      (result.frame_prob_fake ? " The timeline scores every frame the same way, on its own." : "") +
+      (result.model.startsWith("original_")
+        ? " Faces were found as the original app found them (dlib, the first face, tight crops; the whole frame where none)." : "");
     if (result.frame_prob_fake) renderTimeline(entry);
     if (result.face_tracks) renderFaces(entry);
     renderMedia(entry);
