@@ -91,9 +91,16 @@ class _AppPipeline:
     def _detect(self, frame_bgr: np.ndarray) -> Detections:
         raise NotImplementedError
 
-    def _crop_box(self, found: Detections, frame: np.ndarray) -> tuple[int, int, int, int] | None:
-        """The whole-pixel crop of the first face, or None for the whole frame."""
-        raise NotImplementedError
+    @staticmethod
+    def _crop_box(found: Detections, frame: np.ndarray) -> tuple[int, int, int, int] | None:
+        """The first face's box rounded to whole pixels and clipped to the frame, or None for the whole frame."""
+        if not len(found.boxes):
+            return None
+        height, width = frame.shape[:2]
+        x1, y1, x2, y2 = np.rint(found.boxes[0]).astype(int)
+        x1, x2 = np.clip([x1, x2], 0, width)
+        y1, y2 = np.clip([y1, y2], 0, height)
+        return (int(x1), int(y1), int(x2), int(y2)) if x2 > x1 and y2 > y1 else None
 
     def __call__(self, path: Path) -> ReferenceResult:
         """Score the video at ``path``.
@@ -180,12 +187,6 @@ class OriginalAppPipeline(_AppPipeline):
                                        max(x1 - THUMBNAIL_PADDING, 0):min(x2 + THUMBNAIL_PADDING, width)])
         return Detections(boxes, np.ones(len(boxes), np.float32))
 
-    def _crop_box(self, found: Detections, frame: np.ndarray) -> tuple[int, int, int, int] | None:
-        if not len(found.boxes):
-            return None
-        x1, y1, x2, y2 = (int(v) for v in found.boxes[0])
-        return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
-
     def __call__(self, path: Path) -> ReferenceResult:
         self.thumbnails = []
         return super().__call__(path)
@@ -212,11 +213,3 @@ class ReferencePipeline(_AppPipeline):
             return Detections.empty()
         return Detections(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(probs, np.float32).reshape(-1))
 
-    def _crop_box(self, found: Detections, frame: np.ndarray) -> tuple[int, int, int, int] | None:
-        if not len(found.boxes):
-            return None
-        height, width = frame.shape[:2]
-        x1, y1, x2, y2 = np.rint(found.boxes[0]).astype(int)
-        x1, x2 = np.clip([x1, x2], 0, width)
-        y1, y2 = np.clip([y1, y2], 0, height)
-        return (int(x1), int(y1), int(x2), int(y2)) if x2 > x1 and y2 > y1 else None

@@ -226,10 +226,12 @@ parameters {{ key: "min_face_size" value: {{ string_value: "40" }} }}
 CPU_DETECTION = _cpu_detection(max_followed=2)
 
 
-def _video_model_body(name: str, frames: int, outputs: tuple[str, ...], kind: str, count: int, threads: int,
-                      detection: str = "", parameters: tuple[tuple[str, object], ...] = ()) -> str:
-    """A python model that takes ``VIDEO`` and runs the preprocessing library (``preprocess_<N>``, ``faces_<N>``)."""
-    extra = "".join(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n' for key, value in parameters)
+def _parameters(parameters: tuple[tuple[str, object], ...]) -> str:
+    return "".join(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n' for key, value in parameters)
+
+
+def _video_model_head(name: str, frames: int, outputs: tuple[str, ...], kind: str, count: int, queue: str) -> str:
+    """A python model that takes ``VIDEO``, up to its ``parameters``."""
     return f"""name: "{name}"
 backend: "python"
 max_batch_size: {MAX_BATCH}
@@ -248,12 +250,17 @@ instance_group [
 # Requests are handled one video at a time (videos differ in size); the batcher's queue policy
 # still bounds the backlog.
 dynamic_batching {{
-{PREPROCESS_QUEUE}
+{queue}
 }}
-parameters {{ key: "frames" value: {{ string_value: "{frames}" }} }}
-parameters {{ key: "selection" value: {{ string_value: "first" }} }}
-parameters {{ key: "torch_threads" value: {{ string_value: "{threads}" }} }}
-{extra}{detection}{PREPROCESS_LIMITS}"""
+"""
+
+
+def _video_model_body(name: str, frames: int, outputs: tuple[str, ...], kind: str, count: int, threads: int,
+                      detection: str = "", parameters: tuple[tuple[str, object], ...] = ()) -> str:
+    """A python model that takes ``VIDEO`` and runs the preprocessing library (``preprocess_<N>``, ``faces_<N>``)."""
+    return (_video_model_head(name, frames, outputs, kind, count, PREPROCESS_QUEUE)
+            + _parameters((("frames", frames), ("selection", "first"), ("torch_threads", threads), *parameters))
+            + detection + PREPROCESS_LIMITS)
 
 
 def _preprocess_body(frames: int, kind: str, count: int, threads: int, detection: str = "") -> str:
@@ -351,31 +358,10 @@ ORIGINAL_QUEUE = _queue_policy(max_queue=8, timeout_us=300_000_000)
 
 
 def _original_preprocess_body(frames: int, count: int, detect_threads: int) -> str:
-    return f"""name: "{original_preprocess_name(frames)}"
-backend: "python"
-max_batch_size: {MAX_BATCH}
-input [
-{_tensors(frames, ("VIDEO",))}
-]
-output [
-{_tensors(frames, PREPROCESS_OUTPUTS)}
-]
-# dlib runs on the CPU on every node.
-instance_group [
-  {{
-    count: {count}
-    kind: KIND_CPU
-  }}
-]
-dynamic_batching {{
-{ORIGINAL_QUEUE}
-}}
-parameters {{ key: "frames" value: {{ string_value: "{frames}" }} }}
-parameters {{ key: "detect_threads" value: {{ string_value: "{detect_threads}" }} }}
-parameters {{ key: "max_bytes" value: {{ string_value: "{DEFAULT_MAX_BYTES}" }} }}
-parameters {{ key: "max_pixels" value: {{ string_value: "{DEFAULT_MAX_PIXELS}" }} }}
-parameters {{ key: "decode_timeout_s" value: {{ string_value: "{DEFAULT_DECODE_TIMEOUT_S:g}" }} }}
-"""
+    # dlib runs on the CPU on every node.
+    return (_video_model_head(original_preprocess_name(frames), frames, PREPROCESS_OUTPUTS, "KIND_CPU", count, ORIGINAL_QUEUE)
+            + _parameters((("frames", frames), ("detect_threads", detect_threads), ("max_bytes", DEFAULT_MAX_BYTES),
+                           ("max_pixels", DEFAULT_MAX_PIXELS), ("decode_timeout_s", f"{DEFAULT_DECODE_TIMEOUT_S:g}"))))
 
 
 def original_preprocess_gpu_config(frames: int) -> str:
