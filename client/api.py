@@ -126,7 +126,11 @@ MODEL_TEMPLATES = (
     "preprocess_{frames}",
     "preprocess_original_{frames}",
     "resnext_lstm_{frames}",
+    # Live streams: the per-frame classifier of each length.
+    "resnext_frame_{frames}",
 )
+#: Models that serve every length: live streams (``python -m client stream``) and model_info.
+SHARED_MODELS = ("stream", "model_info")
 # gRPC metadata keys are lowercase ASCII.
 METADATA_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
@@ -694,6 +698,8 @@ class DeepfakeClient:
                 name = template.format(frames=length)
                 ready = bool(self._call(self._client.is_model_ready, name))
                 models[name] = {"ready": ready, "versions": {}, "reason": ""}
+        for name in SHARED_MODELS:
+            models[name] = {"ready": bool(self._call(self._client.is_model_ready, name)), "versions": {}, "reason": ""}
         return models
 
     def _call(self, method, *args, timeout_s: float | None = None, **kwargs):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import secrets
 import threading
 import time
@@ -29,7 +30,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from .api import ClientError, connection_options
+from .api import DEAD_STUB_MESSAGE, ClientError, connection_options
 
 STREAM_MODEL = "stream"
 #: Codecs the server decodes; other sources need ``--transcode``.
@@ -43,8 +44,12 @@ REALTIME_IN_FLIGHT = 64
 DEFAULT_HOP_FRACTION = 2
 DEFAULT_ANSWER_TIMEOUT_S = 60.0
 RELEASE_TIMEOUT_S = 5.0
-# Makes Triton answer a stream's error with its gRPC status (and close that gRPC stream).
-GRPC_ERROR_HEADER = {"triton_grpc_error": "true"}
+# Errors of a gRPC stream arrive as messages without a status (Triton's triton_grpc_error header would
+# give one, but closes the stream under requests still in flight, which tritonserver 2.51 was seen to
+# crash on): the stream model starts its messages with the status's name, and Triton's own refusals of
+# a sequence are recognised by their wording.
+STATUS_PREFIX = re.compile(r"^(INVALID_ARGUMENT|UNAVAILABLE|INTERNAL): ")
+SEQUENCE_REFUSAL = re.compile(r"must specify the START flag|sequence .* has not been started|inference request for sequence")
 OUTPUT_NAMES = ("EVENT", "FRAME_INDEX", "FRAME_PTS", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "WINDOW_START",
                 "PROB_FAKE", "WINDOW_PROB_FAKE_MEAN", "FRAMES_SCORED", "SKIPPED_FRAMES", "FRAMES_RECEIVED",
                 "FRAMES_DECODED", "FRAMES_SKIPPED")
@@ -213,7 +218,7 @@ class StreamSession:
         self._answers: queue.SimpleQueue = queue.SimpleQueue()
         self._client = grpcclient.InferenceServerClient(url, **options)
         self._client.start_stream(callback=lambda result, error: self._answers.put((result, error)),
-                                  headers={**self._headers, **GRPC_ERROR_HEADER})
+                                  headers=self._headers or None)
         self._count = 0
         self._pending: dict[str, float] = {}
         self.started = False
@@ -242,6 +247,8 @@ class StreamSession:
                                             sequence_start=start, sequence_end=end, enable_empty_final_response=True,
                                             outputs=[grpcclient.InferRequestedOutput(n) for n in OUTPUT_NAMES])
         except InferenceServerException as exc:
+            # A stream that broke says why through its callback; tritonclient's own message only says it broke.
+            self.events(wait_s=0.0)
             self.failed = ClientError.from_triton(exc)
             raise self.failed from None
         self.started = True
@@ -262,12 +269,13 @@ class StreamSession:
                 longer than ``timeout_s``.
         """
         events: list[dict] = []
+        progress = False  # an event or a final answer came: take what else is queued, wait no more
         deadline = None if wait_s is None else time.monotonic() + wait_s
         while True:
             if self.failed is not None:
                 raise self.failed
             try:
-                if events:
+                if progress:
                     result, error = self._answers.get_nowait()
                 else:
                     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -276,7 +284,7 @@ class StreamSession:
                 self._check_overdue()
                 return events
             if error is not None:
-                self.failed = ClientError.from_triton(error)
+                self.failed = stream_error(error)
                 self._pending.clear()
                 raise self.failed
             response = result.get_response()
@@ -284,6 +292,7 @@ class StreamSession:
             if event is not None:
                 event["received_at"] = time.monotonic()
                 events.append(event)
+            progress = True
             final = response.parameters.get("triton_final_response")
             if final is not None and final.bool_param:
                 self._pending.pop(response.id, None)
@@ -333,6 +342,19 @@ class StreamSession:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def stream_error(error: InferenceServerException) -> ClientError:
+    """A stream's error with its status: from the stream model's message, or Triton's wording."""
+    client_error = ClientError.from_triton(error)
+    match = STATUS_PREFIX.match(client_error.message)
+    if match is not None:
+        return ClientError(match[1], client_error.message[match.end():])
+    if client_error.status == "UNKNOWN" and SEQUENCE_REFUSAL.search(client_error.message):
+        return ClientError("INVALID_ARGUMENT", client_error.message)
+    if client_error.status == "UNKNOWN" and DEAD_STUB_MESSAGE.search(client_error.message):
+        return ClientError("INTERNAL", client_error.message)
+    return client_error
 
 
 def _packet_inputs(packets: list[Packet]) -> list:

@@ -51,6 +51,7 @@ REAPER_INTERVAL_S = 1.0
 _INVALID = "INVALID_ARG"
 _UNAVAILABLE = "UNAVAILABLE"
 _INTERNAL = "INTERNAL"
+_GRPC_STATUS = {_INVALID: "INVALID_ARGUMENT", _UNAVAILABLE: "UNAVAILABLE", _INTERNAL: "INTERNAL"}
 
 
 class StreamError(Exception):
@@ -298,7 +299,10 @@ class TritonPythonModel:
         if error.code != _UNAVAILABLE:
             self._refused["input" if error.code == _INVALID else "server"].increment(1)
             self._drop(corrid)
-        sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), getattr(pb_utils.TritonError, error.code))),
+        # A stream's error reaches a gRPC streaming client as a message without its status: the message
+        # starts with the status's name, so that clients can tell a refusal from a failure.
+        message = f"{_GRPC_STATUS[error.code]}: {error}"
+        sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, getattr(pb_utils.TritonError, error.code))),
                     flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def finalize(self) -> None:
