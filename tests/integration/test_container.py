@@ -281,13 +281,22 @@ def test_scores_match_the_embedded_server_on_the_same_repository(deployment: Dep
     assert completed.returncode == 0, completed.stderr
     (container_record,) = _records(completed.stdout).values()
     assert container_record["error"] is None and container_record["frames_decoded"] == FRAMES
+    # The original app's mode too: the image's OpenCV and dlib.
+    original = _score(deployment.grpc, [clip], "--original")
+    assert original.returncode == 0, original.stderr
+    (container_original,) = _records(original.stdout).values()
     grpc_port, http_port, metrics_port = free_ports(3)
     started = time.monotonic()
     with EmbeddedServer(deployment.repository, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
                         log_path=tmp_path / "embedded.log", stop_timeout=5) as embedded:
         ready_s = time.monotonic() - started
         completed = _score(embedded.grpc_url, [clip])
+        original = _score(embedded.grpc_url, [clip], "--original")
     assert completed.returncode == 0, completed.stderr
+    assert original.returncode == 0, original.stderr
+    (embedded_original,) = _records(original.stdout).values()
+    assert container_original["prob_fake"] == pytest.approx(embedded_original["prob_fake"], abs=SAME_SCORE_ATOL)
+    assert container_original["faces_found"] == embedded_original["faces_found"] == FRAMES
     (embedded_record,) = _records(completed.stdout).values()
     assert container_record["prob_fake"] == pytest.approx(embedded_record["prob_fake"], abs=SAME_SCORE_ATOL)
     assert container_record["frame_prob_fake_mean"] == pytest.approx(embedded_record["frame_prob_fake_mean"], abs=SAME_SCORE_ATOL)
