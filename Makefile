@@ -38,10 +38,10 @@ $(STAMP): pyproject.toml tools/pins.py
 	@$(MAKE) --no-print-directory apt-packages
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	{ $(PY) tools/pins.py base; $(PY) tools/pins.py extra server; $(PY) tools/pins.py extra web; $(PY) tools/pins.py extra eval; $(PY) tools/pins.py extra dev; } > $(VENV)/requirements.txt
+	{ $(PY) tools/pins.py base; $(PY) tools/pins.py extra server; $(PY) tools/pins.py extra web; $(PY) tools/pins.py extra eval; $(PY) tools/pins.py extra stream; $(PY) tools/pins.py extra dev; } > $(VENV)/requirements.txt
 	$(PIP) install --quiet -r $(VENV)/requirements.txt
 	$(PIP) install --quiet --no-deps $$($(PY) tools/pins.py no-deps) $$($(PY) tools/pins.py test-no-deps)
-	$(PY) -c "import torch, torchvision, facenet_pytorch, av, cv2, dlib, onnx, onnxruntime, tritonclient.grpc, pytriton, fastapi, uvicorn, python_multipart, selenium, sklearn, face_recognition"
+	$(PY) -c "import torch, torchvision, facenet_pytorch, av, cv2, dlib, onnx, onnxruntime, tritonclient.grpc, pytriton, fastapi, uvicorn, python_multipart, selenium, sklearn, face_recognition, client.stream"
 	touch $(STAMP)
 
 .PHONY: apt-packages
@@ -86,6 +86,10 @@ test-unit: $(STAMP) ## run the tests that need no server
 
 bench: models ## side-by-side benchmark (original pipeline in process vs Triton over gRPC) -> benchmarks/results/
 	$(PY) -m benchmarks --frames $(BENCH_FRAMES) $(BENCH_ARGS)
+
+.PHONY: bench-stream
+bench-stream: models ## live streams: how many 480p/720p/1080p streams are followed in real time, latency, CPU per frame, perf_analyzer --streaming -> benchmarks/results/stream.*
+	$(PY) -m benchmarks.stream --model-repository $(REPOSITORY) $(BENCH_ARGS)
 
 soak: models ## ten minutes at concurrency 8 of mixed good and bad uploads: wrong answers, lost requests, RSS growth, p99
 	$(PY) -m benchmarks.soak --model-repository $(REPOSITORY) --duration 600 --concurrency 8 --json logs/soak.json
