@@ -43,7 +43,7 @@ from PIL import Image
 from preprocessing.crop import FACE_SIZE, normalize_faces
 from preprocessing.decode import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, sniff_container
 from preprocessing.errors import ConfigError, InputError, LimitError, NoFaceError
-from preprocessing.pipeline import FaceTrackResult, PreprocessResult
+from preprocessing.result import FaceTrackResult, PreprocessResult
 
 #: ``face_recognition.face_locations``' default: the image is upsampled once before the search.
 UPSAMPLE = 1

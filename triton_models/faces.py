@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from triton_models.preprocess import build_pipeline, run_pipeline
+from triton_models.preprocess import build_pipeline
+from triton_models.video import run_pipeline
 
 # Adapter parameter: the classifier to call.
 CLASSIFIER = "classifier"

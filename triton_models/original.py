@@ -1,7 +1,8 @@
 """Video bytes -> the original app's face tensors (``preprocess_original_<N>``, the first step of ``original_<N>``).
 
-The same outputs as ``preprocess_<N>`` (``triton_models/preprocess.py``), from
+The same outputs as ``preprocess_<N>`` (``triton_models/video.py``), from
 :class:`preprocessing.original.OriginalPipeline`: OpenCV's frames, dlib's HOG detector, tight crops.
+Neither imports torch: the stub holds OpenCV, dlib and numpy alone.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ import triton_python_backend_utils as pb_utils
 
 from preprocessing.errors import ConfigError
 from preprocessing.original import OriginalConfig, OriginalPipeline
-from triton_models import preprocess
 from triton_models.common import model_parameters, parse_config
+from triton_models.video import VideoModel
 
 
-class TritonPythonModel(preprocess.TritonPythonModel):
+class TritonPythonModel(VideoModel):
     def initialize(self, args: dict[str, str]) -> None:
         self.name = args["model_name"]
         self.logger = pb_utils.Logger
