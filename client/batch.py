@@ -49,6 +49,8 @@ BACKOFF_MAX_S = 30.0
 BACKOFF_JITTER = 0.5
 
 LATENCY_DECIMALS = 3
+#: Key of the model that scored a line of a results file (``score --output``, ``evaluate``'s scores).
+MODEL_KEY = "model"
 TAIL_CHUNK_BYTES = 1 << 16
 
 
@@ -183,6 +185,14 @@ def read_results(path: str | os.PathLike) -> dict[str, dict]:
                 raise ValueError(f"{path}: line {number} has no 'video' name")
             records.setdefault(video_key(record["video"]), record)
     return records
+
+
+def other_models(records: dict[str, dict], model: str) -> list[str | None]:
+    """The models other than ``model`` that a results file's lines name, sorted; None for lines naming none.
+
+    A resumed run refuses a file with any: it would mix the answers of two modes or lengths.
+    """
+    return sorted({record.get(MODEL_KEY) for record in records.values()} - {model}, key=str)
 
 
 def cut_partial_line(path: str | os.PathLike) -> int:

@@ -28,10 +28,12 @@ from .api import (
 from .batch import (
     ALL_FACES_JSON_KEYS,
     DEFAULT_RETRIES,
+    MODEL_KEY,
     Outcome,
     ResultsFile,
     backoff_delays,
     call_with_retries,
+    other_models,
     read_results,
     run_batch,
     unique_videos,
@@ -386,7 +388,7 @@ def _run_score_batch(
             outcome.record.update({key: None for key in ALL_FACES_JSON_KEYS if key not in outcome.record})
         if results is not None and outcome.final:
             # The file's lines also name the model, so that a resumed run cannot mix two modes.
-            results.append({**outcome.record, RESULTS_MODEL_KEY: score_model(args)})
+            results.append({**outcome.record, MODEL_KEY: score_model(args)})
         tally.finished += 1
         tally.failed += not outcome.ok
         tally.unrecorded += not outcome.final
@@ -417,29 +419,24 @@ def _summarise(console: Console, tally: _BatchTally, args: argparse.Namespace) -
         console.note(summary)
 
 
-#: Key of the model that scored a line of a ``score --output`` file (not in ``--json`` lines).
-RESULTS_MODEL_KEY = "model"
-
-
 def score_model(args: argparse.Namespace) -> str:
     """The model a ``score`` run asks, by its options (see :func:`client.api.score_request`)."""
     template, _, _ = score_request(not args.verdict_only, args.all_faces, args.original)
     return template.format(frames=args.frames)
 
 
-def check_results_model(done: dict[str, dict], model: str, path: str) -> None:
+def check_results_model(done: dict[str, dict], model: str) -> None:
     """Refuses to resume a results file written for another model (another mode or length).
 
     Raises:
         ValueError: a line was scored by another model, or names none (the message says which).
     """
-    for record in done.values():
-        recorded = record.get(RESULTS_MODEL_KEY)
-        if recorded != model:
-            written = f"by {recorded}" if isinstance(recorded, str) else "without the model's name"
-            raise ValueError(f"its line for {record['video']} was written {written}, this run asks {model}; "
-                             "resume with the same options (--frames, --original, --all-faces, --verdict-only) "
-                             "or write to another file")
+    others = other_models(done, model)
+    if others:
+        written = f"by {others[0]}" if others[0] is not None else "without the model's name"
+        raise ValueError(f"lines of it were written {written}, this run asks {model}; "
+                         "resume with the same options (--frames, --original, --all-faces, --verdict-only) "
+                         "or write to another file")
 
 
 def _score_command(
@@ -456,7 +453,7 @@ def _score_command(
     if args.output is not None:
         try:
             done = read_results(args.output)
-            check_results_model(done, score_model(args), args.output)
+            check_results_model(done, score_model(args))
             results = ResultsFile(args.output)
         except (OSError, ValueError) as error:
             print(f"error: cannot use --output {args.output}: {error}", file=err)

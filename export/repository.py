@@ -196,13 +196,16 @@ parameters {{ key: "intra_op_threads" value: {{ string_value: "1" }} }}
 
 # What one upload may cost, written out so that operators see and tune them here; an upload past
 # a limit is refused with INVALID_ARGUMENT naming the limit and the value seen.
-PREPROCESS_LIMITS = f"""# Limits per upload: size in bytes (256 MiB), frame area in pixels (DCI 4K, 4096 x 2160),
-# video packets read while looking for N decodable frames, seconds of demuxing and decoding.
-parameters {{ key: "max_bytes" value: {{ string_value: "{DEFAULT_MAX_BYTES}" }} }}
-parameters {{ key: "max_pixels" value: {{ string_value: "{DEFAULT_MAX_PIXELS}" }} }}
-parameters {{ key: "max_frames_scanned" value: {{ string_value: "{DEFAULT_MAX_FRAMES_SCANNED}" }} }}
-parameters {{ key: "decode_timeout_s" value: {{ string_value: "{DEFAULT_DECODE_TIMEOUT_S:g}" }} }}
-"""
+def _parameters(parameters: tuple[tuple[str, object], ...]) -> str:
+    return "".join(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n' for key, value in parameters)
+
+
+MAX_BYTES, MAX_PIXELS, DECODE_TIMEOUT = (("max_bytes", DEFAULT_MAX_BYTES), ("max_pixels", DEFAULT_MAX_PIXELS),
+                                         ("decode_timeout_s", f"{DEFAULT_DECODE_TIMEOUT_S:g}"))
+PREPROCESS_LIMITS = ("# Limits per upload: size in bytes (256 MiB), frame area in pixels (DCI 4K, 4096 x 2160),\n"
+                     "# video packets read while looking for N decodable frames, seconds of demuxing and decoding.\n"
+                     + _parameters((MAX_BYTES, MAX_PIXELS, ("max_frames_scanned", DEFAULT_MAX_FRAMES_SCANNED),
+                                    DECODE_TIMEOUT)))
 
 
 # CPU face detection: the whole frame is searched on the first and the last frame (and every 20th
@@ -224,10 +227,6 @@ parameters {{ key: "min_face_size" value: {{ string_value: "40" }} }}
 
 
 CPU_DETECTION = _cpu_detection(max_followed=2)
-
-
-def _parameters(parameters: tuple[tuple[str, object], ...]) -> str:
-    return "".join(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n' for key, value in parameters)
 
 
 def _video_model_head(name: str, frames: int, outputs: tuple[str, ...], kind: str, count: int, queue: str) -> str:
@@ -360,8 +359,7 @@ ORIGINAL_QUEUE = _queue_policy(max_queue=8, timeout_us=300_000_000)
 def _original_preprocess_body(frames: int, count: int, detect_threads: int) -> str:
     # dlib runs on the CPU on every node.
     return (_video_model_head(original_preprocess_name(frames), frames, PREPROCESS_OUTPUTS, "KIND_CPU", count, ORIGINAL_QUEUE)
-            + _parameters((("frames", frames), ("detect_threads", detect_threads), ("max_bytes", DEFAULT_MAX_BYTES),
-                           ("max_pixels", DEFAULT_MAX_PIXELS), ("decode_timeout_s", f"{DEFAULT_DECODE_TIMEOUT_S:g}"))))
+            + _parameters((("frames", frames), ("detect_threads", detect_threads), MAX_BYTES, MAX_PIXELS, DECODE_TIMEOUT)))
 
 
 def original_preprocess_gpu_config(frames: int) -> str:
@@ -486,9 +484,9 @@ def ensure_model_folders(repository: Path, frames_list: list[int]) -> None:
     stream_configs.ensure_frame_links(repository, frames_list)
 
 
-def served_lengths(repository: Path) -> list[int]:
-    """Sequence lengths with a classifier folder in the repository."""
-    pattern = re.compile(r"^resnext_lstm_(\d+)$")
+def served_lengths(repository: Path, prefix: str = "resnext_lstm_") -> list[int]:
+    """Sequence lengths with a model folder ``<prefix><N>`` in the repository (default: the classifiers)."""
+    pattern = re.compile(rf"^{re.escape(prefix)}(\d+)$")
     lengths = []
     for child in repository.iterdir() if repository.is_dir() else ():
         match = pattern.match(child.name)

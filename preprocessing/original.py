@@ -108,7 +108,11 @@ class OriginalFrames:
 
     frames: list[np.ndarray]
     times: list[float]
-    source_size: tuple[int, int]
+
+    @property
+    def source_size(self) -> tuple[int, int]:
+        """(width, height) of the first frame."""
+        return self.frames[0].shape[1], self.frames[0].shape[0]
 
 
 def read_frames(data: bytes, config: OriginalConfig) -> OriginalFrames:
@@ -153,7 +157,7 @@ def read_frames(data: bytes, config: OriginalConfig) -> OriginalFrames:
         stream.close()
     if not frames:
         raise InputError(f"no decodable video frame: OpenCV's video reader returned no frame from this {label} file")
-    return OriginalFrames(frames=frames, times=times, source_size=(frames[0].shape[1], frames[0].shape[0]))
+    return OriginalFrames(frames=frames, times=times)
 
 
 def first_face(detector, frame: np.ndarray) -> tuple[int, int, int, int] | None:

@@ -25,7 +25,6 @@ class TritonPythonModel(VideoModel):
             raise pb_utils.TritonModelException(f"{self.name}: bad parameters in its config: {exc}") from exc
         pb_utils.Logger.log_info(f"{self.name}: {config}")
         self.pipeline = OriginalPipeline(config)
-        self.config = config
 
     def finalize(self) -> None:
         self.pipeline.close()

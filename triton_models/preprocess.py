@@ -42,4 +42,3 @@ class TritonPythonModel(VideoModel):
         self.name = args["model_name"]
         self.logger = pb_utils.Logger
         self.pipeline, _ = build_pipeline(args)
-        self.config = self.pipeline.config

@@ -22,7 +22,6 @@ The number of live streams is the ``deepfake_stream_live`` gauge on Triton's met
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from export.contract import MAX_BATCH
+from export.repository import served_lengths
 from preprocessing import ConfigError, FaceDetector, InputError, PipelineConfig
 from preprocessing.stream import (
     CropSettings,
@@ -111,9 +111,7 @@ class TritonPythonModel:
                                      thresholds=cfg.thresholds, device=cfg.device)
         self.crop = CropSettings(margin=cfg.margin, square=cfg.square, shift_y=cfg.shift_y)
         # The lengths served: the per-frame classifiers beside this model in the repository.
-        pattern = re.compile(rf"^{re.escape(self.classifier_prefix)}(\d+)$")
-        repository = Path(args["model_repository"]).parent
-        self.served = sorted(int(m[1]) for child in repository.iterdir() if (m := pattern.match(child.name)))
+        self.served = served_lengths(Path(args["model_repository"]).parent, self.classifier_prefix)
         self.streams: dict[int, LiveStream] = {}
         self._lock = threading.Lock()
         self._metrics()

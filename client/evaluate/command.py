@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import inspect
 import os
 import random
 from pathlib import Path
 from typing import TextIO
 
 from .. import api
-from ..batch import ResultsFile, backoff_delays, read_results, run_batch, video_key
+from ..batch import ResultsFile, backoff_delays, other_models, read_results, run_batch, video_key
 from ..progress import Console
 from .layouts import LabelledVideo, LayoutError, detect_layout, read_layout
 from .scores import record_maker, refused_record
@@ -30,9 +29,6 @@ from .scores import record_maker, refused_record
 SCORES_FILE = "scores.jsonl"
 EVAL_MODULES = ("sklearn", "matplotlib")
 EVAL_EXTRA_HINT = "pip install '.[eval]'"
-#: The all-faces model, when the API names it (part 1 of the issue adds it).
-FACES_MODEL_TEMPLATE = getattr(api, "FACES_MODEL_TEMPLATE", "faces_{frames}")
-ALL_FACES_ARGUMENT = "all_faces"
 PROGRESS_MIN_VIDEOS = 2
 
 EXIT_OK = 0
@@ -51,8 +47,8 @@ def missing_eval_modules() -> list[str]:
 
 
 def model_name(frames: int, all_faces: bool) -> str:
-    """The model an evaluation asks: ``deepfake_<N>``, or the all-faces model."""
-    template = FACES_MODEL_TEMPLATE if all_faces else api.SCORE_MODEL_TEMPLATE
+    """The model an evaluation asks: ``deepfake_<N>``, or ``faces_<N>`` with every face."""
+    template, _, _ = api.score_request(True, all_faces)
     return template.format(frames=frames)
 
 
@@ -62,20 +58,12 @@ def check_results_model(records: dict[str, dict], model: str, path: Path) -> Non
     Raises:
         EvaluateError: naming the model the file was written for.
     """
-    others = sorted({str(record.get("model")) for record in records.values()} - {model})
+    others = other_models(records, model)
     if others:
         raise EvaluateError(
-            f"{path} holds scores of {', '.join(others)}, not {model}: resuming would mix models; "
+            f"{path} holds scores of {', '.join(map(str, others))}, not {model}: resuming would mix models; "
             "give another --out folder, or the --frames (and --all-faces) it was written with"
         )
-
-
-def _score_callable(client: api.DeepfakeClient, frames: int, all_faces: bool):
-    if not all_faces:
-        return lambda video: client.score(video, frames)
-    if ALL_FACES_ARGUMENT not in inspect.signature(client.score).parameters:
-        raise EvaluateError("--all-faces: this client's score() has no all_faces argument yet")
-    return lambda video: client.score(video, frames, all_faces=True)
 
 
 def _demo_warning(client: api.DeepfakeClient) -> tuple[bool | None, str | None]:
@@ -104,7 +92,8 @@ def score_missing(
     """
     by_key = {video_key(video.path): video for video in videos}
     todo = [video.path for video in videos if video_key(video.path) not in done]
-    score = _score_callable(client, args.frames, args.all_faces)
+    def score(video: str) -> api.ScoreResult:
+        return client.score(video, args.frames, all_faces=args.all_faces)
 
     def truth_of(path: str) -> tuple[int, str]:
         video = by_key[video_key(path)]

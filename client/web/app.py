@@ -27,17 +27,14 @@ from starlette.requests import ClientDisconnect
 from ..aio import AsyncDeepfakeClient
 from ..api import (
     EXPLAIN_MODEL_TEMPLATE,
-    FACES_MODEL_TEMPLATE,
     INVALID_ARGUMENT,
     NOT_FOUND,
-    ORIGINAL_MODEL_TEMPLATE,
     PERMISSION_DENIED,
-    SCORE_MODEL_TEMPLATE,
-    VERDICT_MODEL_TEMPLATE,
     ClientError,
     ExplainResult,
     ScoreResult,
     demo_warning,
+    score_request,
 )
 from ..batch import result_record
 from .form import FILE_FIELD, FormError, format_bytes, read_form
@@ -440,8 +437,7 @@ def create_app(settings: WebSettings) -> FastAPI:
             del data
         finally:
             state.slots.release()
-        template = (ORIGINAL_MODEL_TEMPLATE if original else FACES_MODEL_TEMPLATE if all_faces
-                    else VERDICT_MODEL_TEMPLATE if verdict_only else SCORE_MODEL_TEMPLATE)
+        template, _, _ = score_request(not verdict_only, all_faces, original)
         info = await _info_or_none(state)
         return JSONResponse(score_payload(result, frames, template.format(frames=frames), info))
 
