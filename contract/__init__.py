@@ -1,0 +1,424 @@
+"""The serving contract: every fact that crosses a process boundary, defined once.
+
+Model kinds and the one function that names every served model, the tensors of every model and
+stream event, the served lengths, face size and batch limit, the upload and stream limits, the
+codecs, the score modes and what combines with what, the JSON keys of an answer and the exit codes
+of every command. The config renderer (``export/configs.py``), the python-backend adapters
+(``triton_models/``), the preprocessing library, the embedded server (``serve/``), the clients and
+the web page (``client/``) import it; tests check the rendered configs against it.
+
+Why here, in a package of its own: it is the one thing both sides of the wire share. The plain
+client installs with numpy and tritonclient only, so the contract cannot live in ``export/`` (torch,
+onnx); the python-backend stubs and the container's entrypoint import it too, so it cannot live in
+``client/`` (whose package loads tritonclient's gRPC stack). Standard library only, Python >= 3.10
+(the NGC image's Python: no ``StrEnum``), no import of any other package of the project.
+
+To add a tensor: one :class:`Tensor` in :data:`TENSORS`, and its name in the tuples of the models
+that carry it (the configs, the ensembles' mappings and the checks follow). To add a fact that
+every answer carries (which version answered, a decision, a match): one :class:`AnswerFact` in
+:data:`ANSWER_FACTS`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+
+# --------------------------------------------------------------------------------------------
+# Sizes the model fixes.
+
+#: Side of the square face crops the classifier takes (pixels).
+FACE_SIZE = 112
+#: Largest batch every model accepts (``max_batch_size``).
+MAX_BATCH = 8
+#: The sequence lengths committed to the repository, exported and health-checked by default.
+SERVED_LENGTHS = (10, 20, 30)
+#: The length a client asks for when it names none.
+DEFAULT_FRAMES = 20
+BOX_COORDINATES = 4
+NUM_CLASSES = 2
+#: The published head's class order: softmax index 0 is FAKE, 1 is REAL.
+FAKE_INDEX = 0
+REAL_INDEX = 1
+LABEL_FAKE = "FAKE"
+LABEL_REAL = "REAL"
+
+# --------------------------------------------------------------------------------------------
+# Served models: one kind per role, one function for every name.
+
+
+class Kind(Enum):
+    """A served model's role; its value is the name (shared models) or the prefix before ``_<N>``."""
+
+    SCORE = "deepfake"
+    EXPLAIN = "explain"
+    VERDICT = "verdict"
+    FACES = "faces"
+    ORIGINAL = "original"
+    PREPROCESS = "preprocess"
+    ORIGINAL_PREPROCESS = "preprocess_original"
+    CLASSIFIER = "resnext_lstm"
+    #: The classifier with one frame per row (live streams), on the classifier's ONNX file.
+    FRAME_CLASSIFIER = "resnext_frame"
+    #: Live streams, one model for every N.
+    STREAM = "stream"
+    #: What the served classifiers were exported from, one model for every N.
+    MODEL_INFO = "model_info"
+
+    @property
+    def per_length(self) -> bool:
+        """Whether one model of this kind serves each sequence length N."""
+        return self not in SHARED_KINDS
+
+    @property
+    def prefix(self) -> str:
+        """``<kind>_`` for a kind served per length (a folder or name starts with it)."""
+        if not self.per_length:
+            raise ValueError(f"{self.value} is one model for every length: it has no prefix")
+        return f"{self.value}_"
+
+
+SHARED_KINDS = frozenset({Kind.STREAM, Kind.MODEL_INFO})
+PER_LENGTH_KINDS = tuple(kind for kind in Kind if kind not in SHARED_KINDS)
+_PER_LENGTH_NAME = re.compile(r"^(?P<kind>[a-z_]+?)_(?P<frames>[1-9]\d*)$")
+
+
+def model_name(kind: Kind, frames: int | None = None) -> str:
+    """The served name of a model: ``deepfake_20``, ``resnext_frame_10``, ``stream``, ...
+
+    Raises:
+        ValueError: ``frames`` missing for a per-length kind, given for a shared one, or not >= 1.
+    """
+    if not kind.per_length:
+        if frames is not None:
+            raise ValueError(f"{kind.value} serves every length: no frames, got {frames!r}")
+        return kind.value
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"{kind.value}_<N> needs a positive integer N, got {frames!r}")
+    return f"{kind.prefix}{frames}"
+
+
+def parse_model_name(name: str) -> tuple[Kind, int | None] | None:
+    """``(kind, N)`` of a served name (``N`` None for shared models), or None for a name not ours."""
+    for kind in SHARED_KINDS:
+        if name == kind.value:
+            return kind, None
+    match = _PER_LENGTH_NAME.fullmatch(name)
+    if match is None:
+        return None
+    for kind in PER_LENGTH_KINDS:
+        if match["kind"] == kind.value:
+            return kind, int(match["frames"])
+    return None
+
+
+def lengths_of(kind: Kind, names) -> list[int]:
+    """The sequence lengths N for which ``names`` (model or folder names) hold a model of ``kind``, sorted."""
+    lengths = set()
+    for name in names:
+        parsed = parse_model_name(name)
+        if parsed is not None and parsed[0] is kind:
+            lengths.add(parsed[1])
+    return sorted(lengths)
+
+
+#: The version folder every committed model is served from.
+DEFAULT_VERSION = "1"
+
+# --------------------------------------------------------------------------------------------
+# Tensors.
+
+#: Stands for the sequence length in a shape.
+FRAMES = "N"
+#: Any size (a byte string's length, the faces found).
+ANY = -1
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One tensor of the serving API.
+
+    Attributes:
+        name: the name every config, graph and client uses.
+        data_type: Triton's ``TYPE_*`` name.
+        shape: one video's shape, without the batch axis; :data:`FRAMES` for the sequence length.
+    """
+
+    name: str
+    data_type: str
+    shape: tuple[int | str, ...]
+
+    @property
+    def per_frame(self) -> bool:
+        """Whether the first axis runs over the video's frames."""
+        return bool(self.shape) and self.shape[0] == FRAMES
+
+    @property
+    def datatype(self) -> str:
+        """The wire name of the data type (``FP32``, ``BYTES``), as tritonclient spells it."""
+        return _WIRE_TYPES.get(self.data_type, self.data_type.removeprefix("TYPE_"))
+
+    def dims(self, frames: int) -> tuple[int, ...]:
+        """The shape for a model of ``frames`` frames."""
+        return tuple(frames if axis == FRAMES else int(axis) for axis in self.shape)
+
+
+_WIRE_TYPES = {"TYPE_STRING": "BYTES"}
+
+TENSORS: dict[str, Tensor] = {
+    tensor.name: tensor
+    for tensor in (
+        Tensor("VIDEO", "TYPE_UINT8", (ANY,)),
+        Tensor("FACES", "TYPE_FP32", (FRAMES, 3, FACE_SIZE, FACE_SIZE)),
+        Tensor("FACE_BOXES", "TYPE_FP32", (FRAMES, BOX_COORDINATES)),
+        Tensor("FACE_FOUND", "TYPE_BOOL", (FRAMES,)),
+        Tensor("FRAMES_DECODED", "TYPE_INT32", (1,)),
+        # When each used frame is shown, in seconds from the video stream's start (0 for a
+        # still), so that a player can draw FACE_BOXES over the right moment.
+        Tensor("FRAME_TIMES", "TYPE_FP32", (FRAMES,)),
+        Tensor("LOGITS", "TYPE_FP32", (NUM_CLASSES,)),
+        Tensor("PROB_FAKE", "TYPE_FP32", (1,)),
+        Tensor("FRAME_PROB_FAKE", "TYPE_FP32", (FRAMES,)),
+        Tensor("HEATMAP", "TYPE_FP32", (FRAMES, FACE_SIZE, FACE_SIZE)),
+        # faces_<N>: one row per face found (the first axis, at most max_faces), the main face first.
+        Tensor("MAX_PROB_FAKE", "TYPE_FP32", (1,)),
+        Tensor("TRACK_PROB_FAKE", "TYPE_FP32", (ANY,)),
+        Tensor("TRACK_FRAME_PROB_FAKE", "TYPE_FP32", (ANY, FRAMES)),
+        Tensor("TRACK_BOXES", "TYPE_FP32", (ANY, FRAMES, BOX_COORDINATES)),
+        Tensor("TRACK_FOUND", "TYPE_BOOL", (ANY, FRAMES)),
+        Tensor("TRACK_PROMINENCE", "TYPE_FP32", (ANY,)),
+        Tensor("FACES_SEEN", "TYPE_INT32", (1,)),
+        # stream: a live stream's codec parameters (at its start) and encoded packets in; events out,
+        # each response one event (its outputs rendered with FRAMES = 1: one frame per event).
+        Tensor("STREAM", "TYPE_STRING", (1,)),
+        Tensor("EXTRADATA", "TYPE_UINT8", (ANY,)),
+        Tensor("PACKETS", "TYPE_UINT8", (ANY,)),
+        Tensor("PACKET_SIZES", "TYPE_INT32", (ANY,)),
+        Tensor("PACKET_PTS", "TYPE_INT64", (ANY,)),
+        Tensor("EVENT", "TYPE_STRING", (1,)),
+        Tensor("FRAME_INDEX", "TYPE_INT64", (1,)),
+        Tensor("FRAME_PTS", "TYPE_INT64", (1,)),
+        Tensor("WINDOW_START", "TYPE_INT64", (1,)),
+        Tensor("WINDOW_PROB_FAKE_MEAN", "TYPE_FP32", (1,)),
+        Tensor("SKIPPED_FRAMES", "TYPE_INT64", (ANY,)),
+        Tensor("FRAMES_RECEIVED", "TYPE_INT32", (1,)),
+        Tensor("FRAMES_SCORED", "TYPE_INT32", (1,)),
+        Tensor("FRAMES_SKIPPED", "TYPE_INT32", (1,)),
+        # model_info: one JSON document, no inputs, no batch axis.
+        Tensor("INFO", "TYPE_STRING", (1,)),
+    )
+}
+
+# preprocess_<N> and preprocess_original_<N>: video bytes -> faces and what was seen.
+VIDEO_INPUT = "VIDEO"
+PREPROCESS_INPUTS = (VIDEO_INPUT,)
+PREPROCESS_OUTPUTS = ("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED", "FRAME_TIMES")
+# resnext_lstm_<N> and resnext_frame_<N>: faces -> scores (the ONNX graph's names, in its order).
+CLASSIFIER_INPUTS = ("FACES",)
+CLASSIFIER_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "HEATMAP")
+#: Classifier outputs with one value per frame: they need the trunk on every frame, the others
+#: on the last frame only (the published weights score from it).
+PER_FRAME_OUTPUTS = frozenset(name for name in CLASSIFIER_OUTPUTS if TENSORS[name].per_frame)
+LAST_FRAME_OUTPUTS = tuple(name for name in CLASSIFIER_OUTPUTS if name not in PER_FRAME_OUTPUTS)
+# The client-facing ensembles: deepfake_<N> (scores), explain_<N> (+ crops and heatmaps),
+# verdict_<N> (the clip's score alone: no per-frame scores, the last frame's trunk only).
+SCORE_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED",
+                 "FRAME_TIMES")
+EXPLAIN_OUTPUTS = (*SCORE_OUTPUTS, "FACES", "HEATMAP")
+VERDICT_OUTPUTS = tuple(name for name in SCORE_OUTPUTS if name != "FRAME_PROB_FAKE")
+# faces_<N>: PROB_FAKE is the main face's faithful score (as deepfake_<N>'s); MAX_PROB_FAKE: "is any
+# face fake", the largest over the faces of each face's mean frame score where it was detected. The
+# outputs of deepfake_<N> describe the main face, so every client of deepfake_<N> reads faces_<N> too.
+FACES_OUTPUTS = (*SCORE_OUTPUTS, "MAX_PROB_FAKE", "TRACK_PROB_FAKE", "TRACK_FRAME_PROB_FAKE", "TRACK_BOXES",
+                 "TRACK_FOUND", "TRACK_PROMINENCE", "FACES_SEEN")
+#: faces_<N>'s outputs with one row per face (their first axis).
+FACE_ROW_OUTPUTS = tuple(name for name in FACES_OUTPUTS if TENSORS[name].shape[:1] == (ANY,))
+# model_info: no inputs, one JSON string out.
+MODEL_INFO_OUTPUTS = ("INFO",)
+# stream: STREAM and EXTRADATA come with a stream's first request only. Events: "frame" (FRAME_INDEX,
+# FRAME_PTS, FRAME_PROB_FAKE, FACE_BOXES, FACE_FOUND), "window" (FRAME_INDEX and FRAME_PTS of its last
+# scored frame, WINDOW_START, PROB_FAKE: the faithful score, WINDOW_PROB_FAKE_MEAN, FRAMES_SCORED),
+# "skipped" (SKIPPED_FRAMES) and, at the end, "summary" (FRAMES_RECEIVED, FRAMES_DECODED, FRAMES_SCORED,
+# FRAMES_SKIPPED).
+STREAM_INPUTS = ("STREAM", "EXTRADATA", "PACKETS", "PACKET_SIZES", "PACKET_PTS")
+STREAM_OPTIONAL_INPUTS = ("STREAM", "EXTRADATA")
+STREAM_OUTPUTS = ("EVENT", "FRAME_INDEX", "FRAME_PTS", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "WINDOW_START",
+                  "PROB_FAKE", "WINDOW_PROB_FAKE_MEAN", "FRAMES_SCORED", "SKIPPED_FRAMES", "FRAMES_RECEIVED",
+                  "FRAMES_DECODED", "FRAMES_SKIPPED")
+STREAM_EVENTS = {
+    "frame": ("FRAME_INDEX", "FRAME_PTS", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND"),
+    "window": ("FRAME_INDEX", "FRAME_PTS", "WINDOW_START", "PROB_FAKE", "WINDOW_PROB_FAKE_MEAN", "FRAMES_SCORED"),
+    "skipped": ("SKIPPED_FRAMES",),
+    "summary": ("FRAMES_RECEIVED", "FRAMES_DECODED", "FRAMES_SCORED", "FRAMES_SKIPPED"),
+}
+#: Keys of the JSON object a stream declares in ``STREAM`` at its start.
+STREAM_SETTINGS_KEYS = ("codec", "time_base", "frames", "hop", "score_every")
+
+#: Inputs and outputs of each kind, as the configs declare them.
+MODEL_INPUTS: dict[Kind, tuple[str, ...]] = {
+    **{kind: PREPROCESS_INPUTS for kind in (Kind.SCORE, Kind.EXPLAIN, Kind.VERDICT, Kind.FACES, Kind.ORIGINAL,
+                                             Kind.PREPROCESS, Kind.ORIGINAL_PREPROCESS)},
+    Kind.CLASSIFIER: CLASSIFIER_INPUTS,
+    Kind.FRAME_CLASSIFIER: CLASSIFIER_INPUTS,
+    Kind.STREAM: STREAM_INPUTS,
+    Kind.MODEL_INFO: (),
+}
+MODEL_OUTPUTS: dict[Kind, tuple[str, ...]] = {
+    Kind.SCORE: SCORE_OUTPUTS,
+    Kind.EXPLAIN: EXPLAIN_OUTPUTS,
+    Kind.VERDICT: VERDICT_OUTPUTS,
+    Kind.FACES: FACES_OUTPUTS,
+    Kind.ORIGINAL: SCORE_OUTPUTS,
+    Kind.PREPROCESS: PREPROCESS_OUTPUTS,
+    Kind.ORIGINAL_PREPROCESS: PREPROCESS_OUTPUTS,
+    Kind.CLASSIFIER: CLASSIFIER_OUTPUTS,
+    Kind.FRAME_CLASSIFIER: CLASSIFIER_OUTPUTS,
+    Kind.STREAM: STREAM_OUTPUTS,
+    Kind.MODEL_INFO: MODEL_INFO_OUTPUTS,
+}
+
+# --------------------------------------------------------------------------------------------
+# Limits.
+
+MIB = 1 << 20
+#: One upload, in bytes: the preprocessing models refuse more, the web page refuses it first.
+MAX_UPLOAD_BYTES = 256 * MIB
+#: One frame's area in pixels (DCI 4K, 4096 x 2160); uploads and streams alike.
+MAX_PIXELS = 4096 * 2160
+#: Video packets read while looking for N decodable frames.
+MAX_FRAMES_SCANNED = 3000
+#: Seconds of demuxing and decoding one upload may take.
+DECODE_TIMEOUT_S = 30.0
+#: Codecs the stream model decodes (FFmpeg decoder names); other sources need ``--transcode``.
+STREAM_CODECS = ("h264", "hevc", "vp8", "vp9")
+#: ``score_every`` of a stream: 0 adapts the pace, 1..MAX scores every k-th frame.
+MAX_SCORE_EVERY = 8
+#: Per stream request: packets and bytes a client may send at once.
+MAX_PACKETS_PER_REQUEST = 64
+MAX_STREAM_REQUEST_BYTES = 16 * MIB
+#: A stream that sends nothing for this long is dropped by Triton (its slot) and by the model.
+STREAM_IDLE_US = 10_000_000
+
+# --------------------------------------------------------------------------------------------
+# Score modes: which model answers ``score``, and what combines with what.
+
+
+class ModeError(ValueError):
+    """Choices of a score request that do not combine; the message names them as the caller spells them."""
+
+
+class Mode(Enum):
+    """How a video is scored (``explain`` is a model and a command of its own).
+
+    The CLI's flags, the JSON API's fields and the page's selector all end here: :meth:`from_choices`
+    holds the one rule of what combines with what.
+    """
+
+    #: deepfake_<N>: the faithful score and every frame's score, of the main face.
+    SCORE = "score"
+    #: verdict_<N>: the clip's score alone (the trunk on the last frame only).
+    VERDICT = "verdict"
+    #: faces_<N>: every face followed, each scored.
+    FACES = "faces"
+    #: original_<N>: the original app's answer (its frames, dlib's detector, tight crops).
+    ORIGINAL = "original"
+
+    @property
+    def kind(self) -> Kind:
+        return _MODE_KINDS[self]
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return MODEL_OUTPUTS[self.kind]
+
+    @property
+    def frame_scores(self) -> bool:
+        """Whether the answer holds every frame's score."""
+        return self is not Mode.VERDICT
+
+    def model(self, frames: int) -> str:
+        return model_name(self.kind, frames)
+
+    @classmethod
+    def from_choices(cls, verdict_only: bool = False, all_faces: bool = False, original: bool = False,
+                     spell=None) -> Mode:
+        """The mode of the three choices users make (CLI flags, JSON API fields).
+
+        Args:
+            spell: how the caller names a choice in its messages (``"all_faces"`` ->
+                ``"--all-faces"``); default: the names above.
+
+        Raises:
+            ModeError: choices that do not combine.
+        """
+        name = spell or (lambda choice: choice)
+        if original:
+            if all_faces or verdict_only:
+                raise ModeError(f"{name('original')} gives the original app's answer (its first face, every frame "
+                                f"scored); it cannot be combined with {name('all_faces')} or {name('verdict_only')}")
+            return cls.ORIGINAL
+        if all_faces:
+            if verdict_only:
+                raise ModeError(f"{name('all_faces')} scores every frame of every face; it cannot be combined with "
+                                f"{name('verdict_only')}")
+            return cls.FACES
+        return cls.VERDICT if verdict_only else cls.SCORE
+
+
+_MODE_KINDS = {Mode.SCORE: Kind.SCORE, Mode.VERDICT: Kind.VERDICT, Mode.FACES: Kind.FACES,
+               Mode.ORIGINAL: Kind.ORIGINAL}
+
+# --------------------------------------------------------------------------------------------
+# Answers as JSON: ``score --json`` lines, ``--output`` and ``evaluate``'s results files, the JSON API.
+
+#: Keys of one JSON line, in this order, nothing else.
+SCORE_JSON_KEYS = ("video", "prob_fake", "frame_prob_fake_mean", "label", "confidence", "faces_found",
+                   "frames_decoded", "latency_ms", "error")
+#: Keys of a line of ``score --all-faces``: the same, then "is any face fake", the faces found in
+#: all, and every face (one object per face with :data:`FACE_TRACK_JSON_KEYS`).
+FACES_JSON_KEYS = (*SCORE_JSON_KEYS, "max_prob_fake", "faces_seen", "face_tracks")
+FACE_TRACK_JSON_KEYS = ("prob_fake", "frame_prob_fake", "face_boxes", "face_found", "prominence")
+
+
+@dataclass(frozen=True)
+class AnswerFact:
+    """A fact an answer carries beyond the graph's outputs: who answered, and later how it was decided.
+
+    Attributes:
+        key: its JSON key wherever answers are written (results files, the JSON API).
+        description: what it says, for the reference docs.
+    """
+
+    key: str
+    description: str
+
+
+#: The facts every answer carries, by key. Results files are resumed only with the same facts.
+ANSWER_FACTS: dict[str, AnswerFact] = {
+    fact.key: fact
+    for fact in (
+        AnswerFact("model", "the served model that answered, e.g. deepfake_20 (a results file holds one model's)"),
+    )
+}
+MODEL_KEY = "model"
+
+# --------------------------------------------------------------------------------------------
+# Exit codes of every command (the clients, the server-side commands, the container's entrypoint).
+
+
+class Exit(IntEnum):
+    """Exit statuses; several meanings share a number where the commands agree on it."""
+
+    OK = 0
+    #: Some video could not be scored, a model is not ready, the server failed, an evaluation is
+    #: unfinished, the deployment is unhealthy.
+    FAILED = 1
+    #: Bad arguments, a bad setup or configuration, an unusable results file.
+    USAGE = 2
+    #: The export tool lacks what a step needs (TensorRT on a machine without it).
+    UNAVAILABLE = 2
+    #: The container's entrypoint: a python-backend stub died and was not restarted.
+    STUB_DIED = 3
+    #: Interrupted (Ctrl-C): 128 + SIGINT.
+    INTERRUPTED = 130
