@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 BENCH_FRAMES ?= 20
 BENCH_ARGS ?=
 
-.PHONY: help install checkpoints export tensorrt models serve web demo test test-unit bench soak fuzz certs health deploy-check gpu-smoke clean
+.PHONY: help install checkpoints export tensorrt models serve web demo test test-unit lint format docs bench soak fuzz certs health deploy-check gpu-smoke clean
 .PHONY: image container-up container-down
 
 # The container's ports: GRPC_PORT / HTTP_PORT / METRICS_PORT when given, else 8101 / 8100 / 8102,
@@ -38,10 +38,12 @@ $(STAMP): pyproject.toml tools/pins.py
 	@$(MAKE) --no-print-directory apt-packages
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	{ $(PY) tools/pins.py base; $(PY) tools/pins.py extra server; $(PY) tools/pins.py extra web; $(PY) tools/pins.py extra eval; $(PY) tools/pins.py extra stream; $(PY) tools/pins.py extra dev; } > $(VENV)/requirements.txt
+	{ $(PY) tools/pins.py base; $(PY) tools/pins.py extra server; $(PY) tools/pins.py extra web; $(PY) tools/pins.py extra eval; $(PY) tools/pins.py extra stream; $(PY) tools/pins.py extra dev; $(PY) tools/pins.py extra docs; } > $(VENV)/requirements.txt
 	$(PIP) install --quiet -r $(VENV)/requirements.txt
 	$(PIP) install --quiet --no-deps $$($(PY) tools/pins.py no-deps) $$($(PY) tools/pins.py test-no-deps)
-	$(PY) -c "import torch, torchvision, facenet_pytorch, av, cv2, dlib, onnx, onnxruntime, tritonclient.grpc, pytriton, fastapi, uvicorn, python_multipart, selenium, sklearn, face_recognition, client.stream"
+	$(PIP) install --quiet --no-deps --no-build-isolation --editable .
+	$(PY) -c "import torch, torchvision, facenet_pytorch, av, cv2, dlib, onnx, onnxruntime, tritonclient.grpc, pytriton, fastapi, uvicorn, python_multipart, selenium, sklearn, face_recognition, mkdocs, client.stream_client"
+	$(VENV)/bin/deepfake --help >/dev/null && $(VENV)/bin/deepfake-serve --help >/dev/null && $(VENV)/bin/deepfake-export --help >/dev/null
 	touch $(STAMP)
 
 .PHONY: apt-packages
@@ -84,6 +86,17 @@ test: models ## run the whole test suite (unit and integration, real tritonserve
 test-unit: $(STAMP) ## run the tests that need no server
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
+lint: $(STAMP) ## ruff: lint and format check (configured in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## ruff: apply the formatter and the safe fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+docs: $(STAMP) ## build the documentation site from docs/ into site/ (offline, strict: a broken link fails)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 bench: models ## side-by-side benchmark (original pipeline in process vs Triton over gRPC) -> benchmarks/results/
 	$(PY) -m benchmarks --frames $(BENCH_FRAMES) $(BENCH_ARGS)
 
@@ -122,4 +135,4 @@ gpu-smoke: ## on a GPU node: build the image, export ONNX + TensorRT, serve with
 
 clean: ## remove built artifacts (ONNX, plans, logs); keeps .venv and checkpoints
 	rm -f $(REPOSITORY)/*/1/model.onnx $(REPOSITORY)/*/1/model.plan $(REPOSITORY)/*/1/export.json $(REPOSITORY)/*/1/tensorrt.json
-	rm -rf logs .serve .pytest_cache
+	rm -rf logs .serve .pytest_cache site

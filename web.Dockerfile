@@ -31,6 +31,7 @@ RUN groupadd --gid 10001 deepfake \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin deepfake
 
+COPY contract/ contract/
 COPY client/ client/
 
 ENV PYTHONPATH=/opt/deepfake-web \

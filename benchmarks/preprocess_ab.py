@@ -83,7 +83,8 @@ def _whole_pixel_crop(frame: np.ndarray, region: np.ndarray) -> np.ndarray:
     """The region rounded half up to whole pixels, cut out and resized with cv2 (the earlier crop)."""
     import cv2
 
-    from preprocessing.crop import FACE_SIZE, normalize_faces
+    from contract import FACE_SIZE
+    from preprocessing.crop import normalize_faces
 
     left, top, right, bottom = (int(np.floor(v + 0.5)) for v in region)
     crop = cv2.resize(frame[top:bottom, left:right], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)

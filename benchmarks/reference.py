@@ -26,7 +26,8 @@ from torchvision import transforms
 
 from export.checkpoints import load_original_model
 from export.model import FAKE_INDEX, REAL_INDEX, OriginalModel
-from preprocessing.crop import FACE_SIZE, IMAGENET_MEAN, IMAGENET_STD
+from contract import FACE_SIZE
+from preprocessing.crop import IMAGENET_MEAN, IMAGENET_STD
 from preprocessing.track import Detections
 
 STAGES = ("decode", "detect", "crop", "classify")

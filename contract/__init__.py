@@ -125,6 +125,12 @@ def lengths_of(kind: Kind, names) -> list[int]:
 
 #: The version folder every committed model is served from.
 DEFAULT_VERSION = "1"
+#: What ``export`` writes beside each classifier it exports (source checkpoint, sha256, parity
+#: figures); ``model_info`` answers with them and the embedded server checks for them.
+EXPORT_METADATA_FILE = "export.json"
+#: The tag in the file name of a demo checkpoint (random weights: ``model_<acc>_acc_<N>_frames_<tag>.pt``),
+#: written by ``export demo-checkpoints``; clients warn when the served classifiers come from one.
+DEMO_CHECKPOINT_TAG = "demo_random"
 
 # --------------------------------------------------------------------------------------------
 # Tensors.

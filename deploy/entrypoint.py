@@ -50,6 +50,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from contract import Exit
 from serve import processes
 from serve.flags import REDACTED, ServerFlags
 from serve.options import Restriction
@@ -82,11 +83,9 @@ DEFAULT_EXIT_TIMEOUT_S = 30
 KILL_GRACE_S = 10
 WATCH_INTERVAL_S = 5.0
 
-EXIT_CONFIG_ERROR = 2
-EXIT_STUB_DIED = 3
 SIGNAL_EXIT_BASE = 128
 
-class ConfigError(Exception):
+class SettingsError(Exception):
     """The environment does not describe a server this entrypoint can start."""
 
 
@@ -107,10 +106,10 @@ class Settings:
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
         model_config = environ.get("TRITON_MODEL_CONFIG", "default")
         if model_config not in MODEL_CONFIGS:
-            raise ConfigError(f"TRITON_MODEL_CONFIG={model_config!r}: expected one of {', '.join(MODEL_CONFIGS)}")
+            raise SettingsError(f"TRITON_MODEL_CONFIG={model_config!r}: expected one of {', '.join(MODEL_CONFIGS)}")
         ports = {name: _port(environ, f"TRITON_{name.upper()}_PORT", default) for name, default in DEFAULT_PORTS.items()}
         if len(set(ports.values())) != len(ports):
-            raise ConfigError(f"the HTTP, gRPC and metrics ports must differ, got {ports}")
+            raise SettingsError(f"the HTTP, gRPC and metrics ports must differ, got {ports}")
         settings = cls(
             tritonserver=environ.get("TRITONSERVER", DEFAULT_TRITONSERVER),
             repository=Path(environ.get("MODEL_REPOSITORY", DEFAULT_REPOSITORY)),
@@ -144,13 +143,13 @@ class Settings:
                 extra_args=self.extra_args,
             )
         except ValueError as exc:
-            raise ConfigError(str(exc).replace("extra arguments", "TRITON_EXTRA_ARGS", 1)) from None
+            raise SettingsError(str(exc).replace("extra arguments", "TRITON_EXTRA_ARGS", 1)) from None
 
 
 def _port(environ: Mapping[str, str], name: str, default: int) -> int:
     text = environ.get(name, str(default))
     if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ConfigError(f"{name}={text!r}: expected a TCP port number (1-65535)")
+        raise SettingsError(f"{name}={text!r}: expected a TCP port number (1-65535)")
     return int(text)
 
 
@@ -160,14 +159,14 @@ def _address(text: str) -> str | None:
     try:
         ipaddress.ip_address(text)
     except ValueError:
-        raise ConfigError(f"TRITON_BIND_ADDRESS={text!r}: expected an IP address such as 127.0.0.1") from None
+        raise SettingsError(f"TRITON_BIND_ADDRESS={text!r}: expected an IP address such as 127.0.0.1") from None
     return text
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     text = environ.get(name, str(default))
     if not text.isdigit() or int(text) < 1:
-        raise ConfigError(f"{name}={text!r}: expected a whole number of seconds, at least 1")
+        raise SettingsError(f"{name}={text!r}: expected a whole number of seconds, at least 1")
     return int(text)
 
 
@@ -175,7 +174,7 @@ def _extra_args(text: str) -> tuple[str, ...]:
     try:
         args = tuple(shlex.split(text))
     except ValueError as exc:
-        raise ConfigError(f"TRITON_EXTRA_ARGS cannot be split into words: {exc}") from None
+        raise SettingsError(f"TRITON_EXTRA_ARGS cannot be split into words: {exc}") from None
     return args
 
 
@@ -184,14 +183,14 @@ def read_admin_key(path: Path) -> str:
     try:
         key = path.read_text().strip()
     except FileNotFoundError:
-        raise ConfigError(
+        raise SettingsError(
             f"admin key file {path} not found: mount the secret (compose: secrets/triton_admin_key, "
             "Kubernetes: Secret deepfake-triton-admin) or point TRITON_ADMIN_KEY_FILE at it"
         ) from None
     except OSError as exc:
-        raise ConfigError(f"admin key file {path} cannot be read: {exc.strerror}") from None
+        raise SettingsError(f"admin key file {path} cannot be read: {exc.strerror}") from None
     if not ADMIN_KEY_PATTERN.fullmatch(key):
-        raise ConfigError(
+        raise SettingsError(
             f"admin key in {path} must be 16-512 characters of A-Z a-z 0-9 _ - (e.g. `openssl rand -hex 32`)"
         )
     return key
@@ -200,7 +199,7 @@ def read_admin_key(path: Path) -> str:
 def server_flags(settings: Settings, admin_key: str) -> ServerFlags:
     """The server's settings, checked against the files they name."""
     if not settings.repository.is_dir():
-        raise ConfigError(f"model repository {settings.repository} is not a directory (MODEL_REPOSITORY)")
+        raise SettingsError(f"model repository {settings.repository} is not a directory (MODEL_REPOSITORY)")
     return settings.flags(admin_key)
 
 
@@ -229,7 +228,7 @@ def supervise(command: list[str], exit_timeout_s: int, watch_interval_s: float =
         watch_interval_s: how often to look for dead stubs.
 
     Returns:
-        The server's exit status (128 + N when killed by signal N), or ``EXIT_STUB_DIED``.
+        The server's exit status (128 + N when killed by signal N), or ``Exit.STUB_DIED``.
     """
     server = subprocess.Popen(command)  # noqa: S603 (the command is built above, not from user input)
     stopping = False
@@ -271,7 +270,7 @@ def supervise(command: list[str], exit_timeout_s: int, watch_interval_s: float =
                 log.error("tritonserver did not stop within %d s: killing it", exit_timeout_s + KILL_GRACE_S)
                 server.kill()
                 server.wait()
-            return EXIT_STUB_DIED
+            return Exit.STUB_DIED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -290,9 +289,9 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         settings = Settings.from_environ(os.environ if environ is None else environ)
         admin_key = read_admin_key(settings.admin_key_file)
         command = build_command(settings, admin_key)
-    except ConfigError as exc:
+    except SettingsError as exc:
         log.error("error: %s", exc)
-        return EXIT_CONFIG_ERROR
+        return Exit.USAGE
     if args.print_command:
         print(redacted(command, admin_key))
         return 0

@@ -25,14 +25,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from contract import Exit
 from serve import processes
 
 HTTP_OK = 200
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_TIMEOUT_S = 4.0
 HEALTH_PATHS = {"live": "/v2/health/live", "ready": "/v2/health/ready"}
-EXIT_HEALTHY = 0
-EXIT_UNHEALTHY = 1
 
 
 def probe(url: str, timeout_s: float) -> str | None:
@@ -99,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f"unhealthy: {problem}", file=sys.stderr)
     if problems:
-        return EXIT_UNHEALTHY
+        return Exit.FAILED
     print(f"healthy: {args.url}{HEALTH_PATHS[args.check]} answered 200 and no python stub has died")
-    return EXIT_HEALTHY
+    return Exit.OK
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 # Names are imported from their modules when first asked for, so that importing one light module
 # (``preprocessing.original``, ``preprocessing.errors``) does not load torch and MTCNN with them.
 _EXPORTS = {
-    "FACE_SIZE": "crop",
     "IMAGENET_MEAN": "crop",
     "IMAGENET_STD": "crop",
     "crop_box": "crop",
@@ -65,7 +64,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from preprocessing.config import PipelineConfig
-    from preprocessing.crop import FACE_SIZE, IMAGENET_MEAN, IMAGENET_STD, crop_box, crop_faces, normalize_faces
+    from preprocessing.crop import IMAGENET_MEAN, IMAGENET_STD, crop_box, crop_faces, normalize_faces
     from preprocessing.decode import SELECTIONS, DecodedClip, decode_frames, sniff_container
     from preprocessing.detect import FaceDetector
     from preprocessing.errors import ConfigError, InputError, LimitError, NoFaceError

@@ -31,8 +31,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-#: Side of the square face crop the classifier takes, in pixels.
-FACE_SIZE = 112
+from contract import FACE_SIZE
 #: ImageNet mean, applied by channel index to BGR data (as in training).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 #: ImageNet standard deviation, applied by channel index to BGR data.

@@ -40,7 +40,8 @@ import dlib
 import numpy as np
 from PIL import Image
 
-from preprocessing.crop import FACE_SIZE, normalize_faces
+from contract import FACE_SIZE
+from preprocessing.crop import normalize_faces
 from preprocessing.decode import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, sniff_container
 from preprocessing.errors import ConfigError, InputError, LimitError, NoFaceError
 from preprocessing.result import FaceTrackResult, PreprocessResult

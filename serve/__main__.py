@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from contract import Exit
 from serve.errors import ServeError, SetupError
 from serve.flags import managed_clashes
 from serve.options import RESTRICTABLE, GrpcTls, Restriction
@@ -25,10 +26,6 @@ from serve.server import (
     EmbeddedServer,
 )
 
-EXIT_OK = 0
-EXIT_SERVER_FAILED = 1
-# Also argparse's code for a bad command line: the setup must change before a retry.
-EXIT_BAD_SETUP = 2
 DEFAULT_REPOSITORY = Path("model_repository")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 TLS_FILE_FLAGS = ("grpc_server_cert", "grpc_server_key", "grpc_root_cert")
@@ -220,17 +217,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report(server)
         if server.wait_until_failed():
             print(f"error: {server.failure}", file=sys.stderr)
-            return EXIT_SERVER_FAILED
-        return EXIT_OK
+            return Exit.FAILED
+        return Exit.OK
     except StopRequested as request:
         logging.getLogger("serve").info("%s received: stopping", request)
-        return EXIT_OK
+        return Exit.OK
     except SetupError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_SETUP
+        return Exit.USAGE
     except ServeError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_SERVER_FAILED
+        return Exit.FAILED
     finally:
         # A stop is bounded (--stop-timeout, then kill): further signals must not cut it short.
         for stop_signal in STOP_SIGNALS:

@@ -23,13 +23,13 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2
 
+from contract import DEFAULT_VERSION, EXPORT_METADATA_FILE, Kind
+
 CONFIG_FILE = "config.pbtxt"
 CUSTOM_CONFIG_DIR = "configs"
-CLASSIFIER_PREFIX = "resnext_lstm_"
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
-EXPORT_METADATA = "export.json"
-DEFAULT_VERSION = "1"
+
 ONNX_PLATFORMS = frozenset({"onnxruntime_onnx"})
 ONNX_BACKENDS = frozenset({"onnxruntime"})
 TENSORRT_PLATFORMS = frozenset({"tensorrt_plan"})
@@ -90,9 +90,9 @@ def _version_dirs(model_dir: Path) -> list[Path]:
 def required_files(model_dir: Path, config_name: str | None) -> list[str]:
     """Names of the exported files each version folder of a model must hold (see module doc)."""
     names: list[str] = []
-    if model_dir.name.startswith(CLASSIFIER_PREFIX):
+    if model_dir.name.startswith(Kind.CLASSIFIER.prefix):
         names.append(ONNX_FILE)
-    if any((version / EXPORT_METADATA).is_file() for version in _version_dirs(model_dir)):
+    if any((version / EXPORT_METADATA_FILE).is_file() for version in _version_dirs(model_dir)):
         names.append(ONNX_FILE)
     path = config_path(model_dir, config_name)
     config = _parse_config(path) if path is not None else None

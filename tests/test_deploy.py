@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from contract import Exit
 from deploy import entrypoint, health
 from serve import processes
 from serve.flags import MANAGED_FLAGS, ServerFlags
@@ -417,7 +418,7 @@ def test_model_config_name_comes_from_the_environment(tmp_path: Path, admin_key_
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, admin_key_file: Path, extra: dict[str, str], message: str) -> None:
-    with pytest.raises(entrypoint.ConfigError, match=re.escape(message)):
+    with pytest.raises(entrypoint.SettingsError, match=re.escape(message)):
         entrypoint.Settings.from_environ(environ_for(tmp_path, admin_key_file, **extra))
 
 
@@ -429,7 +430,7 @@ def test_bad_admin_keys_are_refused(tmp_path: Path, content: str | None, message
     path = tmp_path / "key"
     if content is not None:
         path.write_text(content)
-    with pytest.raises(entrypoint.ConfigError, match=re.escape(message)):
+    with pytest.raises(entrypoint.SettingsError, match=re.escape(message)):
         entrypoint.read_admin_key(path)
 
 
@@ -440,7 +441,7 @@ def test_print_command_redacts_the_key_and_a_bad_setup_exits_2(tmp_path: Path, a
     assert "0123456789abcdef" not in completed.stdout and "admin-key=<hidden>" in completed.stdout
     env["MODEL_REPOSITORY"] = str(tmp_path / "absent")
     completed = run([sys.executable, "-m", "deploy.entrypoint"], cwd=ROOT, env=env)
-    assert completed.returncode == entrypoint.EXIT_CONFIG_ERROR
+    assert completed.returncode == Exit.USAGE
     assert f"model repository {tmp_path / 'absent'} is not a directory" in completed.stderr
 
 

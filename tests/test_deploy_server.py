@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contract import Exit
 from deploy import entrypoint, health
 from serve import TritonDistribution, TritonNotFoundError, free_ports, processes
 from serve.distribution import server_environment
@@ -226,7 +227,7 @@ def test_a_dead_stub_fails_the_health_check_and_restarts_the_container(tmp_path:
         problems = health.check(url, "ready", 5.0, server_pid=server_pid)
         assert len(problems) == 1 and f"stub process(es) {stub.pid} died" in problems[0]
         returncode = server.process.wait(timeout=entrypoint.WATCH_INTERVAL_S + TEST_EXIT_TIMEOUT_S + entrypoint.KILL_GRACE_S + 10)
-        assert returncode == entrypoint.EXIT_STUB_DIED, server.log_text()
+        assert returncode == Exit.STUB_DIED, server.log_text()
         assert f"python-backend stub of {MODEL} (pid {stub.pid}) died" in server.log_text()
     finally:
         stop(server)

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from preprocessing import FACE_SIZE, IMAGENET_MEAN, IMAGENET_STD, crop_box, crop_faces, normalize_faces
+from contract import FACE_SIZE
+from preprocessing import IMAGENET_MEAN, IMAGENET_STD, crop_box, crop_faces, normalize_faces
 
 # Written out here rather than imported, so the checks below are independent.
 TRAINING_MEAN = [0.485, 0.456, 0.406]

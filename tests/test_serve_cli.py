@@ -28,7 +28,8 @@ from serve import (
 )
 from serve import processes
 from serve.flags import ServerFlags
-from serve.__main__ import EXIT_BAD_SETUP, build_parser
+from contract import Exit
+from serve.__main__ import build_parser
 from serve.distribution import (ALLOCATOR_VARIABLE, BACKEND_LIBRARY, BACKEND_NAME, BACKEND_UTILS, JEMALLOC_CONF, PROJECT_ROOT,
                                 STUB_NAME, allocator_of, find_jemalloc, python_version_tag, server_environment)
 from serve.options import GrpcTls
@@ -113,7 +114,7 @@ def test_help_documents_every_flag():
 def test_bad_command_lines_are_refused_with_the_reason(args, message, tmp_path):
     completed = run_serve(*args, cwd=tmp_path)
 
-    assert completed.returncode == EXIT_BAD_SETUP
+    assert completed.returncode == Exit.USAGE
     assert message in completed.stderr
 
 
@@ -123,7 +124,7 @@ def test_mutual_tls_needs_a_root_certificate(tmp_path):
 
     completed = run_serve("--grpc-mutual-auth", "--grpc-server-cert", "cert.pem", "--grpc-server-key", "key.pem", cwd=tmp_path)
 
-    assert completed.returncode == EXIT_BAD_SETUP
+    assert completed.returncode == Exit.USAGE
     assert "--grpc-root-cert" in completed.stderr
 
 
@@ -230,7 +231,7 @@ def test_classifier_without_onnx_refuses_to_start_with_the_export_command(tmp_pa
         cwd=tmp_path,
     )  # fmt: skip
 
-    assert completed.returncode == EXIT_BAD_SETUP
+    assert completed.returncode == Exit.USAGE
     assert completed.stdout == ""
     assert "python -m export onnx --checkpoints <checkpoint-dir> --repository model_repository" in completed.stderr
     assert "resnext_lstm_10: " in completed.stderr and "model.onnx" in completed.stderr

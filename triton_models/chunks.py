@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 # Outputs with a frame axis (axis 1): joined from every chunk. The others come from the last frame.
-from export.contract import PER_FRAME_OUTPUTS
+from contract import PER_FRAME_OUTPUTS
 
 
 def available_cores() -> int:

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from export.contract import CLASSIFIER_INPUTS, CLASSIFIER_OUTPUTS
+from contract import CLASSIFIER_INPUTS, CLASSIFIER_OUTPUTS
 from triton_models.chunks import PER_FRAME_OUTPUTS, ChunkedSession, available_cores
 from triton_models.common import model_parameters, parse_config
 

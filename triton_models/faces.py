@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from contract import VIDEO_INPUT
+from triton_models.common import OutputTensors, parse_config
 from triton_models.preprocess import build_pipeline
 from triton_models.video import run_pipeline
 
@@ -34,6 +36,7 @@ class TritonPythonModel:
         if CLASSIFIER not in own:
             raise pb_utils.TritonModelException(f"{self.name}: parameter {CLASSIFIER!r} (the model to score faces with) is missing")
         self.classifier = own[CLASSIFIER]
+        self.tensor = OutputTensors(parse_config(args))
 
     def execute(self, requests):
         return [self._respond(request) for request in requests]
@@ -47,7 +50,7 @@ class TritonPythonModel:
         return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in _SCORES}
 
     def _respond(self, request):
-        videos = pb_utils.get_input_tensor_by_name(request, "VIDEO").as_numpy()
+        videos = pb_utils.get_input_tensor_by_name(request, VIDEO_INPUT).as_numpy()
         if len(videos) != 1:
             # Each video has its own number of faces: one per request (the batch axis of 1).
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(
@@ -60,24 +63,25 @@ class TritonPythonModel:
         if isinstance(scores, pb_utils.TritonError):
             return pb_utils.InferenceResponse(error=scores)
         found = np.stack([track.found for track in result.tracks])
-        frame_scores = scores["FRAME_PROB_FAKE"].astype(np.float32)
+        frame_scores = scores["FRAME_PROB_FAKE"]
         any_fake = max(video_score(s, f) for s, f in zip(frame_scores, found))
+        tensor = self.tensor
         outputs = [
             # The main face, as deepfake_<N> returns it.
-            pb_utils.Tensor("LOGITS", scores["LOGITS"][:1].astype(np.float32)),
-            pb_utils.Tensor("PROB_FAKE", scores["PROB_FAKE"][:1].reshape(1, 1).astype(np.float32)),
-            pb_utils.Tensor("FRAME_PROB_FAKE", frame_scores[:1]),
-            pb_utils.Tensor("FACE_BOXES", result.boxes[None].astype(np.float32)),
-            pb_utils.Tensor("FACE_FOUND", result.found[None]),
+            tensor("LOGITS", scores["LOGITS"][:1]),
+            tensor("PROB_FAKE", scores["PROB_FAKE"][:1].reshape(1, 1)),
+            tensor("FRAME_PROB_FAKE", frame_scores[:1]),
+            tensor("FACE_BOXES", result.boxes[None]),
+            tensor("FACE_FOUND", result.found[None]),
             # Every face.
-            pb_utils.Tensor("MAX_PROB_FAKE", np.array([[any_fake]], np.float32)),
-            pb_utils.Tensor("TRACK_PROB_FAKE", scores["PROB_FAKE"].reshape(1, -1).astype(np.float32)),
-            pb_utils.Tensor("TRACK_FRAME_PROB_FAKE", frame_scores[None]),
-            pb_utils.Tensor("TRACK_BOXES", np.stack([t.boxes for t in result.tracks])[None].astype(np.float32)),
-            pb_utils.Tensor("TRACK_FOUND", found[None]),
-            pb_utils.Tensor("TRACK_PROMINENCE", np.array([[t.prominence for t in result.tracks]], np.float32)),
-            pb_utils.Tensor("FACES_SEEN", np.array([[result.faces_seen]], np.int32)),
-            pb_utils.Tensor("FRAMES_DECODED", np.array([[result.frames_decoded]], np.int32)),
-            pb_utils.Tensor("FRAME_TIMES", result.frame_times[None].astype(np.float32)),
+            tensor("MAX_PROB_FAKE", [[any_fake]]),
+            tensor("TRACK_PROB_FAKE", scores["PROB_FAKE"].reshape(1, -1)),
+            tensor("TRACK_FRAME_PROB_FAKE", frame_scores[None]),
+            tensor("TRACK_BOXES", np.stack([t.boxes for t in result.tracks])[None]),
+            tensor("TRACK_FOUND", found[None]),
+            tensor("TRACK_PROMINENCE", [[t.prominence for t in result.tracks]]),
+            tensor("FACES_SEEN", [[result.faces_seen]]),
+            tensor("FRAMES_DECODED", [[result.frames_decoded]]),
+            tensor("FRAME_TIMES", result.frame_times[None]),
         ]
         return pb_utils.InferenceResponse(output_tensors=outputs)

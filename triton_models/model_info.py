@@ -26,14 +26,10 @@ from typing import Any
 
 import numpy as np
 
-# The tag `python -m export demo-checkpoints` writes into the file name
-# (export.checkpoints.write_demo_checkpoints; a test keeps the two the same). Imported by name
-# rather than from export/, which would load torch into this small stub.
-DEMO_TAG = "demo_random"
-DEMO_CHECKPOINT = re.compile(rf"^model_\d+(?:\.\d+)?_acc_\d+_frames_{DEMO_TAG}\.pt$")
-CLASSIFIER_FOLDER = re.compile(r"^resnext_lstm_(\d+)$")
-EXPORT_FILE = "export.json"
-OUTPUT_NAME = "INFO"
+from contract import DEMO_CHECKPOINT_TAG, EXPORT_METADATA_FILE, MODEL_INFO_OUTPUTS, Kind, parse_model_name
+
+DEMO_CHECKPOINT = re.compile(rf"^model_\d+(?:\.\d+)?_acc_\d+_frames_{DEMO_CHECKPOINT_TAG}\.pt$")
+(OUTPUT_NAME,) = MODEL_INFO_OUTPUTS
 
 
 def is_demo_checkpoint(path: str) -> bool:
@@ -55,11 +51,11 @@ def read_model_info(repository: Path) -> dict[str, Any]:
     """
     classifiers: dict[str, dict[str, Any]] = {}
     for model_dir in sorted(repository.iterdir()):
-        match = CLASSIFIER_FOLDER.match(model_dir.name)
-        if match is None or not model_dir.is_dir():
+        parsed = parse_model_name(model_dir.name)
+        if parsed is None or parsed[0] is not Kind.CLASSIFIER or not model_dir.is_dir():
             continue
         version = _latest_version(model_dir)
-        path = version / EXPORT_FILE if version is not None else None
+        path = version / EXPORT_METADATA_FILE if version is not None else None
         if path is None or not path.is_file():
             continue
         try:
@@ -68,7 +64,7 @@ def read_model_info(repository: Path) -> dict[str, Any]:
             raise ValueError(f"cannot read {path}: {exc}") from exc
         if not isinstance(export, dict) or not isinstance(export.get("checkpoint"), str):
             raise ValueError(f"{path} has no \"checkpoint\" path")
-        frames = int(match[1])
+        frames = parsed[1]
         classifiers[str(frames)] = {
             "model": model_dir.name,
             "frames": frames,

@@ -11,7 +11,7 @@ import triton_python_backend_utils as pb_utils
 
 from preprocessing.errors import ConfigError
 from preprocessing.original import OriginalConfig, OriginalPipeline
-from triton_models.common import model_parameters, parse_config
+from triton_models.common import OutputTensors, model_parameters, parse_config
 from triton_models.video import VideoModel
 
 
@@ -19,6 +19,7 @@ class TritonPythonModel(VideoModel):
     def initialize(self, args: dict[str, str]) -> None:
         self.name = args["model_name"]
         self.logger = pb_utils.Logger
+        self.tensor = OutputTensors(parse_config(args))
         try:
             config = OriginalConfig.from_parameters(model_parameters(parse_config(args)))
         except ConfigError as exc:

@@ -6,7 +6,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from preprocessing import FacePipeline, InputError, PipelineConfig
-from triton_models.common import instance_device, model_parameters, parse_config
+from triton_models.common import OutputTensors, instance_device, model_parameters, parse_config
 from triton_models.video import VideoModel
 
 # Adapter settings; every other parameter goes to PipelineConfig.from_parameters.
@@ -42,3 +42,4 @@ class TritonPythonModel(VideoModel):
         self.name = args["model_name"]
         self.logger = pb_utils.Logger
         self.pipeline, _ = build_pipeline(args)
+        self.tensor = OutputTensors(parse_config(args))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from contract import VIDEO_INPUT
 from preprocessing.errors import InputError
 
 
@@ -26,14 +27,15 @@ def run_pipeline(pipeline, name: str, row: np.ndarray):
 class VideoModel:
     """A python model that turns each ``VIDEO`` row into the preprocessing outputs with ``self.pipeline``.
 
-    Subclasses set ``self.name``, ``self.logger`` and ``self.pipeline`` in ``initialize``.
+    Subclasses set ``self.name``, ``self.logger``, ``self.pipeline`` and ``self.tensor`` (an
+    :class:`~triton_models.common.OutputTensors` of their config) in ``initialize``.
     """
 
     def execute(self, requests):
         return [self._respond(request) for request in requests]
 
     def _respond(self, request):
-        videos = pb_utils.get_input_tensor_by_name(request, "VIDEO").as_numpy()
+        videos = pb_utils.get_input_tensor_by_name(request, VIDEO_INPUT).as_numpy()
         results = []
         for row in videos:
             result, error = run_pipeline(self.pipeline, self.name, row)
@@ -43,11 +45,11 @@ class VideoModel:
         timings = results[0].timings if results else {}
         self.logger.log_verbose(f"{self.name}: " + " ".join(f"{k}={v * 1000:.0f}ms" for k, v in timings.items()))
         outputs = [
-            pb_utils.Tensor("FACES", np.stack([r.faces for r in results]).astype(np.float32, copy=False)),
-            pb_utils.Tensor("FACE_BOXES", np.stack([r.boxes for r in results]).astype(np.float32, copy=False)),
-            pb_utils.Tensor("FACE_FOUND", np.stack([r.found for r in results]).astype(np.bool_, copy=False)),
-            pb_utils.Tensor("FRAMES_DECODED", np.array([[r.frames_decoded] for r in results], dtype=np.int32)),
+            self.tensor("FACES", np.stack([r.faces for r in results])),
+            self.tensor("FACE_BOXES", np.stack([r.boxes for r in results])),
+            self.tensor("FACE_FOUND", np.stack([r.found for r in results])),
+            self.tensor("FRAMES_DECODED", [[r.frames_decoded] for r in results]),
             # Seconds from the stream's start; FP32 keeps 0.25 ms at one hour.
-            pb_utils.Tensor("FRAME_TIMES", np.stack([r.frame_times for r in results]).astype(np.float32)),
+            self.tensor("FRAME_TIMES", np.stack([r.frame_times for r in results])),
         ]
         return pb_utils.InferenceResponse(output_tensors=outputs)

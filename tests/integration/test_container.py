@@ -37,6 +37,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from contract import Exit
 from serve import EmbeddedServer, free_ports, processes
 from serve.distribution import PROJECT_ROOT
 from tests import media
@@ -68,7 +69,6 @@ HEALTH_INTERVAL = "2s"
 HEALTH_START_PERIOD = "5s"
 TEST_EXIT_TIMEOUT_S = 5
 ADMIN_HEADER = "admin-key"
-EXIT_STUB_DIED = 3
 
 
 def _ci() -> bool:
@@ -418,7 +418,7 @@ def test_a_killed_stub_restarts_the_container_and_the_batch_finishes(deployment:
     until = _docker(deployment.env, "info", "--format", "{{json .SystemTime}}").strip().strip('"')
     exits = _docker(deployment.env, "events", "--since", since, "--until", until, "--filter", f"container={deployment.container()}",
                     "--filter", "event=die", "--format", "{{.Actor.Attributes.exitCode}}").split()
-    assert exits == [str(EXIT_STUB_DIED)], f"the entrypoint must exit {EXIT_STUB_DIED} once when a stub dies, saw exits {exits}"
+    assert exits == [str(int(Exit.STUB_DIED))], f"the entrypoint must exit {int(Exit.STUB_DIED)} once when a stub dies, saw exits {exits}"
     assert "python-backend stub of preprocess_20" in deployment.logs()
     _note(capsys, f"killed a {PREPROCESS} stub mid-batch: container exited {exits[0]}, restarted and healthy {healthy_after:.1f} s "
                   f"after the kill; batch of {BATCH_VIDEOS} finished with each video once (retries: {stderr.count('retry')})")

@@ -1,7 +1,7 @@
 """Live streams scored while they play: ``stream``, a stateful, decoupled python model.
 
 Triton's sequence batcher gives each stream (correlation id) a slot and marks its first and last
-requests (START, END); this model keeps one :class:`~preprocessing.stream.LiveStream` per
+requests (START, END); this model keeps one :class:`~preprocessing.live.LiveStream` per
 correlation id: its decoder, face tracker, pace and recent scores, which no other stream touches.
 Each request carries encoded packets; the frames they complete are decoded, the ones due for
 scoring are cropped around the followed face, and the crops of every request of the call (of
@@ -30,10 +30,9 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from export.contract import MAX_BATCH
-from export.repository import served_lengths
+from contract import MAX_BATCH, Kind, lengths_of, model_name
 from preprocessing import ConfigError, FaceDetector, InputError, PipelineConfig
-from preprocessing.stream import (
+from preprocessing.live import (
     CropSettings,
     LiveStream,
     OnlineFaceFollower,
@@ -42,10 +41,10 @@ from preprocessing.stream import (
     StreamSettings,
     check_limits,
 )
-from triton_models.common import instance_device, model_parameters, parse_config
+from triton_models.common import OutputTensors, instance_device, model_parameters, parse_config
 
 # Adapter parameters; the others are detection and crop settings (PipelineConfig).
-ADAPTER_KEYS = ("max_streams", "classifier_prefix", "max_packets", "max_request_bytes", "torch_threads")
+ADAPTER_KEYS = ("max_packets", "max_request_bytes", "torch_threads")
 REAPER_INTERVAL_S = 1.0
 # Error kinds, turned into Triton's codes when answered (pb_utils.TritonError exists once the stub runs).
 _INVALID = "INVALID_ARG"
@@ -86,14 +85,19 @@ class TritonPythonModel:
         config = parse_config(args)
         params = model_parameters(config)
         own = {key: params.pop(key) for key in ADAPTER_KEYS if key in params}
+        # Every adapter parameter is written into the config by the renderer (export/configs.py):
+        # no defaults restated here.
+        missing = [key for key in ADAPTER_KEYS if key not in own]
+        if missing:
+            raise pb_utils.TritonModelException(f"{self.name}: parameters missing from its config: {', '.join(missing)}")
         try:
-            self.max_streams = int(own.get("max_streams", "4"))
-            self.max_packets = int(own.get("max_packets", "64"))
-            self.max_request_bytes = int(own.get("max_request_bytes", str(16 << 20)))
-            threads = int(own.get("torch_threads", "0"))
+            self.max_streams = int(own["max_streams"])
+            self.max_packets = int(own["max_packets"])
+            self.max_request_bytes = int(own["max_request_bytes"])
+            threads = int(own["torch_threads"])
         except ValueError as exc:
             raise pb_utils.TritonModelException(f"{self.name}: bad parameter in its config: {exc}") from exc
-        self.classifier_prefix = own.get("classifier_prefix", "resnext_frame_")
+        self.tensor = OutputTensors(config)
         batching = config.get("sequence_batching", {})
         slots = int(batching.get("oldest", {}).get("max_candidate_sequences", 0)
                     or config.get("max_batch_size", 0) * len(config.get("instance_group", [{}])))
@@ -111,7 +115,8 @@ class TritonPythonModel:
                                      thresholds=cfg.thresholds, device=cfg.device)
         self.crop = CropSettings(margin=cfg.margin, square=cfg.square, shift_y=cfg.shift_y)
         # The lengths served: the per-frame classifiers beside this model in the repository.
-        self.served = served_lengths(Path(args["model_repository"]).parent, self.classifier_prefix)
+        self.served = lengths_of(Kind.FRAME_CLASSIFIER, (child.name for child in Path(args["model_repository"]).parent.iterdir()
+                                                         if child.is_dir()))
         self.streams: dict[int, LiveStream] = {}
         self._lock = threading.Lock()
         self._metrics()
@@ -250,7 +255,7 @@ class TritonPythonModel:
                     by_length.setdefault(item.length, []).append(item)
         scores: dict[int, float] = {}
         for length, items in by_length.items():
-            model = f"{self.classifier_prefix}{length}"
+            model = model_name(Kind.FRAME_CLASSIFIER, length)
             for start in range(0, len(items), MAX_BATCH):
                 batch = items[start:start + MAX_BATCH]
                 faces = np.ascontiguousarray(np.stack([item.faces for item in batch]), dtype=np.float32)
@@ -275,19 +280,19 @@ class TritonPythonModel:
             if item is None:
                 skipped.append(frame.index)
             else:
-                sender.send(_event("frame", FRAME_INDEX=[frame.index], FRAME_PTS=[frame.pts], FRAME_PROB_FAKE=[score],
+                sender.send(self._event("frame", FRAME_INDEX=[frame.index], FRAME_PTS=[frame.pts], FRAME_PROB_FAKE=[score],
                                    FACE_BOXES=[item.box], FACE_FOUND=[item.found]))
             window = stream.record(frame, score)
             if window is not None:
-                sender.send(_event("window", FRAME_INDEX=[window.end_frame], FRAME_PTS=[window.end_pts],
+                sender.send(self._event("window", FRAME_INDEX=[window.end_frame], FRAME_PTS=[window.end_pts],
                                    WINDOW_START=[window.start], PROB_FAKE=[window.prob_fake],
                                    WINDOW_PROB_FAKE_MEAN=[window.mean], FRAMES_SCORED=[window.scored]))
         self._frames["scored"].increment(len(frames) - len(skipped))
         if skipped:
             self._frames["skipped"].increment(len(skipped))
-            sender.send(_event("skipped", SKIPPED_FRAMES=skipped))
+            sender.send(self._event("skipped", SKIPPED_FRAMES=skipped))
         if end:
-            sender.send(_event("summary", FRAMES_RECEIVED=[stream.received], FRAMES_DECODED=[stream.decoder.frames],
+            sender.send(self._event("summary", FRAMES_RECEIVED=[stream.received], FRAMES_DECODED=[stream.decoder.frames],
                                FRAMES_SCORED=[stream.scored], FRAMES_SKIPPED=[stream.skipped]))
             self._drop(corrid)
         sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
@@ -303,22 +308,15 @@ class TritonPythonModel:
         sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, getattr(pb_utils.TritonError, error.code))),
                     flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
+    def _event(self, kind: str, **values) -> pb_utils.InferenceResponse:
+        """One event as a response: ``EVENT`` plus its outputs (types from the config), each with the batch axis of 1."""
+        tensors = [self.tensor("EVENT", [[kind.encode()]])]
+        tensors += [self.tensor(name, np.asarray(value)[None]) for name, value in values.items()]
+        return pb_utils.InferenceResponse(output_tensors=tensors)
+
     def finalize(self) -> None:
         self._stop.set()
         self._reaper.join()
         with self._lock:
             for corrid in list(self.streams):
                 self._drop(corrid)
-
-
-_DTYPES = {"FRAME_INDEX": np.int64, "FRAME_PTS": np.int64, "WINDOW_START": np.int64, "SKIPPED_FRAMES": np.int64,
-           "FRAME_PROB_FAKE": np.float32, "PROB_FAKE": np.float32, "WINDOW_PROB_FAKE_MEAN": np.float32,
-           "FACE_BOXES": np.float32, "FACE_FOUND": np.bool_, "FRAMES_SCORED": np.int32, "FRAMES_RECEIVED": np.int32,
-           "FRAMES_DECODED": np.int32, "FRAMES_SKIPPED": np.int32}
-
-
-def _event(kind: str, **values) -> pb_utils.InferenceResponse:
-    """One event as a response: ``EVENT`` plus its outputs, each with the batch axis of 1."""
-    tensors = [pb_utils.Tensor("EVENT", np.array([[kind.encode()]], dtype=np.object_))]
-    tensors += [pb_utils.Tensor(name, np.asarray(value, dtype=_DTYPES[name])[None]) for name, value in values.items()]
-    return pb_utils.InferenceResponse(output_tensors=tensors)

@@ -1,6 +1,6 @@
 """Live streams: encoded packets in, one face crop per scored frame out, online.
 
-A plain library (no Triton imports) behind the ``stream`` model (``triton_models/stream.py``).
+A plain library (no Triton imports) behind the ``stream`` model (``triton_models/live_stream.py``).
 One :class:`LiveStream` per stream holds everything that stream needs and nothing another one
 does: its own decoder (:class:`StreamDecoder`, built from the codec parameters the client sends
 at the start; the server never opens a container, a file or a URL), its own face tracker
@@ -39,18 +39,15 @@ import av.error
 import numpy as np
 
 from preprocessing.crop import crop_faces
-from preprocessing.decode import DEFAULT_MAX_PIXELS, _to_rgb
+from contract import MAX_SCORE_EVERY, STREAM_CODECS, STREAM_SETTINGS_KEYS
+from preprocessing.decode import DEFAULT_MAX_PIXELS, frame_to_rgb
 from preprocessing.detect import FaceDetector, followed_tracks
 from preprocessing.errors import ConfigError, InputError, LimitError
 from preprocessing.track import FaceTracker
 
-#: Codecs a stream may use (FFmpeg's decoder names); any other is refused.
-STREAM_CODECS = ("h264", "hevc", "vp8", "vp9")
 #: Packets in a row that may give no picture before the stream is refused as undecodable. Above
 #: the decoders' reordering delay (H.264 and HEVC hold at most 16 frames).
 MAX_PACKETS_WITHOUT_PICTURE = 32
-#: Largest gap k of "every k-th frame" the adaptive pace uses.
-MAX_SCORE_EVERY = 8
 #: The adaptive pace scores fewer frames when a frame is processed this late (seconds behind the
 #: stream's own clock), and more again below the lower mark.
 LAG_HIGH_S = 0.4
@@ -64,7 +61,7 @@ FORGET_AFTER = 100
 KEPT_BOXES = 2
 #: Largest time base denominator and numerator accepted.
 _MAX_TIME_BASE = 1 << 31
-_SETTINGS_KEYS = frozenset({"codec", "time_base", "frames", "hop", "score_every"})
+_SETTINGS_KEYS = frozenset(STREAM_SETTINGS_KEYS)
 
 
 @dataclass(frozen=True)
@@ -218,7 +215,7 @@ class StreamDecoder:
             if frame.width * frame.height > self.max_pixels:
                 raise LimitError("max_pixels", frame.width * frame.height, self.max_pixels, f"frame of {frame.width}x{frame.height}")
             pts = frame.pts if frame.pts is not None else self.frames
-            frames.append(StreamFrame(index=self.frames, pts=int(pts), rgb=_to_rgb(frame, 1)))
+            frames.append(StreamFrame(index=self.frames, pts=int(pts), rgb=frame_to_rgb(frame, 1)))
             self.frames += 1
         return frames
 
