@@ -37,7 +37,7 @@ DLIB_UPSAMPLE = 1
 THUMBNAIL_PADDING = 40
 
 
-class ReferenceError(Exception):
+class ReferenceRunError(Exception):
     """The reference pipeline cannot run on this input; the message says why."""
 
 
@@ -107,13 +107,13 @@ class _AppPipeline:
         """Score the video at ``path``.
 
         Raises:
-            ReferenceError: OpenCV cannot read it, or it has fewer than N frames (the app
+            ReferenceRunError: OpenCV cannot read it, or it has fewer than N frames (the app
                 crashed on those; the served pipelines pad them).
         """
         started = time.perf_counter()
         capture = cv2.VideoCapture(str(path))
         if not capture.isOpened():
-            raise ReferenceError(f"OpenCV cannot open {path}")
+            raise ReferenceRunError(f"OpenCV cannot open {path}")
         frames_bgr = []
         try:
             while True:
@@ -124,7 +124,7 @@ class _AppPipeline:
         finally:
             capture.release()
         if len(frames_bgr) < self.frames:
-            raise ReferenceError(f"{path} has {len(frames_bgr)} frames, the reference needs at least {self.frames}")
+            raise ReferenceRunError(f"{path} has {len(frames_bgr)} frames, the reference needs at least {self.frames}")
         decoded = time.perf_counter()
 
         detections = [self._detect(frame) for frame in frames_bgr[: self.frames]]

@@ -13,7 +13,7 @@ import torch
 
 from benchmarks import perf, report
 from benchmarks.cli import box_agreement, build_parser, main
-from benchmarks.reference import STAGES, OriginalAppPipeline, ReferenceError, ReferencePipeline
+from benchmarks.reference import STAGES, OriginalAppPipeline, ReferenceRunError, ReferencePipeline
 from benchmarks.server import bench_repository, process_tree_rss_mb
 from benchmarks.video import generated_clip
 from export.model import OriginalModel
@@ -77,7 +77,7 @@ def test_original_app_pipeline_detects_twice_and_crops_dlibs_first_face(referenc
 def test_reference_refuses_clip_shorter_than_n(reference_run, clip_path):
     pipeline, _ = reference_run
     longer = ReferencePipeline(pipeline.model, frames=CLIP_FRAMES + 1)
-    with pytest.raises(ReferenceError, match=f"has {CLIP_FRAMES} frames"):
+    with pytest.raises(ReferenceRunError, match=f"has {CLIP_FRAMES} frames"):
         longer(clip_path)
 
 
@@ -85,7 +85,7 @@ def test_reference_refuses_unreadable_file(reference_run, tmp_path):
     pipeline, _ = reference_run
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video")
-    with pytest.raises(ReferenceError):
+    with pytest.raises(ReferenceRunError):
         pipeline(bad)
 
 
