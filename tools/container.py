@@ -31,8 +31,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The contract (standard library only) from the checkout: this tool runs on the machine's own Python.
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from docker_engine import Engine, EngineUnavailable, docker_host  # noqa: E402
+
+from contract import DEFAULT_VERSION, Exit, Kind, model_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = os.environ.get("DEEPFAKE_IMAGE", "deepfake-triton:local")
@@ -58,7 +62,6 @@ POLL_S = 2.0
 LOG_TAIL_LINES = 80
 # Marks an engine that `up` started, so that `down` stops it again (and no other).
 ENGINE_MARK = "started-by-container-up"
-EXIT_FAILED = 1
 
 
 class ContainerError(RuntimeError):
@@ -165,7 +168,8 @@ def compose(env: Mapping[str, str], *args: str, check: bool = True, capture: boo
 
 
 def missing_classifiers(repository: Path, frames: Sequence[str]) -> list[str]:
-    return [n for n in frames if not (repository / f"resnext_lstm_{n}" / "1" / "model.onnx").is_file()]
+    return [n for n in frames
+            if not (repository / model_name(Kind.CLASSIFIER, int(n)) / DEFAULT_VERSION / "model.onnx").is_file()]
 
 
 def export(env: Mapping[str, str]) -> None:
@@ -191,7 +195,8 @@ def export(env: Mapping[str, str]) -> None:
     print(f"container: exported {' '.join(missing)} in {time.monotonic() - started:.1f} s", flush=True)
     still = missing_classifiers(repository, missing)
     if still:
-        raise ContainerError(f"the export ran but resnext_lstm_{still[0]}/1/model.onnx is still missing in {repository}")
+        raise ContainerError(f"the export ran but {model_name(Kind.CLASSIFIER, int(still[0]))}/{DEFAULT_VERSION}/model.onnx "
+                             f"is still missing in {repository}")
 
 
 def container_id(env: Mapping[str, str], service: str) -> str:
@@ -287,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             down(env)
     except ContainerError as error:
         print(f"container: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
     return 0
 
 

@@ -25,6 +25,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# The contract (standard library only) from the checkout, when this file runs as a script.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)
+
+from contract import Exit  # noqa: E402
+
 DATA_ROOT = Path(os.environ.get("DEEPFAKE_DOCKER_ROOT", "/var/lib/deepfake-docker"))
 # Unix socket paths hold at most 107 bytes, and containerd puts its sockets under the exec root.
 RUN_DIR = Path(os.environ.get("DEEPFAKE_DOCKER_RUN", "/run/deepfake-docker"))
@@ -34,8 +41,6 @@ STOP_TIMEOUT_S = 30.0
 PROBE_TIMEOUT_S = 10.0
 POLL_S = 0.25
 LOG_TAIL_CHARS = 4000
-EXIT_UNAVAILABLE = 1
-EXIT_USAGE = 2
 
 
 class EngineUnavailable(RuntimeError):
@@ -194,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             print(docker_host(engine))
     except EngineUnavailable as error:
         print(f"docker_engine: error: {error}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    return 0
+        return Exit.FAILED
+    return Exit.OK
 
 
 if __name__ == "__main__":
