@@ -25,8 +25,8 @@ from facenet_pytorch import MTCNN
 from torchvision import transforms
 
 from export.checkpoints import load_original_model
-from export.model import FAKE_INDEX, REAL_INDEX, OriginalModel
-from contract import FACE_SIZE
+from contract import FACE_SIZE, FAKE_INDEX, LABEL_FAKE, LABEL_REAL, REAL_INDEX
+from export.model import OriginalModel
 from preprocessing.crop import IMAGENET_MEAN, IMAGENET_STD
 from preprocessing.track import Detections
 
@@ -146,7 +146,7 @@ class _AppPipeline:
         return ReferenceResult(
             logits=logits.numpy().astype(np.float32),
             prob_fake=float(probs[FAKE_INDEX]),
-            label="REAL" if predicted == REAL_INDEX else "FAKE",
+            label=LABEL_REAL if predicted == REAL_INDEX else LABEL_FAKE,
             confidence=float(probs[predicted]) * 100.0,
             frames_read=len(frames_bgr),
             detections=detections,

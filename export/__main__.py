@@ -9,18 +9,43 @@ import sys
 import time
 from pathlib import Path
 
-from export.contract import SERVED_LENGTHS
-from export.checkpoints import CheckpointError, best_checkpoint, find_checkpoints, load_original_model, sha256_of, write_demo_checkpoints
-from export.onnx_export import BATCH_TOLERANCE, DEFAULT_OPSET, PRECISIONS, TOLERANCES, library_versions, verify_onnx, write_onnx
-from export.repository import RepositoryError, classifier_dir, ensure_model_folders
+from contract import (
+    CLASSIFIER_INPUTS,
+    CLASSIFIER_OUTPUTS,
+    DEFAULT_VERSION,
+    EXPORT_METADATA_FILE,
+    SERVED_LENGTHS,
+    TENSORS,
+    Exit,
+    Kind,
+    model_name,
+)
+from export.checkpoints import (
+    CheckpointError,
+    best_checkpoint,
+    find_checkpoints,
+    load_original_model,
+    sha256_of,
+    write_demo_checkpoints,
+)
+from export.configs import ONNX_FILE
+from export.onnx_export import (
+    BATCH_TOLERANCE,
+    DEFAULT_OPSET,
+    PRECISIONS,
+    TOLERANCES,
+    library_versions,
+    verify_onnx,
+    write_onnx,
+)
+from export.repository import RepositoryLayoutError, ensure_model_folders
 
 log = logging.getLogger("export")
 
 DEFAULT_FRAMES = SERVED_LENGTHS
-ONNX_FILE = "model.onnx"
-METADATA_FILE = "export.json"
-EXIT_FAILED = 1
-EXIT_UNAVAILABLE = 2
+METADATA_FILE = EXPORT_METADATA_FILE
+EXIT_FAILED = Exit.FAILED
+EXIT_UNAVAILABLE = Exit.UNAVAILABLE
 
 
 def _frames(value: str) -> int:
@@ -72,12 +97,17 @@ def command_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signature(names: tuple[str, ...], frames: int) -> dict[str, list]:
+    """The graph's tensors as ``export.json`` records them: the batch axis, then the contract's dims."""
+    return {name: ["batch", *TENSORS[name].dims(frames)] for name in names}
+
+
 def export_one(checkpoint_dir: Path, repository: Path, frames: int, precision: str, opset: int) -> list[str]:
     """Exports and verifies one length; returns the failures (empty when all checks passed)."""
     choice = best_checkpoint(find_checkpoints(checkpoint_dir), frames)
     log.info("%d frames: %s (accuracy %g%%)", frames, choice.path, choice.accuracy)
     original = load_original_model(choice.path)
-    target_dir = classifier_dir(repository, frames) / "1"
+    target_dir = repository / model_name(Kind.CLASSIFIER, frames) / DEFAULT_VERSION
     target = target_dir / ONNX_FILE
     started = time.perf_counter()
     write_onnx(original, frames, target, precision=precision, opset=opset)
@@ -92,8 +122,8 @@ def export_one(checkpoint_dir: Path, repository: Path, frames: int, precision: s
         "precision": precision,
         "opset": opset,
         "exporter": "torch.onnx (TorchScript)",
-        "inputs": {"FACES": ["batch", frames, 3, 112, 112]},
-        "outputs": {"LOGITS": ["batch", 2], "PROB_FAKE": ["batch", 1], "FRAME_PROB_FAKE": ["batch", frames], "HEATMAP": ["batch", frames, 112, 112]},
+        "inputs": _signature(CLASSIFIER_INPUTS, frames),
+        "outputs": _signature(CLASSIFIER_OUTPUTS, frames),
         "tolerances": TOLERANCES[precision],
         "batch_tolerance": BATCH_TOLERANCE[precision],
         "max_abs_diff": verification.max_abs_diff,
@@ -116,7 +146,7 @@ def command_onnx(args: argparse.Namespace) -> int:
         for failure in failures:
             log.error("  %s", failure)
         return EXIT_FAILED
-    log.info("exported and verified: %s", ", ".join(f"resnext_lstm_{n}" for n in args.frames))
+    log.info("exported and verified: %s", ", ".join(model_name(Kind.CLASSIFIER, n) for n in args.frames))
     return 0
 
 
@@ -144,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (CheckpointError, RepositoryError) as exc:
+    except (CheckpointError, RepositoryLayoutError) as exc:
         log.error("error: %s", exc)
         return EXIT_FAILED
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from contract import DEMO_CHECKPOINT_TAG
 from export.model import OriginalModel
 
 # model_<accuracy>_acc_<frames>_frames_<tag>.pt, e.g. model_84_acc_10_frames_final_data.pt
@@ -158,7 +159,9 @@ def demo_state_dict(seed: int, calibration_images: int = 16) -> dict[str, torch.
     return model.state_dict()
 
 
-def write_demo_checkpoints(out_dir: Path, frames: Iterable[int], accuracy: int = 50, tag: str = "demo_random") -> list[Path]:
+def write_demo_checkpoints(
+    out_dir: Path, frames: Iterable[int], accuracy: int = 50, tag: str = DEMO_CHECKPOINT_TAG
+) -> list[Path]:
     """Writes seeded random-weight checkpoints named like the published ones."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -18,11 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
-from export.contract import CLASSIFIER_INPUTS, CLASSIFIER_OUTPUTS, FACE_SIZE, NUM_CLASSES
+from contract import CLASSIFIER_INPUTS, CLASSIFIER_OUTPUTS, FACE_SIZE, FAKE_INDEX, NUM_CLASSES
 
 FEATURE_DIM = 2048
-FAKE_INDEX = 0  # the original app prints REAL when argmax is 1
-REAL_INDEX = 1
 DROPOUT = 0.4
 
 (INPUT_NAME,) = CLASSIFIER_INPUTS

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.contract import FRAMES, TENSORS
+from contract import FRAMES, LAST_FRAME_OUTPUTS, TENSORS
 from export.model import FACE_SIZE, FAKE_INDEX, INPUT_NAME, OUTPUT_NAMES, OriginalModel, ServedModel, original_scores
 from export.samples import random_faces, real_face_videos
 
@@ -24,7 +24,7 @@ BATCH_AXIS = "batch"
 # last frame alone when a request asks for the score only (the only frame the score depends on).
 FRAMES_AXIS = "frames"
 #: The outputs that depend on the last frame only (see REFERENCE: the LSTM quirk).
-SCORE_ONLY_OUTPUTS = ("LOGITS", "PROB_FAKE")
+SCORE_ONLY_OUTPUTS = LAST_FRAME_OUTPUTS
 BATCH_CHECK_SIZE = 4
 
 # Max abs difference allowed between the artifact and the original forward, per output.

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from contract import DEFAULT_VERSION, Kind, model_name
+from export.configs import PLAN_FILE
 from export.model import INPUT_NAME, OUTPUT_NAMES
 from export.onnx_export import onnx_session
-from export.repository import classifier_dir, served_lengths
+from export.repository import served_lengths
 from export.samples import real_face_videos
 
 log = logging.getLogger(__name__)
 
-PLAN_FILE = "model.plan"
 PLAN_METADATA = "tensorrt.json"
 # The engine against ONNX Runtime (fp32 graph) on real face crops, per output.
 TRT_TOLERANCES = {
@@ -96,7 +97,7 @@ def build_all(repository: Path, frames_list: list[int] | None, precision: str, m
     trt = _require_tensorrt()
     failures = []
     for frames in frames_list or served_lengths(repository):
-        version_dir = classifier_dir(repository, frames) / "1"
+        version_dir = repository / model_name(Kind.CLASSIFIER, frames) / DEFAULT_VERSION
         onnx_path = version_dir / "model.onnx"
         if not onnx_path.is_file():
             failures.append(f"{frames} frames: {onnx_path} is missing (run `python -m export onnx` first)")

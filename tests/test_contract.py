@@ -1,8 +1,9 @@
-"""The serving contract (export/contract.py) against every place that repeats or derives it.
+"""The serving contract (contract/__init__.py) against the rendered configs and the ONNX graph's names.
 
-The configs are parsed with Triton's own protobuf; the client's light copy (client/api.py, which
-installs without export/) must name the same tensors with the same shapes as the ensembles it
-calls.
+The configs are parsed with Triton's own protobuf: every model's name, inputs and outputs (names,
+data types, dims, order), the ensembles' outputs, and the upload and stream limits must be the
+contract's. The clients build their requests from the contract itself, so what they send and read
+is checked here through the wire types tritonclient uses.
 """
 
 from __future__ import annotations
@@ -12,103 +13,154 @@ from pathlib import Path
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import np_to_triton_dtype, triton_to_np_dtype
 
-from client import api
-from export import contract
-from export.stream_configs import FRAME_CLASSIFIER_PREFIX
-from export.model import FACE_SIZE as MODEL_FACE_SIZE
+import contract
+from contract import SERVED_LENGTHS, Kind, model_name, parse_model_name
 from export.model import INPUT_NAME, OUTPUT_NAMES
-from preprocessing.crop import FACE_SIZE as CROP_FACE_SIZE
+from export.repository import served_lengths
 
 ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = ROOT / "model_repository"
 TYPE_NAMES = {value: name for name, value in model_config_pb2.DataType.items()}
-# The client's output tables, by the ensemble they are asked of.
-CLIENT_TABLES = {
-    "deepfake": api.SCORE_OUTPUTS,
-    "verdict": api.VERDICT_OUTPUTS,
-    "explain": api.EXPLAIN_OUTPUTS,
-    "faces": api.FACES_OUTPUTS,
-}
-CONTRACT_TABLES = {
-    "deepfake": contract.SCORE_OUTPUTS,
-    "verdict": contract.VERDICT_OUTPUTS,
-    "explain": contract.EXPLAIN_OUTPUTS,
-    "faces": contract.FACES_OUTPUTS,
-}
+#: Models whose tensors are rendered with one frame whatever their N: the live streams' per-frame
+#: classifiers, the stream model's events and model_info's document.
+ONE_FRAME_KINDS = (Kind.FRAME_CLASSIFIER, Kind.STREAM, Kind.MODEL_INFO)
 
 
 def parse(path: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
+def config_paths(model: str) -> list[Path]:
+    folder = REPOSITORY / model
+    return sorted(path for path in [folder / "config.pbtxt", *folder.glob("configs/*.pbtxt")] if path.is_file())
+
+
 def configs_of(frames: int) -> list[tuple[Path, model_config_pb2.ModelConfig]]:
-    found = []
-    for model in sorted(REPOSITORY.glob(f"*_{frames}")):
-        for path in sorted([model / "config.pbtxt", *model.glob("configs/*.pbtxt")]):
-            if path.is_file():
-                found.append((path, parse(path)))
-    return found
+    return [
+        (path, parse(path)) for model in sorted(REPOSITORY.glob(f"*_{frames}")) for path in config_paths(model.name)
+    ]
 
 
-@pytest.mark.parametrize("frames", contract.SERVED_LENGTHS)
-def test_every_config_uses_the_contracts_names_types_and_shapes(frames: int) -> None:
-    configs = configs_of(frames)
-    assert len(configs) >= 5, f"the models of {frames} frames are missing from {REPOSITORY}"
+def shared_configs() -> list[tuple[Path, model_config_pb2.ModelConfig]]:
+    kinds = sorted(contract.SHARED_KINDS, key=lambda kind: kind.value)
+    return [(path, parse(path)) for kind in kinds for path in config_paths(model_name(kind))]
+
+
+def _problems(configs: list[tuple[Path, model_config_pb2.ModelConfig]]) -> list[str]:
+    """Each config's batch size, names, data types and dims against the contract."""
     problems = []
     for path, config in configs:
-        # The live streams' per-frame classifiers take one frame per row, whatever their N.
-        axis = 1 if config.name.startswith(FRAME_CLASSIFIER_PREFIX) else frames
-        if config.max_batch_size != contract.MAX_BATCH:
-            problems.append(f"{path}: max_batch_size {config.max_batch_size}, the contract says {contract.MAX_BATCH}")
+        parsed = parse_model_name(config.name)
+        if parsed is None:
+            problems.append(f"{path}: {config.name} is not a name of the contract")
+            continue
+        kind, frames = parsed
+        axis = 1 if kind in ONE_FRAME_KINDS else frames
+        batch = 0 if kind is Kind.MODEL_INFO else contract.MAX_BATCH
+        if config.max_batch_size != batch:
+            problems.append(f"{path}: max_batch_size {config.max_batch_size}, the contract says {batch}")
+        for side, tensors, names in (
+            ("inputs", config.input, contract.MODEL_INPUTS[kind]),
+            ("outputs", config.output, contract.MODEL_OUTPUTS[kind]),
+        ):
+            if tuple(tensor.name for tensor in tensors) != names:
+                problems.append(f"{path}: {side} {[t.name for t in tensors]}, the contract says {list(names)}")
         for tensor in (*config.input, *config.output):
             spec = contract.TENSORS.get(tensor.name)
             if spec is None:
-                problems.append(f"{path}: {tensor.name} is not in export/contract.py")
+                problems.append(f"{path}: {tensor.name} is not in contract.TENSORS")
                 continue
             if TYPE_NAMES[tensor.data_type] != spec.data_type or tuple(tensor.dims) != spec.dims(axis):
-                problems.append(f"{path}: {tensor.name} is {TYPE_NAMES[tensor.data_type]} {list(tensor.dims)}, "
-                                f"the contract says {spec.data_type} {list(spec.dims(axis))}")
-    assert problems == []
+                problems.append(
+                    f"{path}: {tensor.name} is {TYPE_NAMES[tensor.data_type]} {list(tensor.dims)}, "
+                    f"the contract says {spec.data_type} {list(spec.dims(axis))}"
+                )
+    return problems
 
 
-@pytest.mark.parametrize("frames", contract.SERVED_LENGTHS)
+@pytest.mark.parametrize("frames", SERVED_LENGTHS)
+def test_every_config_uses_the_contracts_names_types_and_shapes(frames: int) -> None:
+    configs = configs_of(frames)
+    assert len(configs) >= 5, f"the models of {frames} frames are missing from {REPOSITORY}"
+    assert _problems(configs) == []
+
+
+def test_the_shared_models_use_the_contracts_names_types_and_shapes() -> None:
+    configs = shared_configs()
+    assert {config.name for _, config in configs} == {model_name(kind) for kind in contract.SHARED_KINDS}
+    assert _problems(configs) == []
+
+
+@pytest.mark.parametrize("frames", SERVED_LENGTHS)
 def test_models_serve_the_contracts_inputs_and_outputs(frames: int) -> None:
-    expected = {
-        f"preprocess_{frames}": (contract.PREPROCESS_INPUTS, contract.PREPROCESS_OUTPUTS),
-        f"resnext_lstm_{frames}": (contract.CLASSIFIER_INPUTS, contract.CLASSIFIER_OUTPUTS),
-        **{f"{kind}_{frames}": (contract.PREPROCESS_INPUTS, outputs) for kind, outputs in CONTRACT_TABLES.items()},
-    }
-    for model, (inputs, outputs) in expected.items():
-        config = parse(REPOSITORY / model / "config.pbtxt")
-        assert tuple(tensor.name for tensor in config.input) == inputs, model
-        assert tuple(tensor.name for tensor in config.output) == outputs, model
+    for kind in contract.PER_LENGTH_KINDS:
+        for path in config_paths(model_name(kind, frames)):
+            config = parse(path)
+            assert tuple(tensor.name for tensor in config.input) == contract.MODEL_INPUTS[kind], path
+            assert tuple(tensor.name for tensor in config.output) == contract.MODEL_OUTPUTS[kind], path
 
 
-@pytest.mark.parametrize("kind", sorted(CLIENT_TABLES))
-@pytest.mark.parametrize("frames", contract.SERVED_LENGTHS)
-def test_the_clients_light_copy_matches_the_rendered_ensembles(kind: str, frames: int) -> None:
-    config = parse(REPOSITORY / f"{kind}_{frames}" / "config.pbtxt")
-    served = {tensor.name: tuple(tensor.dims) for tensor in config.output}
-    # The client writes None for the frame axis and FACE_AXIS for the any-length axis of one row per face.
-    served_axis = {None: frames, api.FACE_AXIS: contract.ANY}
-    asked = {name: tuple(served_axis.get(axis, axis) for axis in shape) for name, shape in CLIENT_TABLES[kind].items()}
-    assert asked == served, f"client/api.py asks {kind}_{frames} for {asked}, the config serves {served}"
+@pytest.mark.parametrize("kind", [Kind.SCORE, Kind.EXPLAIN, Kind.VERDICT, Kind.FACES, Kind.ORIGINAL])
+@pytest.mark.parametrize("frames", SERVED_LENGTHS)
+def test_what_clients_send_and_read_is_what_the_configs_serve(kind: Kind, frames: int) -> None:
+    # The clients build requests and read answers from contract.TENSORS with each tensor's wire
+    # type (Tensor.datatype): tritonclient must know it, and it must be the config's data type.
+    config = parse(REPOSITORY / model_name(kind, frames) / "config.pbtxt")
+    for tensor in (*config.input, *config.output):
+        spec = contract.TENSORS[tensor.name]
+        assert np_to_triton_dtype(triton_to_np_dtype(spec.datatype)) == spec.datatype
+        config_type = TYPE_NAMES[tensor.data_type].removeprefix("TYPE_")
+        assert spec.datatype == ("BYTES" if config_type == "STRING" else config_type), tensor.name
     (video,) = config.input
-    assert (video.name, TYPE_NAMES[video.data_type].removeprefix("TYPE_")) == (api.VIDEO_INPUT, api.VIDEO_DATATYPE)
+    assert (video.name, TYPE_NAMES[video.data_type]) == (contract.VIDEO_INPUT, contract.TENSORS["VIDEO"].data_type)
 
 
-def test_sizes_and_lengths_repeated_elsewhere_are_the_contracts() -> None:
-    assert MODEL_FACE_SIZE == CROP_FACE_SIZE == api.FACE_SIZE == contract.FACE_SIZE
-    assert tuple(api.DEFAULT_HEALTH_FRAMES) == contract.SERVED_LENGTHS
+def test_the_repository_serves_the_contracts_lengths() -> None:
+    for kind in contract.PER_LENGTH_KINDS:
+        assert served_lengths(REPOSITORY, kind) == list(SERVED_LENGTHS), kind
+    for frames in SERVED_LENGTHS:
+        assert (REPOSITORY / model_name(Kind.CLASSIFIER, frames) / "config.pbtxt").is_file(), (
+            f"length {frames} is not committed"
+        )
+
+
+def test_the_graphs_names_are_the_contracts() -> None:
     assert (INPUT_NAME, *OUTPUT_NAMES) == (*contract.CLASSIFIER_INPUTS, *contract.CLASSIFIER_OUTPUTS)
-    for frames in contract.SERVED_LENGTHS:
-        assert (REPOSITORY / f"resnext_lstm_{frames}" / "config.pbtxt").is_file(), f"length {frames} is not committed"
 
 
 def test_per_frame_outputs_are_those_with_a_frame_axis() -> None:
-    assert contract.PER_FRAME_OUTPUTS == {"FRAME_PROB_FAKE", "HEATMAP"}
+    assert {"FRAME_PROB_FAKE", "HEATMAP"} == contract.PER_FRAME_OUTPUTS
     assert set(contract.LAST_FRAME_OUTPUTS) == {"LOGITS", "PROB_FAKE"}
-    config = parse(REPOSITORY / "resnext_lstm_20" / "config.pbtxt")
+    config = parse(REPOSITORY / model_name(Kind.CLASSIFIER, 20) / "config.pbtxt")
     with_frame_axis = {tensor.name for tensor in config.output if tensor.dims[0] == 20}
     assert with_frame_axis == contract.PER_FRAME_OUTPUTS
+
+
+@pytest.mark.parametrize("path", config_paths(model_name(Kind.STREAM)), ids=lambda p: str(p.relative_to(REPOSITORY)))
+def test_the_stream_model_holds_the_contracts_limits(path: Path) -> None:
+    config = parse(path)
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
+    assert parameters["max_packets"] == str(contract.MAX_PACKETS_PER_REQUEST)
+    assert parameters["max_request_bytes"] == str(contract.MAX_STREAM_REQUEST_BYTES)
+    assert config.sequence_batching.max_sequence_idle_microseconds == contract.STREAM_IDLE_US
+    assert config.model_transaction_policy.decoupled
+    assert {tensor.name for tensor in config.input if tensor.optional} == set(contract.STREAM_OPTIONAL_INPUTS)
+    events = {name for names in contract.STREAM_EVENTS.values() for name in names}
+    assert {tensor.name for tensor in config.output} == events | {"EVENT"}
+
+
+@pytest.mark.parametrize("kind", [Kind.PREPROCESS, Kind.FACES, Kind.ORIGINAL_PREPROCESS])
+def test_the_video_models_hold_the_contracts_upload_limits(kind: Kind) -> None:
+    limits = {
+        "max_bytes": contract.MAX_UPLOAD_BYTES,
+        "max_pixels": contract.MAX_PIXELS,
+        "decode_timeout_s": contract.DECODE_TIMEOUT_S,
+    }
+    for frames in SERVED_LENGTHS:
+        for path in config_paths(model_name(kind, frames)):
+            parameters = parse(path).parameters
+            assert {key: float(parameters[key].string_value) for key in limits} == limits, path
+            if "max_frames_scanned" in parameters:
+                assert int(parameters["max_frames_scanned"].string_value) == contract.MAX_FRAMES_SCANNED, path

@@ -14,6 +14,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
+import contract
+from contract import DEFAULT_VERSION, SERVED_LENGTHS, Kind, model_name
 from export.checkpoints import (
     CheckpointError,
     best_checkpoint,
@@ -22,11 +24,14 @@ from export.checkpoints import (
     load_original_model,
     parse_checkpoint_name,
 )
-from export.model import FAKE_INDEX, OUTPUT_NAMES, OriginalModel, ServedModel, original_scores
+from export.configs import ONNX_FILE
+from export.model import FAKE_INDEX, INPUT_NAME, OUTPUT_NAMES, OriginalModel, ServedModel, original_scores
 from export.onnx_export import verify_onnx, write_onnx
+from export.repository import served_lengths
 from export.samples import random_faces, real_face_videos
 
 ROOT = Path(__file__).resolve().parent.parent
+REPOSITORY = ROOT / "model_repository"
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +206,9 @@ def test_cli_reports_missing_length(tmp_path, checkpoint):
     assert proc.returncode == 1
     assert "error: no checkpoint for 20 frames" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # The folders of the new length were written before the export looked for its checkpoint.
+    for kind in contract.PER_LENGTH_KINDS:
+        assert served_lengths(tmp_path / "repo", kind) == [20], kind
 
 
 # --- the quirk -----------------------------------------------------------------------------------
@@ -293,26 +301,32 @@ def test_frame_axis_is_open_a_graph_traced_with_two_frames_scores_three(tmp_path
 # --- the served repository ---------------------------------------------------------------------
 
 
+def _version_dir(frames: int) -> Path:
+    return REPOSITORY / model_name(Kind.CLASSIFIER, frames) / DEFAULT_VERSION
+
+
 def _exported_lengths() -> list[int]:
-    return sorted(int(p.parent.parent.name.rsplit("_", 1)[1]) for p in (ROOT / "model_repository").glob("resnext_lstm_*/1/model.onnx"))
+    return [frames for frames in served_lengths(REPOSITORY) if (_version_dir(frames) / ONNX_FILE).is_file()]
 
 
-@pytest.mark.parametrize("frames", [10, 20, 30])
+@pytest.mark.parametrize("frames", SERVED_LENGTHS)
 def test_repository_models_match_their_checkpoint(frames):
     """The served ONNX against the original forward on the checkpoint named in export.json."""
-    version_dir = ROOT / "model_repository" / f"resnext_lstm_{frames}" / "1"
+    version_dir = _version_dir(frames)
     if frames not in _exported_lengths():
-        pytest.fail(f"{version_dir}/model.onnx is missing: `make models` exports it before the tests")
-    metadata = json.loads((version_dir / "export.json").read_text())
+        pytest.fail(f"{version_dir}/{ONNX_FILE} is missing: `make models` exports it before the tests")
+    metadata = json.loads((version_dir / contract.EXPORT_METADATA_FILE).read_text())
     assert metadata["frames"] == frames and metadata["verified"], metadata["failures"]
+    for side, names in (("inputs", contract.CLASSIFIER_INPUTS), ("outputs", contract.CLASSIFIER_OUTPUTS)):
+        assert metadata[side] == {name: ["batch", *contract.TENSORS[name].dims(frames)] for name in names}
     original = load_original_model(Path(metadata["checkpoint"]))
-    session = ort.InferenceSession(str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(version_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
     videos = real_face_videos(2, frames, seed=frames)
-    outputs = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {"FACES": videos.numpy()})))
+    outputs = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: videos.numpy()})))
     want = original_scores(original, videos).numpy()
     tolerance = 1e-4 if metadata["precision"] == "fp32" else 5e-2
     np.testing.assert_allclose(outputs["LOGITS"], want, atol=tolerance, rtol=0)
-    single = session.run(["LOGITS"], {"FACES": videos[1:].numpy()})[0]
+    single = session.run(["LOGITS"], {INPUT_NAME: videos[1:].numpy()})[0]
     np.testing.assert_allclose(outputs["LOGITS"][1:], single, atol=1e-5, rtol=0)
 
 

@@ -16,21 +16,12 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export.contract import STREAM_EVENTS, STREAM_OUTPUTS
-from export.stream_configs import (
-    CPU_MAX_STREAMS,
-    CPU_STREAM_SLOTS,
-    GPU_MAX_STREAMS,
-    GPU_STREAM_SLOTS,
-    STREAM_IDLE_US,
-    frame_classifier_link,
-    frame_classifier_name,
-    render_frame_classifier,
-    render_stream,
-)
+from contract import STREAM_EVENTS, STREAM_IDLE_US, STREAM_OUTPUTS, Kind, model_name
+from export.configs import CPU_MAX_STREAMS, CPU_STREAM_SLOTS, GPU_MAX_STREAMS, GPU_STREAM_SLOTS
+from export.repository import frame_classifier_link, render_model_folder
 from preprocessing import ConfigError, FaceDetector, InputError
 from preprocessing.decode import decode_frames
-from preprocessing.stream import (
+from preprocessing.live import (
     LAG_DROP_S,
     LAG_HIGH_S,
     MAX_PACKETS_WITHOUT_PICTURE,
@@ -202,9 +193,9 @@ def test_the_stream_config_is_a_decoupled_sequence_model(relative):
 
 
 def test_committed_stream_folders_are_what_the_renderer_writes():
-    files = dict(render_stream())
+    files = dict(render_model_folder(Kind.STREAM))
     for frames in SERVED:
-        files.update(render_frame_classifier(frames))
+        files.update(render_model_folder(Kind.FRAME_CLASSIFIER, frames))
     for relative, text in files.items():
         assert (REPOSITORY / relative).read_text() == text, f"{relative} differs from the rendered template"
 
@@ -212,8 +203,8 @@ def test_committed_stream_folders_are_what_the_renderer_writes():
 @pytest.mark.parametrize("frames", SERVED)
 def test_each_frame_classifier_scores_one_frame_per_row_from_its_classifiers_file(frames):
     for relative in ("config.pbtxt", "configs/cpu.pbtxt"):
-        config = _parse((REPOSITORY / frame_classifier_name(frames) / relative).read_text())
-        assert config.name == frame_classifier_name(frames)
+        config = _parse((REPOSITORY / model_name(Kind.FRAME_CLASSIFIER, frames) / relative).read_text())
+        assert config.name == model_name(Kind.FRAME_CLASSIFIER, frames)
         (faces,) = config.input
         assert list(faces.dims) == [1, 3, 112, 112]
     link, target = frame_classifier_link(frames)

@@ -44,7 +44,7 @@ from preprocessing.live import (
 from triton_models.common import OutputTensors, instance_device, model_parameters, parse_config
 
 # Adapter parameters; the others are detection and crop settings (PipelineConfig).
-ADAPTER_KEYS = ("max_packets", "max_request_bytes", "torch_threads")
+ADAPTER_KEYS = ("max_streams", "max_packets", "max_request_bytes", "torch_threads")
 REAPER_INTERVAL_S = 1.0
 # Error kinds, turned into Triton's codes when answered (pb_utils.TritonError exists once the stub runs).
 _INVALID = "INVALID_ARG"

@@ -1,3 +1,3 @@
 """Triton entry point of stream: live streams scored while they play."""
 
-from triton_models.stream import TritonPythonModel  # noqa: F401
+from triton_models.live_stream import TritonPythonModel  # noqa: F401
