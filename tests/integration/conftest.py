@@ -19,7 +19,10 @@ import pytest
 
 from serve import EmbeddedServer, ServeError, TritonDistribution, TritonNotFoundError, free_ports
 from serve.distribution import PROJECT_ROOT
-from serve.repository import CLASSIFIER_PREFIX, ONNX_FILE
+from contract import Kind
+from serve.repository import ONNX_FILE
+
+CLASSIFIER_PREFIX = Kind.CLASSIFIER.prefix
 
 REPOSITORY = PROJECT_ROOT / "model_repository"
 # Python models import torch and MTCNN once per stub; on 2 cores loading them all takes a while.
