@@ -102,7 +102,7 @@ bench: models ## side-by-side benchmark (original pipeline in process vs Triton 
 
 .PHONY: bench-stream
 bench-stream: models ## live streams: how many 480p/720p/1080p streams are followed in real time, latency, CPU per frame, perf_analyzer --streaming -> benchmarks/results/stream.*
-	$(PY) -m benchmarks.stream --model-repository $(REPOSITORY) $(BENCH_ARGS)
+	$(PY) -m benchmarks.live_streams --model-repository $(REPOSITORY) $(BENCH_ARGS)
 
 soak: models ## ten minutes at concurrency 8 of mixed good and bad uploads: wrong answers, lost requests, RSS growth, p99
 	$(PY) -m benchmarks.soak --model-repository $(REPOSITORY) --duration 600 --concurrency 8 --json logs/soak.json

@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from export.contract import LAST_FRAME_OUTPUTS
+from contract import LAST_FRAME_OUTPUTS
 from export.model import INPUT_NAME, OriginalModel
 from triton_models.chunks import ChunkedSession
 

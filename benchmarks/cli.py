@@ -32,15 +32,15 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+import contract
 from benchmarks import perf, report
 from benchmarks.classifier import time_classifier
 from benchmarks.reference import OriginalAppPipeline, ReferencePipeline
 from benchmarks.server import (bench_repository, cpu_count, model_stats, models_of, process_breakdown, process_tree_rss_mb,
                                server_pid, start_server, stats_delta, video_input)
 from benchmarks.video import PROJECT_ROOT, bench_video
+from contract import Kind, model_name
 from export.checkpoints import load_original_model
-from export import contract
-from export.repository import original_name, verdict_name
 from preprocessing import FacePipeline, PipelineConfig, crop_box, follow_face
 from preprocessing.track import iou_matrix
 
@@ -229,7 +229,7 @@ def time_original_mode(url: str, frames: int, data: bytes, requests: int) -> dic
     Timed with the plain gRPC client rather than perf_analyzer: one request takes seconds, so
     perf_analyzer's stable windows would take minutes.
     """
-    model = original_name(frames)
+    model = model_name(Kind.ORIGINAL, frames)
     latencies = []
     for _ in range(requests):
         started = time.perf_counter()
@@ -339,7 +339,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results.update(_sweep_summary("e2e", e2e_points, results), e2e_p99_ms=first.p99_ms)
 
         # The clip's score alone (verdict_<N>): what the original app returned, without per-frame scores.
-        verdict = verdict_name(frames)
+        verdict = model_name(Kind.VERDICT, frames)
         verdict_points = []
         for level in range(1, args.e2e_concurrency + 1):
             verdict_points += _level(results, args, verdict, url, level, args.e2e_window_requests, out,

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from export.repository import (classifier_name, ensemble_name, original_name, original_preprocess_name, preprocess_name,
-                               verdict_name)
+from contract import Kind, model_name
 from serve import EmbeddedServer, free_ports, processes
 
 _NS_PER_MS = 1e6
@@ -22,7 +21,7 @@ STOP_TIMEOUT_S = 30.0
 
 def models_of(frames: int) -> tuple[str, str, str]:
     """(preprocessing, classifier, scoring ensemble) names for N frames."""
-    return preprocess_name(frames), classifier_name(frames), ensemble_name(frames)
+    return model_name(Kind.PREPROCESS, frames), model_name(Kind.CLASSIFIER, frames), model_name(Kind.SCORE, frames)
 
 
 def bench_repository(source: Path, frames: int, target: Path) -> Path:
@@ -35,7 +34,8 @@ def bench_repository(source: Path, frames: int, target: Path) -> Path:
         FileNotFoundError: A model folder is missing from ``source``.
     """
     target.mkdir(parents=True, exist_ok=True)
-    for name in (*models_of(frames), verdict_name(frames), original_preprocess_name(frames), original_name(frames)):
+    also = (Kind.VERDICT, Kind.ORIGINAL_PREPROCESS, Kind.ORIGINAL)
+    for name in (*models_of(frames), *(model_name(kind, frames) for kind in also)):
         folder = source / name
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} is missing: the repository has no {frames}-frame models "

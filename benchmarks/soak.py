@@ -37,7 +37,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from benchmarks.server import bench_repository, process_breakdown, process_tree_rss_mb, start_server, video_input
-from export.repository import ensemble_name
+from contract import Kind, model_name
 from serve.distribution import PROJECT_ROOT
 
 DEFAULT_DURATION_S = 600.0
@@ -238,7 +238,7 @@ def run_soak(url: str, *, frames: int = DEFAULT_FRAMES, concurrency: int = DEFAU
         raise ValueError("give duration_s or requests (or both): the soak must end")
     if concurrency < 1 or not 0.0 <= bad_fraction <= 1.0:
         raise ValueError(f"concurrency must be >= 1 and bad_fraction within 0..1, got {concurrency}, {bad_fraction}")
-    model = ensemble_name(frames)
+    model = model_name(Kind.SCORE, frames)
     uploads = list(uploads) if uploads is not None else good_uploads() + bad_uploads()
     good = [u for u in uploads if u.good]
     bad = [u for u in uploads if not u.good]

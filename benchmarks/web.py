@@ -31,7 +31,7 @@ from benchmarks.cli import _git_commit, _machine
 from benchmarks.server import cpu_count, models_of, start_server
 from benchmarks.web_process import PROJECT_ROOT, WebProcess
 from client import DeepfakeClient
-from export.repository import MODEL_INFO_NAME, explain_name, verdict_name
+from contract import Kind, model_name
 
 DEFAULT_VIDEO = PROJECT_ROOT.parent / "shared" / "data" / "people_walking_1080p.mp4"
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
@@ -47,7 +47,8 @@ JEMALLOC_ENV = {"LD_PRELOAD": str(JEMALLOC), "MALLOC_CONF": "dirty_decay_ms:0,mu
 
 def link_repository(source: Path, frames: int, target: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
-    for name in (*models_of(frames), verdict_name(frames), explain_name(frames), MODEL_INFO_NAME):
+    for name in (*models_of(frames), model_name(Kind.VERDICT, frames), model_name(Kind.EXPLAIN, frames),
+                 model_name(Kind.MODEL_INFO)):
         folder = source / name
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} is missing")

@@ -1,70 +1,58 @@
 """The same client on gRPC asyncio (tritonclient's ``grpc.aio``), for servers such as the web page.
 
-The request, the checks of the answer and the result types are those of :mod:`client.api`, so a
-video scored here gives exactly what :class:`client.DeepfakeClient` gives. Create it inside the
-event loop that will use it (the channel belongs to that loop).
+The request, the checks of the answer and the result types are those of :mod:`client.codec` and
+:mod:`client.results`, so a video scored here gives exactly what :class:`client.DeepfakeClient`
+gives. Create it inside the event loop that will use it (the channel belongs to that loop).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
-from .api import (
-    DEFAULT_FRAMES,
-    DEFAULT_URL,
-    EXPLAIN_MODEL_TEMPLATE,
-    EXPLAIN_OUTPUTS,
+from contract import DEFAULT_FRAMES, EXPLAIN_OUTPUTS, Kind, Mode, model_name
+
+from .codec import (
     MODEL_INFO_MODEL,
-    MODEL_INFO_OUTPUT,
-    NOT_FOUND,
-    SCORE_MODEL_TEMPLATE,
-    VERDICT_MODEL_TEMPLATE,
-    ClientError,
-    ExplainResult,
-    ScoreResult,
     check_frames,
-    connection_options,
-    explain_result,
+    check_mode,
     load_video,
+    model_info_outputs,
     parse_model_info,
-    score_request,
     unpack_outputs,
     video_inputs,
 )
+from .connection import DEFAULT_URL, Connection
+from .errors import NOT_FOUND, ClientError
+from .results import ExplainResult, ScoreResult, explain_result, score_result
 
 #: The ensembles a length needs, by what they are used for.
-MODEL_KINDS = {"score": SCORE_MODEL_TEMPLATE, "verdict": VERDICT_MODEL_TEMPLATE, "explain": EXPLAIN_MODEL_TEMPLATE}
+MODEL_KINDS = {"score": Kind.SCORE, "verdict": Kind.VERDICT, "explain": Kind.EXPLAIN}
 
 
 class AsyncDeepfakeClient:
-    """Client of ``deepfake_<N>``, ``verdict_<N>``, ``explain_<N>`` and ``model_info`` on asyncio.
+    """Client of ``deepfake_<N>`` and the other modes, ``explain_<N>`` and ``model_info`` on asyncio.
 
     Args: as for :class:`client.DeepfakeClient`.
     """
 
-    def __init__(
-        self,
-        url: str = DEFAULT_URL,
-        *,
-        ssl: bool = False,
-        root_certificates: str | None = None,
-        private_key: str | None = None,
-        certificate_chain: str | None = None,
-        timeout_s: float | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.url = url
-        self.timeout_s = timeout_s
-        options, self._headers = connection_options(url, ssl, root_certificates, private_key, certificate_chain,
-                                                    timeout_s, headers)
-        self._client = grpcaio.InferenceServerClient(url, **options)
+    def __init__(self, url: str | Connection = DEFAULT_URL, **settings) -> None:
+        self.connection = Connection.of(url, **settings)
+        self._client = grpcaio.InferenceServerClient(self.connection.url, **self.connection.client_options())
 
-    async def __aenter__(self) -> "AsyncDeepfakeClient":
+    @property
+    def url(self) -> str:
+        return self.connection.url
+
+    @property
+    def timeout_s(self) -> float | None:
+        return self.connection.timeout_s
+
+    async def __aenter__(self) -> AsyncDeepfakeClient:
         return self
 
     async def __aexit__(self, *exc_info) -> None:
@@ -76,7 +64,7 @@ class AsyncDeepfakeClient:
     async def _call(self, method, *args, timeout_s: float | None = None, **kwargs):
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         try:
-            return await method(*args, headers=self._headers or None, client_timeout=timeout_s, **kwargs)
+            return await method(*args, headers=self.connection.metadata, client_timeout=timeout_s, **kwargs)
         except InferenceServerException as error:
             raise ClientError.from_triton(error) from None
 
@@ -91,48 +79,48 @@ class AsyncDeepfakeClient:
         return live, ready
 
     async def ready_lengths(self, lengths: Sequence[int], timeout_s: float | None = None) -> dict[str, list[int]]:
-        """The lengths whose ensembles are ready, by kind (``score``, ``verdict``, ``explain``).
+        """The lengths whose ensembles are ready, by use (``score``, ``verdict``, ``explain``).
 
-        Asked by name with ``is_model_ready``, as ``client health`` does where the repository
-        index is restricted (both servers restrict it by key).
+        Asked by name with ``is_model_ready``, as ``client health`` does where the repository index
+        is restricted (both servers restrict it by key).
         """
-        asked = [(kind, check_frames(length)) for length in lengths for kind in MODEL_KINDS]
+        asked = [(use, check_frames(length)) for length in lengths for use in MODEL_KINDS]
         answers = await asyncio.gather(*(
-            self._call(self._client.is_model_ready, MODEL_KINDS[kind].format(frames=length), timeout_s=timeout_s)
-            for kind, length in asked
+            self._call(self._client.is_model_ready, model_name(MODEL_KINDS[use], length), timeout_s=timeout_s)
+            for use, length in asked
         ))
-        ready: dict[str, list[int]] = {kind: [] for kind in MODEL_KINDS}
-        for (kind, length), answer in zip(asked, answers):
+        ready: dict[str, list[int]] = {use: [] for use in MODEL_KINDS}
+        for (use, length), answer in zip(asked, answers):
             if answer:
-                ready[kind].append(length)
+                ready[use].append(length)
         return ready
 
     async def model_info(self, timeout_s: float | None = None) -> dict:
         """The ``model_info`` document (see :meth:`client.DeepfakeClient.model_info`)."""
-        requested = [grpcaio.InferRequestedOutput(MODEL_INFO_OUTPUT)]
-        result = await self._call(self._client.infer, MODEL_INFO_MODEL, [], outputs=requested, timeout_s=timeout_s)
+        result = await self._call(
+            self._client.infer, MODEL_INFO_MODEL, [], outputs=model_info_outputs(), timeout_s=timeout_s
+        )
         return parse_model_info(result)
 
     async def score(
-        self, video: bytes, frames: int = DEFAULT_FRAMES, *, name: str | None = None, frame_scores: bool = True,
-        all_faces: bool = False, original: bool = False,
+        self, video: bytes, frames: int = DEFAULT_FRAMES, *, name: str | None = None, mode: Mode = Mode.SCORE
     ) -> ScoreResult:
         """Scores one video given as bytes (see :meth:`client.DeepfakeClient.score`)."""
-        template, outputs, make_result = score_request(frame_scores, all_faces, original)
-        label, tensors, latency_ms = await self._request(template, outputs, video, frames, name)
-        return make_result(label, tensors, latency_ms)
+        mode = check_mode(mode)
+        label, tensors, latency_ms = await self._request(mode.kind, mode.outputs, video, frames, name)
+        return score_result(mode, label, tensors, latency_ms)
 
     async def explain(self, video: bytes, frames: int = DEFAULT_FRAMES, *, name: str | None = None) -> ExplainResult:
         """Scores one video and returns its face crops and heatmaps (``explain_<N>``)."""
-        label, tensors, latency_ms = await self._request(EXPLAIN_MODEL_TEMPLATE, EXPLAIN_OUTPUTS, video, frames, name)
+        label, tensors, latency_ms = await self._request(Kind.EXPLAIN, EXPLAIN_OUTPUTS, video, frames, name)
         return explain_result(label, tensors, latency_ms)
 
-    async def _request(self, template: str, outputs, video: bytes, frames: int, name: str | None):
+    async def _request(self, kind: Kind, outputs: Sequence[str], video: bytes, frames: int, name: str | None):
         frames = check_frames(frames)
         if not isinstance(video, (bytes, bytearray, memoryview)):
             raise TypeError(f"video must be bytes here, got {type(video).__name__}")
         label, payload = load_video(video, name)
-        model = template.format(frames=frames)
+        model = model_name(kind, frames)
         inputs, requested = video_inputs(payload, outputs)
         start = time.perf_counter()
         try:

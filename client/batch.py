@@ -19,25 +19,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from .api import INVALID_ARGUMENT, RETRYABLE_STATUSES, ClientError, ScoreResult
+from contract import FACES_JSON_KEYS, MODEL_KEY, SCORE_JSON_KEYS, Mode
 
-#: Keys of one JSON line, in this order, nothing else.
-JSON_KEYS = (
-    "video",
-    "prob_fake",
-    "frame_prob_fake_mean",
-    "label",
-    "confidence",
-    "faces_found",
-    "frames_decoded",
-    "latency_ms",
-    "error",
-)
-NUMERIC_KEYS = tuple(key for key in JSON_KEYS if key not in ("video", "error"))
-#: Keys of a line of ``score --all-faces``: the same, then every face (``face_tracks``, one object
-#: per face with :data:`FACE_TRACK_KEYS`), "is any face fake" and the faces found in all.
-ALL_FACES_JSON_KEYS = (*JSON_KEYS, "max_prob_fake", "faces_seen", "face_tracks")
-FACE_TRACK_KEYS = ("prob_fake", "frame_prob_fake", "face_boxes", "face_found", "prominence")
+from .errors import INVALID_ARGUMENT, RETRYABLE_STATUSES, ClientError
+from .results import ScoreResult
+
 BOX_DECIMALS = 2
 
 DEFAULT_RETRIES = 6
@@ -49,13 +35,11 @@ BACKOFF_MAX_S = 30.0
 BACKOFF_JITTER = 0.5
 
 LATENCY_DECIMALS = 3
-#: Key of the model that scored a line of a results file (``score --output``, ``evaluate``'s scores).
-MODEL_KEY = "model"
 TAIL_CHUNK_BYTES = 1 << 16
 
 
 def result_record(result: ScoreResult) -> dict:
-    """The JSON line of a scored video."""
+    """The JSON line of a scored video: ``contract.SCORE_JSON_KEYS``, or ``FACES_JSON_KEYS`` with face tracks."""
     return {
         "video": result.video,
         "prob_fake": result.prob_fake,
@@ -81,9 +65,9 @@ def result_record(result: ScoreResult) -> dict:
     }
 
 
-def error_record(video: str, message: str, all_faces: bool = False) -> dict:
-    """The JSON line of a video that could not be scored (with ``all_faces``: the keys of ``--all-faces``)."""
-    record = dict.fromkeys(ALL_FACES_JSON_KEYS if all_faces else JSON_KEYS)
+def error_record(video: str, message: str, mode: Mode = Mode.SCORE) -> dict:
+    """The JSON line of a video that could not be scored: the keys of ``mode``'s lines, null."""
+    record = dict.fromkeys(FACES_JSON_KEYS if mode is Mode.FACES else SCORE_JSON_KEYS)
     record["video"] = video
     record["error"] = message
     return record
@@ -240,7 +224,7 @@ class ResultsFile:
     def close(self) -> None:
         self._stream.close()
 
-    def __enter__(self) -> "ResultsFile":
+    def __enter__(self) -> ResultsFile:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -284,10 +268,12 @@ def score_one(
     rng: random.Random | None = None,
     on_retry: Callable[[str, ClientError, int, float], None] | None = None,
     to_record: Callable[[ScoreResult], dict] = result_record,
+    mode: Mode = Mode.SCORE,
 ) -> Outcome:
     """Scores one video with retries and turns every failure into an Outcome.
 
-    ``to_record`` turns a score into its record (default: the ``score --json`` line).
+    ``to_record`` turns a score into its record (default: the ``score --json`` line); an error's
+    record has the keys of ``mode``'s lines.
     """
 
     def report_retry(error: ClientError, attempt: int, wait_s: float) -> None:
@@ -301,7 +287,7 @@ def score_one(
     except ClientError as error:
         return Outcome(
             video,
-            error_record(video, error.message),
+            error_record(video, error.message, mode),
             final=error.status == INVALID_ARGUMENT,
             status=error.status,
         )
@@ -322,6 +308,7 @@ def run_batch(
     rng: random.Random | None = None,
     on_retry: Callable[[str, ClientError, int, float], None] | None = None,
     to_record: Callable[[ScoreResult], dict] = result_record,
+    mode: Mode = Mode.SCORE,
 ) -> Iterator[Outcome]:
     """Scores videos with up to ``concurrency`` requests in flight.
 
@@ -342,6 +329,7 @@ def run_batch(
         on_retry: told ``(video, error, retry number, wait)`` before a wait.
         to_record: turns a score into its record (default: the ``score --json``
             line); an error's record is :func:`error_record`'s either way.
+        mode: the mode ``score`` asks, for the keys of an error's record.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -362,7 +350,7 @@ def run_batch(
             in_flight.add(
                 pool.submit(
                     score_one, score, video, delays, sleep=pause, rng=rng, on_retry=on_retry,
-                    to_record=to_record,
+                    to_record=to_record, mode=mode,
                 )
             )
 

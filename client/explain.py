@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import ExplainResult
+from .errors import MissingExtraError
+from .results import ExplainResult
 
 # The classifier's input normalisation, applied per channel index. The
 # channels are BGR while these are the ImageNet RGB constants: the original
@@ -43,16 +44,12 @@ PILLOW_MISSING = (
 )
 
 
-class PillowMissingError(RuntimeError):
-    """Raised when PNG files are asked for without pillow installed."""
-
-
 def require_pillow():
-    """Imports pillow's Image module or raises PillowMissingError."""
+    """Imports pillow's Image module or raises :class:`client.errors.MissingExtraError`."""
     try:
         from PIL import Image
     except ImportError:
-        raise PillowMissingError(PILLOW_MISSING) from None
+        raise MissingExtraError(PILLOW_MISSING) from None
     return Image
 
 
@@ -134,7 +131,7 @@ def write_explanation(
         The summary that was written to ``summary.json``.
 
     Raises:
-        PillowMissingError: pillow is not installed.
+        MissingExtraError: pillow is not installed.
     """
     image_module = require_pillow()
     out_dir = Path(out_dir)

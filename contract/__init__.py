@@ -359,15 +359,15 @@ class Mode(Enum):
             ModeError: choices that do not combine.
         """
         name = spell or (lambda choice: choice)
+        if all_faces and verdict_only:
+            raise ModeError(f"{name('all_faces')} scores every frame of every face; it cannot be combined with "
+                            f"{name('verdict_only')}")
         if original:
             if all_faces or verdict_only:
                 raise ModeError(f"{name('original')} gives the original app's answer (its first face, every frame "
                                 f"scored); it cannot be combined with {name('all_faces')} or {name('verdict_only')}")
             return cls.ORIGINAL
         if all_faces:
-            if verdict_only:
-                raise ModeError(f"{name('all_faces')} scores every frame of every face; it cannot be combined with "
-                                f"{name('verdict_only')}")
             return cls.FACES
         return cls.VERDICT if verdict_only else cls.SCORE
 

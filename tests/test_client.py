@@ -6,6 +6,7 @@ fails with UNAVAILABLE; nothing here needs tritonserver.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -17,7 +18,6 @@ import sys
 import textwrap
 import threading
 import time
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +27,18 @@ from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
 import client
-from client import ClientError, DeepfakeClient, ExplainResult, ScoreResult, label_and_confidence
-from client.api import FaceTrack
-from client.api import MAX_VIDEO_BYTES, SCORE_OUTPUTS, load_video, score_request
+from client import (
+    ClientError,
+    Connection,
+    DeepfakeClient,
+    ExplainResult,
+    FaceTrack,
+    Mode,
+    ModeError,
+    ScoreResult,
+    label_and_confidence,
+)
 from client.batch import (
-    ALL_FACES_JSON_KEYS,
-    FACE_TRACK_KEYS,
-    JSON_KEYS,
     ResultsFile,
     backoff_delays,
     call_with_retries,
@@ -44,7 +49,11 @@ from client.batch import (
     run_batch,
     unique_videos,
 )
-from client.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, all_ready, build_parser, format_result_line, main
+from client.cli import build_parser, main
+from client.codec import MAX_VIDEO_BYTES, load_video, unpack_outputs
+from client.commands.args import connection_from_args
+from client.commands.health import all_ready
+from client.commands.score import format_result_line
 from client.explain import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -54,9 +63,19 @@ from client.explain import (
     write_explanation,
 )
 from client.progress import CLEAR_LINE, Console, render_bar
+from client.results import score_result
+from contract import (
+    ANY,
+    FACE_SIZE,
+    FACE_TRACK_JSON_KEYS,
+    FACES_JSON_KEYS,
+    SCORE_JSON_KEYS,
+    SCORE_OUTPUTS,
+    TENSORS,
+    Exit,
+)
 
 CLIENT_ROOT = Path(client.__file__).resolve().parents[1]
-FACE = 112
 LONG_WAIT_S = 60.0
 # Modules the client must never load: the server side's heavy dependencies.
 SERVER_ONLY_MODULES = ("torch", "torchvision", "cv2", "av", "onnxruntime", "facenet_pytorch", "preprocessing", "export")
@@ -157,7 +176,7 @@ def test_bad_header_names_are_refused(capsys):
         DeepfakeClient("localhost:8001", headers={"k": ""})
     with pytest.raises(SystemExit) as exited:
         main(["health", "--header", "Bad Key=v"])
-    assert exited.value.code == EXIT_USAGE and "lowercase" in capsys.readouterr().err
+    assert exited.value.code == Exit.USAGE and "lowercase" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -181,7 +200,7 @@ def test_bad_arguments_exit_2_naming_the_problem(argv, named, capsys):
     with pytest.raises(SystemExit) as exited:
         main(argv)
 
-    assert exited.value.code == EXIT_USAGE
+    assert exited.value.code == Exit.USAGE
     assert named in capsys.readouterr().err
 
 
@@ -190,7 +209,7 @@ def test_missing_certificate_file_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:
         main(["health", "--ssl", "--root-cert", str(missing)])
 
-    assert exited.value.code == EXIT_USAGE
+    assert exited.value.code == Exit.USAGE
     assert str(missing) in capsys.readouterr().err
 
 
@@ -203,6 +222,20 @@ def test_client_constructor_checks_its_arguments():
         DeepfakeClient("localhost:8001", root_certificates="ca.pem")
     with pytest.raises(ValueError, match="together"):
         DeepfakeClient("localhost:8001", ssl=True, private_key="k.pem")
+
+
+def test_one_connection_serves_the_clients_and_the_command_line():
+    connection = Connection("h:1", timeout_s=2.5, headers=[("x-b", "2"), ("x-a", "1"), ("x-b", "3")])
+    args = build_parser().parse_args(["health", "--url", "h:1", "--timeout", "2.5", "--header", "x-a=1",
+                                      "--header", "x-b=3"])
+
+    assert connection.metadata == {"x-a": "1", "x-b": "3"} and Connection().metadata is None
+    assert connection_from_args(args) == connection
+    assert dict(connection.client_options()["channel_args"])["grpc.max_send_message_length"] == 2**31 - 1
+    with DeepfakeClient(connection) as api:
+        assert api.connection is connection and (api.url, api.timeout_s) == ("h:1", 2.5)
+    with pytest.raises(TypeError, match="timeout_s"):
+        DeepfakeClient(connection, timeout_s=1)
 
 
 # ----------------------------------------------------------------------------- label, records
@@ -247,7 +280,7 @@ def test_json_records_have_exactly_the_contract_keys():
     scored = result_record(make_score("a.mp4", logits=(0.0, 2.0)))
     failed = error_record("b.mp4", "in ensemble 'deepfake_20', cannot decode VIDEO")
 
-    assert tuple(scored) == JSON_KEYS == (
+    assert tuple(scored) == SCORE_JSON_KEYS == (
         "video",
         "prob_fake",
         "frame_prob_fake_mean",
@@ -258,11 +291,11 @@ def test_json_records_have_exactly_the_contract_keys():
         "latency_ms",
         "error",
     )
-    assert tuple(failed) == JSON_KEYS
+    assert tuple(failed) == SCORE_JSON_KEYS
     assert scored["error"] is None and scored["label"] == "REAL"
     assert scored["confidence"] == pytest.approx(100 / (1 + math.exp(-2.0)))
     assert failed["error"] == "in ensemble 'deepfake_20', cannot decode VIDEO"
-    assert all(failed[key] is None for key in JSON_KEYS if key not in ("video", "error"))
+    assert all(failed[key] is None for key in SCORE_JSON_KEYS if key not in ("video", "error"))
     assert json.loads(json.dumps(scored)) == scored
 
 
@@ -275,25 +308,29 @@ def test_all_faces_records_add_every_face_after_the_usual_keys():
     )
     result = dataclasses.replace(make_score(frames=frames), face_tracks=tracks, max_prob_fake=0.75, faces_seen=5)
     record = result_record(result)
-    assert tuple(record) == ALL_FACES_JSON_KEYS == (*JSON_KEYS, "max_prob_fake", "faces_seen", "face_tracks")
-    assert [tuple(track) for track in record["face_tracks"]] == [FACE_TRACK_KEYS] * 2
+    assert tuple(record) == FACES_JSON_KEYS == (*SCORE_JSON_KEYS, "max_prob_fake", "faces_seen", "face_tracks")
+    assert [tuple(track) for track in record["face_tracks"]] == [FACE_TRACK_JSON_KEYS] * 2
     assert record["face_tracks"][1]["frame_prob_fake"] == [0.75] * frames
     assert record["face_tracks"][0]["face_boxes"][0] == [10.12] * 4
     assert record["faces_seen"] == 5 and record["max_prob_fake"] == 0.75
     assert json.loads(json.dumps(record)) == record
     # Without the flag nothing changes; a refused video under the flag has the same keys, null.
-    assert tuple(result_record(make_score())) == JSON_KEYS
-    assert tuple(error_record("b.mp4", "refused", all_faces=True)) == ALL_FACES_JSON_KEYS
+    assert tuple(result_record(make_score())) == SCORE_JSON_KEYS
+    assert tuple(error_record("b.mp4", "refused", mode=Mode.FACES)) == FACES_JSON_KEYS
     line = format_result_line(record, frames)
     assert "any face fake 0.7500" in line and "2 of 5 seen" in line
 
 
-def test_all_faces_cannot_be_asked_without_frame_scores(closed_url, video, capsys):
-    with DeepfakeClient(closed_url) as api, pytest.raises(ValueError, match="frame_scores"):
-        api.score(video, 10, frame_scores=False, all_faces=True)
+def test_all_faces_cannot_be_combined_with_verdict_only(closed_url, video, capsys):
+    # The Python API takes one Mode, so the two cannot be asked together; the choices that make a
+    # mode refuse them.
+    with pytest.raises(ModeError, match="verdict_only"):
+        Mode.from_choices(verdict_only=True, all_faces=True)
+    with DeepfakeClient(closed_url) as api, pytest.raises(TypeError, match="mode"):
+        api.score(video, 10, mode="faces")
     with pytest.raises(SystemExit) as caught:
         main(["score", str(video), "--all-faces", "--verdict-only", "--url", closed_url])
-    assert caught.value.code == EXIT_USAGE and "--verdict-only" in capsys.readouterr().err
+    assert caught.value.code == Exit.USAGE and "--verdict-only" in capsys.readouterr().err
 
 
 def test_human_line_shows_label_as_the_app_did():
@@ -352,6 +389,50 @@ def test_load_video_refuses_bad_input_clearly(tmp_path):
     assert MAX_VIDEO_BYTES < 2**31 - 1
 
 
+class FakeAnswer:
+    """A tritonclient answer holding the given outputs (one video, batch axis first)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays = arrays
+
+    def as_numpy(self, name: str):
+        return self.arrays.get(name)
+
+
+def contract_answer(mode: Mode, frames: int, faces: int = 2) -> dict[str, np.ndarray]:
+    """Outputs of ``mode``'s model with the contract's shapes (``faces`` rows per face)."""
+    answer = {}
+    for name in mode.outputs:
+        shape = [faces if axis == ANY else axis for axis in TENSORS[name].dims(frames)]
+        answer[name] = np.full([1, *shape], 0.25, np.float32)
+    return answer
+
+
+def test_answers_are_checked_against_the_contracts_shapes():
+    frames = 4
+    tensors = unpack_outputs("faces_4", FakeAnswer(contract_answer(Mode.FACES, frames)), Mode.FACES.outputs, frames)
+    result = score_result(Mode.FACES, "v.mp4", tensors, 1.0)
+    assert len(result.face_tracks) == 2 and result.face_tracks[0].face_boxes.shape == (frames, 4)
+    assert result.max_prob_fake == 0.25 and result.frame_prob_fake.shape == (frames,)
+    verdict = score_result(Mode.VERDICT, "v.mp4", unpack_outputs(
+        "verdict_4", FakeAnswer(contract_answer(Mode.VERDICT, frames)), Mode.VERDICT.outputs, frames), 1.0)
+    assert verdict.frame_prob_fake is None and verdict.face_tracks is None
+
+    def refused(answer: dict, mode: Mode = Mode.FACES) -> str:
+        with pytest.raises(ClientError) as caught:
+            unpack_outputs("m", FakeAnswer(answer), mode.outputs, frames)
+        assert caught.value.status == "INTERNAL"
+        return caught.value.message
+
+    uneven = contract_answer(Mode.FACES, frames)
+    uneven["TRACK_BOXES"] = np.zeros((1, 3, frames, 4), np.float32)
+    assert "TRACK_BOXES with shape [1, 3, 4, 4], expected [1, 2, 4, 4]" in refused(uneven)
+    assert "without any face" in refused(contract_answer(Mode.FACES, frames, faces=0))
+    longer = contract_answer(Mode.SCORE, frames) | {"FRAME_PROB_FAKE": np.zeros((1, frames + 1), np.float32)}
+    assert "FRAME_PROB_FAKE with shape [1, 5], expected [1, 4]" in refused(longer, Mode.SCORE)
+    assert "returned no LOGITS output" in refused({}, Mode.SCORE)
+
+
 def test_frames_must_be_a_positive_integer(closed_url, video):
     with DeepfakeClient(closed_url) as api:
         for frames in (0, -3, 2.5, "20", True):
@@ -383,9 +464,9 @@ def test_score_unreachable_exits_1_with_json_error_and_stops_early(closed_url, t
 
     status, out, err = run("score", *videos, "--url", closed_url, "--json", "--retries", "0")
 
-    assert status == EXIT_FAILED
+    assert status == Exit.FAILED
     lines = [json.loads(line) for line in out.splitlines()]
-    assert len(lines) == 1 and tuple(lines[0]) == JSON_KEYS
+    assert len(lines) == 1 and tuple(lines[0]) == SCORE_JSON_KEYS
     assert lines[0]["video"] == videos[0] and "connect" in lines[0]["error"]
     assert "2 video(s) not attempted" in err
     assert "SECRET-VIDEO-BYTES" not in out + err
@@ -396,7 +477,7 @@ def test_missing_file_is_reported_and_other_videos_still_run(closed_url, tmp_pat
 
     status, out, err = run("score", missing, "--url", closed_url, "--retries", "0")
 
-    assert status == EXIT_FAILED
+    assert status == Exit.FAILED
     assert out == ""
     assert f"{missing}: error INVALID_ARGUMENT: cannot read video" in err
 
@@ -407,8 +488,8 @@ def test_health_and_explain_exit_1_when_unreachable(closed_url, video, tmp_path)
         "explain", str(video), "--out", str(tmp_path / "x"), "--url", closed_url, "--retries", "0"
     )
 
-    assert health_status == EXIT_FAILED and "live no" in health_out
-    assert explain_status == EXIT_FAILED and "UNAVAILABLE" in explain_err
+    assert health_status == Exit.FAILED and "live no" in health_out
+    assert explain_status == Exit.FAILED and "UNAVAILABLE" in explain_err
     assert not (tmp_path / "x").exists()
 
 
@@ -501,7 +582,7 @@ def test_resume_skips_recorded_videos_and_records_nothing_twice(closed_url, tmp_
         "--json", "--retries", "0",
     )
 
-    assert status == EXIT_FAILED
+    assert status == Exit.FAILED
     assert "skipping 1 video(s)" in err
     assert [json.loads(line)["video"] for line in out.splitlines()] == [str(pending)]
     assert results.read_text() == before
@@ -515,9 +596,9 @@ def test_nothing_left_exits_by_the_recorded_outcomes(closed_url, tmp_path):
     write_lines(results, [file_line(result_record(make_score("a.mp4"))), file_line(error_record("b.mp4", "not a video"))])
     bad_status, _, bad_err = run("score", "a.mp4", "b.mp4", "--url", closed_url, "--output", str(results))
 
-    assert (ok_status, ok_out) == (EXIT_OK, "")
+    assert (ok_status, ok_out) == (Exit.OK, "")
     assert "nothing left to score" in ok_err
-    assert bad_status == EXIT_FAILED and "1 recorded as failed" in bad_err
+    assert bad_status == Exit.FAILED and "1 recorded as failed" in bad_err
 
 
 @pytest.mark.parametrize(("recorded", "options"), [
@@ -535,7 +616,7 @@ def test_resume_refuses_a_results_file_of_another_mode_or_length(closed_url, tmp
 
     status, _, err = run("score", "a.mp4", "b.mp4", "--url", closed_url, "--output", str(results), *options)
 
-    assert status == EXIT_USAGE
+    assert status == Exit.USAGE
     assert ("without the model's name" if recorded is None else f"written by {recorded}") in err
     assert results.read_text() == before
 
@@ -546,7 +627,7 @@ def test_resume_continues_a_results_file_of_the_same_original_model(closed_url, 
 
     status, out, err = run("score", "a.mp4", "--url", closed_url, "--output", str(results), "--original", "--frames", "10")
 
-    assert (status, out) == (EXIT_OK, "") and "nothing left to score" in err
+    assert (status, out) == (Exit.OK, "") and "nothing left to score" in err
 
 
 @pytest.mark.parametrize("other", ["--all-faces", "--verdict-only"])
@@ -554,17 +635,17 @@ def test_original_is_refused_with_all_faces_or_verdict_only(closed_url, other, c
     with pytest.raises(SystemExit) as exited:
         run("score", "a.mp4", "--url", closed_url, "--original", other)
 
-    assert exited.value.code == EXIT_USAGE
+    assert exited.value.code == Exit.USAGE
     err = capsys.readouterr().err
     assert "--original" in err and "cannot be combined" in err
 
 
-def test_score_request_names_the_original_model():
-    template, outputs, _ = score_request(True, False, original=True)
-    assert template.format(frames=20) == "original_20" and outputs == SCORE_OUTPUTS
-    for frame_scores, all_faces in ((False, False), (True, True)):
+def test_the_original_mode_names_the_original_model():
+    mode = Mode.from_choices(original=True)
+    assert mode is Mode.ORIGINAL and mode.model(20) == "original_20" and mode.outputs == SCORE_OUTPUTS
+    for verdict_only, all_faces in ((True, False), (False, True)):
         with pytest.raises(ValueError, match="original"):
-            score_request(frame_scores, all_faces, original=True)
+            Mode.from_choices(verdict_only, all_faces, original=True)
 
 
 def test_corrupt_results_file_exits_2(closed_url, tmp_path):
@@ -573,7 +654,7 @@ def test_corrupt_results_file_exits_2(closed_url, tmp_path):
 
     status, _, err = run("score", "a.mp4", "--url", closed_url, "--output", str(results))
 
-    assert status == EXIT_USAGE and "line 1 is not valid JSON" in err
+    assert status == Exit.USAGE and "line 1 is not valid JSON" in err
 
 
 def test_batch_scores_each_video_once_and_records_only_final_outcomes():
@@ -728,7 +809,7 @@ def test_cli_runs_with_server_packages_and_pillow_unimportable(tmp_path, video):
     explain = run_blocked("explain", str(video), "--out", str(tmp_path / "out"))
 
     assert helped.returncode == 0 and "--concurrency" in helped.stdout
-    assert explain.returncode == EXIT_USAGE
+    assert explain.returncode == Exit.USAGE
     assert "pillow, which is not installed" in explain.stderr and "pip install pillow" in explain.stderr
 
 
@@ -736,7 +817,7 @@ def test_cli_runs_with_server_packages_and_pillow_unimportable(tmp_path, video):
 
 
 def test_unnormalise_inverts_the_bgr_training_normalisation():
-    rgb = np.random.default_rng(3).integers(0, 256, size=(3, FACE, FACE, 3), dtype=np.uint8)
+    rgb = np.random.default_rng(3).integers(0, 256, size=(3, FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
 
     np.testing.assert_array_equal(unnormalise_faces(normalise_like_training(rgb)), rgb)
 
@@ -749,7 +830,7 @@ def test_channel_zero_of_faces_is_blue():
     assert faces[0, 0].max() == pytest.approx((1 - 0.485) / 0.229, rel=1e-6)
     np.testing.assert_array_equal(unnormalise_faces(faces), blue)
     with pytest.raises(ValueError, match="N, 3, H, W"):
-        unnormalise_faces(np.zeros((2, FACE, FACE), np.float32))
+        unnormalise_faces(np.zeros((2, FACE_SIZE, FACE_SIZE), np.float32))
 
 
 @pytest.mark.parametrize(
@@ -789,8 +870,8 @@ def test_write_explanation_writes_pngs_and_summary(tmp_path):
     from PIL import Image
 
     frames = 3
-    rgb = np.random.default_rng(5).integers(0, 256, size=(frames, FACE, FACE, 3), dtype=np.uint8)
-    heatmap = np.tile(np.linspace(0, 1, FACE, dtype=np.float32), (frames, FACE, 1))
+    rgb = np.random.default_rng(5).integers(0, 256, size=(frames, FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
+    heatmap = np.tile(np.linspace(0, 1, FACE_SIZE, dtype=np.float32), (frames, FACE_SIZE, 1))
     base = make_score("clip.mp4", frames=frames)
     result = ExplainResult(**vars(base), faces=normalise_like_training(rgb), heatmap=heatmap)
 

@@ -24,6 +24,7 @@ from client import ClientError, ScoreResult
 from client.cli import main
 from client.evaluate import command, layouts, metrics, report, scores
 from client.evaluate.layouts import LabelledVideo, LayoutError
+from contract import Exit, Mode
 
 CLIENT_ROOT = Path(client.__file__).resolve().parents[1]
 FRAMES = 10
@@ -429,6 +430,7 @@ class StandInClient:
     def __init__(self, answers: dict[str, object]) -> None:
         self.answers = answers
         self.asked: list[str] = []
+        self.modes: set[Mode] = set()
 
     def __enter__(self):
         return self
@@ -439,8 +441,9 @@ class StandInClient:
     def model_info(self):
         return {"classifiers": {"10": {"checkpoint": "model_50_acc_10_frames_demo.pt", "demo": True}}, "demo": True}
 
-    def score(self, video, frames, **kwargs):
+    def score(self, video, frames, *, name=None, mode=Mode.SCORE):
         self.asked.append(Path(video).name)
+        self.modes.add(mode)
         answer = self.answers[Path(video).name]
         if isinstance(answer, ClientError):
             raise answer
@@ -461,7 +464,7 @@ def parse(argv):
 
 def run(stand_in, argv) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = command.run_evaluate(lambda: stand_in, parse(["evaluate", *argv, "--retries", "0"]), out, err)
+    code = command.run_evaluate(lambda: stand_in, parse(["evaluate", *argv, "--retries", "0"]), Mode.SCORE, out, err)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -481,7 +484,8 @@ def test_command_scores_refuses_resumes_and_refuses_another_model(tmp_path, fold
 
     code, out, err = run(first, [str(folder_set), "--out", str(out_dir), "--frames", str(FRAMES)])
 
-    assert code == command.EXIT_UNFINISHED, err
+    assert code == Exit.FAILED, err
+    assert first.modes == {Mode.SCORE}
     assert "WARNING" in err and "demo checkpoints" in err
     lines = [json.loads(text) for text in (out_dir / "scores.jsonl").read_text().splitlines()]
     assert sorted(Path(item["video"]).name for item in lines) == ["empty.mp4", "f1.mp4", "f2.mp4", "r1.mp4"]
@@ -497,7 +501,7 @@ def test_command_scores_refuses_resumes_and_refuses_another_model(tmp_path, fold
     second = StandInClient(answers)
     code, out, err = run(second, [str(folder_set), "--out", str(out_dir), "--frames", str(FRAMES)])
 
-    assert code == command.EXIT_OK, err
+    assert code == Exit.OK, err
     assert second.asked == ["r2.mp4"]
     built = json.loads((out_dir / "report.json").read_text())
     assert (built["n_scored"], built["n_refused"], built["n_unfinished"]) == (4, 1, 0)
@@ -506,7 +510,7 @@ def test_command_scores_refuses_resumes_and_refuses_another_model(tmp_path, fold
 
     third = StandInClient(answers)
     code, _, err = run(third, [str(folder_set), "--out", str(out_dir), "--frames", "20"])
-    assert code == command.EXIT_USAGE and third.asked == []
+    assert code == Exit.USAGE and third.asked == []
     assert "holds scores of deepfake_10, not deepfake_20" in err
 
 
@@ -516,12 +520,12 @@ def test_command_without_the_eval_extra_stops_before_scoring(monkeypatch, folder
 
     code, _, err = run(stand_in, [str(folder_set), "--out", str(tmp_path / "r")])
 
-    assert code == command.EXIT_USAGE and stand_in.asked == []
+    assert code == Exit.USAGE and stand_in.asked == []
     assert "pip install '.[eval]'" in err
 
 
 def test_cli_refuses_an_unreadable_set_and_bad_fractions(tmp_path, capsys):
-    assert main(["evaluate", str(tmp_path / "absent"), "--out", str(tmp_path / "r")]) == command.EXIT_USAGE
+    assert main(["evaluate", str(tmp_path / "absent"), "--out", str(tmp_path / "r")]) == Exit.USAGE
     assert "no such file or folder" in capsys.readouterr().err
     for bad in ("0", "1", "x"):
         with pytest.raises(SystemExit):

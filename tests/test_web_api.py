@@ -19,13 +19,12 @@ import httpx
 import numpy as np
 import pytest
 
-from client.batch import JSON_KEYS
+from benchmarks.web_process import PROJECT_ROOT, WebProcess
 from client.web.app import CONTENT_SECURITY_POLICY, score_payload
 from client.web.form import FORM_OVERHEAD_BYTES, FormError, read_form
-from client.web.settings import DEFAULT_MAX_UPLOAD_BYTES, WebSettings, read_token
-from preprocessing.decode import DEFAULT_MAX_BYTES
+from client.web.settings import WebSettings, read_token
+from contract import MAX_UPLOAD_BYTES, SCORE_JSON_KEYS, Mode
 from tests.test_client import SERVER_ONLY_MODULES, make_score
-from benchmarks.web_process import PROJECT_ROOT, WebProcess
 
 LIMIT_MIB = 1
 LIMIT = LIMIT_MIB << 20
@@ -254,7 +253,7 @@ def test_the_openapi_schema_names_the_api(web):
     form = schema["paths"]["/api/score"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert set(form["properties"]) == {"file", "frames", "verdict_only", "all_faces", "original"} and form["required"] == ["file"]
     score = schema["components"]["schemas"]["ScoreResponse"]["properties"]
-    assert set(JSON_KEYS) | {"frame_prob_fake", "face_boxes", "face_found", "frame_times"} <= set(score)
+    assert set(SCORE_JSON_KEYS) | {"frame_prob_fake", "face_boxes", "face_found", "frame_times"} <= set(score)
     assert {"max_prob_fake", "faces_seen", "face_tracks"} <= set(score)
     # The interactive docs would load scripts from a CDN: not served.
     assert httpx.get(web.url + "docs", timeout=TIMEOUT_S).status_code == 404
@@ -339,7 +338,7 @@ def test_two_files_are_refused():
 
 
 def test_the_default_limit_is_the_servers_max_bytes():
-    assert DEFAULT_MAX_UPLOAD_BYTES == DEFAULT_MAX_BYTES == WebSettings().max_upload_bytes
+    assert WebSettings().max_upload_bytes == MAX_UPLOAD_BYTES
 
 
 def test_settings_are_checked():
@@ -370,7 +369,7 @@ def test_the_payload_holds_the_cli_record_and_the_per_frame_values():
 
     payload = score_payload(result, 4, "deepfake_4", {"classifiers": {"4": {"checkpoint": "c.pt", "demo": True, "export": {}}}})
 
-    assert {key: payload[key] for key in JSON_KEYS} == {
+    assert {key: payload[key] for key in SCORE_JSON_KEYS} == {
         "video": "v.mp4", "prob_fake": result.prob_fake, "frame_prob_fake_mean": result.frame_prob_fake_mean,
         "label": "FAKE", "confidence": result.confidence, "faces_found": 2, "frames_decoded": 4,
         "latency_ms": 12.346, "error": None}
@@ -401,3 +400,16 @@ def test_malloc_is_tuned_unless_the_environment_says_otherwise():
     assert tune_malloc({"MALLOC_ARENA_MAX": "4"}) is False
     assert tune_malloc({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}) is False
     assert tune_malloc({}) is True  # glibc (Debian): every mallopt call accepted
+
+
+def test_the_forms_choices_make_one_mode_or_a_422():
+    from client.web.app import ApiError, mode_of_form
+
+    assert mode_of_form({}) is Mode.SCORE and mode_of_form({"verdict_only": "true"}) is Mode.VERDICT
+    assert mode_of_form({"all_faces": "on", "original": "0"}) is Mode.FACES and mode_of_form({"original": "1"}) is Mode.ORIGINAL
+    with pytest.raises(ApiError) as refused:
+        mode_of_form({"verdict_only": "yes", "all_faces": "true"})
+    assert (refused.value.status_code, refused.value.status) == (422, "INVALID_ARGUMENT")
+    assert refused.value.message == "all_faces scores every frame of every face; it cannot be combined with verdict_only"
+    with pytest.raises(FormError):
+        mode_of_form({"original": "maybe"})

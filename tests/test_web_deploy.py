@@ -44,12 +44,13 @@ def test_the_web_image_installs_the_web_extra_and_copies_the_client_only():
     copies = [line.split()[1] for line in text.splitlines() if line.startswith("COPY ")]
 
     assert 'pip install ".[web]"' in text and "==" not in text  # pins come from pyproject.toml
-    assert copies == ["pyproject.toml", "client/"]
+    # The client and the serving contract it imports (standard library only), nothing of the server.
+    assert copies == ["pyproject.toml", "contract/", "client/"]
     assert "USER 10001:10001" in text
     assert '["python3", "-m", "client", "web"' in text
-    # The build context is an allow-list: both copied paths must be on it.
+    # The build context is an allow-list: every copied path must be on it.
     allowed = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")]
-    assert {"!pyproject.toml", "!client/"} <= set(allowed)
+    assert {"!pyproject.toml", "!contract/", "!client/"} <= set(allowed)
 
 
 @pytest.mark.parametrize("name", ["web", "web-cpu"])

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the server did not start: {error}", file=sys.stderr)
         return 1
     try:
-        return serve(dataclasses.replace(settings, triton_url=server.grpc_url), args.host, args.port)
+        connection = dataclasses.replace(settings.connection, url=server.grpc_url)
+        return serve(dataclasses.replace(settings, connection=connection), args.host, args.port)
     finally:
         server.stop()
         print("server stopped", flush=True)

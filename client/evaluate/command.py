@@ -20,9 +20,14 @@ import random
 from pathlib import Path
 from typing import TextIO
 
-from .. import api
+from contract import Exit, Mode
+
+from ..api import DeepfakeClient
 from ..batch import ResultsFile, backoff_delays, other_models, read_results, run_batch, video_key
+from ..codec import demo_warning
+from ..errors import ClientError
 from ..progress import Console
+from ..results import ScoreResult
 from .layouts import LabelledVideo, LayoutError, detect_layout, read_layout
 from .scores import record_maker, refused_record
 
@@ -30,11 +35,6 @@ SCORES_FILE = "scores.jsonl"
 EVAL_MODULES = ("sklearn", "matplotlib")
 EVAL_EXTRA_HINT = "pip install '.[eval]'"
 PROGRESS_MIN_VIDEOS = 2
-
-EXIT_OK = 0
-EXIT_UNFINISHED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 class EvaluateError(Exception):
@@ -44,12 +44,6 @@ class EvaluateError(Exception):
 def missing_eval_modules() -> list[str]:
     """The ``eval`` extra's modules that cannot be imported here."""
     return [name for name in EVAL_MODULES if importlib.util.find_spec(name) is None]
-
-
-def model_name(frames: int, all_faces: bool) -> str:
-    """The model an evaluation asks: ``deepfake_<N>``, or ``faces_<N>`` with every face."""
-    template, _, _ = api.score_request(True, all_faces)
-    return template.format(frames=frames)
 
 
 def check_results_model(records: dict[str, dict], model: str, path: Path) -> None:
@@ -66,40 +60,42 @@ def check_results_model(records: dict[str, dict], model: str, path: Path) -> Non
         )
 
 
-def _demo_warning(client: api.DeepfakeClient) -> tuple[bool | None, str | None]:
+def _demo_warning(client: DeepfakeClient) -> tuple[bool | None, str | None]:
     """``(whether the classifiers are demo checkpoints, the warning)``; ``None`` when not known."""
     try:
         info = client.model_info()
-    except api.ClientError:
+    except ClientError:
         return None, None
-    warning = api.demo_warning(info)
+    warning = demo_warning(info)
     return warning is not None, warning
 
 
 def score_missing(
-    client: api.DeepfakeClient,
+    client: DeepfakeClient,
     videos: list[LabelledVideo],
     done: dict[str, dict],
     results: ResultsFile,
     args: argparse.Namespace,
-    model: str,
+    mode: Mode,
     console: Console,
 ) -> tuple[int, bool]:
-    """Scores the videos without a line in ``done``, appending their lines.
+    """Scores the videos without a line in ``done`` with ``mode``'s model, appending their lines.
 
     Returns:
         ``(videos left without a line, whether the server stayed unreachable)``.
     """
     by_key = {video_key(video.path): video for video in videos}
     todo = [video.path for video in videos if video_key(video.path) not in done]
-    def score(video: str) -> api.ScoreResult:
-        return client.score(video, args.frames, all_faces=args.all_faces)
+    model = mode.model(args.frames)
+
+    def score(video: str) -> ScoreResult:
+        return client.score(video, args.frames, mode=mode)
 
     def truth_of(path: str) -> tuple[int, str]:
         video = by_key[video_key(path)]
         return video.truth, video.group
 
-    def on_retry(video: str, error: api.ClientError, attempt: int, wait_s: float) -> None:
+    def on_retry(video: str, error: ClientError, attempt: int, wait_s: float) -> None:
         console.note(f"{video}: {error.status}: {error.message}; retry {attempt}/{args.retries} in {wait_s:.1f} s")
 
     unfinished = len(todo)
@@ -113,6 +109,7 @@ def score_missing(
         rng=random.Random(),
         on_retry=on_retry,
         to_record=record_maker(truth_of, model),
+        mode=mode,
     ):
         video = by_key[video_key(outcome.video)]
         if outcome.final:
@@ -131,20 +128,24 @@ def score_missing(
     return unfinished, server_gone
 
 
-def run_evaluate(client_factory, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Runs ``evaluate``; ``client_factory()`` makes the DeepfakeClient (from the CLI's options)."""
+def run_evaluate(client_factory, args: argparse.Namespace, mode: Mode, out: TextIO, err: TextIO) -> int:
+    """Runs ``evaluate`` with ``mode``'s model; ``client_factory()`` makes the DeepfakeClient (from the CLI's options).
+
+    Returns:
+        The exit status: OK, FAILED when videos are left for a rerun, USAGE when the run cannot start.
+    """
     missing = missing_eval_modules()
     if missing:
         print(f"error: evaluate needs the eval extra ({', '.join(missing)} missing): {EVAL_EXTRA_HINT}", file=err)
-        return EXIT_USAGE
+        return Exit.USAGE
     try:
         videos = read_layout(args.dataset, args.layout, compression=args.compression, split=args.split)
     except LayoutError as error:
         print(f"error: {error}", file=err)
-        return EXIT_USAGE
+        return Exit.USAGE
     folder = Path(args.out)
     scores_path = folder / SCORES_FILE
-    model = model_name(args.frames, args.all_faces)
+    model = mode.model(args.frames)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         done = read_results(scores_path)
@@ -152,10 +153,10 @@ def run_evaluate(client_factory, args: argparse.Namespace, out: TextIO, err: Tex
         results = ResultsFile(scores_path)
     except (OSError, ValueError) as error:
         print(f"error: cannot use {scores_path}: {error}", file=err)
-        return EXIT_USAGE
+        return Exit.USAGE
     except EvaluateError as error:
         print(f"error: {error}", file=err)
-        return EXIT_USAGE
+        return Exit.USAGE
     already = sum(1 for video in videos if video_key(video.path) in done)
     todo_count = len(videos) - already
     console = Console(out, err, total=todo_count, show_bar=todo_count >= PROGRESS_MIN_VIDEOS and err.isatty())
@@ -168,15 +169,15 @@ def run_evaluate(client_factory, args: argparse.Namespace, out: TextIO, err: Tex
             demo, warning = _demo_warning(client)
             if warning is not None:
                 console.note(warning)
-            unfinished, server_gone = score_missing(client, videos, done, results, args, model, console)
+            unfinished, server_gone = score_missing(client, videos, done, results, args, mode, console)
     except EvaluateError as error:
         console.close()
         print(f"error: {error}", file=err)
-        return EXIT_USAGE
+        return Exit.USAGE
     except KeyboardInterrupt:
         console.close()
         console.note("interrupted; run the same command again to continue")
-        return EXIT_INTERRUPTED
+        return Exit.INTERRUPTED
     finally:
         console.close()
         results.close()
@@ -200,14 +201,14 @@ def run_evaluate(client_factory, args: argparse.Namespace, out: TextIO, err: Tex
         report = write_report(folder, videos, records, settings)
     except ValueError as error:
         print(f"error: cannot write the report: {error}", file=err)
-        return EXIT_USAGE
+        return Exit.USAGE
     print(
         f"{report['n_videos']} videos: {report['n_scored']} scored, {report['n_refused']} refused, "
         f"{report['n_unfinished']} unfinished; video AUC {_shown(report['video_auc'])}, "
         f"log-loss {_shown(report['log_loss'])} ({model}); report in {folder}",
         file=out,
     )
-    return EXIT_OK if unfinished == 0 else EXIT_UNFINISHED
+    return Exit.OK if unfinished == 0 else Exit.FAILED
 
 
 def _shown(value) -> str:

@@ -12,14 +12,17 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..api import ScoreResult
+from contract import MODEL_KEY
 
-#: Keys of a line, in this order; ``face_tracks`` only when the result had them.
+from ..results import ScoreResult
+
+#: Keys of a line, in this order; ``face_tracks`` only when the result had them. The model's key is
+#: the one every results file uses (a resumed run reads it to refuse another model's file).
 SCORE_KEYS = (
     "video",
     "truth",
     "group",
-    "model",
+    MODEL_KEY,
     "prob_fake",
     "frame_prob_fake",
     "faces_found",
@@ -82,7 +85,7 @@ def record_maker(truth_of: Callable[[str], tuple[int, str]], model: str) -> Call
             "video": result.video,
             "truth": truth,
             "group": group,
-            "model": model,
+            MODEL_KEY: model,
             "prob_fake": round(float(result.prob_fake), SCORE_DECIMALS),
             "frame_prob_fake": None if frames is None else _rounded(frames),
             "faces_found": result.faces_found,
@@ -102,7 +105,7 @@ def record_maker(truth_of: Callable[[str], tuple[int, str]], model: str) -> Call
 def refused_record(video: str, truth: int, group: str, model: str, message: str) -> dict:
     """The line of a video the server refused (INVALID_ARGUMENT)."""
     record = dict.fromkeys(SCORE_KEYS)
-    record.update(video=video, truth=truth, group=group, model=model, error=message)
+    record.update({"video": video, "truth": truth, "group": group, MODEL_KEY: model, "error": message})
     return record
 
 

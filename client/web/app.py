@@ -24,19 +24,13 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect
 
+from contract import DEFAULT_FRAMES, FACE_SIZE, MODEL_KEY, Kind, Mode, ModeError, model_name
+
 from ..aio import AsyncDeepfakeClient
-from ..api import (
-    EXPLAIN_MODEL_TEMPLATE,
-    INVALID_ARGUMENT,
-    NOT_FOUND,
-    PERMISSION_DENIED,
-    ClientError,
-    ExplainResult,
-    ScoreResult,
-    demo_warning,
-    score_request,
-)
 from ..batch import result_record
+from ..codec import demo_warning
+from ..errors import DEADLINE_EXCEEDED, INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE, ClientError
+from ..results import ExplainResult, ScoreResult
 from .form import FILE_FIELD, FormError, format_bytes, read_form
 from .images import as_base64, explanation_pngs
 from .settings import WebSettings
@@ -55,7 +49,6 @@ PROBE_TIMEOUT_S = 5.0
 #: How long a model_info answer is reused: it changes only when the server loads models again.
 MODEL_INFO_TTL_S = 30.0
 RETRY_AFTER_S = "5"
-DEADLINE_STATUS = "DEADLINE_EXCEEDED"
 # Triton prefixes an ensemble step's error with the ensemble's name; the page shows the rest.
 ENSEMBLE_PREFIX = re.compile(r"^in ensemble '[^']+'[,:] ")
 UPLOAD_KINDS = ".mp4,.mov,.m4v,.webm,.mkv,.avi,.jpg,.jpeg,.png,video/*,image/jpeg,image/png"
@@ -121,7 +114,7 @@ class ScoreResponse(BaseModel):
 
 
 class ExplainResponse(ScoreResponse):
-    face_png: list[str] = Field(description="base64 PNG of each frame's face crop (112 x 112)")
+    face_png: list[str] = Field(description=f"base64 PNG of each frame's face crop ({FACE_SIZE} x {FACE_SIZE})")
     heatmap_png: list[str] = Field(description="base64 PNG of each frame's heatmap over its face crop")
 
 
@@ -149,7 +142,7 @@ class HealthResponse(BaseModel):
 def _multipart_body(with_verdict_only: bool) -> dict:
     properties: dict[str, Any] = {
         FILE_FIELD: {"type": "string", "format": "binary", "description": "the video (mp4, mov, webm, mkv, avi) or still (JPEG, PNG)"},
-        FRAMES_FIELD: {"type": "integer", "default": 20, "description": "N, the sequence length of the model"},
+        FRAMES_FIELD: {"type": "integer", "default": DEFAULT_FRAMES, "description": "N, the sequence length of the model"},
     }
     if with_verdict_only:
         properties[VERDICT_ONLY_FIELD] = {
@@ -188,7 +181,7 @@ def _from_client_error(error: ClientError, settings: WebSettings) -> ApiError:
         return ApiError(422, message, error.status)
     if error.status == NOT_FOUND:
         return ApiError(404, message, error.status)
-    if error.status == DEADLINE_STATUS:
+    if error.status == DEADLINE_EXCEEDED:
         return ApiError(504, f"the detection server did not answer within {settings.triton_timeout_s:g} s; retry later", error.status, True)
     if error.retryable:
         return ApiError(503, f"the detection server is unavailable or overloaded ({message}); retry in a moment", error.status, True)
@@ -215,6 +208,22 @@ def _flag_field(form_fields: dict[str, str], name: str) -> bool:
     raise FormError(400, f"'{name}' must be true or false, got '{text[:40]}'")
 
 
+def mode_of_form(form_fields: dict[str, str]) -> Mode:
+    """The score mode the form's choices make (its fields spelled as the form names them).
+
+    Raises:
+        FormError: 400, a choice that is not true or false.
+        ApiError: 422 INVALID_ARGUMENT, choices that do not combine.
+    """
+    verdict_only, all_faces, original = (
+        _flag_field(form_fields, name) for name in (VERDICT_ONLY_FIELD, ALL_FACES_FIELD, ORIGINAL_FIELD)
+    )
+    try:
+        return Mode.from_choices(verdict_only, all_faces, original)
+    except ModeError as error:
+        raise ApiError(422, str(error), INVALID_ARGUMENT) from None
+
+
 def _classifier_entry(info: dict | None, frames: int) -> dict | None:
     if info is None:
         return None
@@ -230,7 +239,7 @@ def score_payload(result: ScoreResult, frames: int, model: str, info: dict | Non
     entry = _classifier_entry(info, frames)
     record.update({
         "frames": frames,
-        "model": model,
+        MODEL_KEY: model,
         "logits": [float(v) for v in result.logits],
         "frame_prob_fake": None if result.frame_prob_fake is None else [float(v) for v in result.frame_prob_fake],
         "face_boxes": [[float(v) for v in row] for row in result.face_boxes],
@@ -254,7 +263,7 @@ class _State:
 
     def grpc(self) -> AsyncDeepfakeClient:
         if self.client is None:
-            raise ApiError(503, "the page is starting or stopping", "UNAVAILABLE", True)
+            raise ApiError(503, "the page is starting or stopping", UNAVAILABLE, True)
         return self.client
 
     async def model_info(self) -> dict | None:
@@ -305,15 +314,7 @@ def create_app(settings: WebSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state.client = AsyncDeepfakeClient(
-            settings.triton_url,
-            ssl=settings.ssl,
-            root_certificates=settings.root_certificates,
-            private_key=settings.private_key,
-            certificate_chain=settings.certificate_chain,
-            timeout_s=settings.triton_timeout_s,
-            headers=settings.headers,
-        )
+        state.client = AsyncDeepfakeClient(settings.connection)
         try:
             yield
         finally:
@@ -396,7 +397,7 @@ def create_app(settings: WebSettings) -> FastAPI:
     async def upload(request: Request, text_fields: frozenset[str]):
         check_token(request)
         if state.slots.locked():
-            raise ApiError(503, f"the page is busy with {settings.max_concurrent} uploads; retry in a moment", "UNAVAILABLE", True)
+            raise ApiError(503, f"the page is busy with {settings.max_concurrent} uploads; retry in a moment", UNAVAILABLE, True)
         await state.slots.acquire()
         try:
             return await read_form(request.headers, request.stream(), settings.max_upload_bytes, text_fields,
@@ -421,25 +422,15 @@ def create_app(settings: WebSettings) -> FastAPI:
         form = await upload(request, frozenset({FRAMES_FIELD, VERDICT_ONLY_FIELD, ALL_FACES_FIELD, ORIGINAL_FIELD}))
         try:
             frames = _frames_field(form.fields, settings.default_frames)
-            verdict_only = _flag_field(form.fields, VERDICT_ONLY_FIELD)
-            all_faces = _flag_field(form.fields, ALL_FACES_FIELD)
-            original = _flag_field(form.fields, ORIGINAL_FIELD)
-            if verdict_only and all_faces:
-                raise ApiError(422, "all_faces scores every frame of every face; it cannot be combined with verdict_only",
-                               INVALID_ARGUMENT)
-            if original and (verdict_only or all_faces):
-                raise ApiError(422, "original gives the original app's answer (its first face, every frame scored); "
-                               "it cannot be combined with verdict_only or all_faces", INVALID_ARGUMENT)
+            mode = mode_of_form(form.fields)
             name = form.filename or "upload"
             data, form.data = form.data, b""
-            result = await run(state.grpc().score, data, frames, name=name, frame_scores=not verdict_only,
-                               all_faces=all_faces, original=original)
+            result = await run(state.grpc().score, data, frames, name=name, mode=mode)
             del data
         finally:
             state.slots.release()
-        template, _, _ = score_request(not verdict_only, all_faces, original)
         info = await _info_or_none(state)
-        return JSONResponse(score_payload(result, frames, template.format(frames=frames), info))
+        return JSONResponse(score_payload(result, frames, mode.model(frames), info))
 
     @app.post("/api/explain", response_model=ExplainResponse, responses=_ERRORS,
               openapi_extra=_multipart_body(with_verdict_only=False),
@@ -456,7 +447,7 @@ def create_app(settings: WebSettings) -> FastAPI:
             state.slots.release()
         faces, overlays = await asyncio.to_thread(explanation_pngs, result)
         info = await _info_or_none(state)
-        payload = score_payload(result, frames, EXPLAIN_MODEL_TEMPLATE.format(frames=frames), info)
+        payload = score_payload(result, frames, model_name(Kind.EXPLAIN, frames), info)
         payload["face_png"] = as_base64(faces)
         payload["heatmap_png"] = as_base64(overlays)
         return JSONResponse(payload)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import io
 
-from ..api import ExplainResult
 from ..explain import HEATMAP_ALPHA, blend_heatmap, require_pillow, unnormalise_faces
+from ..results import ExplainResult
 
 # Small PNGs of 112 x 112: fast compression is enough.
 PNG_COMPRESS_LEVEL = 1

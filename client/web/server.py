@@ -1,8 +1,7 @@
-"""``python -m client web``: the page and its API on uvicorn, in the foreground until Ctrl-C."""
+"""The page and its API on uvicorn, in the foreground until Ctrl-C (``python -m client web`` runs it)."""
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import os
 import socket
@@ -11,21 +10,11 @@ from typing import TextIO
 
 import uvicorn
 
-from .app import create_app
-from .settings import (
-    DEFAULT_HOST,
-    DEFAULT_MAX_CONCURRENT,
-    DEFAULT_MAX_UPLOAD_BYTES,
-    DEFAULT_PORT,
-    MIB,
-    WebSettings,
-    lengths_or_default,
-    read_token,
-)
+from contract import Exit
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+from .app import create_app
+from .settings import DEFAULT_HOST, DEFAULT_PORT, WebSettings
+
 #: Connections handled at once; more are answered 503 by uvicorn.
 MAX_CONNECTIONS = 64
 KEEP_ALIVE_S = 5
@@ -90,7 +79,7 @@ def serve(settings: WebSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_P
         sock = listen(host, port)
     except OSError as error:
         print(f"error: cannot listen on {host}:{port}: {error.strerror or error}", file=err)
-        return EXIT_FAILED
+        return Exit.FAILED
     bound_port = sock.getsockname()[1]
     # Before the app's threads (gRPC, the PNG encoder) make arenas of their own.
     tune_malloc()
@@ -113,27 +102,4 @@ def serve(settings: WebSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_P
         server.run(sockets=[sock])
     finally:
         sock.close()
-    return EXIT_OK
-
-
-def run_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """``python -m client web`` with the parsed arguments."""
-    try:
-        settings = WebSettings(
-            triton_url=args.url,
-            lengths=lengths_or_default(args.frames),
-            max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES if args.max_upload_mib is None else int(args.max_upload_mib * MIB),
-            max_concurrent=DEFAULT_MAX_CONCURRENT if args.max_concurrent is None else args.max_concurrent,
-            token=read_token(args.token_file),
-            triton_timeout_s=args.timeout if args.timeout is not None else WebSettings.triton_timeout_s,
-            ssl=args.ssl,
-            root_certificates=args.root_cert,
-            private_key=args.client_key,
-            certificate_chain=args.client_cert,
-            headers=dict(args.headers),
-        )
-    except ValueError as error:
-        parser.error(str(error))
-    host = DEFAULT_HOST if args.host is None else args.host
-    port = DEFAULT_PORT if args.port is None else args.port
-    return serve(settings, host, port, out, err)
+    return Exit.OK

@@ -6,16 +6,15 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..api import DEFAULT_FRAMES, DEFAULT_URL, check_frames
+from contract import DEFAULT_FRAMES, MAX_UPLOAD_BYTES
+
+from ..codec import check_frames
+from ..connection import Connection
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 #: Lengths offered when ready: the project's defaults and the published ones.
 DEFAULT_LENGTHS = (10, 20, 30, 40, 60, 80, 100)
-MIB = 1 << 20
-#: The preprocessing model's own ``max_bytes`` (256 MiB; a test keeps them equal), so that the
-#: page refuses at once what the server would refuse after the whole upload.
-DEFAULT_MAX_UPLOAD_BYTES = 256 * MIB
 #: Uploads held in memory at once (each up to the limit); more are answered 503 at once.
 DEFAULT_MAX_CONCURRENT = 4
 #: Deadline of one gRPC call to Triton; a 1080p clip takes about a second on 2 CPU cores.
@@ -25,38 +24,40 @@ DEFAULT_UPLOAD_TIMEOUT_S = 300.0
 TOKEN_ENV = "DEEPFAKE_WEB_TOKEN"
 
 
+def default_connection() -> Connection:
+    """Triton at the client's default address, each call bounded by :data:`DEFAULT_TRITON_TIMEOUT_S`."""
+    return Connection(timeout_s=DEFAULT_TRITON_TIMEOUT_S)
+
+
 @dataclass(frozen=True)
 class WebSettings:
     """What one web process serves and where it sends the work.
 
     Attributes:
-        triton_url: gRPC address ``host:port`` of Triton.
+        connection: Triton's gRPC address, TLS and metadata; its ``timeout_s`` bounds every gRPC call.
         lengths: sequence lengths offered when ``deepfake_<N>`` is ready.
         default_frames: the length preselected on the page (when served).
-        max_upload_bytes: largest upload accepted; bigger ones get 413 before they are read.
+        max_upload_bytes: largest upload accepted; bigger ones get 413 before they are read (by
+            default the preprocessing models' own limit, so that the page refuses at once what the
+            server would refuse after the whole upload).
         max_concurrent: uploads in memory at once.
-        triton_timeout_s: deadline of every gRPC call.
         upload_timeout_s: time allowed to receive one request body.
         token: access token callers must send as ``Authorization: Bearer``; None: open.
-        ssl, root_certificates, private_key, certificate_chain, headers: the gRPC connection,
-            as for :class:`client.DeepfakeClient`.
     """
 
-    triton_url: str = DEFAULT_URL
+    connection: Connection = field(default_factory=default_connection)
     lengths: tuple[int, ...] = DEFAULT_LENGTHS
     default_frames: int = DEFAULT_FRAMES
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_concurrent: int = DEFAULT_MAX_CONCURRENT
-    triton_timeout_s: float = DEFAULT_TRITON_TIMEOUT_S
     upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S
     token: str | None = None
-    ssl: bool = False
-    root_certificates: str | None = None
-    private_key: str | None = None
-    certificate_chain: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.connection, Connection):
+            raise TypeError(f"connection must be a client.Connection, got {self.connection!r}")
+        if self.connection.timeout_s is None:
+            raise ValueError("the connection needs a timeout_s: the page bounds every gRPC call to Triton")
         if not self.lengths:
             raise ValueError("at least one sequence length is needed")
         object.__setattr__(self, "lengths", tuple(sorted({check_frames(n) for n in self.lengths})))
@@ -65,11 +66,18 @@ class WebSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("triton_timeout_s", "upload_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not self.upload_timeout_s > 0:
+            raise ValueError(f"upload_timeout_s must be positive, got {self.upload_timeout_s!r}")
         if self.token is not None and not self.token.strip():
             raise ValueError("the access token is empty")
+
+    @property
+    def triton_url(self) -> str:
+        return self.connection.url
+
+    @property
+    def triton_timeout_s(self) -> float | None:
+        return self.connection.timeout_s
 
 
 def read_token(token_file: str | None, environ: Mapping[str, str] = os.environ) -> str | None:

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import client
-from client import ClientError, DeepfakeClient
-from client.batch import JSON_KEYS
+from client import ClientError, DeepfakeClient, Mode
 from client.explain import unnormalise_faces
+from contract import SCORE_JSON_KEYS
 from tests.media import face_clip
 
 pytestmark = pytest.mark.integration
@@ -111,7 +111,7 @@ def test_bytes_and_path_give_the_same_score(detector, clips):
 
 def test_verdict_alone_gives_the_same_clip_score_without_frame_scores(detector, clips):
     full = detector.score(clips[0], frames=FRAMES)
-    verdict = detector.score(clips[0], frames=FRAMES, frame_scores=False)
+    verdict = detector.score(clips[0], frames=FRAMES, mode=Mode.VERDICT)
 
     assert verdict.frame_prob_fake is None and verdict.frame_prob_fake_mean is None
     assert verdict.prob_fake == pytest.approx(full.prob_fake, abs=SAME_SCORE_ATOL)
@@ -126,7 +126,7 @@ def test_score_cli_verdict_only(triton_server, clips):
 
     assert as_json.returncode == 0, as_json.stderr
     (record,) = json_lines(as_json.stdout)
-    assert tuple(record) == JSON_KEYS and record["error"] is None
+    assert tuple(record) == SCORE_JSON_KEYS and record["error"] is None
     assert record["frame_prob_fake_mean"] is None and 0.0 <= record["prob_fake"] <= 1.0
     assert human.returncode == 0, human.stderr
     assert f"prob_fake {record['prob_fake']:.4f}" in human.stdout and "frame mean" not in human.stdout
@@ -159,7 +159,7 @@ def test_score_cli_json_and_human_output(detector, triton_server, clips):
     records = json_lines(as_json.stdout)
     assert [record["video"] for record in records] == videos
     for record in records:
-        assert tuple(record) == JSON_KEYS
+        assert tuple(record) == SCORE_JSON_KEYS
         assert record["error"] is None
         expected = detector.score(record["video"], frames=FRAMES)
         assert record["prob_fake"] == pytest.approx(expected.prob_fake, abs=SAME_SCORE_ATOL)
@@ -229,7 +229,7 @@ def test_bad_file_is_invalid_argument_and_never_retried(detector, triton_server,
     assert completed.returncode == 1
     records = {record["video"]: record for record in json_lines(completed.stdout)}
     assert records[str(broken)]["error"] == caught.value.message
-    assert all(records[str(broken)][key] is None for key in JSON_KEYS if key not in ("video", "error"))
+    assert all(records[str(broken)][key] is None for key in SCORE_JSON_KEYS if key not in ("video", "error"))
     assert records[str(clips[0])]["error"] is None
     assert "retry" not in completed.stderr
 

@@ -8,7 +8,6 @@ refuses. Eight clips of 10 frames keep the run short.
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import subprocess
@@ -21,8 +20,8 @@ import numpy as np
 import pytest
 
 import client
-from client import DeepfakeClient
-from client.evaluate import command, scores
+from client import DeepfakeClient, Mode
+from client.evaluate import scores
 from tests import media
 
 pytestmark = pytest.mark.integration
@@ -172,9 +171,7 @@ def test_evaluate_accounts_for_every_video_splits_groups_and_resumes(triton_serv
 
 
 def test_evaluate_all_faces_adds_the_mean_of_per_frame_face_maxima(triton_server, labelled_set, tmp_path):
-    model = command.model_name(FRAMES, all_faces=True)
-    if "all_faces" not in inspect.signature(DeepfakeClient.score).parameters:
-        pytest.skip("DeepfakeClient.score has no all_faces argument in this checkout")
+    model = Mode.FACES.model(FRAMES)
     with DeepfakeClient(triton_server.grpc_url) as detector:
         if not detector.health([FRAMES])["models"].get(model, {}).get("ready"):
             pytest.skip(f"{model} is not served by this repository")

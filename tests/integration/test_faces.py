@@ -16,8 +16,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
 import client
-from client import DeepfakeClient
-from client.batch import ALL_FACES_JSON_KEYS, FACE_TRACK_KEYS
+from client import DeepfakeClient, Mode
+from contract import FACE_TRACK_JSON_KEYS, FACES_JSON_KEYS
 from preprocessing import FacePipeline, PipelineConfig
 from tests import media
 
@@ -70,7 +70,7 @@ def classify(grpc, faces: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def test_every_face_is_scored_as_the_classifier_scores_its_crops(api, grpc, two_faces, local_tracks):
-    result = api.score(two_faces, FRAMES, all_faces=True)
+    result = api.score(two_faces, FRAMES, mode=Mode.FACES)
     assert result.faces_seen == 2 and len(result.face_tracks) == 2  # no unused slot: K is the faces found
     assert len(local_tracks.tracks) == 2
     for served, local in zip(result.face_tracks, local_tracks.tracks):
@@ -95,7 +95,7 @@ def test_every_face_is_scored_as_the_classifier_scores_its_crops(api, grpc, two_
 
 
 def test_one_face_clip_gives_one_track(api):
-    result = api.score(media.face_clip(frames=12, seed=2), FRAMES, all_faces=True)
+    result = api.score(media.face_clip(frames=12, seed=2), FRAMES, mode=Mode.FACES)
     assert len(result.face_tracks) == 1 == result.faces_seen
     assert result.max_prob_fake == pytest.approx(float(result.face_tracks[0].frame_prob_fake.mean()), abs=1e-6)
 
@@ -113,7 +113,7 @@ def test_bad_uploads_are_invalid_argument_and_the_next_one_scores(api, grpc, dat
         grpc.infer(f"faces_{FRAMES}", [tensor], client_timeout=TIMEOUT_S)
     assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert phrase in caught.value.message()
-    assert len(api.score(two_faces, FRAMES, all_faces=True).face_tracks) == 2
+    assert len(api.score(two_faces, FRAMES, mode=Mode.FACES).face_tracks) == 2
 
 
 def test_cli_all_faces_json_lines(triton_server, tmp_path, two_faces):
@@ -127,9 +127,9 @@ def test_cli_all_faces_json_lines(triton_server, tmp_path, two_faces):
     records = {Path(r["video"]).name: r for r in map(json.loads, completed.stdout.splitlines())}
     assert completed.returncode == 1, completed.stderr  # the broken file is refused
     scored, refused = records["two.mp4"], records["broken.mp4"]
-    assert tuple(scored) == ALL_FACES_JSON_KEYS == tuple(refused)
+    assert tuple(scored) == FACES_JSON_KEYS == tuple(refused)
     assert scored["faces_seen"] == 2 and len(scored["face_tracks"]) == 2
-    assert all(tuple(track) == FACE_TRACK_KEYS for track in scored["face_tracks"])
+    assert all(tuple(track) == FACE_TRACK_JSON_KEYS for track in scored["face_tracks"])
     assert len(scored["face_tracks"][1]["frame_prob_fake"]) == FRAMES
     # faces_found keeps its meaning: frames with the main face.
     assert scored["faces_found"] == sum(scored["face_tracks"][0]["face_found"])

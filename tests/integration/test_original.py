@@ -18,7 +18,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 import client
-from client import ClientError, DeepfakeClient
+from client import ClientError, DeepfakeClient, Mode
 from tests import media
 from tests.original_app import app_answer, load_app_model
 
@@ -94,7 +94,7 @@ def test_served_original_mode_gives_the_original_apps_answer(name, api, grpc, ap
     data = CLIPS[name]
     expected = app_answer(clip_files[name], FRAMES, app_model)
     served = served_preprocessing(grpc, data)
-    result = api.score(data, FRAMES, original=True)
+    result = api.score(data, FRAMES, mode=Mode.ORIGINAL)
 
     count = len(expected.boxes)
     assert int(served["FRAMES_DECODED"][0]) == result.frames_decoded == count
@@ -136,10 +136,10 @@ def test_the_cli_prints_the_original_apps_score(triton_server, app_model, clip_f
 ])
 def test_bad_uploads_are_refused_and_the_next_one_scores(api, data, phrase):
     with pytest.raises(ClientError) as refused:
-        api.score(data, FRAMES, original=True)
+        api.score(data, FRAMES, mode=Mode.ORIGINAL)
     assert refused.value.status == "INVALID_ARGUMENT"
     assert phrase in refused.value.message.lower()
-    assert 0.0 <= api.score(CLIPS["face"], FRAMES, original=True).prob_fake <= 1.0
+    assert 0.0 <= api.score(CLIPS["face"], FRAMES, mode=Mode.ORIGINAL).prob_fake <= 1.0
 
 
 def test_health_checks_the_original_models(api):

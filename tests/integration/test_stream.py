@@ -26,16 +26,18 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from client import DeepfakeClient
-from client.api import ClientError
-from client.stream import Packet, StreamSession, open_source, play, settings_for
-from export.stream_configs import CPU_MAX_STREAMS, STREAM_IDLE_US, STREAM_NAME
+from client import ClientError, DeepfakeClient
+from client.stream_client import Packet, StreamSession, open_source, play, settings_for
+from contract import STREAM_IDLE_US, Kind, model_name
+from export.configs import CPU_MAX_STREAMS
 from preprocessing.crop import _normalize, sample_region
 from preprocessing.decode import decode_frames
 from serve.distribution import PROJECT_ROOT
 from tests import media
 
 pytestmark = pytest.mark.integration
+
+STREAM_NAME = model_name(Kind.STREAM)
 
 FRAMES = 10
 HOP = 5

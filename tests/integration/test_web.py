@@ -18,10 +18,10 @@ import httpx
 import numpy as np
 import pytest
 
-from client import DeepfakeClient
-from client.batch import JSON_KEYS
-from tests import media
 from benchmarks.web_process import PROJECT_ROOT, WebProcess
+from client import DeepfakeClient
+from contract import SCORE_JSON_KEYS
+from tests import media
 
 pytestmark = pytest.mark.integration
 
@@ -101,8 +101,8 @@ def cli_json(triton_server, path: Path, *extra: str) -> tuple[dict, str]:
 
 
 def same_as_cli(answer: dict, record: dict) -> None:
-    assert list(record) == list(JSON_KEYS)
-    for key in JSON_KEYS:
+    assert list(record) == list(SCORE_JSON_KEYS)
+    for key in SCORE_JSON_KEYS:
         if key not in VARYING_KEYS:
             assert answer[key] == record[key], key
 
@@ -176,7 +176,7 @@ def test_explain_gives_the_same_score_and_a_png_per_frame(web, clips):
 
     assert response.status_code == 200, response.text
     answer = response.json()
-    for key in set(JSON_KEYS) - VARYING_KEYS | {"frame_prob_fake", "face_boxes", "frame_times"}:
+    for key in set(SCORE_JSON_KEYS) - VARYING_KEYS | {"frame_prob_fake", "face_boxes", "frame_times"}:
         assert answer[key] == scored[key], key
     assert len(answer["face_png"]) == len(answer["heatmap_png"]) == FRAMES
     import base64

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import DeepfakeClient
-from client.api import DEMO_WARNING, demo_warning
+from client import DeepfakeClient, Mode
 from client.cli import main as cli_main
+from client.codec import DEMO_WARNING, demo_warning
 from tests import media
 from tests.integration.conftest import REPOSITORY
 
@@ -43,7 +43,7 @@ def test_every_ensemble_gives_the_display_time_of_each_used_frame(detector, clip
     expected = np.arange(FRAMES, dtype=np.float32) / FPS
 
     scored = detector.score(clip, FRAMES)
-    verdict = detector.score(clip, FRAMES, frame_scores=False)
+    verdict = detector.score(clip, FRAMES, mode=Mode.VERDICT)
     explained = detector.explain(clip, FRAMES)
 
     assert scored.frame_times.dtype == np.float32 and scored.frame_times.shape == (FRAMES,)

@@ -1,4 +1,7 @@
-"""The ``stream`` command's arguments and its run; PyAV is imported only when the command runs."""
+"""``python -m client stream SOURCE``: the command's arguments and its run.
+
+PyAV (the stream extra) is imported only when the command runs, with :mod:`client.stream_client`.
+"""
 
 from __future__ import annotations
 
@@ -8,36 +11,13 @@ import signal
 import threading
 from typing import TextIO
 
-from .api import DEFAULT_FRAMES, ClientError
+from contract import MAX_SCORE_EVERY, Exit
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-MAX_SCORE_EVERY = 8
+from ..errors import ClientError
+from .args import add_frames_option, connection_from_args, int_between, positive_int
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _score_every(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_SCORE_EVERY}, got '{text}'") from None
-    if not 0 <= value <= MAX_SCORE_EVERY:
-        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_SCORE_EVERY}, got {value}")
-    return value
-
-
-def add_stream_parser(commands, connection: argparse.ArgumentParser) -> None:
+def add_parser(commands, connection: argparse.ArgumentParser) -> None:
     stream = commands.add_parser(
         "stream",
         parents=[connection],
@@ -49,14 +29,13 @@ def add_stream_parser(commands, connection: argparse.ArgumentParser) -> None:
         "stream cleanly. Exit 0 when the stream ended, 1 when the server refused it, 130 when interrupted.",
     )
     stream.add_argument("source", metavar="SOURCE", help="file, URL or device")
-    stream.add_argument("--frames", type=_positive, default=DEFAULT_FRAMES, metavar="N",
-                        help="window length N, the served model whose weights score the frames (default: %(default)s)")
-    stream.add_argument("--hop", type=_positive, default=None, metavar="H",
+    add_frames_option(stream, help="window length N, the served model whose weights score the frames")
+    stream.add_argument("--hop", type=positive_int, default=None, metavar="H",
                         help="a window ends every H frames (default: N, windows side by side)")
     stream.add_argument("--realtime", action="store_true",
                         help="send a file at its own frame rate (live sources always are); default: as fast as the "
                         "server takes it")
-    stream.add_argument("--score-every", type=_score_every, default=0, metavar="K",
+    stream.add_argument("--score-every", type=int_between(0, MAX_SCORE_EVERY), default=0, metavar="K",
                         help="score every K-th frame; 0 lets the server choose K to keep up (default: %(default)s)")
     stream.add_argument("--json", action="store_true",
                         help="one JSON object per line: every frame, window, skipped list and the summary")
@@ -66,20 +45,19 @@ def add_stream_parser(commands, connection: argparse.ArgumentParser) -> None:
                         help="FFmpeg input format of SOURCE (e.g. v4l2 for a camera; default: guessed)")
 
 
-def stream_command(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
-        from . import stream as live
+        from .. import stream_client as live
     except ImportError as error:
-        print(f"error: client stream needs the stream extra ({error}); install it with pip install '.[stream]'", file=err)
-        return EXIT_USAGE
+        print(f"error: client stream needs the stream extra ({error}); install it with pip install '.[stream]'",
+              file=err)
+        return Exit.USAGE
     try:
         source = live.open_source(args.source, transcode=args.transcode, input_format=args.input_format)
     except ClientError as error:
         print(f"error: {error.status}: {error.message}", file=err)
-        return EXIT_FAILED
+        return Exit.FAILED
     settings = live.settings_for(source, args.frames, args.hop, args.score_every)
-    connection = {"ssl": args.ssl, "root_certificates": args.root_cert, "private_key": args.client_key,
-                  "certificate_chain": args.client_cert, "headers": dict(args.headers)}
     timeout = args.timeout if args.timeout is not None else live.DEFAULT_ANSWER_TIMEOUT_S
 
     def on_event(event: dict) -> None:
@@ -94,17 +72,17 @@ def stream_command(parser: argparse.ArgumentParser, args: argparse.Namespace, ou
     # Ctrl-C sets the flag; the stream then ends with END and its summary instead of being cut off.
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        with live.StreamSession(args.url, settings, source.extradata, timeout_s=timeout, connection=connection) as session:
+        with live.StreamSession(connection_from_args(args), settings, source.extradata, timeout_s=timeout) as session:
             outcome = live.play(session, source.packets, realtime=args.realtime, on_event=on_event, stop=stop)
     except ValueError as error:
         parser.error(str(error))
     except ClientError as error:
         print(f"error: {error.status}: {error.message}", file=err)
-        return EXIT_FAILED
+        return Exit.FAILED
     finally:
         signal.signal(signal.SIGINT, previous)
         source.closer()
     if outcome.interrupted:
         print("interrupted: the stream was ended", file=err)
-        return EXIT_INTERRUPTED
-    return EXIT_OK
+        return Exit.INTERRUPTED
+    return Exit.OK

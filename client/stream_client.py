@@ -1,4 +1,4 @@
-"""``python -m client stream SOURCE``: a live stream (or a file played as one) scored while it plays.
+"""The client side of live streams: a stream (or a file played as one) scored while it plays.
 
 The client reads SOURCE with PyAV on its own machine (a file, rtsp://, an HLS URL, a device: anything
 FFmpeg opens) and sends the video's codec parameters with the first request, then its encoded
@@ -6,7 +6,8 @@ packets with their timestamps, over one gRPC stream to the ``stream`` model (one
 START on the first request, END on the last). Frames are never decoded here, only (with
 ``--transcode``) re-encoded when the source's codec is not one the server accepts.
 
-PyAV is an optional extra (``pip install '.[stream]'``): only this command imports it.
+PyAV is an optional extra (``pip install '.[stream]'``): only ``python -m client stream``
+(:mod:`client.commands.stream`) imports this module.
 
 Each response is one event: a scored ``frame``, a ``window`` of N frames, the ``skipped`` frames,
 and at the end the ``summary``. With ``--json`` each is printed as one JSON object with a ``type``.
@@ -30,11 +31,12 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from .api import DEAD_STUB_MESSAGE, ClientError, connection_options
+from contract import LABEL_FAKE, LABEL_REAL, STREAM_CODECS, STREAM_EVENTS, STREAM_OUTPUTS, TENSORS, Kind, model_name
 
-STREAM_MODEL = "stream"
-#: Codecs the server decodes; other sources need ``--transcode``.
-STREAM_CODECS = ("h264", "hevc", "vp8", "vp9")
+from .connection import Connection
+from .errors import DEAD_STUB_MESSAGE, DEADLINE_EXCEEDED, INTERNAL, INVALID_ARGUMENT, UNKNOWN_STATUS, ClientError
+
+STREAM_MODEL = model_name(Kind.STREAM)
 #: Packets per request when sending as fast as the server takes them.
 CHUNK_PACKETS = 8
 #: Requests without their final answer yet: 2 keeps the server busy while the client waits.
@@ -49,10 +51,9 @@ RELEASE_TIMEOUT_S = 5.0
 # crash on): the stream model starts its messages with the status's name, and Triton's own refusals of
 # a sequence are recognised by their wording.
 STATUS_PREFIX = re.compile(r"^(INVALID_ARGUMENT|UNAVAILABLE|INTERNAL): ")
-SEQUENCE_REFUSAL = re.compile(r"must specify the START flag|sequence .* has not been started|inference request for sequence")
-OUTPUT_NAMES = ("EVENT", "FRAME_INDEX", "FRAME_PTS", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "WINDOW_START",
-                "PROB_FAKE", "WINDOW_PROB_FAKE_MEAN", "FRAMES_SCORED", "SKIPPED_FRAMES", "FRAMES_RECEIVED",
-                "FRAMES_DECODED", "FRAMES_SKIPPED")
+SEQUENCE_REFUSAL = re.compile(
+    r"must specify the START flag|sequence .* has not been started|inference request for sequence"
+)
 TRANSCODE_CODEC = "libx264"
 PERCENT = 100.0
 
@@ -91,11 +92,11 @@ def open_source(source: str, transcode: bool = False, input_format: str | None =
     try:
         container = av.open(source, format=input_format, timeout=30.0)
     except (av.error.FFmpegError, OSError) as exc:
-        raise ClientError("INVALID_ARGUMENT", f"cannot open {source}: {exc}") from None
+        raise ClientError(INVALID_ARGUMENT, f"cannot open {source}: {exc}") from None
     streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     if not streams:
         container.close()
-        raise ClientError("INVALID_ARGUMENT", f"{source} has no video stream")
+        raise ClientError(INVALID_ARGUMENT, f"{source} has no video stream")
     stream = streams[0]
     codec = stream.codec_context.name
     if transcode and codec not in STREAM_CODECS:
@@ -135,12 +136,10 @@ def _transcoded(container, stream) -> Source:
     time_base = encoder.time_base
 
     def packets() -> Iterator[Packet]:
-        index = 0
-        for frame in container.decode(stream):
+        for index, frame in enumerate(container.decode(stream)):
             picture = frame.reformat(format="yuv420p")
             picture.pts = index
             picture.time_base = time_base
-            index += 1
             for packet in encoder.encode(picture):
                 yield Packet(bytes(packet), int(packet.pts), float(packet.pts * time_base))
         for packet in encoder.encode(None):
@@ -152,7 +151,7 @@ def _transcoded(container, stream) -> Source:
 
 def label_of(prob_fake: float) -> tuple[str, float]:
     """FAKE or REAL and the confidence in percent, as ``client score`` gives them (argmax of the two classes)."""
-    label = "FAKE" if prob_fake >= 0.5 else "REAL"
+    label = LABEL_FAKE if prob_fake >= 0.5 else LABEL_REAL
     return label, round(max(prob_fake, 1.0 - prob_fake) * PERCENT, 1)
 
 
@@ -184,41 +183,35 @@ def parse_event(result, time_base: Fraction) -> dict | None:
     if kind == "skipped":
         return {"type": "skipped", "frames": [int(v) for v in _value(result, "SKIPPED_FRAMES")]}
     if kind == "summary":
-        return {"type": "summary", **{name.lower(): int(_value(result, name)[0])
-                                      for name in ("FRAMES_RECEIVED", "FRAMES_DECODED", "FRAMES_SCORED", "FRAMES_SKIPPED")}}
-    raise ClientError("INTERNAL", f"the server sent an event of unknown type {kind!r}")
+        return {"type": "summary", **{name.lower(): int(_value(result, name)[0]) for name in STREAM_EVENTS["summary"]}}
+    raise ClientError(INTERNAL, f"the server sent an event of unknown type {kind!r}")
 
 
 class StreamSession:
     """One live stream: one gRPC stream, one correlation id, requests and their events.
 
     Args:
-        url: gRPC address ``host:port``.
+        connection: The server: a :class:`client.Connection` (TLS, headers), or its gRPC address ``host:port``
+            (its ``timeout_s`` is not used: ``timeout_s`` bounds each answer).
         settings: The ``STREAM`` declaration (codec, time_base, frames, hop, score_every).
         extradata: The codec's global header.
         timeout_s: Longest wait for a request's final answer.
         correlation_id: The stream's id (default: random, so that clients do not collide).
-        connection: Extra keyword arguments of :func:`client.api.connection_options` (TLS, headers).
     """
 
-    def __init__(self, url: str, settings: dict, extradata: bytes = b"", *, timeout_s: float = DEFAULT_ANSWER_TIMEOUT_S,
-                 correlation_id: int | None = None, connection: dict | None = None) -> None:
-        connection = dict(connection or {})
-        headers = connection.pop("headers", None)
-        options, self._headers = connection_options(url, connection.get("ssl", False), connection.get("root_certificates"),
-                                                    connection.get("private_key"), connection.get("certificate_chain"),
-                                                    None, headers)
-        self._options = options
-        self.url = url
+    def __init__(self, connection: Connection | str, settings: dict, extradata: bytes = b"", *,
+                 timeout_s: float = DEFAULT_ANSWER_TIMEOUT_S, correlation_id: int | None = None) -> None:
+        self.connection = Connection.of(connection)
+        self.url = self.connection.url
         self.settings = dict(settings)
         self.time_base = Fraction(*settings["time_base"])
         self.extradata = extradata
         self.timeout_s = timeout_s
         self.correlation_id = correlation_id if correlation_id is not None else secrets.randbits(63) or 1
         self._answers: queue.SimpleQueue = queue.SimpleQueue()
-        self._client = grpcclient.InferenceServerClient(url, **options)
+        self._client = self._new_client()
         self._client.start_stream(callback=lambda result, error: self._answers.put((result, error)),
-                                  headers=self._headers or None)
+                                  headers=self.connection.metadata)
         self._count = 0
         self._pending: dict[str, float] = {}
         self.started = False
@@ -232,20 +225,17 @@ class StreamSession:
         inputs = _packet_inputs(packets)
         start = not self.started
         if start:
-            declaration = np.array([[json.dumps(self.settings).encode()]], dtype=np.object_)
-            stream_input = grpcclient.InferInput("STREAM", [1, 1], "BYTES")
-            stream_input.set_data_from_numpy(declaration)
-            inputs.append(stream_input)
+            inputs.append(_input("STREAM", np.array([[json.dumps(self.settings).encode()]], dtype=np.object_)))
             if self.extradata:
-                extra = grpcclient.InferInput("EXTRADATA", [1, len(self.extradata)], "UINT8")
-                extra.set_data_from_numpy(np.frombuffer(self.extradata, np.uint8)[None])
-                inputs.append(extra)
+                inputs.append(_input("EXTRADATA", np.frombuffer(self.extradata, np.uint8)[None]))
         self._count += 1
         request_id = f"{self.correlation_id}-{self._count}"
         try:
-            self._client.async_stream_infer(STREAM_MODEL, inputs, request_id=request_id, sequence_id=self.correlation_id,
-                                            sequence_start=start, sequence_end=end, enable_empty_final_response=True,
-                                            outputs=[grpcclient.InferRequestedOutput(n) for n in OUTPUT_NAMES])
+            self._client.async_stream_infer(
+                STREAM_MODEL, inputs, request_id=request_id, sequence_id=self.correlation_id, sequence_start=start,
+                sequence_end=end, enable_empty_final_response=True,
+                outputs=[grpcclient.InferRequestedOutput(n) for n in STREAM_OUTPUTS],
+            )
         except InferenceServerException as exc:
             # A stream that broke says why through its callback; tritonclient's own message only says it broke.
             self.events(wait_s=0.0)
@@ -301,7 +291,7 @@ class StreamSession:
         if self._pending:
             oldest = min(self._pending.values())
             if time.monotonic() - oldest > self.timeout_s:
-                self.failed = ClientError("DEADLINE_EXCEEDED", f"the server has not answered a request of stream "
+                self.failed = ClientError(DEADLINE_EXCEEDED, f"the server has not answered a request of stream "
                                                                f"{self.correlation_id} for {self.timeout_s:g} s")
                 raise self.failed
 
@@ -320,9 +310,9 @@ class StreamSession:
             return
         self.ended = True
         done = threading.Event()
-        releaser = grpcclient.InferenceServerClient(self.url, **self._options)
+        releaser = self._new_client()
         try:
-            releaser.start_stream(callback=lambda result, error: done.set(), headers=self._headers or None)
+            releaser.start_stream(callback=lambda result, error: done.set(), headers=self.connection.metadata)
             releaser.async_stream_infer(STREAM_MODEL, _packet_inputs([]), sequence_id=self.correlation_id,
                                         sequence_end=True, enable_empty_final_response=True)
             done.wait(RELEASE_TIMEOUT_S)
@@ -331,6 +321,9 @@ class StreamSession:
         finally:
             releaser.stop_stream(cancel_requests=True)
             releaser.close()
+
+    def _new_client(self) -> grpcclient.InferenceServerClient:
+        return grpcclient.InferenceServerClient(self.url, **self.connection.client_options())
 
     def close(self) -> None:
         """Closes the gRPC stream (a stream left without END is freed by the server's idle timeout)."""
@@ -350,24 +343,26 @@ def stream_error(error: InferenceServerException) -> ClientError:
     match = STATUS_PREFIX.match(client_error.message)
     if match is not None:
         return ClientError(match[1], client_error.message[match.end():])
-    if client_error.status == "UNKNOWN" and SEQUENCE_REFUSAL.search(client_error.message):
-        return ClientError("INVALID_ARGUMENT", client_error.message)
-    if client_error.status == "UNKNOWN" and DEAD_STUB_MESSAGE.search(client_error.message):
-        return ClientError("INTERNAL", client_error.message)
+    if client_error.status == UNKNOWN_STATUS and SEQUENCE_REFUSAL.search(client_error.message):
+        return ClientError(INVALID_ARGUMENT, client_error.message)
+    if client_error.status == UNKNOWN_STATUS and DEAD_STUB_MESSAGE.search(client_error.message):
+        return ClientError(INTERNAL, client_error.message)
     return client_error
+
+
+def _input(name: str, array: np.ndarray) -> grpcclient.InferInput:
+    """One input of a stream request, of the contract's wire type (``array`` holds one stream's batch of 1)."""
+    tensor = grpcclient.InferInput(name, list(array.shape), TENSORS[name].datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
 
 
 def _packet_inputs(packets: list[Packet]) -> list:
     payload = b"".join(p.data for p in packets)
     sizes = np.array([[len(p.data) for p in packets]], dtype=np.int32).reshape(1, -1)
     pts = np.array([[p.pts for p in packets]], dtype=np.int64).reshape(1, -1)
-    data = grpcclient.InferInput("PACKETS", [1, len(payload)], "UINT8")
-    data.set_data_from_numpy(np.frombuffer(payload, np.uint8).reshape(1, -1))
-    size_input = grpcclient.InferInput("PACKET_SIZES", list(sizes.shape), "INT32")
-    size_input.set_data_from_numpy(sizes)
-    pts_input = grpcclient.InferInput("PACKET_PTS", list(pts.shape), "INT64")
-    pts_input.set_data_from_numpy(pts)
-    return [data, size_input, pts_input]
+    return [_input("PACKETS", np.frombuffer(payload, np.uint8).reshape(1, -1)), _input("PACKET_SIZES", sizes),
+            _input("PACKET_PTS", pts)]
 
 
 @dataclass

@@ -28,8 +28,8 @@ import numpy as np
 
 from benchmarks.perf import PerfAnalyzerError, perf_analyzer_command
 from benchmarks.server import start_server
-from client.stream import Packet, StreamSession, open_source, play, settings_for
-from export.stream_configs import STREAM_NAME, frame_classifier_name
+from client.stream_client import Packet, StreamSession, open_source, play, settings_for
+from contract import Kind, model_name
 from serve.distribution import PROJECT_ROOT
 
 SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "people_walking_1080p.mp4"
@@ -165,7 +165,7 @@ def perf_streaming(url: str, clip: Path, scratch: Path) -> dict:
     data_path.write_text(json.dumps({"data": [steps]}))
     csv_path = RESULTS / "perf_stream_c1.csv"
     command, env = perf_analyzer_command()
-    command += ["-m", STREAM_NAME, "-u", url, "-i", "grpc", "--streaming", "--input-data", str(data_path),
+    command += ["-m", model_name(Kind.STREAM), "-u", url, "-i", "grpc", "--streaming", "--input-data", str(data_path),
                 "--sequence-length", str(len(packets)), "--sequence-length-variation", "0",
                 "--concurrency-range", "1:1:1", "--measurement-interval", "8000", "--max-trials", "4",
                 "--stability-percentage", "50", "-f", str(csv_path)]
@@ -212,7 +212,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.stream", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.live_streams", description=__doc__.splitlines()[0])
     parser.add_argument("--model-repository", type=Path, default=PROJECT_ROOT / "model_repository")
     parser.add_argument("--scratch", type=Path, default=PROJECT_ROOT / ".serve" / "bench-stream")
     parser.add_argument("--heights", type=int, nargs="+", default=list(HEIGHTS))
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args.scratch.mkdir(parents=True, exist_ok=True)
     repository = args.scratch / "repository"
     repository.mkdir(exist_ok=True)
-    for name in (STREAM_NAME, frame_classifier_name(FRAMES), f"resnext_lstm_{FRAMES}"):
+    for name in (model_name(Kind.STREAM), model_name(Kind.FRAME_CLASSIFIER, FRAMES), model_name(Kind.CLASSIFIER, FRAMES)):
         link = repository / name
         if not link.exists():
             link.symlink_to((args.model_repository / name).resolve(), target_is_directory=True)
