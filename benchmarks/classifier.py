@@ -1,13 +1,13 @@
 """The classifier alone: ONNX Runtime (what the server runs) against PyTorch eager (the app's way).
 
-Both get the same faces ``[1, N, 3, 112, 112]`` and the same number of cores, and both give
-the video's score. ONNX Runtime runs as the served classifier does: single-threaded session runs,
-the frames split into one chunk per core run at once (:mod:`triton_models.chunks`). PyTorch eager runs the original forward, which computes the trunk on all N
-frames and keeps the last frame's step. ONNX Runtime runs what the served classifier runs for a
-score request (``LOGITS``, ``PROB_FAKE``): the last frame alone, the only frame the score depends
-on (the LSTM quirk). A second ONNX Runtime figure is asked for the per-frame scores as well
-(``FRAME_PROB_FAKE``, what the scoring ensemble requests), which needs all N frames; a last
-figure times PyTorch eager on the last frame alone.
+Both get the same faces ``[1, N, 3, 112, 112]`` and the same number of cores, and both give the
+video's score. ONNX Runtime runs as the served classifier does: single-threaded session runs, the
+frames split into one chunk per core run at once (:mod:`triton_models.chunks`). PyTorch eager runs
+the original forward, which computes the trunk on all N frames and keeps the last frame's step.
+ONNX Runtime runs what the served classifier runs for a score request (``LOGITS``, ``PROB_FAKE``):
+the last frame alone, the only frame the score depends on (the LSTM quirk). A second ONNX Runtime
+figure is asked for the per-frame scores as well (``FRAME_PROB_FAKE``, what the scoring ensemble
+requests), which needs all N frames; a last figure times PyTorch eager on the last frame alone.
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ def _median_ms(call: Callable[[], object], repeats: int) -> float:
     return statistics.median(times) * 1000.0
 
 
-def time_classifier(onnx_path: Path, model: OriginalModel, faces: np.ndarray, repeats: int = 5,
-                    threads: int | None = None) -> ClassifierTiming:
+def time_classifier(
+    onnx_path: Path, model: OriginalModel, faces: np.ndarray, repeats: int = 5, threads: int | None = None
+) -> ClassifierTiming:
     """Times ONNX Runtime and PyTorch eager on the same faces.
 
     Args:
@@ -90,8 +91,9 @@ def time_classifier(onnx_path: Path, model: OriginalModel, faces: np.ndarray, re
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    session = ChunkedSession(ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"]),
-                             INPUT_NAME, threads)
+    session = ChunkedSession(
+        ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"]), INPUT_NAME, threads
+    )
     batch = np.ascontiguousarray(faces[None], dtype=np.float32)
     tensor = torch.from_numpy(batch)
     last = tensor[:, -1:].contiguous()
@@ -99,6 +101,7 @@ def time_classifier(onnx_path: Path, model: OriginalModel, faces: np.ndarray, re
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+
         def eager() -> torch.Tensor:
             with torch.inference_mode():
                 return model(tensor)[1]
@@ -107,6 +110,7 @@ def time_classifier(onnx_path: Path, model: OriginalModel, faces: np.ndarray, re
         ort_ms = _median_ms(lambda: session.run(SCORE_OUTPUTS, last_frame), repeats)
         ort_all_ms = _median_ms(lambda: session.run(FRAME_OUTPUTS, batch), repeats)
         torch_ms = _median_ms(eager, repeats)
+
         def eager_last() -> torch.Tensor:
             with torch.inference_mode():
                 return model(last)[1]
@@ -117,5 +121,12 @@ def time_classifier(onnx_path: Path, model: OriginalModel, faces: np.ndarray, re
     finally:
         torch.set_num_threads(previous)
         session.close()
-    return ClassifierTiming(ort_ms=ort_ms, ort_all_frames_ms=ort_all_ms, torch_ms=torch_ms, torch_last_frame_ms=last_ms,
-                            max_abs_logit_diff=diff, threads=threads, repeats=repeats)
+    return ClassifierTiming(
+        ort_ms=ort_ms,
+        ort_all_frames_ms=ort_all_ms,
+        torch_ms=torch_ms,
+        torch_last_frame_ms=last_ms,
+        max_abs_logit_diff=diff,
+        threads=threads,
+        repeats=repeats,
+    )

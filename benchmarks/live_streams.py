@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -74,6 +73,7 @@ def make_clip(height: int, scratch: Path) -> Path:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     else:
         from tests import media
+
         frames = [media.face_frame(i, (1920, 1080)) for i in range(105)]
     frames = frames + frames[::-1]
     width = round(frames[0].shape[1] * height / frames[0].shape[0] / 2) * 2
@@ -101,8 +101,9 @@ def run_streams(url: str, clip: Path, count: int, score_every: int, server_pid: 
         source = open_source(str(clip))
         events: list[dict] = []
         try:
-            with StreamSession(url, settings_for(source, FRAMES, FRAMES, score_every), source.extradata,
-                               timeout_s=ANSWER_TIMEOUT_S) as session:
+            with StreamSession(
+                url, settings_for(source, FRAMES, FRAMES, score_every), source.extradata, timeout_s=ANSWER_TIMEOUT_S
+            ) as session:
                 outcome = play(session, source.packets, realtime=True, on_event=events.append)
         except Exception as exc:  # noqa: BLE001 - recorded and reported with the figures
             errors.append(f"{type(exc).__name__}: {exc}")
@@ -128,86 +129,151 @@ def run_streams(url: str, clip: Path, count: int, score_every: int, server_pid: 
     decoded = sum(r["summary"]["frames_decoded"] for r in results)
     due = sum(-(-r["summary"]["frames_decoded"] // score_every) for r in results)
     p50, p95 = (float(np.percentile(latencies, q)) for q in (50, 95))
-    return {"streams": count, "score_every": score_every, "frames_decoded": decoded, "frames_scored": scored,
-            "frames_due": due, "latency_p50_ms": p50, "latency_p95_ms": p95, "wall_s": wall,
-            "cpu_s": cpu, "cpu_ms_per_scored_frame": 1000.0 * cpu / max(scored, 1),
-            "followed": bool(p95 < FOLLOWED_P95_MS and scored >= due)}
+    return {
+        "streams": count,
+        "score_every": score_every,
+        "frames_decoded": decoded,
+        "frames_scored": scored,
+        "frames_due": due,
+        "latency_p50_ms": p50,
+        "latency_p95_ms": p95,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "cpu_ms_per_scored_frame": 1000.0 * cpu / max(scored, 1),
+        "followed": bool(p95 < FOLLOWED_P95_MS and scored >= due),
+    }
 
 
 def adaptive_run(url: str, clip: Path) -> dict:
     """One stream with the server choosing k."""
     source = open_source(str(clip))
     events: list[dict] = []
-    with StreamSession(url, settings_for(source, FRAMES, FRAMES, 0), source.extradata, timeout_s=ANSWER_TIMEOUT_S) as session:
+    with StreamSession(
+        url, settings_for(source, FRAMES, FRAMES, 0), source.extradata, timeout_s=ANSWER_TIMEOUT_S
+    ) as session:
         outcome = play(session, source.packets, realtime=True, on_event=events.append)
     source.closer()
     latencies = [e["latency_ms"] for e in events if e["type"] == "frame" and "latency_ms" in e]
-    return {**outcome.summary, "latency_p50_ms": float(np.percentile(latencies, 50)),
-            "latency_p95_ms": float(np.percentile(latencies, 95))}
+    return {
+        **outcome.summary,
+        "latency_p50_ms": float(np.percentile(latencies, 50)),
+        "latency_p95_ms": float(np.percentile(latencies, 95)),
+    }
 
 
 def perf_streaming(url: str, clip: Path, scratch: Path) -> dict:
     """perf_analyzer's view: ``--streaming``, sequences of one clip's packets, one request per packet."""
     source = open_source(str(clip))
-    packets: list[Packet] = list(source.packets)[:2 * FPS]
+    packets: list[Packet] = list(source.packets)[: 2 * FPS]
     source.closer()
     declaration = json.dumps(settings_for(source, FRAMES, FRAMES, 1)).encode()
     steps = []
     for index, packet in enumerate(packets):
-        step = {"PACKETS": {"b64": base64.b64encode(packet.data).decode(), "shape": [len(packet.data)]},
-                "PACKET_SIZES": {"content": [len(packet.data)], "shape": [1]},
-                "PACKET_PTS": {"content": [packet.pts], "shape": [1]}}
+        step = {
+            "PACKETS": {"b64": base64.b64encode(packet.data).decode(), "shape": [len(packet.data)]},
+            "PACKET_SIZES": {"content": [len(packet.data)], "shape": [1]},
+            "PACKET_PTS": {"content": [packet.pts], "shape": [1]},
+        }
         if index == 0:
-            step["STREAM"] = {"b64": base64.b64encode(len(declaration).to_bytes(4, "little") + declaration).decode(), "shape": [1]}
+            step["STREAM"] = {
+                "b64": base64.b64encode(len(declaration).to_bytes(4, "little") + declaration).decode(),
+                "shape": [1],
+            }
             step["EXTRADATA"] = {"b64": base64.b64encode(source.extradata).decode(), "shape": [len(source.extradata)]}
         steps.append(step)
     data_path = scratch / "stream_perf.json"
     data_path.write_text(json.dumps({"data": [steps]}))
     csv_path = RESULTS / "perf_stream_c1.csv"
     command, env = perf_analyzer_command()
-    command += ["-m", model_name(Kind.STREAM), "-u", url, "-i", "grpc", "--streaming", "--input-data", str(data_path),
-                "--sequence-length", str(len(packets)), "--sequence-length-variation", "0",
-                "--concurrency-range", "1:1:1", "--measurement-interval", "8000", "--max-trials", "4",
-                "--stability-percentage", "50", "-f", str(csv_path)]
+    command += [
+        "-m",
+        model_name(Kind.STREAM),
+        "-u",
+        url,
+        "-i",
+        "grpc",
+        "--streaming",
+        "--input-data",
+        str(data_path),
+        "--sequence-length",
+        str(len(packets)),
+        "--sequence-length-variation",
+        "0",
+        "--concurrency-range",
+        "1:1:1",
+        "--measurement-interval",
+        "8000",
+        "--max-trials",
+        "4",
+        "--stability-percentage",
+        "50",
+        "-f",
+        str(csv_path),
+    ]
     try:
-        completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=PERF_TIMEOUT_S, check=False)
+        completed = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=PERF_TIMEOUT_S, check=False
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"perf_analyzer ran past {PERF_TIMEOUT_S} s"}
     log = RESULTS / "perf_stream_c1.log"
     log.write_text(f"{' '.join(command)}\n\n{completed.stdout}\n{completed.stderr}")
     if completed.returncode != 0 or not csv_path.is_file():
-        return {"error": f"perf_analyzer exited with {completed.returncode}: {(completed.stdout + completed.stderr)[-600:]}"}
+        return {
+            "error": f"perf_analyzer exited with {completed.returncode}: {(completed.stdout + completed.stderr)[-600:]}"
+        }
     header, row = csv_path.read_text().splitlines()[:2]
     return dict(zip(header.split(","), row.split(",")))
 
 
 def markdown(report: dict) -> str:
-    lines = ["# Live streams (`make bench-stream`)", "",
-             f"Machine: {report['machine']}; clip: {report['clip']}; N = {FRAMES}; streams sent in real time at "
-             f"{FPS} fps; followed = p95 latency under {FOLLOWED_P95_MS:g} ms with every due frame scored.", "",
-             "| clip | k | streams | followed | p50 ms | p95 ms | scored / due | CPU ms per scored frame |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "# Live streams (`make bench-stream`)",
+        "",
+        f"Machine: {report['machine']}; clip: {report['clip']}; N = {FRAMES}; streams sent in real time at "
+        f"{FPS} fps; followed = p95 latency under {FOLLOWED_P95_MS:g} ms with every due frame scored.",
+        "",
+        "| clip | k | streams | followed | p50 ms | p95 ms | scored / due | CPU ms per scored frame |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for height, runs in report["runs"].items():
         for run in runs:
             if "errors" in run:
-                lines.append(f"| {height}p | {run['score_every']} | {run['streams']} | error | | | | {run['errors'][0][:80]} |")
+                lines.append(
+                    f"| {height}p | {run['score_every']} | {run['streams']} | error | | | | {run['errors'][0][:80]} |"
+                )
                 continue
-            lines.append(f"| {height}p | {run['score_every']} | {run['streams']} | {'yes' if run['followed'] else 'no'} | "
-                         f"{run['latency_p50_ms']:.0f} | {run['latency_p95_ms']:.0f} | {run['frames_scored']} / {run['frames_due']} | "
-                         f"{run['cpu_ms_per_scored_frame']:.0f} |")
+            lines.append(
+                f"| {height}p | {run['score_every']} | {run['streams']} | {'yes' if run['followed'] else 'no'} | "
+                f"{run['latency_p50_ms']:.0f} | {run['latency_p95_ms']:.0f} | "
+                f"{run['frames_scored']} / {run['frames_due']} | "
+                f"{run['cpu_ms_per_scored_frame']:.0f} |"
+            )
     lines += ["", "Streams followed in real time (largest S followed):", ""]
     for height, best in report["followed"].items():
         lines.append(f"- {height}p: " + ", ".join(f"k = {k}: {s}" for k, s in best.items()))
     adaptive = report.get("adaptive")
     if adaptive:
-        lines += ["", f"Adaptive pace, one 720p stream: {adaptive['frames_scored']} of {adaptive['frames_decoded']} frames "
-                  f"scored, {adaptive['frames_skipped']} skipped, p50 {adaptive['latency_p50_ms']:.0f} ms, "
-                  f"p95 {adaptive['latency_p95_ms']:.0f} ms."]
+        lines += [
+            "",
+            f"Adaptive pace, one 720p stream: {adaptive['frames_scored']} of {adaptive['frames_decoded']} frames "
+            f"scored, {adaptive['frames_skipped']} skipped, p50 {adaptive['latency_p50_ms']:.0f} ms, "
+            f"p95 {adaptive['latency_p95_ms']:.0f} ms.",
+        ]
     perf = report.get("perf_analyzer", {})
-    lines += ["", "perf_analyzer --streaming (one sequence of 50 one-packet requests, 720p, concurrency 1): "
-              + (perf["error"] if "error" in perf else ", ".join(f"{k} {v}" for k, v in perf.items()
-                                                                if k in ("Inferences/Second", "p50 latency", "p95 latency",
-                                                                         "Server Queue", "Server Compute Infer")))]
+    lines += [
+        "",
+        "perf_analyzer --streaming (one sequence of 50 one-packet requests, 720p, concurrency 1): "
+        + (
+            perf["error"]
+            if "error" in perf
+            else ", ".join(
+                f"{k} {v}"
+                for k, v in perf.items()
+                if k in ("Inferences/Second", "p50 latency", "p95 latency", "Server Queue", "Server Compute Infer")
+            )
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -221,16 +287,23 @@ def main(argv: list[str] | None = None) -> int:
     args.scratch.mkdir(parents=True, exist_ok=True)
     repository = args.scratch / "repository"
     repository.mkdir(exist_ok=True)
-    for name in (model_name(Kind.STREAM), model_name(Kind.FRAME_CLASSIFIER, FRAMES), model_name(Kind.CLASSIFIER, FRAMES)):
+    for name in (
+        model_name(Kind.STREAM),
+        model_name(Kind.FRAME_CLASSIFIER, FRAMES),
+        model_name(Kind.CLASSIFIER, FRAMES),
+    ):
         link = repository / name
         if not link.exists():
             link.symlink_to((args.model_repository / name).resolve(), target_is_directory=True)
     clips = {height: make_clip(height, args.scratch) for height in args.heights}
     server = start_server(repository, args.scratch / "tritonserver.log")
     model = Path("/proc/cpuinfo").read_text().split("model name")[1].split(":", 1)[1].splitlines()[0].strip()
-    report: dict = {"machine": f"{model}, {len(__import__('os').sched_getaffinity(0))} cores",
-                    "clip": "people_walking_1080p.mp4 scaled" if SAMPLE.is_file() else "generated face clip",
-                    "runs": {}, "followed": {}}
+    report: dict = {
+        "machine": f"{model}, {len(__import__('os').sched_getaffinity(0))} cores",
+        "clip": "people_walking_1080p.mp4 scaled" if SAMPLE.is_file() else "generated face clip",
+        "runs": {},
+        "followed": {},
+    }
     try:
         pid = server.pid
         for height, clip in clips.items():
@@ -241,7 +314,10 @@ def main(argv: list[str] | None = None) -> int:
                 for count in range(1, args.max_streams + 1):
                     run = run_streams(server.grpc_url, clip, count, k, pid)
                     report["runs"][height].append(run)
-                    print(json.dumps({"height": height, **{key: v for key, v in run.items() if key != "errors"}}), flush=True)
+                    print(
+                        json.dumps({"height": height, **{key: v for key, v in run.items() if key != "errors"}}),
+                        flush=True,
+                    )
                     if not run["followed"]:
                         break
                     best = count

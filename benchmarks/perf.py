@@ -78,10 +78,7 @@ class PerfSettings:
 
     def worst_case_s(self) -> float:
         levels = self.concurrency[1] - self.concurrency[0] + 1
-        if self.window_ms is not None:
-            window_s = self.window_ms / 1000.0
-        else:
-            window_s = self.window_requests * _SLOW_REQUEST_S
+        window_s = self.window_ms / 1000.0 if self.window_ms is not None else self.window_requests * _SLOW_REQUEST_S
         return levels * self.max_trials * window_s + _PROCESS_SLACK_S
 
     def arguments(self) -> list[str]:
@@ -105,7 +102,9 @@ def perf_analyzer_command() -> tuple[list[str], dict[str, str]]:
     except ImportError as exc:
         raise PerfAnalyzerError("perf_analyzer needs libcudart.so.12: install nvidia-cuda-runtime-cu12") from exc
     libraries = [str(Path(entry) / "lib") for entry in nvidia.cuda_runtime.__path__]
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(libraries + [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        libraries + [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    )
     return [str(binary)], env
 
 
@@ -116,8 +115,9 @@ def write_video_input(data: bytes, path: Path) -> Path:
     return path
 
 
-def run_sweep(model: str, grpc_url: str, settings: PerfSettings, csv_path: Path,
-              input_data: Path | None = None) -> list[PerfPoint]:
+def run_sweep(
+    model: str, grpc_url: str, settings: PerfSettings, csv_path: Path, input_data: Path | None = None
+) -> list[PerfPoint]:
     """Runs perf_analyzer over a concurrency range and parses its CSV.
 
     Args:
@@ -133,21 +133,35 @@ def run_sweep(model: str, grpc_url: str, settings: PerfSettings, csv_path: Path,
     command, env = perf_analyzer_command()
     first, last = settings.concurrency
     command += [
-        "-m", model, "-u", grpc_url, "-i", "grpc",
-        "--concurrency-range", f"{first}:{last}:1",
+        "-m",
+        model,
+        "-u",
+        grpc_url,
+        "-i",
+        "grpc",
+        "--concurrency-range",
+        f"{first}:{last}:1",
         *settings.arguments(),
-        "--max-trials", str(settings.max_trials),
-        "--stability-percentage", str(settings.stability_percent),
-        "--input-data", str(input_data) if input_data is not None else "random",
-        "-f", str(csv_path), "--verbose-csv",
+        "--max-trials",
+        str(settings.max_trials),
+        "--stability-percentage",
+        str(settings.stability_percent),
+        "--input-data",
+        str(input_data) if input_data is not None else "random",
+        "-f",
+        str(csv_path),
+        "--verbose-csv",
     ]
     log_path = csv_path.with_suffix(".log")
     try:
-        completed = subprocess.run(command, env=env, capture_output=True, text=True,
-                                   timeout=settings.worst_case_s(), check=False)
+        completed = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=settings.worst_case_s(), check=False
+        )
     except subprocess.TimeoutExpired as exc:
         log_path.write_text(f"{' '.join(command)}\n\n{exc.stdout or ''}\n{exc.stderr or ''}")
-        raise PerfAnalyzerError(f"perf_analyzer on {model} ran past {settings.worst_case_s():.0f} s; see {log_path}") from exc
+        raise PerfAnalyzerError(
+            f"perf_analyzer on {model} ran past {settings.worst_case_s():.0f} s; see {log_path}"
+        ) from exc
     log_path.write_text(f"{' '.join(command)}\n\n{completed.stdout}\n{completed.stderr}")
     if completed.returncode != 0 or not csv_path.is_file():
         tail = (completed.stdout + completed.stderr)[-2000:]
@@ -155,8 +169,19 @@ def run_sweep(model: str, grpc_url: str, settings: PerfSettings, csv_path: Path,
     return parse_csv(csv_path, completed.stdout)
 
 
-REQUIRED_COLUMNS = ("Concurrency", "Inferences/Second", "Server Queue", "Server Compute Input", "Server Compute Infer",
-                    "Server Compute Output", "p50 latency", "p90 latency", "p95 latency", "p99 latency", "Avg latency")
+REQUIRED_COLUMNS = (
+    "Concurrency",
+    "Inferences/Second",
+    "Server Queue",
+    "Server Compute Input",
+    "Server Compute Infer",
+    "Server Compute Output",
+    "p50 latency",
+    "p90 latency",
+    "p95 latency",
+    "p99 latency",
+    "Avg latency",
+)
 _LEVEL = re.compile(r"Request concurrency: (\d+)\s+Client:\s+Request count: (\d+)")
 
 
@@ -182,14 +207,23 @@ def parse_csv(path: Path, console: str = "") -> list[PerfPoint]:
         raise PerfAnalyzerError(f"{path} lacks the columns {', '.join(missing)} (run perf_analyzer with --verbose-csv)")
     points = []
     for row in rows:
+
         def ms(column: str, row: dict[str, str] = row) -> float:
             return float(row[column]) / _US_PER_MS
 
         compute = ms("Server Compute Input") + ms("Server Compute Infer") + ms("Server Compute Output")
-        points.append(PerfPoint(
-            concurrency=int(row["Concurrency"]), throughput=float(row["Inferences/Second"]),
-            p50_ms=ms("p50 latency"), p90_ms=ms("p90 latency"), p95_ms=ms("p95 latency"),
-            p99_ms=ms("p99 latency"), avg_ms=ms("Avg latency"), queue_ms=ms("Server Queue"),
-            compute_ms=compute, requests=counts.get(int(row["Concurrency"]), 0),
-        ))
+        points.append(
+            PerfPoint(
+                concurrency=int(row["Concurrency"]),
+                throughput=float(row["Inferences/Second"]),
+                p50_ms=ms("p50 latency"),
+                p90_ms=ms("p90 latency"),
+                p95_ms=ms("p95 latency"),
+                p99_ms=ms("p99 latency"),
+                avg_ms=ms("Avg latency"),
+                queue_ms=ms("Server Queue"),
+                compute_ms=compute,
+                requests=counts.get(int(row["Concurrency"]), 0),
+            )
+        )
     return sorted(points, key=lambda p: p.concurrency)

@@ -56,8 +56,14 @@ def _worker(out: Path, calls: int, scores: bool) -> None:
         pipeline(speed_clip)
         wall.append(time.perf_counter() - started)
         cpu.append(time.process_time() - started_cpu)
-    record: dict[str, object] = {"wall": wall, "cpu": cpu, "scores": {}, "boxes": {}, "errors": {},
-                                 "whole_pixel_crop_scores": {}}
+    record: dict[str, object] = {
+        "wall": wall,
+        "cpu": cpu,
+        "scores": {},
+        "boxes": {},
+        "errors": {},
+        "whole_pixel_crop_scores": {},
+    }
     if scores:
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
@@ -92,8 +98,9 @@ def _whole_pixel_crop(frame: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 
 def _export_revision(revision: str, into: Path) -> None:
-    archive = subprocess.run(["git", "archive", "--format=tar", revision, "preprocessing"], cwd=ROOT,
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", revision, "preprocessing"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
     tar_path = into / "old.tar"
     tar_path.write_bytes(archive)
     with tarfile.open(tar_path) as tar:
@@ -103,10 +110,13 @@ def _export_revision(revision: str, into: Path) -> None:
 def _run(code_root: Path, out: Path, calls: int, scores: bool) -> dict:
     # The revision's preprocessing first on the path; everything else (tests, benchmarks) from here.
     env_path = f"{code_root}:{ROOT}"
-    command = [sys.executable, "-c",
-               f"import sys; sys.path[:0] = {env_path.split(':')!r}; "
-               f"from benchmarks.preprocess_ab import _worker; from pathlib import Path; "
-               f"_worker(Path({str(out)!r}), {calls}, {scores})"]
+    command = [
+        sys.executable,
+        "-c",
+        f"import sys; sys.path[:0] = {env_path.split(':')!r}; "
+        f"from benchmarks.preprocess_ab import _worker; from pathlib import Path; "
+        f"_worker(Path({str(out)!r}), {calls}, {scores})",
+    ]
     subprocess.run(command, cwd=ROOT, check=True)
     return json.loads(out.read_text())
 
@@ -116,7 +126,9 @@ def main() -> None:
     parser.add_argument("--against", required=True, help="git revision whose preprocessing is the 'old' side")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side (default 3)")
     parser.add_argument("--calls", type=int, default=5, help="timed calls per round (default 5)")
-    parser.add_argument("--name", default="preprocess_ab", help="results file name in benchmarks/results (default %(default)s)")
+    parser.add_argument(
+        "--name", default="preprocess_ab", help="results file name in benchmarks/results (default %(default)s)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         scratch_path = Path(scratch)
@@ -129,8 +141,11 @@ def main() -> None:
             for side, code_root in sides.items():
                 out = scratch_path / f"{side}_{round_index}.json"
                 runs[side].append(_run(code_root, out, args.calls, scores=round_index == 0))
-                print(f"round {round_index + 1}/{args.rounds} {side}: median wall "
-                      f"{statistics.median(runs[side][-1]['wall']) * 1000:.0f} ms", flush=True)
+                print(
+                    f"round {round_index + 1}/{args.rounds} {side}: median wall "
+                    f"{statistics.median(runs[side][-1]['wall']) * 1000:.0f} ms",
+                    flush=True,
+                )
     report = _report(args.against, runs)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -139,15 +154,21 @@ def main() -> None:
 
 
 def _report(revision: str, runs: dict[str, list[dict]]) -> dict:
-    speed = {side: {"wall_ms": statistics.median(t for r in rs for t in r["wall"]) * 1000,
-                    "cpu_ms": statistics.median(t for r in rs for t in r["cpu"]) * 1000,
-                    "calls": sum(len(r["wall"]) for r in rs)} for side, rs in runs.items()}
+    speed = {
+        side: {
+            "wall_ms": statistics.median(t for r in rs for t in r["wall"]) * 1000,
+            "cpu_ms": statistics.median(t for r in rs for t in r["cpu"]) * 1000,
+            "calls": sum(len(r["wall"]) for r in rs),
+        }
+        for side, rs in runs.items()
+    }
     old, new = runs["old"][0], runs["new"][0]
     common = sorted(set(old["scores"]) & set(new["scores"]))
     score_diff = {name: abs(new["scores"][name] - old["scores"][name]) for name in common}
     crop_only = {name: abs(new["scores"][name] - whole) for name, whole in new["whole_pixel_crop_scores"].items()}
-    box_diff = {name: float(np.abs(np.asarray(new["boxes"][name]) - np.asarray(old["boxes"][name])).max())
-                for name in common}
+    box_diff = {
+        name: float(np.abs(np.asarray(new["boxes"][name]) - np.asarray(old["boxes"][name])).max()) for name in common
+    }
     return {
         "against": revision,
         "clip": "people_walking_1080p.mp4" if SAMPLE.is_file() else "generated 1080p clip",
@@ -155,12 +176,16 @@ def _report(revision: str, runs: dict[str, list[dict]]) -> dict:
         "wall_ratio_new_over_old": speed["new"]["wall_ms"] / speed["old"]["wall_ms"],
         "cpu_ratio_new_over_old": speed["new"]["cpu_ms"] / speed["old"]["cpu_ms"],
         "clips_scored_by_both": len(common),
-        "prob_fake_abs_diff": {"max": max(score_diff.values(), default=0.0),
-                               "mean": statistics.fmean(score_diff.values()) if score_diff else 0.0,
-                               "per_clip": score_diff},
-        "crop_only_prob_fake_abs_diff": {"max": max(crop_only.values(), default=0.0),
-                                         "mean": statistics.fmean(crop_only.values()) if crop_only else 0.0,
-                                         "per_clip": crop_only},
+        "prob_fake_abs_diff": {
+            "max": max(score_diff.values(), default=0.0),
+            "mean": statistics.fmean(score_diff.values()) if score_diff else 0.0,
+            "per_clip": score_diff,
+        },
+        "crop_only_prob_fake_abs_diff": {
+            "max": max(crop_only.values(), default=0.0),
+            "mean": statistics.fmean(crop_only.values()) if crop_only else 0.0,
+            "per_clip": crop_only,
+        },
         "box_max_abs_diff_px": {"max": max(box_diff.values(), default=0.0), "per_clip": box_diff},
         "refusals_changed": sorted(set(old["errors"]) ^ set(new["errors"])),
     }
@@ -169,30 +194,34 @@ def _report(revision: str, runs: dict[str, list[dict]]) -> dict:
 def _markdown(report: dict) -> str:
     speed = report["speed"]
     worst = max(report["prob_fake_abs_diff"]["per_clip"].items(), key=lambda kv: kv[1], default=("-", 0.0))
-    return "\n".join([
-        f"# Preprocessing, this checkout against {report['against']} (side by side, one run)",
-        "",
-        f"Speed on {report['clip']}, 20 frames, CPU server settings, one torch thread (median of "
-        f"{speed['new']['calls']} calls per side):",
-        "",
-        "| side | wall ms | CPU ms |",
-        "| --- | --- | --- |",
-        f"| old | {speed['old']['wall_ms']:.0f} | {speed['old']['cpu_ms']:.0f} |",
-        f"| new | {speed['new']['wall_ms']:.0f} | {speed['new']['cpu_ms']:.0f} |",
-        "",
-        f"New over old: wall {report['wall_ratio_new_over_old']:.3f}, CPU {report['cpu_ratio_new_over_old']:.3f}.",
-        "",
-        f"Scores (20-frame classifier, {report['clips_scored_by_both']} clips scored by both): faithful score moved "
-        f"by {report['prob_fake_abs_diff']['mean']:.4f} on average, at most {report['prob_fake_abs_diff']['max']:.4f} "
-        f"({worst[0]}); face boxes by at most {report['box_max_abs_diff_px']['max']:.2f} px. Refusals changed: "
-        f"{', '.join(report['refusals_changed']) or 'none'}.",
-        "",
-        f"The crop alone (the new code's regions, cut on whole pixels and resized as before, against "
-        f"the sub-pixel crop): faithful score moved by {report['crop_only_prob_fake_abs_diff']['mean']:.4f} on "
-        f"average, at most {report['crop_only_prob_fake_abs_diff']['max']:.4f}. Random demo weights: real "
-        f"weights may be more or less sensitive.",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# Preprocessing, this checkout against {report['against']} (side by side, one run)",
+            "",
+            f"Speed on {report['clip']}, 20 frames, CPU server settings, one torch thread (median of "
+            f"{speed['new']['calls']} calls per side):",
+            "",
+            "| side | wall ms | CPU ms |",
+            "| --- | --- | --- |",
+            f"| old | {speed['old']['wall_ms']:.0f} | {speed['old']['cpu_ms']:.0f} |",
+            f"| new | {speed['new']['wall_ms']:.0f} | {speed['new']['cpu_ms']:.0f} |",
+            "",
+            f"New over old: wall {report['wall_ratio_new_over_old']:.3f}, CPU {report['cpu_ratio_new_over_old']:.3f}.",
+            "",
+            f"Scores (20-frame classifier, {report['clips_scored_by_both']} clips scored by both): "
+            "faithful score moved "
+            f"by {report['prob_fake_abs_diff']['mean']:.4f} on average, "
+            f"at most {report['prob_fake_abs_diff']['max']:.4f} "
+            f"({worst[0]}); face boxes by at most {report['box_max_abs_diff_px']['max']:.2f} px. Refusals changed: "
+            f"{', '.join(report['refusals_changed']) or 'none'}.",
+            "",
+            f"The crop alone (the new code's regions, cut on whole pixels and resized as before, against "
+            f"the sub-pixel crop): faithful score moved by {report['crop_only_prob_fake_abs_diff']['mean']:.4f} on "
+            f"average, at most {report['crop_only_prob_fake_abs_diff']['max']:.4f}. Random demo weights: real "
+            f"weights may be more or less sensitive.",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

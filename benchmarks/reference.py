@@ -24,8 +24,8 @@ import torch
 from facenet_pytorch import MTCNN
 from torchvision import transforms
 
-from export.checkpoints import load_original_model
 from contract import FACE_SIZE, FAKE_INDEX, LABEL_FAKE, LABEL_REAL, REAL_INDEX
+from export.checkpoints import load_original_model
 from export.model import OriginalModel
 from preprocessing.crop import IMAGENET_MEAN, IMAGENET_STD
 from preprocessing.track import Detections
@@ -72,12 +72,14 @@ class _AppPipeline:
             raise ValueError(f"frames must be at least 1, got {frames}")
         self.model = model.eval()
         self.frames = frames
-        self.transform = transforms.Compose([
-            transforms.ToPILImage(),
-            transforms.Resize((FACE_SIZE, FACE_SIZE)),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ])
+        self.transform = transforms.Compose(
+            [
+                transforms.ToPILImage(),
+                transforms.Resize((FACE_SIZE, FACE_SIZE)),
+                transforms.ToTensor(),
+                transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Path, frames: int):
@@ -133,7 +135,7 @@ class _AppPipeline:
         tensors = []
         for frame, found in zip(frames_bgr, detections):
             box = self._crop_box(found, frame)
-            crop = frame if box is None else frame[box[1]:box[3], box[0]:box[2]]
+            crop = frame if box is None else frame[box[1] : box[3], box[0] : box[2]]
             tensors.append(self.transform(np.ascontiguousarray(crop)))
         batch = torch.stack(tensors)[None]
         cropped = time.perf_counter()
@@ -150,8 +152,12 @@ class _AppPipeline:
             confidence=float(probs[predicted]) * 100.0,
             frames_read=len(frames_bgr),
             detections=detections,
-            timings={"decode": decoded - started, "detect": detected - decoded,
-                     "crop": cropped - detected, "classify": classified - cropped},
+            timings={
+                "decode": decoded - started,
+                "detect": detected - decoded,
+                "crop": cropped - detected,
+                "classify": classified - cropped,
+            },
         )
 
 
@@ -159,8 +165,9 @@ def _dlib_boxes(detector, image: np.ndarray) -> np.ndarray:
     """``face_recognition.face_locations``' boxes (clipped to the image) as x1, y1, x2, y2 rows."""
     height, width = image.shape[:2]
     rects = detector(image, DLIB_UPSAMPLE)
-    return np.array([[max(r.left(), 0), max(r.top(), 0), min(r.right(), width), min(r.bottom(), height)]
-                     for r in rects], np.float32).reshape(-1, 4)
+    return np.array(
+        [[max(r.left(), 0), max(r.top(), 0), min(r.right(), width), min(r.bottom(), height)] for r in rects], np.float32
+    ).reshape(-1, 4)
 
 
 class OriginalAppPipeline(_AppPipeline):
@@ -184,8 +191,12 @@ class OriginalAppPipeline(_AppPipeline):
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
         height, width = rgb.shape[:2]
         for x1, y1, x2, y2 in _dlib_boxes(self.detector, rgb).astype(int):
-            self.thumbnails.append(rgb[max(y1 - THUMBNAIL_PADDING, 0):min(y2 + THUMBNAIL_PADDING, height),
-                                       max(x1 - THUMBNAIL_PADDING, 0):min(x2 + THUMBNAIL_PADDING, width)])
+            self.thumbnails.append(
+                rgb[
+                    max(y1 - THUMBNAIL_PADDING, 0) : min(y2 + THUMBNAIL_PADDING, height),
+                    max(x1 - THUMBNAIL_PADDING, 0) : min(x2 + THUMBNAIL_PADDING, width),
+                ]
+            )
         return Detections(boxes, np.ones(len(boxes), np.float32))
 
     def __call__(self, path: Path) -> ReferenceResult:
@@ -213,4 +224,3 @@ class ReferencePipeline(_AppPipeline):
         if boxes is None:
             return Detections.empty()
         return Detections(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(probs, np.float32).reshape(-1))
-

@@ -10,16 +10,27 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 #: Keys every ``latest.json`` has (the README table and CI read them).
 REQUIRED_KEYS = (
-    "video", "frames", "cpu_count", "machine", "git_commit",
-    "reference_videos_per_s", "mtcnn_baseline_videos_per_s", "e2e_videos_per_s", "e2e_speedup_vs_reference",
+    "video",
+    "frames",
+    "cpu_count",
+    "machine",
+    "git_commit",
+    "reference_videos_per_s",
+    "mtcnn_baseline_videos_per_s",
+    "e2e_videos_per_s",
+    "e2e_speedup_vs_reference",
     "e2e_speedup_vs_mtcnn_baseline",
-    "e2e_p50_ms", "e2e_p95_ms",
-    "classifier_ort_ms", "classifier_torch_ms", "classifier_speedup",
-    "server_rss_mb_before", "server_rss_mb_after",
+    "e2e_p50_ms",
+    "e2e_p95_ms",
+    "classifier_ort_ms",
+    "classifier_torch_ms",
+    "classifier_speedup",
+    "server_rss_mb_before",
+    "server_rss_mb_after",
 )
 PLOTS = {
     "throughput": "throughput.png",
@@ -28,8 +39,14 @@ PLOTS = {
 }
 _DPI = 110
 _FIGSIZE = (9.0, 4.2)
-_STAGE_COLOURS = {"decode": "#4c78a8", "detect": "#f58518", "crop": "#54a24b", "classify": "#e45756",
-                  "queue": "#b279a2", "other": "#9d9d9d"}
+_STAGE_COLOURS = {
+    "decode": "#4c78a8",
+    "detect": "#f58518",
+    "crop": "#54a24b",
+    "classify": "#e45756",
+    "queue": "#b279a2",
+    "other": "#9d9d9d",
+}
 
 
 class ReportError(Exception):
@@ -75,37 +92,84 @@ def summary_rows(results: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
 
     growth = results.get("server_rss_growth_percent")
     return [
-        ("reference: the original app as it ran (OpenCV, dlib twice per frame, PyTorch eager, in process)",
-         f"{_fmt(results['reference_videos_per_s'], 3)} videos/s", "", ""),
-        ("MTCNN baseline: MTCNN at full resolution in place of dlib (DFDC-style, in process)",
-         f"{_fmt(results['mtcnn_baseline_videos_per_s'], 3)} videos/s", "", ""),
-        ("Triton end to end (`deepfake_<N>`: clip and per-frame scores), best concurrency", f"{_fmt(results['e2e_videos_per_s'], 3)} videos/s "
-         f"(concurrency {results.get('e2e_best_concurrency', '?')})", "", ""),
-        ("end-to-end speed-up vs the reference", f"{_fmt(results['e2e_speedup_vs_reference'], 1)}x",
-         goal("e2e_speedup"), met("e2e_speedup")),
-        ("end-to-end speed-up vs the MTCNN baseline", f"{_fmt(results['e2e_speedup_vs_mtcnn_baseline'], 1)}x",
-         goal("e2e_speedup_vs_mtcnn_baseline"), met("e2e_speedup_vs_mtcnn_baseline")),
-        ("end-to-end latency p50 / p95, concurrency 1",
-         f"{_fmt(results['e2e_p50_ms'], 0)} / {_fmt(results['e2e_p95_ms'], 0)} ms", goal("e2e_p50"), met("e2e_p50")),
-        ("clip score alone (`verdict_<N>`, no per-frame scores), best concurrency",
-         f"{_fmt(results.get('verdict_videos_per_s'), 3)} videos/s (concurrency {results.get('verdict_best_concurrency', '?')}), "
-         f"{_fmt(results.get('verdict_speedup_vs_reference'), 1)}x the reference, "
-         f"{_fmt(results.get('verdict_speedup_vs_mtcnn_baseline'), 1)}x the MTCNN baseline, p50 / p95 at concurrency 1 "
-         f"{_fmt(results.get('verdict_p50_ms'), 0)} / {_fmt(results.get('verdict_p95_ms'), 0)} ms", "", ""),
-        ("the original app's answer served (`original_<N>`: dlib once per frame, over threads)",
-         f"{_fmt(results.get('original_mode_videos_per_s'), 3)} videos/s, p50 {_fmt(results.get('original_mode_p50_ms'), 0)} ms; "
-         f"{_fmt(results.get('original_mode_speedup_vs_reference'), 2)}x the reference; `deepfake_<N>` is "
-         f"{_fmt(results.get('mtcnn_path_speedup_vs_original_mode'), 1)}x faster; PROB_FAKE differs from the "
-         f"reference's by {_fmt(results.get('original_mode_prob_fake_diff'), 6)}", "", ""),
-        ("classifier score, ONNX Runtime (served: last frame) / PyTorch eager (original: N frames)",
-         f"{_fmt(results['classifier_ort_ms'], 0)} / {_fmt(results['classifier_torch_ms'], 0)} ms "
-         f"({_fmt(results['classifier_speedup'], 2)}x)", goal("classifier_speedup"), met("classifier_speedup")),
-        ("classifier with per-frame scores, ONNX Runtime (N frames) / PyTorch eager",
-         f"{_fmt(results.get('classifier_ort_all_frames_ms'), 0)} / {_fmt(results['classifier_torch_ms'], 0)} ms "
-         f"({_fmt(results.get('classifier_all_frames_speedup'), 2)}x)", "", ""),
-        (f"server RSS before / after {results.get('rss_requests', '?')} requests",
-         f"{_fmt(results['server_rss_mb_before'], 0)} / {_fmt(results['server_rss_mb_after'], 0)} MiB "
-         f"({_fmt(growth, 1)} %)", goal("rss_growth"), met("rss_growth")),
+        (
+            "reference: the original app as it ran (OpenCV, dlib twice per frame, PyTorch eager, in process)",
+            f"{_fmt(results['reference_videos_per_s'], 3)} videos/s",
+            "",
+            "",
+        ),
+        (
+            "MTCNN baseline: MTCNN at full resolution in place of dlib (DFDC-style, in process)",
+            f"{_fmt(results['mtcnn_baseline_videos_per_s'], 3)} videos/s",
+            "",
+            "",
+        ),
+        (
+            "Triton end to end (`deepfake_<N>`: clip and per-frame scores), best concurrency",
+            f"{_fmt(results['e2e_videos_per_s'], 3)} videos/s (concurrency {results.get('e2e_best_concurrency', '?')})",
+            "",
+            "",
+        ),
+        (
+            "end-to-end speed-up vs the reference",
+            f"{_fmt(results['e2e_speedup_vs_reference'], 1)}x",
+            goal("e2e_speedup"),
+            met("e2e_speedup"),
+        ),
+        (
+            "end-to-end speed-up vs the MTCNN baseline",
+            f"{_fmt(results['e2e_speedup_vs_mtcnn_baseline'], 1)}x",
+            goal("e2e_speedup_vs_mtcnn_baseline"),
+            met("e2e_speedup_vs_mtcnn_baseline"),
+        ),
+        (
+            "end-to-end latency p50 / p95, concurrency 1",
+            f"{_fmt(results['e2e_p50_ms'], 0)} / {_fmt(results['e2e_p95_ms'], 0)} ms",
+            goal("e2e_p50"),
+            met("e2e_p50"),
+        ),
+        (
+            "clip score alone (`verdict_<N>`, no per-frame scores), best concurrency",
+            f"{_fmt(results.get('verdict_videos_per_s'), 3)} videos/s "
+            f"(concurrency {results.get('verdict_best_concurrency', '?')}), "
+            f"{_fmt(results.get('verdict_speedup_vs_reference'), 1)}x the reference, "
+            f"{_fmt(results.get('verdict_speedup_vs_mtcnn_baseline'), 1)}x the MTCNN baseline, "
+            "p50 / p95 at concurrency 1 "
+            f"{_fmt(results.get('verdict_p50_ms'), 0)} / {_fmt(results.get('verdict_p95_ms'), 0)} ms",
+            "",
+            "",
+        ),
+        (
+            "the original app's answer served (`original_<N>`: dlib once per frame, over threads)",
+            f"{_fmt(results.get('original_mode_videos_per_s'), 3)} videos/s, "
+            f"p50 {_fmt(results.get('original_mode_p50_ms'), 0)} ms; "
+            f"{_fmt(results.get('original_mode_speedup_vs_reference'), 2)}x the reference; `deepfake_<N>` is "
+            f"{_fmt(results.get('mtcnn_path_speedup_vs_original_mode'), 1)}x faster; PROB_FAKE differs from the "
+            f"reference's by {_fmt(results.get('original_mode_prob_fake_diff'), 6)}",
+            "",
+            "",
+        ),
+        (
+            "classifier score, ONNX Runtime (served: last frame) / PyTorch eager (original: N frames)",
+            f"{_fmt(results['classifier_ort_ms'], 0)} / {_fmt(results['classifier_torch_ms'], 0)} ms "
+            f"({_fmt(results['classifier_speedup'], 2)}x)",
+            goal("classifier_speedup"),
+            met("classifier_speedup"),
+        ),
+        (
+            "classifier with per-frame scores, ONNX Runtime (N frames) / PyTorch eager",
+            f"{_fmt(results.get('classifier_ort_all_frames_ms'), 0)} / {_fmt(results['classifier_torch_ms'], 0)} ms "
+            f"({_fmt(results.get('classifier_all_frames_speedup'), 2)}x)",
+            "",
+            "",
+        ),
+        (
+            f"server RSS before / after {results.get('rss_requests', '?')} requests",
+            f"{_fmt(results['server_rss_mb_before'], 0)} / {_fmt(results['server_rss_mb_after'], 0)} MiB "
+            f"({_fmt(growth, 1)} %)",
+            goal("rss_growth"),
+            met("rss_growth"),
+        ),
     ]
 
 
@@ -126,48 +190,78 @@ def markdown(results: Mapping[str, Any]) -> str:
     ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in summary_rows(results)]
     lines += ["", "## Throughput and latency by concurrency (perf_analyzer, gRPC)", ""]
-    for title, key, unit in (("Classifier alone, random faces", "classifier_sweep", "inferences/s"),
-                             ("End to end, real video bytes (`deepfake_<N>`)", "e2e_sweep", "videos/s"),
-                             ("Clip score alone, real video bytes (`verdict_<N>`)", "verdict_sweep", "videos/s")):
+    for title, key, unit in (
+        ("Classifier alone, random faces", "classifier_sweep", "inferences/s"),
+        ("End to end, real video bytes (`deepfake_<N>`)", "e2e_sweep", "videos/s"),
+        ("Clip score alone, real video bytes (`verdict_<N>`)", "verdict_sweep", "videos/s"),
+    ):
         sweep = results.get(key) or []
         if not sweep:
             continue
-        lines += [f"{title}:", "", f"| concurrency | {unit} | p50 ms | p95 ms | p99 ms | server queue ms |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {p['concurrency']} | {p['throughput']:.2f} | {p['p50_ms']:.0f} | {p['p95_ms']:.0f} | "
-                  f"{p['p99_ms']:.0f} | {p['queue_ms']:.0f} |" for p in sweep]
+        lines += [
+            f"{title}:",
+            "",
+            f"| concurrency | {unit} | p50 ms | p95 ms | p99 ms | server queue ms |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {p['concurrency']} | {p['throughput']:.2f} | {p['p50_ms']:.0f} | {p['p95_ms']:.0f} | "
+            f"{p['p99_ms']:.0f} | {p['queue_ms']:.0f} |"
+            for p in sweep
+        ]
         lines.append("")
     stages = results.get("stages", {})
     if stages:
-        lines += ["## Where the time goes (milliseconds per video)", "",
-                  "| stage | reference | MTCNN baseline | served |", "| --- | --- | --- | --- |"]
+        lines += [
+            "## Where the time goes (milliseconds per video)",
+            "",
+            "| stage | reference | MTCNN baseline | served |",
+            "| --- | --- | --- | --- |",
+        ]
         columns = ("reference", "mtcnn_baseline", "served")
         names = list(dict.fromkeys(name for column in columns for name in stages.get(column, {})))
         for name in names:
-            lines.append("| " + " | ".join([name, *(_fmt(stages.get(column, {}).get(name), 0) for column in columns)]) + " |")
+            lines.append(
+                "| " + " | ".join([name, *(_fmt(stages.get(column, {}).get(name), 0) for column in columns)]) + " |"
+            )
         lines += ["", stages.get("note", ""), ""]
     boxes = results.get("face_boxes")
     if boxes:
-        lines += ["## Face boxes against full-resolution detection", "",
-                  f"IoU of the served crop boxes with the crop boxes from MTCNN at full resolution on every "
-                  f"frame: mean {_fmt(boxes.get('iou_mean'), 3)}, min {_fmt(boxes.get('iou_min'), 3)}, "
-                  f"last frame (the one the faithful score uses) {_fmt(boxes.get('iou_last'), 3)}.", ""]
+        lines += [
+            "## Face boxes against full-resolution detection",
+            "",
+            f"IoU of the served crop boxes with the crop boxes from MTCNN at full resolution on every "
+            f"frame: mean {_fmt(boxes.get('iou_mean'), 3)}, min {_fmt(boxes.get('iou_min'), 3)}, "
+            f"last frame (the one the faithful score uses) {_fmt(boxes.get('iou_last'), 3)}.",
+            "",
+        ]
     series = results.get("server_rss_series_mb")
     if series:
         every = results.get("server_rss_series_every", "?")
-        lines += ["## Server memory across the RSS requests", "",
-                  f"Resident memory of tritonserver and its stubs (MiB), read every {every} requests: "
-                  + ", ".join(f"{v:.0f}" for v in series) + ".", ""]
+        lines += [
+            "## Server memory across the RSS requests",
+            "",
+            f"Resident memory of tritonserver and its stubs (MiB), read every {every} requests: "
+            + ", ".join(f"{v:.0f}" for v in series)
+            + ".",
+            "",
+        ]
         before, after = results.get("server_rss_by_process_before", {}), results.get("server_rss_by_process_after", {})
         if before or after:
             lines += ["| process | before MiB | after MiB |", "| --- | --- | --- |"]
-            lines += [f"| {name} | {_fmt(before.get(name), 0)} | {_fmt(after.get(name), 0)} |"
-                      for name in dict.fromkeys([*before, *after])]
+            lines += [
+                f"| {name} | {_fmt(before.get(name), 0)} | {_fmt(after.get(name), 0)} |"
+                for name in dict.fromkeys([*before, *after])
+            ]
             lines.append("")
     for note in results.get("notes", []):
         lines.append(f"- {note}")
-    lines += ["", "Plots: " + ", ".join(f"`{name}`" for name in PLOTS.values()) + "; perf_analyzer CSV files "
-              "next to this report.", ""]
+    lines += [
+        "",
+        "Plots: " + ", ".join(f"`{name}`" for name in PLOTS.values()) + "; perf_analyzer CSV files "
+        "next to this report.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -210,23 +304,31 @@ def _plot_throughput(results: Mapping[str, Any]):
     if cls:
         right.plot(cls_x, [p["throughput"] for p in cls], "o-", color="#e45756")
         right.set(xticks=cls_x)
-    right.set(title=f"Classifier alone ({results['frames']} faces per inference)", xlabel="concurrency",
-              ylabel="inferences / s")
+    right.set(
+        title=f"Classifier alone ({results['frames']} faces per inference)",
+        xlabel="concurrency",
+        ylabel="inferences / s",
+    )
     right.set_ylim(bottom=0)
     figure.suptitle(f"Throughput on {results['machine']}, {results['cpu_count']} cores")
     return figure
 
 
 def _plot_latency(results: Mapping[str, Any]):
-    panels = [(key, title) for key, title in (("e2e_sweep", "End to end"), ("classifier_sweep", "Classifier alone"))
-              if results.get(key)]
+    panels = [
+        (key, title)
+        for key, title in (("e2e_sweep", "End to end"), ("classifier_sweep", "Classifier alone"))
+        if results.get(key)
+    ]
     if not panels:
         return None
     figure, axes = plt.subplots(1, len(panels), figsize=_FIGSIZE, squeeze=False)
     width = 0.27
     for axis, (key, title) in zip(axes[0], panels):
         xs, points = _sweep(results, key)
-        for offset, (column, label) in zip((-width, 0.0, width), (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"))):
+        for offset, (column, label) in zip(
+            (-width, 0.0, width), (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"))
+        ):
             axis.bar([x + offset for x in xs], [p[column] / 1000.0 for p in points], width, label=label)
         axis.set(title=title, xlabel="concurrency", ylabel="latency (s)", xticks=xs)
         axis.legend()
@@ -236,9 +338,14 @@ def _plot_latency(results: Mapping[str, Any]):
 
 def _plot_stages(results: Mapping[str, Any]):
     stages = results.get("stages", {})
-    bars = [(label, stages.get(key) or {}) for key, label in (("reference", "original app"),
-                                                             ("mtcnn_baseline", "MTCNN baseline"),
-                                                             ("served", "Triton, concurrency 1"))]
+    bars = [
+        (label, stages.get(key) or {})
+        for key, label in (
+            ("reference", "original app"),
+            ("mtcnn_baseline", "MTCNN baseline"),
+            ("served", "Triton, concurrency 1"),
+        )
+    ]
     bars = [(label, values) for label, values in bars if values]
     if not bars:
         return None
@@ -248,8 +355,13 @@ def _plot_stages(results: Mapping[str, Any]):
         left = 0.0
         for name in names:
             seconds = values.get(name, 0.0) / 1000.0
-            axis.barh(row, seconds, left=left, color=_STAGE_COLOURS.get(name, "#333333"),
-                      label=name if row == 0 or name not in bars[0][1] else None)
+            axis.barh(
+                row,
+                seconds,
+                left=left,
+                color=_STAGE_COLOURS.get(name, "#333333"),
+                label=name if row == 0 or name not in bars[0][1] else None,
+            )
             left += seconds
     axis.set_yticks(range(len(bars)), [label for label, _ in bars])
     axis.set_xlabel("seconds per video")

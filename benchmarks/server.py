@@ -25,7 +25,8 @@ def models_of(frames: int) -> tuple[str, str, str]:
 
 
 def bench_repository(source: Path, frames: int, target: Path) -> Path:
-    """A repository holding only the N-frame scoring models (``verdict_<N>`` and ``original_<N>`` too), as links to the real folders.
+    """A repository holding only the N-frame scoring models (``verdict_<N>`` and ``original_<N>`` too),
+    as links to the real folders.
 
     Loading one length instead of every committed one saves minutes of start-up and the
     memory of the other lengths' stubs, which would otherwise share the two cores' caches.
@@ -38,8 +39,10 @@ def bench_repository(source: Path, frames: int, target: Path) -> Path:
     for name in (*models_of(frames), *(model_name(kind, frames) for kind in also)):
         folder = source / name
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is missing: the repository has no {frames}-frame models "
-                                    f"(python -m export onnx --frames {frames})")
+            raise FileNotFoundError(
+                f"{folder} is missing: the repository has no {frames}-frame models "
+                f"(python -m export onnx --frames {frames})"
+            )
         link = target / name
         if not link.exists():
             link.symlink_to(folder.resolve(), target_is_directory=True)
@@ -49,8 +52,14 @@ def bench_repository(source: Path, frames: int, target: Path) -> Path:
 def start_server(repository: Path, log_path: Path) -> EmbeddedServer:
     """The embedded server (CPU configs) on free ports, every model ready."""
     grpc_port, http_port, metrics_port = free_ports(3)
-    server = EmbeddedServer(repository, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
-                            log_path=log_path, stop_timeout=STOP_TIMEOUT_S)
+    server = EmbeddedServer(
+        repository,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
+        log_path=log_path,
+        stop_timeout=STOP_TIMEOUT_S,
+    )
     server.start(timeout=START_TIMEOUT_S)
     return server
 

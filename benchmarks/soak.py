@@ -90,8 +90,12 @@ def bad_uploads() -> list[Upload]:
         Upload("hls_playlist", media.hls_playlist("/etc/hostname"), False, "hls playlist"),
         Upload("truncated_mp4", clip[: len(clip) // 3], False, "cannot open the input as mp4"),
         # The media data garbled from its start: the first keyframe is lost, nothing after it decodes.
-        Upload("corrupted_mdat", corpus.corrupt_box(clip, b"mdat", DEFAULT_SEED, start=0.0, stop=0.75), False,
-               "no decodable video frame"),
+        Upload(
+            "corrupted_mdat",
+            corpus.corrupt_box(clip, b"mdat", DEFAULT_SEED, start=0.0, stop=0.75),
+            False,
+            "no decodable video frame",
+        ),
         Upload("huge_png_header", corpus.png_with_header(corpus.HUGE_SIDE, corpus.HUGE_SIDE), False, "max_pixels"),
         Upload("no_face", media.no_face_clip(frames=DEFAULT_FRAMES), False, "no face"),
         Upload("all_black", media.black_clip(frames=DEFAULT_FRAMES), False, "no face"),
@@ -102,8 +106,10 @@ def good_uploads(count: int = GOOD_CLIPS) -> list[Upload]:
     """Face clips of different motion, one JPEG still and one rotated clip."""
     from tests import media
 
-    uploads = [Upload(f"face_clip_{i}", media.face_clip(frames=DEFAULT_FRAMES + 2, size=GOOD_CLIP_SIZE, seed=200 + i), True)
-               for i in range(count)]
+    uploads = [
+        Upload(f"face_clip_{i}", media.face_clip(frames=DEFAULT_FRAMES + 2, size=GOOD_CLIP_SIZE, seed=200 + i), True)
+        for i in range(count)
+    ]
     uploads.append(Upload("still_jpeg", media.still_image("JPEG", size=GOOD_CLIP_SIZE), True))
     uploads.append(Upload("rotated_clip", media.face_clip(frames=DEFAULT_FRAMES, size=GOOD_CLIP_SIZE, rotate=90), True))
     return uploads
@@ -138,11 +144,13 @@ class SoakReport:
     def lines(self) -> list[str]:
         """The figures as printed."""
         out = [
-            f"requests        {self.requests} ({self.good} good, {self.bad} bad) in {self.seconds:.0f} s at concurrency "
+            f"requests        {self.requests} ({self.good} good, {self.bad} bad) "
+            f"in {self.seconds:.0f} s at concurrency "
             f"{self.concurrency}: {self.throughput_rps:.2f} requests/s",
             f"wrong answers   {self.wrong_answers}",
             f"lost requests   {self.lost_requests}" + (f" {self.lost_reasons}" if self.lost_reasons else ""),
-            f"server RSS      {self.rss_start_mb:.0f} MiB after {self.rss_warmup_s:.0f} s of load -> {self.rss_end_mb:.0f} MiB "
+            f"server RSS      {self.rss_start_mb:.0f} MiB after {self.rss_warmup_s:.0f} s of load "
+            f"-> {self.rss_end_mb:.0f} MiB "
             f"at the end ({self.rss_growth_pct:+.1f} %), peak {self.rss_peak_mb:.0f} MiB, "
             f"{self.rss_first_mb:.0f} MiB when the load started",
         ]
@@ -210,11 +218,20 @@ def references(url: str, model: str, uploads: Sequence[Upload]) -> dict[str, flo
     return scores
 
 
-def run_soak(url: str, *, frames: int = DEFAULT_FRAMES, concurrency: int = DEFAULT_CONCURRENCY,
-             duration_s: float | None = DEFAULT_DURATION_S, requests: int | None = None,
-             bad_fraction: float = DEFAULT_BAD_FRACTION, server_pid: int | None = None, seed: int = DEFAULT_SEED,
-             uploads: Sequence[Upload] | None = None, warmup_rounds: int = WARMUP_ROUNDS,
-             progress: Callable[[str], None] | None = None) -> SoakReport:
+def run_soak(
+    url: str,
+    *,
+    frames: int = DEFAULT_FRAMES,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    duration_s: float | None = DEFAULT_DURATION_S,
+    requests: int | None = None,
+    bad_fraction: float = DEFAULT_BAD_FRACTION,
+    server_pid: int | None = None,
+    seed: int = DEFAULT_SEED,
+    uploads: Sequence[Upload] | None = None,
+    warmup_rounds: int = WARMUP_ROUNDS,
+    progress: Callable[[str], None] | None = None,
+) -> SoakReport:
     """Runs the soak against a running server and returns its figures.
 
     Args:
@@ -320,29 +337,38 @@ def run_soak(url: str, *, frames: int = DEFAULT_FRAMES, concurrency: int = DEFAU
 
     started = time.monotonic()
     first_breakdown = process_breakdown(server_pid) if server_pid is not None else {}
-    with _RssSampler(server_pid) as sampler:
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="soak") as pool:
-            futures = [pool.submit(worker) for _ in range(concurrency)]
-            while not all(f.done() for f in futures):
-                time.sleep(RSS_INTERVAL_S * 5)
-                if progress is not None:
-                    with lock:
-                        progress(f"{time.monotonic() - started:5.0f} s: {report.requests} requests, "
-                                 f"{report.wrong_answers} wrong, {report.lost_requests} lost, "
-                                 f"RSS {sampler.samples[-1][1] if sampler.samples else 0:.0f} MiB")
-            for future in futures:
-                future.result()
+    with _RssSampler(server_pid) as sampler, ThreadPoolExecutor(concurrency, thread_name_prefix="soak") as pool:
+        futures = [pool.submit(worker) for _ in range(concurrency)]
+        while not all(f.done() for f in futures):
+            time.sleep(RSS_INTERVAL_S * 5)
+            if progress is not None:
+                with lock:
+                    progress(
+                        f"{time.monotonic() - started:5.0f} s: {report.requests} requests, "
+                        f"{report.wrong_answers} wrong, {report.lost_requests} lost, "
+                        f"RSS {sampler.samples[-1][1] if sampler.samples else 0:.0f} MiB"
+                    )
+        for future in futures:
+            future.result()
     report.seconds = time.monotonic() - started
     report.throughput_rps = report.requests / report.seconds if report.seconds else 0.0
-    report.latency_ms = {kind: _percentiles(values) for kind, values in
-                         (("good", latencies["good"]), ("bad", latencies["bad"]), ("all", latencies["good"] + latencies["bad"]))
-                         if values}
+    report.latency_ms = {
+        kind: _percentiles(values)
+        for kind, values in (
+            ("good", latencies["good"]),
+            ("bad", latencies["bad"]),
+            ("all", latencies["good"] + latencies["bad"]),
+        )
+        if values
+    }
     report.lost_reasons = dict(lost)
     if sampler.samples:
         _memory_figures(report, sampler.samples, duration_s)
         last_breakdown = process_breakdown(server_pid) if server_pid is not None else {}
-        report.rss_by_process_mb = {name: (first_breakdown.get(name, 0.0), last_breakdown.get(name, 0.0))
-                                    for name in first_breakdown.keys() | last_breakdown.keys()}
+        report.rss_by_process_mb = {
+            name: (first_breakdown.get(name, 0.0), last_breakdown.get(name, 0.0))
+            for name in first_breakdown.keys() | last_breakdown.keys()
+        }
     return report
 
 
@@ -369,17 +395,33 @@ def _memory_figures(report: SoakReport, samples: list[tuple[float, float]], dura
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--url", help="gRPC host:port of a running server; by default one is started on the N-frame models")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.soak",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--url", help="gRPC host:port of a running server; by default one is started on the N-frame models"
+    )
     parser.add_argument("--server-pid", type=int, help="pid of that server's tritonserver, for its memory figures")
-    parser.add_argument("--model-repository", type=Path, default=PROJECT_ROOT / "model_repository", help="repository to serve")
+    parser.add_argument(
+        "--model-repository", type=Path, default=PROJECT_ROOT / "model_repository", help="repository to serve"
+    )
     parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="N of the deepfake_<N> ensemble")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight")
     parser.add_argument("--duration", type=float, default=DEFAULT_DURATION_S, help="seconds of load")
-    parser.add_argument("--requests", type=int, help="stop after this many requests (with --duration, whichever comes first)")
-    parser.add_argument("--bad-fraction", type=float, default=DEFAULT_BAD_FRACTION, help="share of bad inputs in the mix")
-    parser.add_argument("--max-rss-growth", type=float, default=DEFAULT_MAX_RSS_GROWTH_PCT, help="percent of memory growth that fails the run")
+    parser.add_argument(
+        "--requests", type=int, help="stop after this many requests (with --duration, whichever comes first)"
+    )
+    parser.add_argument(
+        "--bad-fraction", type=float, default=DEFAULT_BAD_FRACTION, help="share of bad inputs in the mix"
+    )
+    parser.add_argument(
+        "--max-rss-growth",
+        type=float,
+        default=DEFAULT_MAX_RSS_GROWTH_PCT,
+        help="percent of memory growth that fails the run",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the request mix")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     return parser
@@ -399,9 +441,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"starting the embedded server on the {args.frames}-frame models ...", flush=True)
             server = start_server(repository, Path(scratch.name) / "tritonserver.log")
             url, pid = server.grpc_url, server.pid
-        report = run_soak(url, frames=args.frames, concurrency=args.concurrency, duration_s=args.duration,
-                          requests=args.requests, bad_fraction=args.bad_fraction, server_pid=pid, seed=args.seed,
-                          progress=lambda line: print(line, flush=True))
+        report = run_soak(
+            url,
+            frames=args.frames,
+            concurrency=args.concurrency,
+            duration_s=args.duration,
+            requests=args.requests,
+            bad_fraction=args.bad_fraction,
+            server_pid=pid,
+            seed=args.seed,
+            progress=lambda line: print(line, flush=True),
+        )
     finally:
         if server is not None:
             server.stop()

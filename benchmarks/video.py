@@ -60,8 +60,9 @@ def generated_clip(frames: int = GENERATED_FRAMES, size: tuple[int, int] = GENER
             cx = width * (0.5 + _DRIFT[0] * math.sin(phase)) - zoom * (x1 + x2) / 2.0
             cy = height * (0.5 + _DRIFT[1] * math.cos(phase)) - zoom * (y1 + y2) / 2.0
             matrix = np.array([[zoom, 0.0, cx], [0.0, zoom, cy]])
-            image = cv2.warpAffine(photo, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REFLECT)
+            image = cv2.warpAffine(
+                photo, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+            )
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():

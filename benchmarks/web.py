@@ -47,8 +47,12 @@ JEMALLOC_ENV = {"LD_PRELOAD": str(JEMALLOC), "MALLOC_CONF": "dirty_decay_ms:0,mu
 
 def link_repository(source: Path, frames: int, target: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
-    for name in (*models_of(frames), model_name(Kind.VERDICT, frames), model_name(Kind.EXPLAIN, frames),
-                 model_name(Kind.MODEL_INFO)):
+    for name in (
+        *models_of(frames),
+        model_name(Kind.VERDICT, frames),
+        model_name(Kind.EXPLAIN, frames),
+        model_name(Kind.MODEL_INFO),
+    ):
         folder = source / name
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} is missing")
@@ -123,8 +127,9 @@ def measure(video: Path, frames: int, rounds: int, uploads: int, workdir: Path) 
         web.stop()
         web = None
         for index, (allocator, env) in enumerate(allocators.items()):
-            memory[allocator] = memory_series(server.grpc_url, data, video.name, frames, uploads, env,
-                                              workdir / f"memory{index}")
+            memory[allocator] = memory_series(
+                server.grpc_url, data, video.name, frames, uploads, env, workdir / f"memory{index}"
+            )
     finally:
         if web is not None:
             web.stop()
@@ -167,31 +172,40 @@ def markdown(results: dict) -> str:
     for allocator, memory in results["memory"].items():
         low, high = memory["rss_range_mib"]
         memory_rows += [
-            f"| web process RSS after upload {memory['from_upload']} / {results['uploads']} (`POST /api/explain`; {allocator}) | "
+            f"| web process RSS after upload {memory['from_upload']} / {results['uploads']} "
+            f"(`POST /api/explain`; {allocator}) | "
             f"{memory['rss_from_mib']:.1f} / {memory['rss_last_mib']:.1f} MiB (range {low:.1f} to {high:.1f}) | | |",
-            f"| RSS growth from upload {memory['from_upload']} to {results['uploads']} ({allocator}) | {memory['growth_percent']:+.2f} % | "
+            f"| RSS growth from upload {memory['from_upload']} to {results['uploads']} ({allocator}) | "
+            f"{memory['growth_percent']:+.2f} % | "
             f"< {memory['goal_percent']:.0f} % | {yes_no[memory['met']]} |",
-            f"| `POST /api/explain`, upload to answer (median of {results['uploads']}; {allocator}) | {memory['explain_median_ms']:.0f} ms | | |",
+            f"| `POST /api/explain`, upload to answer (median of {results['uploads']}; {allocator}) | "
+            f"{memory['explain_median_ms']:.0f} ms | | |",
         ]
-    return "\n".join([
-        "# Web page: added latency and memory",
-        "",
-        f"{results['date']}, commit {results['git_commit']}, {results['machine']}, {results['cpu_count']} cores.",
-        f"Video: {results['video']} ({results['video_bytes']} bytes), {results['frames']} frames, warm server "
-        f"({results['frames']}-frame models only).",
-        "",
-        "| figure | value | goal | met |",
-        "| --- | --- | --- | --- |",
-        f"| upload to verdict, `POST /api/score` (median of {results['rounds']}) | {latency['page_median_ms']:.0f} ms | | |",
-        f"| `DeepfakeClient.score()` on the same bytes (median of {results['rounds']}) | {latency['client_median_ms']:.0f} ms | | |",
-        f"| added by the page | {latency['added_median_ms']:.1f} ms | < {latency['goal_ms']:.0f} ms | {yes_no[latency['met']]} |",
-        f"| gRPC round trip inside the page / the client (medians) | {latency['page_grpc_median_ms']:.0f} / "
-        f"{latency['client_grpc_median_ms']:.0f} ms | | |",
-        f"| the page's own time around its gRPC call, per request (median) | {latency['page_overhead_median_ms']:.1f} ms | "
-        f"< {latency['goal_ms']:.0f} ms | {yes_no[latency['page_overhead_median_ms'] < latency['goal_ms']]} |",
-        *memory_rows,
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Web page: added latency and memory",
+            "",
+            f"{results['date']}, commit {results['git_commit']}, {results['machine']}, {results['cpu_count']} cores.",
+            f"Video: {results['video']} ({results['video_bytes']} bytes), {results['frames']} frames, warm server "
+            f"({results['frames']}-frame models only).",
+            "",
+            "| figure | value | goal | met |",
+            "| --- | --- | --- | --- |",
+            f"| upload to verdict, `POST /api/score` (median of {results['rounds']}) | "
+            f"{latency['page_median_ms']:.0f} ms | | |",
+            f"| `DeepfakeClient.score()` on the same bytes (median of {results['rounds']}) | "
+            f"{latency['client_median_ms']:.0f} ms | | |",
+            f"| added by the page | {latency['added_median_ms']:.1f} ms | < {latency['goal_ms']:.0f} ms | "
+            f"{yes_no[latency['met']]} |",
+            f"| gRPC round trip inside the page / the client (medians) | {latency['page_grpc_median_ms']:.0f} / "
+            f"{latency['client_grpc_median_ms']:.0f} ms | | |",
+            f"| the page's own time around its gRPC call, per request (median) | "
+            f"{latency['page_overhead_median_ms']:.1f} ms | "
+            f"< {latency['goal_ms']:.0f} ms | {yes_no[latency['page_overhead_median_ms'] < latency['goal_ms']]} |",
+            *memory_rows,
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

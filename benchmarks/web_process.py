@@ -34,7 +34,9 @@ AUDITED_CLIENT = textwrap.dedent(
     def hook(event, args):
         if event == "open":
             path, mode, flags = args
-            if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & writing):
+            if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                isinstance(flags, int) and flags & writing
+            ):
                 os.write(log_fd, f"open {path!r} mode={mode!r} flags={flags}\\n".encode())
         elif event in ("tempfile.mkstemp", "tempfile.mkdtemp"):
             os.write(log_fd, f"{event} {args!r}\\n".encode())
@@ -54,7 +56,9 @@ class WebProcess:
         audit_log: where the audit hook writes.
     """
 
-    def __init__(self, triton_url: str, scratch: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, triton_url: str, scratch: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> None:
         self.triton_url = triton_url
         self.args = list(args)
         self.scratch = scratch
@@ -64,7 +68,7 @@ class WebProcess:
         self.url = ""
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "WebProcess":
+    def start(self) -> WebProcess:
         self.scratch.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", AUDIT_ENV: str(self.audit_log), **self.env}
         command = [sys.executable, "-c", AUDITED_CLIENT, "web", "--url", self.triton_url, "--port", "0", *self.args]

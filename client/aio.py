@@ -85,10 +85,12 @@ class AsyncDeepfakeClient:
         is restricted (both servers restrict it by key).
         """
         asked = [(use, check_frames(length)) for length in lengths for use in MODEL_KINDS]
-        answers = await asyncio.gather(*(
-            self._call(self._client.is_model_ready, model_name(MODEL_KINDS[use], length), timeout_s=timeout_s)
-            for use, length in asked
-        ))
+        answers = await asyncio.gather(
+            *(
+                self._call(self._client.is_model_ready, model_name(MODEL_KINDS[use], length), timeout_s=timeout_s)
+                for use, length in asked
+            )
+        )
         ready: dict[str, list[int]] = {use: [] for use in MODEL_KINDS}
         for (use, length), answer in zip(asked, answers):
             if answer:

@@ -50,18 +50,24 @@ def result_record(result: ScoreResult) -> dict:
         "frames_decoded": result.frames_decoded,
         "latency_ms": round(result.latency_ms, LATENCY_DECIMALS),
         "error": None,
-        **({} if result.face_tracks is None else {
-            "max_prob_fake": result.max_prob_fake,
-            "faces_seen": result.faces_seen,
-            "face_tracks": [
-                {"prob_fake": track.prob_fake,
-                 "frame_prob_fake": [float(v) for v in track.frame_prob_fake],
-                 "face_boxes": [[round(float(v), BOX_DECIMALS) for v in box] for box in track.face_boxes],
-                 "face_found": [bool(v) for v in track.face_found],
-                 "prominence": track.prominence}
-                for track in result.face_tracks
-            ],
-        }),
+        **(
+            {}
+            if result.face_tracks is None
+            else {
+                "max_prob_fake": result.max_prob_fake,
+                "faces_seen": result.faces_seen,
+                "face_tracks": [
+                    {
+                        "prob_fake": track.prob_fake,
+                        "frame_prob_fake": [float(v) for v in track.frame_prob_fake],
+                        "face_boxes": [[round(float(v), BOX_DECIMALS) for v in box] for box in track.face_boxes],
+                        "face_found": [bool(v) for v in track.face_found],
+                        "prominence": track.prominence,
+                    }
+                    for track in result.face_tracks
+                ],
+            }
+        ),
     }
 
 
@@ -281,9 +287,7 @@ def score_one(
             on_retry(video, error, attempt, wait_s)
 
     try:
-        result = call_with_retries(
-            lambda: score(video), delays, sleep=sleep, rng=rng, on_retry=report_retry
-        )
+        result = call_with_retries(lambda: score(video), delays, sleep=sleep, rng=rng, on_retry=report_retry)
     except ClientError as error:
         return Outcome(
             video,
@@ -349,8 +353,15 @@ def run_batch(
         if video is not None:
             in_flight.add(
                 pool.submit(
-                    score_one, score, video, delays, sleep=pause, rng=rng, on_retry=on_retry,
-                    to_record=to_record, mode=mode,
+                    score_one,
+                    score,
+                    video,
+                    delays,
+                    sleep=pause,
+                    rng=rng,
+                    on_retry=on_retry,
+                    to_record=to_record,
+                    mode=mode,
                 )
             )
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from contract import Exit
+from contract import Exit, program_name
 
 from .commands import evaluate, explain, health, score, stream, web
 from .commands.args import check_tls, connection_parent
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m client``."""
     connection = connection_parent()
     parser = argparse.ArgumentParser(
-        prog="python -m client",
+        prog=program_name("client"),
         description="Score videos with the deepfake detector served by Triton (gRPC).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -38,10 +38,7 @@ FACE_PNG = "frame_{index:0{width}d}_face.png"
 OVERLAY_PNG = "frame_{index:0{width}d}_heatmap.png"
 MIN_INDEX_DIGITS = 3
 
-PILLOW_MISSING = (
-    "explain writes PNG files with pillow, which is not installed; "
-    "install it with 'pip install pillow'"
-)
+PILLOW_MISSING = "explain writes PNG files with pillow, which is not installed; install it with 'pip install pillow'"
 
 
 def require_pillow():
@@ -82,16 +79,11 @@ def jet_colormap(values: np.ndarray) -> np.ndarray:
         float32 array of shape ``values.shape + (3,)``.
     """
     values = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)
-    channels = [
-        np.clip(JET_PEAK - np.abs(JET_SLOPE * values - centre), 0.0, 1.0)
-        for centre in JET_CENTRES_RGB
-    ]
+    channels = [np.clip(JET_PEAK - np.abs(JET_SLOPE * values - centre), 0.0, 1.0) for centre in JET_CENTRES_RGB]
     return np.stack(channels, axis=-1).astype(np.float32)
 
 
-def blend_heatmap(
-    face_rgb: np.ndarray, heatmap: np.ndarray, alpha: float = HEATMAP_ALPHA
-) -> np.ndarray:
+def blend_heatmap(face_rgb: np.ndarray, heatmap: np.ndarray, alpha: float = HEATMAP_ALPHA) -> np.ndarray:
     """Lays the jet-coloured heatmap over a face crop.
 
     Args:
@@ -108,8 +100,7 @@ def blend_heatmap(
     heatmap = np.asarray(heatmap)
     if face_rgb.ndim != 3 or face_rgb.shape[-1] != 3 or heatmap.shape != face_rgb.shape[:2]:
         raise ValueError(
-            f"face [H, W, 3] and heatmap [H, W] must match, got "
-            f"{list(face_rgb.shape)} and {list(heatmap.shape)}"
+            f"face [H, W, 3] and heatmap [H, W] must match, got {list(face_rgb.shape)} and {list(heatmap.shape)}"
         )
     colour = jet_colormap(heatmap) * PIXEL_MAX
     mixed = (1.0 - alpha) * face_rgb.astype(np.float32) + alpha * colour

@@ -21,7 +21,7 @@ SECONDS_PER_MINUTE = 60
 
 def format_duration(seconds: float) -> str:
     """``75.2`` -> ``"1m15s"``; ``9.6`` -> ``"10s"``."""
-    whole = int(round(seconds))
+    whole = round(seconds)
     minutes, rest = divmod(whole, SECONDS_PER_MINUTE)
     return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
 

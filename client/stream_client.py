@@ -102,8 +102,13 @@ def open_source(source: str, transcode: bool = False, input_format: str | None =
     if transcode and codec not in STREAM_CODECS:
         return _transcoded(container, stream)
     time_base = stream.time_base or Fraction(1, 90_000)
-    return Source(codec=codec, extradata=bytes(stream.codec_context.extradata or b""), time_base=time_base,
-                  packets=_remuxed(container, stream, time_base), closer=container.close)
+    return Source(
+        codec=codec,
+        extradata=bytes(stream.codec_context.extradata or b""),
+        time_base=time_base,
+        packets=_remuxed(container, stream, time_base),
+        closer=container.close,
+    )
 
 
 def _remuxed(container, stream, time_base: Fraction) -> Iterator[Packet]:
@@ -145,8 +150,13 @@ def _transcoded(container, stream) -> Source:
         for packet in encoder.encode(None):
             yield Packet(bytes(packet), int(packet.pts), float(packet.pts * time_base))
 
-    return Source(codec="h264", extradata=bytes(encoder.extradata or b""), time_base=time_base, packets=packets(),
-                  closer=container.close)
+    return Source(
+        codec="h264",
+        extradata=bytes(encoder.extradata or b""),
+        time_base=time_base,
+        packets=packets(),
+        closer=container.close,
+    )
 
 
 def label_of(prob_fake: float) -> tuple[str, float]:
@@ -168,18 +178,31 @@ def parse_event(result, time_base: Fraction) -> dict | None:
     kind = kind[0].decode() if isinstance(kind[0], bytes) else str(kind[0])
     if kind == "frame":
         pts = int(_value(result, "FRAME_PTS")[0])
-        return {"type": "frame", "frame": int(_value(result, "FRAME_INDEX")[0]), "pts": pts,
-                "time_s": float(pts * time_base), "frame_prob_fake": float(_value(result, "FRAME_PROB_FAKE")[0]),
-                "face_box": [float(v) for v in _value(result, "FACE_BOXES")[0]],
-                "face_found": bool(_value(result, "FACE_FOUND")[0])}
+        return {
+            "type": "frame",
+            "frame": int(_value(result, "FRAME_INDEX")[0]),
+            "pts": pts,
+            "time_s": float(pts * time_base),
+            "frame_prob_fake": float(_value(result, "FRAME_PROB_FAKE")[0]),
+            "face_box": [float(v) for v in _value(result, "FACE_BOXES")[0]],
+            "face_found": bool(_value(result, "FACE_FOUND")[0]),
+        }
     if kind == "window":
         prob = float(_value(result, "PROB_FAKE")[0])
         label, confidence = label_of(prob)
         pts = int(_value(result, "FRAME_PTS")[0])
-        return {"type": "window", "start_frame": int(_value(result, "WINDOW_START")[0]),
-                "end_frame": int(_value(result, "FRAME_INDEX")[0]), "pts": pts, "time_s": float(pts * time_base),
-                "prob_fake": prob, "frame_prob_fake_mean": float(_value(result, "WINDOW_PROB_FAKE_MEAN")[0]),
-                "frames_scored": int(_value(result, "FRAMES_SCORED")[0]), "label": label, "confidence": confidence}
+        return {
+            "type": "window",
+            "start_frame": int(_value(result, "WINDOW_START")[0]),
+            "end_frame": int(_value(result, "FRAME_INDEX")[0]),
+            "pts": pts,
+            "time_s": float(pts * time_base),
+            "prob_fake": prob,
+            "frame_prob_fake_mean": float(_value(result, "WINDOW_PROB_FAKE_MEAN")[0]),
+            "frames_scored": int(_value(result, "FRAMES_SCORED")[0]),
+            "label": label,
+            "confidence": confidence,
+        }
     if kind == "skipped":
         return {"type": "skipped", "frames": [int(v) for v in _value(result, "SKIPPED_FRAMES")]}
     if kind == "summary":
@@ -199,8 +222,15 @@ class StreamSession:
         correlation_id: The stream's id (default: random, so that clients do not collide).
     """
 
-    def __init__(self, connection: Connection | str, settings: dict, extradata: bytes = b"", *,
-                 timeout_s: float = DEFAULT_ANSWER_TIMEOUT_S, correlation_id: int | None = None) -> None:
+    def __init__(
+        self,
+        connection: Connection | str,
+        settings: dict,
+        extradata: bytes = b"",
+        *,
+        timeout_s: float = DEFAULT_ANSWER_TIMEOUT_S,
+        correlation_id: int | None = None,
+    ) -> None:
         self.connection = Connection.of(connection)
         self.url = self.connection.url
         self.settings = dict(settings)
@@ -210,8 +240,9 @@ class StreamSession:
         self.correlation_id = correlation_id if correlation_id is not None else secrets.randbits(63) or 1
         self._answers: queue.SimpleQueue = queue.SimpleQueue()
         self._client = self._new_client()
-        self._client.start_stream(callback=lambda result, error: self._answers.put((result, error)),
-                                  headers=self.connection.metadata)
+        self._client.start_stream(
+            callback=lambda result, error: self._answers.put((result, error)), headers=self.connection.metadata
+        )
         self._count = 0
         self._pending: dict[str, float] = {}
         self.started = False
@@ -232,8 +263,13 @@ class StreamSession:
         request_id = f"{self.correlation_id}-{self._count}"
         try:
             self._client.async_stream_infer(
-                STREAM_MODEL, inputs, request_id=request_id, sequence_id=self.correlation_id, sequence_start=start,
-                sequence_end=end, enable_empty_final_response=True,
+                STREAM_MODEL,
+                inputs,
+                request_id=request_id,
+                sequence_id=self.correlation_id,
+                sequence_start=start,
+                sequence_end=end,
+                enable_empty_final_response=True,
                 outputs=[grpcclient.InferRequestedOutput(n) for n in STREAM_OUTPUTS],
             )
         except InferenceServerException as exc:
@@ -291,8 +327,10 @@ class StreamSession:
         if self._pending:
             oldest = min(self._pending.values())
             if time.monotonic() - oldest > self.timeout_s:
-                self.failed = ClientError(DEADLINE_EXCEEDED, f"the server has not answered a request of stream "
-                                                               f"{self.correlation_id} for {self.timeout_s:g} s")
+                self.failed = ClientError(
+                    DEADLINE_EXCEEDED,
+                    f"the server has not answered a request of stream {self.correlation_id} for {self.timeout_s:g} s",
+                )
                 raise self.failed
 
     def drain(self, until_in_flight: int = 0) -> list[dict]:
@@ -313,8 +351,13 @@ class StreamSession:
         releaser = self._new_client()
         try:
             releaser.start_stream(callback=lambda result, error: done.set(), headers=self.connection.metadata)
-            releaser.async_stream_infer(STREAM_MODEL, _packet_inputs([]), sequence_id=self.correlation_id,
-                                        sequence_end=True, enable_empty_final_response=True)
+            releaser.async_stream_infer(
+                STREAM_MODEL,
+                _packet_inputs([]),
+                sequence_id=self.correlation_id,
+                sequence_end=True,
+                enable_empty_final_response=True,
+            )
             done.wait(RELEASE_TIMEOUT_S)
         except InferenceServerException:
             pass  # the idle timeout frees the slot; the stream's own error was already reported
@@ -342,7 +385,7 @@ def stream_error(error: InferenceServerException) -> ClientError:
     client_error = ClientError.from_triton(error)
     match = STATUS_PREFIX.match(client_error.message)
     if match is not None:
-        return ClientError(match[1], client_error.message[match.end():])
+        return ClientError(match[1], client_error.message[match.end() :])
     if client_error.status == UNKNOWN_STATUS and SEQUENCE_REFUSAL.search(client_error.message):
         return ClientError(INVALID_ARGUMENT, client_error.message)
     if client_error.status == UNKNOWN_STATUS and DEAD_STUB_MESSAGE.search(client_error.message):
@@ -361,8 +404,11 @@ def _packet_inputs(packets: list[Packet]) -> list:
     payload = b"".join(p.data for p in packets)
     sizes = np.array([[len(p.data) for p in packets]], dtype=np.int32).reshape(1, -1)
     pts = np.array([[p.pts for p in packets]], dtype=np.int64).reshape(1, -1)
-    return [_input("PACKETS", np.frombuffer(payload, np.uint8).reshape(1, -1)), _input("PACKET_SIZES", sizes),
-            _input("PACKET_PTS", pts)]
+    return [
+        _input("PACKETS", np.frombuffer(payload, np.uint8).reshape(1, -1)),
+        _input("PACKET_SIZES", sizes),
+        _input("PACKET_PTS", pts),
+    ]
 
 
 @dataclass
@@ -374,8 +420,13 @@ class StreamOutcome:
     events: int = 0
 
 
-def play(session: StreamSession, packets: Iterator[Packet], realtime: bool, on_event: Callable[[dict], None],
-         stop: threading.Event | None = None) -> StreamOutcome:
+def play(
+    session: StreamSession,
+    packets: Iterator[Packet],
+    realtime: bool,
+    on_event: Callable[[dict], None],
+    stop: threading.Event | None = None,
+) -> StreamOutcome:
     """Sends ``packets`` through ``session`` and hands every event to ``on_event`` as it arrives.
 
     With ``realtime`` each packet is sent when it is due (the source's own rate), else as fast as the
@@ -443,18 +494,27 @@ def play(session: StreamSession, packets: Iterator[Packet], realtime: bool, on_e
 
 def settings_for(source: Source, frames: int, hop: int | None, score_every: int) -> dict:
     """The ``STREAM`` declaration for a source."""
-    return {"codec": source.codec, "time_base": [source.time_base.numerator, source.time_base.denominator],
-            "frames": frames, "hop": hop if hop is not None else frames, "score_every": score_every}
+    return {
+        "codec": source.codec,
+        "time_base": [source.time_base.numerator, source.time_base.denominator],
+        "frames": frames,
+        "hop": hop if hop is not None else frames,
+        "score_every": score_every,
+    }
 
 
 def window_line(event: dict, frames: int) -> str:
     """The one line per window of the plain output."""
     start = event["start_frame"]
-    return (f"frames {start}-{start + frames - 1}: {event['label']} {event['confidence']:.1f}% "
-            f"(prob_fake {event['prob_fake']:.4f} of frame {event['end_frame']} at {event['time_s']:.2f} s; "
-            f"mean of {event['frames_scored']} scored frames {event['frame_prob_fake_mean']:.4f})")
+    return (
+        f"frames {start}-{start + frames - 1}: {event['label']} {event['confidence']:.1f}% "
+        f"(prob_fake {event['prob_fake']:.4f} of frame {event['end_frame']} at {event['time_s']:.2f} s; "
+        f"mean of {event['frames_scored']} scored frames {event['frame_prob_fake_mean']:.4f})"
+    )
 
 
 def summary_line(summary: dict) -> str:
-    return (f"stream ended: {summary['frames_received']} frames received, {summary['frames_decoded']} decoded, "
-            f"{summary['frames_scored']} scored, {summary['frames_skipped']} skipped")
+    return (
+        f"stream ended: {summary['frames_received']} frames received, {summary['frames_decoded']} decoded, "
+        f"{summary['frames_scored']} scored, {summary['frames_skipped']} skipped"
+    )

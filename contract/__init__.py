@@ -21,7 +21,9 @@ every answer carries (which version answered, a decision, a match): one :class:`
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
@@ -229,15 +231,22 @@ PER_FRAME_OUTPUTS = frozenset(name for name in CLASSIFIER_OUTPUTS if TENSORS[nam
 LAST_FRAME_OUTPUTS = tuple(name for name in CLASSIFIER_OUTPUTS if name not in PER_FRAME_OUTPUTS)
 # The client-facing ensembles: deepfake_<N> (scores), explain_<N> (+ crops and heatmaps),
 # verdict_<N> (the clip's score alone: no per-frame scores, the last frame's trunk only).
-SCORE_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED",
-                 "FRAME_TIMES")
+SCORE_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED", "FRAME_TIMES")
 EXPLAIN_OUTPUTS = (*SCORE_OUTPUTS, "FACES", "HEATMAP")
 VERDICT_OUTPUTS = tuple(name for name in SCORE_OUTPUTS if name != "FRAME_PROB_FAKE")
 # faces_<N>: PROB_FAKE is the main face's faithful score (as deepfake_<N>'s); MAX_PROB_FAKE: "is any
 # face fake", the largest over the faces of each face's mean frame score where it was detected. The
 # outputs of deepfake_<N> describe the main face, so every client of deepfake_<N> reads faces_<N> too.
-FACES_OUTPUTS = (*SCORE_OUTPUTS, "MAX_PROB_FAKE", "TRACK_PROB_FAKE", "TRACK_FRAME_PROB_FAKE", "TRACK_BOXES",
-                 "TRACK_FOUND", "TRACK_PROMINENCE", "FACES_SEEN")
+FACES_OUTPUTS = (
+    *SCORE_OUTPUTS,
+    "MAX_PROB_FAKE",
+    "TRACK_PROB_FAKE",
+    "TRACK_FRAME_PROB_FAKE",
+    "TRACK_BOXES",
+    "TRACK_FOUND",
+    "TRACK_PROMINENCE",
+    "FACES_SEEN",
+)
 #: faces_<N>'s outputs with one row per face (their first axis).
 FACE_ROW_OUTPUTS = tuple(name for name in FACES_OUTPUTS if TENSORS[name].shape[:1] == (ANY,))
 # model_info: no inputs, one JSON string out.
@@ -249,9 +258,22 @@ MODEL_INFO_OUTPUTS = ("INFO",)
 # FRAMES_SKIPPED).
 STREAM_INPUTS = ("STREAM", "EXTRADATA", "PACKETS", "PACKET_SIZES", "PACKET_PTS")
 STREAM_OPTIONAL_INPUTS = ("STREAM", "EXTRADATA")
-STREAM_OUTPUTS = ("EVENT", "FRAME_INDEX", "FRAME_PTS", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "WINDOW_START",
-                  "PROB_FAKE", "WINDOW_PROB_FAKE_MEAN", "FRAMES_SCORED", "SKIPPED_FRAMES", "FRAMES_RECEIVED",
-                  "FRAMES_DECODED", "FRAMES_SKIPPED")
+STREAM_OUTPUTS = (
+    "EVENT",
+    "FRAME_INDEX",
+    "FRAME_PTS",
+    "FRAME_PROB_FAKE",
+    "FACE_BOXES",
+    "FACE_FOUND",
+    "WINDOW_START",
+    "PROB_FAKE",
+    "WINDOW_PROB_FAKE_MEAN",
+    "FRAMES_SCORED",
+    "SKIPPED_FRAMES",
+    "FRAMES_RECEIVED",
+    "FRAMES_DECODED",
+    "FRAMES_SKIPPED",
+)
 STREAM_EVENTS = {
     "frame": ("FRAME_INDEX", "FRAME_PTS", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND"),
     "window": ("FRAME_INDEX", "FRAME_PTS", "WINDOW_START", "PROB_FAKE", "WINDOW_PROB_FAKE_MEAN", "FRAMES_SCORED"),
@@ -263,8 +285,10 @@ STREAM_SETTINGS_KEYS = ("codec", "time_base", "frames", "hop", "score_every")
 
 #: Inputs and outputs of each kind, as the configs declare them.
 MODEL_INPUTS: dict[Kind, tuple[str, ...]] = {
-    **{kind: PREPROCESS_INPUTS for kind in (Kind.SCORE, Kind.EXPLAIN, Kind.VERDICT, Kind.FACES, Kind.ORIGINAL,
-                                             Kind.PREPROCESS, Kind.ORIGINAL_PREPROCESS)},
+    **dict.fromkeys(
+        (Kind.SCORE, Kind.EXPLAIN, Kind.VERDICT, Kind.FACES, Kind.ORIGINAL, Kind.PREPROCESS, Kind.ORIGINAL_PREPROCESS),
+        PREPROCESS_INPUTS,
+    ),
     Kind.CLASSIFIER: CLASSIFIER_INPUTS,
     Kind.FRAME_CLASSIFIER: CLASSIFIER_INPUTS,
     Kind.STREAM: STREAM_INPUTS,
@@ -347,8 +371,9 @@ class Mode(Enum):
         return model_name(self.kind, frames)
 
     @classmethod
-    def from_choices(cls, verdict_only: bool = False, all_faces: bool = False, original: bool = False,
-                     spell=None) -> Mode:
+    def from_choices(
+        cls, verdict_only: bool = False, all_faces: bool = False, original: bool = False, spell=None
+    ) -> Mode:
         """The mode of the three choices users make (CLI flags, JSON API fields).
 
         Args:
@@ -360,27 +385,39 @@ class Mode(Enum):
         """
         name = spell or (lambda choice: choice)
         if all_faces and verdict_only:
-            raise ModeError(f"{name('all_faces')} scores every frame of every face; it cannot be combined with "
-                            f"{name('verdict_only')}")
+            raise ModeError(
+                f"{name('all_faces')} scores every frame of every face; it cannot be combined with "
+                f"{name('verdict_only')}"
+            )
         if original:
             if all_faces or verdict_only:
-                raise ModeError(f"{name('original')} gives the original app's answer (its first face, every frame "
-                                f"scored); it cannot be combined with {name('all_faces')} or {name('verdict_only')}")
+                raise ModeError(
+                    f"{name('original')} gives the original app's answer (its first face, every frame "
+                    f"scored); it cannot be combined with {name('all_faces')} or {name('verdict_only')}"
+                )
             return cls.ORIGINAL
         if all_faces:
             return cls.FACES
         return cls.VERDICT if verdict_only else cls.SCORE
 
 
-_MODE_KINDS = {Mode.SCORE: Kind.SCORE, Mode.VERDICT: Kind.VERDICT, Mode.FACES: Kind.FACES,
-               Mode.ORIGINAL: Kind.ORIGINAL}
+_MODE_KINDS = {Mode.SCORE: Kind.SCORE, Mode.VERDICT: Kind.VERDICT, Mode.FACES: Kind.FACES, Mode.ORIGINAL: Kind.ORIGINAL}
 
 # --------------------------------------------------------------------------------------------
 # Answers as JSON: ``score --json`` lines, ``--output`` and ``evaluate``'s results files, the JSON API.
 
 #: Keys of one JSON line, in this order, nothing else.
-SCORE_JSON_KEYS = ("video", "prob_fake", "frame_prob_fake_mean", "label", "confidence", "faces_found",
-                   "frames_decoded", "latency_ms", "error")
+SCORE_JSON_KEYS = (
+    "video",
+    "prob_fake",
+    "frame_prob_fake_mean",
+    "label",
+    "confidence",
+    "faces_found",
+    "frames_decoded",
+    "latency_ms",
+    "error",
+)
 #: Keys of a line of ``score --all-faces``: the same, then "is any face fake", the faces found in
 #: all, and every face (one object per face with :data:`FACE_TRACK_JSON_KEYS`).
 FACES_JSON_KEYS = (*SCORE_JSON_KEYS, "max_prob_fake", "faces_seen", "face_tracks")
@@ -400,14 +437,29 @@ class AnswerFact:
     description: str
 
 
+#: The key of the served model that answered, in every results line.
+MODEL_KEY = "model"
 #: The facts every answer carries, by key. Results files are resumed only with the same facts.
 ANSWER_FACTS: dict[str, AnswerFact] = {
     fact.key: fact
     for fact in (
-        AnswerFact("model", "the served model that answered, e.g. deepfake_20 (a results file holds one model's)"),
+        AnswerFact(MODEL_KEY, "the served model that answered, e.g. deepfake_20 (a results file holds one model's)"),
     )
 }
-MODEL_KEY = "model"
+
+# --------------------------------------------------------------------------------------------
+# Console commands (``[project.scripts]`` in pyproject.toml) and the module each also runs as.
+
+CONSOLE_COMMANDS = {"deepfake": "client", "deepfake-serve": "serve", "deepfake-export": "export"}
+
+
+def program_name(module: str) -> str:
+    """How the running command was started, for its usage lines: ``deepfake ...`` or ``python -m client ...``."""
+    started_as = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if CONSOLE_COMMANDS.get(started_as) == module:
+        return started_as
+    return f"python -m {module}"
+
 
 # --------------------------------------------------------------------------------------------
 # Exit codes of every command (the clients, the server-side commands, the container's entrypoint).

@@ -85,6 +85,7 @@ WATCH_INTERVAL_S = 5.0
 
 SIGNAL_EXIT_BASE = 128
 
+
 class SettingsError(Exception):
     """The environment does not describe a server this entrypoint can start."""
 
@@ -107,7 +108,9 @@ class Settings:
         model_config = environ.get("TRITON_MODEL_CONFIG", "default")
         if model_config not in MODEL_CONFIGS:
             raise SettingsError(f"TRITON_MODEL_CONFIG={model_config!r}: expected one of {', '.join(MODEL_CONFIGS)}")
-        ports = {name: _port(environ, f"TRITON_{name.upper()}_PORT", default) for name, default in DEFAULT_PORTS.items()}
+        ports = {
+            name: _port(environ, f"TRITON_{name.upper()}_PORT", default) for name, default in DEFAULT_PORTS.items()
+        }
         if len(set(ports.values())) != len(ports):
             raise SettingsError(f"the HTTP, gRPC and metrics ports must differ, got {ports}")
         settings = cls(
@@ -230,7 +233,7 @@ def supervise(command: list[str], exit_timeout_s: int, watch_interval_s: float =
     Returns:
         The server's exit status (128 + N when killed by signal N), or ``Exit.STUB_DIED``.
     """
-    server = subprocess.Popen(command)  # noqa: S603 (the command is built above, not from user input)
+    server = subprocess.Popen(command)
     stopping = False
 
     def pass_on(signum: int, _frame: object) -> None:

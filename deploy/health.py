@@ -37,7 +37,7 @@ HEALTH_PATHS = {"live": "/v2/health/live", "ready": "/v2/health/ready"}
 def probe(url: str, timeout_s: float) -> str | None:
     """GETs ``url``; returns None on HTTP 200, else what went wrong."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (local http URL)
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code

@@ -19,6 +19,7 @@ from contract import (
     Exit,
     Kind,
     model_name,
+    program_name,
 )
 from export.checkpoints import (
     CheckpointError,
@@ -44,8 +45,6 @@ log = logging.getLogger("export")
 
 DEFAULT_FRAMES = SERVED_LENGTHS
 METADATA_FILE = EXPORT_METADATA_FILE
-EXIT_FAILED = Exit.FAILED
-EXIT_UNAVAILABLE = Exit.UNAVAILABLE
 
 
 def _frames(value: str) -> int:
@@ -56,7 +55,9 @@ def _frames(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m export", description="Build the classifier artifacts Triton serves.")
+    parser = argparse.ArgumentParser(
+        prog=program_name("export"), description="Build the classifier artifacts Triton serves."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser(
@@ -64,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write seeded random-weight checkpoints in the published format (their scores mean nothing)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    demo.add_argument("--out", type=Path, required=True, help="folder to write model_<acc>_acc_<N>_frames_<tag>.pt into")
+    demo.add_argument(
+        "--out", type=Path, required=True, help="folder to write model_<acc>_acc_<N>_frames_<tag>.pt into"
+    )
     demo.add_argument("--frames", type=_frames, nargs="+", default=list(DEFAULT_FRAMES), help="sequence lengths")
 
     onnx = commands.add_parser(
@@ -72,10 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="export the best checkpoint per length to <repository>/resnext_lstm_<N>/1/model.onnx, verified",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    onnx.add_argument("--checkpoints", type=Path, required=True, help="folder holding model_<acc>_acc_<N>_frames_<tag>.pt files")
+    onnx.add_argument(
+        "--checkpoints", type=Path, required=True, help="folder holding model_<acc>_acc_<N>_frames_<tag>.pt files"
+    )
     onnx.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
-    onnx.add_argument("--frames", type=_frames, nargs="+", default=list(DEFAULT_FRAMES), help="sequence lengths to export")
-    onnx.add_argument("--precision", choices=PRECISIONS, default="fp32", help="weights and arithmetic of the graph (inputs and outputs stay float32)")
+    onnx.add_argument(
+        "--frames", type=_frames, nargs="+", default=list(DEFAULT_FRAMES), help="sequence lengths to export"
+    )
+    onnx.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="weights and arithmetic of the graph (inputs and outputs stay float32)",
+    )
     onnx.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset")
 
     trt = commands.add_parser(
@@ -84,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     trt.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
-    trt.add_argument("--frames", type=_frames, nargs="+", default=None, help="sequence lengths (default: every exported model)")
+    trt.add_argument(
+        "--frames", type=_frames, nargs="+", default=None, help="sequence lengths (default: every exported model)"
+    )
     trt.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="engine precision")
     trt.add_argument("--max-batch", type=int, default=8, help="largest batch of the optimization profile")
     trt.add_argument("--workspace-mib", type=int, default=4096, help="builder workspace memory pool limit")
@@ -145,7 +159,7 @@ def command_onnx(args: argparse.Namespace) -> int:
         log.error("verification failed:")
         for failure in failures:
             log.error("  %s", failure)
-        return EXIT_FAILED
+        return Exit.FAILED
     log.info("exported and verified: %s", ", ".join(model_name(Kind.CLASSIFIER, n) for n in args.frames))
     return 0
 
@@ -157,12 +171,12 @@ def command_tensorrt(args: argparse.Namespace) -> int:
         failures = build_all(args.repository, args.frames, args.precision, args.max_batch, args.workspace_mib)
     except TensorRTUnavailable as exc:
         log.error("%s", exc)
-        return EXIT_UNAVAILABLE
+        return Exit.UNAVAILABLE
     if failures:
         log.error("verification failed:")
         for failure in failures:
             log.error("  %s", failure)
-        return EXIT_FAILED
+        return Exit.FAILED
     return 0
 
 
@@ -176,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except (CheckpointError, RepositoryLayoutError) as exc:
         log.error("error: %s", exc)
-        return EXIT_FAILED
+        return Exit.FAILED
 
 
 if __name__ == "__main__":

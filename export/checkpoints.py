@@ -63,7 +63,9 @@ def best_checkpoint(candidates: Iterable[CheckpointName], frames: int) -> Checkp
     """
     matching = [c for c in candidates if c.frames == frames]
     if not matching:
-        raise CheckpointError(f"no checkpoint for {frames} frames (expected a file named model_<acc>_acc_{frames}_frames_<tag>.pt)")
+        raise CheckpointError(
+            f"no checkpoint for {frames} frames (expected a file named model_<acc>_acc_{frames}_frames_<tag>.pt)"
+        )
     return sorted(matching, key=lambda c: (-c.accuracy, c.path.name))[0]
 
 
@@ -97,18 +99,26 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         # weights_only refuses any global it does not allow: that is an object, maybe code.
         # Anything else it cannot parse is a damaged file.
         if "unsupported global" not in str(exc).lower():
-            raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file (truncated or corrupt?): {_first_line(exc)}") from exc
+            raise CheckpointError(
+                f"checkpoint {path} is not a readable PyTorch file (truncated or corrupt?): {_first_line(exc)}"
+            ) from exc
         raise CheckpointError(
             f"checkpoint {path} holds Python objects other than tensors and was refused "
             "(only plain state_dicts are loaded, with weights_only=True)"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file (truncated or corrupt?): {_first_line(exc)}") from exc
+        raise CheckpointError(
+            f"checkpoint {path} is not a readable PyTorch file (truncated or corrupt?): {_first_line(exc)}"
+        ) from exc
     if not isinstance(loaded, Mapping):
-        raise CheckpointError(f"checkpoint {path} holds a {type(loaded).__name__}, not a state_dict (a mapping of names to tensors)")
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(loaded).__name__}, not a state_dict (a mapping of names to tensors)"
+        )
     not_tensors = [str(k) for k, v in loaded.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise CheckpointError(f"checkpoint {path} is not a plain state_dict: entries that are not tensors: {_listed(not_tensors)}")
+        raise CheckpointError(
+            f"checkpoint {path} is not a plain state_dict: entries that are not tensors: {_listed(not_tensors)}"
+        )
     state = dict(loaded)
     if state and all(k.startswith(DATA_PARALLEL_PREFIX) for k in state):
         state = {k[len(DATA_PARALLEL_PREFIX) :]: v for k, v in state.items()}
@@ -130,7 +140,9 @@ def load_original_model(path: Path) -> OriginalModel:
             parts.append(f"unexpected keys: {_listed(unexpected)}")
         raise CheckpointError(f"checkpoint {path} does not match the ResNeXt50-LSTM architecture ({'; '.join(parts)})")
     wrong = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items() if state[k].shape != v.shape
+        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items()
+        if state[k].shape != v.shape
     ]
     if wrong:
         raise CheckpointError(f"checkpoint {path} has tensors of the wrong shape: {_listed(wrong)}")

@@ -63,7 +63,9 @@ def _copy_of(original: OriginalModel) -> OriginalModel:
     return clone.eval()
 
 
-def write_onnx(original: OriginalModel, frames: int, path: Path, precision: str = "fp32", opset: int = DEFAULT_OPSET) -> None:
+def write_onnx(
+    original: OriginalModel, frames: int, path: Path, precision: str = "fp32", opset: int = DEFAULT_OPSET
+) -> None:
     """Exports the served form, traced with ``frames``-frame videos; batch and frame axes dynamic."""
     module = served_module(original, precision)
     example = torch.zeros(1, frames, 3, FACE_SIZE, FACE_SIZE)
@@ -186,7 +188,10 @@ def verify_onnx(path: Path, original: OriginalModel, frames: int, precision: str
     }
     for case, videos in cases.items():
         batched = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: videos.numpy()})))
-        singles = [dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: videos[i : i + 1].numpy()}))) for i in range(len(videos))]
+        singles = [
+            dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: videos[i : i + 1].numpy()})))
+            for i in range(len(videos))
+        ]
         want_logits = original_scores(original, videos).numpy()
         want_prob = torch.softmax(torch.from_numpy(want_logits), dim=1)[:, FAKE_INDEX : FAKE_INDEX + 1].numpy()
         single_logits = np.concatenate([s["LOGITS"] for s in singles])
@@ -197,15 +202,21 @@ def verify_onnx(path: Path, original: OriginalModel, frames: int, precision: str
             single = np.concatenate([s[name] for s in singles])
             result.record(f"{case}/batch4_vs_singles", name, batched[name], single, BATCH_TOLERANCE[precision])
         # The score-only path: the last frame alone gives the same score as all N frames.
-        last = dict(zip(SCORE_ONLY_OUTPUTS, session.run(list(SCORE_ONLY_OUTPUTS),
-                                                        {INPUT_NAME: np.ascontiguousarray(videos[:, -1:].numpy())})))
+        last = dict(
+            zip(
+                SCORE_ONLY_OUTPUTS,
+                session.run(list(SCORE_ONLY_OUTPUTS), {INPUT_NAME: np.ascontiguousarray(videos[:, -1:].numpy())}),
+            )
+        )
         for name in SCORE_ONLY_OUTPUTS:
             result.record(f"{case}/last_frame_vs_all", name, last[name], batched[name], BATCH_TOLERANCE[precision])
         _check_frames_and_heatmaps(result, original, videos[:1], singles[0], tolerances, case)
     return result
 
 
-def _check_frames_and_heatmaps(result: Verification, original: OriginalModel, video: torch.Tensor, served: dict, tolerances: dict, case: str) -> None:
+def _check_frames_and_heatmaps(
+    result: Verification, original: OriginalModel, video: torch.Tensor, served: dict, tolerances: dict, case: str
+) -> None:
     frames = video.shape[1]
     # Frame k's own score is what the original forward gives for the video cut after frame k.
     picks = sorted({0, frames // 2, frames - 1})
@@ -214,7 +225,9 @@ def _check_frames_and_heatmaps(result: Verification, original: OriginalModel, vi
         logits = original_scores(original, video[:, : k + 1])
         want.append(torch.softmax(logits, dim=1)[0, FAKE_INDEX].item())
     got = served["FRAME_PROB_FAKE"][0, picks]
-    result.record(f"{case}/frame_scores", "FRAME_PROB_FAKE", got, np.array(want, dtype=np.float32), tolerances["FRAME_PROB_FAKE"])
+    result.record(
+        f"{case}/frame_scores", "FRAME_PROB_FAKE", got, np.array(want, dtype=np.float32), tolerances["FRAME_PROB_FAKE"]
+    )
     with torch.inference_mode():
         fmap, _ = original(video)
     want_maps = reference_heatmaps(fmap, original.linear1.weight[FAKE_INDEX])

@@ -40,12 +40,15 @@ def _require_tensorrt():
         import tensorrt as trt
     except ImportError as exc:
         raise TensorRTUnavailable(
-            "TensorRT is not installed here: run `python -m export tensorrt` inside the tritonserver container on the target GPU"
+            "TensorRT is not installed here: run `python -m export tensorrt` "
+            "inside the tritonserver container on the target GPU"
         ) from exc
     import torch
 
     if not torch.cuda.is_available():
-        raise TensorRTUnavailable("no CUDA GPU is visible here: TensorRT plans must be built on the GPU that will serve them")
+        raise TensorRTUnavailable(
+            "no CUDA GPU is visible here: TensorRT plans must be built on the GPU that will serve them"
+        )
     return trt
 
 
@@ -92,7 +95,9 @@ def run_plan(trt, plan: bytes, faces: np.ndarray) -> dict[str, np.ndarray]:
     return {name: tensor.cpu().numpy() for name, tensor in outputs.items()}
 
 
-def build_all(repository: Path, frames_list: list[int] | None, precision: str, max_batch: int, workspace_mib: int) -> list[str]:
+def build_all(
+    repository: Path, frames_list: list[int] | None, precision: str, max_batch: int, workspace_mib: int
+) -> list[str]:
     """Builds and verifies a plan for every exported length; returns the failures."""
     trt = _require_tensorrt()
     failures = []
@@ -105,7 +110,13 @@ def build_all(repository: Path, frames_list: list[int] | None, precision: str, m
         started = time.perf_counter()
         plan = build_plan(trt, onnx_path, frames, precision, max_batch, workspace_mib)
         (version_dir / PLAN_FILE).write_bytes(plan)
-        log.info("%d frames: wrote %s (%.1f MB) in %.0f s", frames, version_dir / PLAN_FILE, len(plan) / 1e6, time.perf_counter() - started)
+        log.info(
+            "%d frames: wrote %s (%.1f MB) in %.0f s",
+            frames,
+            version_dir / PLAN_FILE,
+            len(plan) / 1e6,
+            time.perf_counter() - started,
+        )
         faces = real_face_videos(min(OPT_BATCH, max_batch), frames).numpy()
         want = dict(zip(OUTPUT_NAMES, onnx_session(onnx_path).run(list(OUTPUT_NAMES), {INPUT_NAME: faces})))
         got = run_plan(trt, plan, faces)

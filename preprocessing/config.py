@@ -134,17 +134,20 @@ class PipelineConfig:
         if self.max_faces > MAX_FACES:
             raise ConfigError(f"max_faces must be <= {MAX_FACES} (the classifier's batch), got {self.max_faces}")
         if self.detect_every > 1 and 0 < self.max_followed < self.max_faces:
-            raise ConfigError(f"max_followed={self.max_followed} follows fewer faces than max_faces={self.max_faces} "
-                              "returns: every returned face must be followed in every frame (make max_followed 0 or "
-                              f">= {self.max_faces})")
+            raise ConfigError(
+                f"max_followed={self.max_followed} follows fewer faces than max_faces={self.max_faces} "
+                "returns: every returned face must be followed in every frame (make max_followed 0 or "
+                f">= {self.max_faces})"
+            )
 
     def check_device(self) -> None:
         """Raise :class:`ConfigError` unless ``device`` is usable on this machine."""
         resolve_device(self.device)
 
     @classmethod
-    def from_parameters(cls, params: Mapping[str, object], *, frames: int | None = None,
-                        ignore: Iterable[str] = ()) -> PipelineConfig:
+    def from_parameters(
+        cls, params: Mapping[str, object], *, frames: int | None = None, ignore: Iterable[str] = ()
+    ) -> PipelineConfig:
         """Build a config from string values, e.g. a Triton model config's ``parameters``.
 
         Keys are the field names. Values are strings (``"0.06"``, ``"true"``,
@@ -189,8 +192,21 @@ def _unwrap(key: str, raw: object) -> str:
     return raw.strip()
 
 
-_INT_FIELDS = frozenset({"max_faces", "frames", "detect_size", "detect_every", "max_followed", "window_every", "min_face_size",
-                         "max_bytes", "max_pixels", "max_frames_scanned", "decode_threads"})
+_INT_FIELDS = frozenset(
+    {
+        "max_faces",
+        "frames",
+        "detect_size",
+        "detect_every",
+        "max_followed",
+        "window_every",
+        "min_face_size",
+        "max_bytes",
+        "max_pixels",
+        "max_frames_scanned",
+        "decode_threads",
+    }
+)
 _FLOAT_FIELDS = frozenset({"margin", "shift_y", "min_face_prob", "iou_threshold", "decode_timeout_s"})
 
 
@@ -215,8 +231,7 @@ def _parse(key: str, text: str) -> object:
         try:
             return tuple(float(p) for p in parts)
         except ValueError:
-            raise ConfigError(f"parameter 'thresholds' must be three numbers like 0.6,0.7,0.7, "
-                              f"got {text!r}") from None
+            raise ConfigError(f"parameter 'thresholds' must be three numbers like 0.6,0.7,0.7, got {text!r}") from None
     return text
 
 

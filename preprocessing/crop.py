@@ -28,10 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
 from contract import FACE_SIZE
+
 #: ImageNet mean, applied by channel index to BGR data (as in training).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 #: ImageNet standard deviation, applied by channel index to BGR data.
@@ -47,8 +47,13 @@ DEFAULT_SHIFT_Y = 0.06
 _MAX_PIXEL = 255.0
 
 
-def crop_box(box: Sequence[float], frame_size: tuple[int, int], margin: float = DEFAULT_MARGIN,
-             square: bool = DEFAULT_SQUARE, shift_y: float = DEFAULT_SHIFT_Y) -> np.ndarray:
+def crop_box(
+    box: Sequence[float],
+    frame_size: tuple[int, int],
+    margin: float = DEFAULT_MARGIN,
+    square: bool = DEFAULT_SQUARE,
+    shift_y: float = DEFAULT_SHIFT_Y,
+) -> np.ndarray:
     """The region actually cropped for a detected face box.
 
     A continuous function of the box: no rounding to whole pixels, so that the arithmetic noise
@@ -115,12 +120,15 @@ def sample_region(frame: np.ndarray, region: Sequence[float], size: int = FACE_S
     cols, col_weights = _taps(x1, x2, size, width)
     # Only the pixels the taps reach are converted to float: the size rows first, then their columns.
     left = int(cols.min())
-    patch = frame[:, left:int(cols.max()) + 1]
+    patch = frame[:, left : int(cols.max()) + 1]
     cols = cols - left
-    along_y = (patch[rows[:, 0]].astype(np.float32) * row_weights[:, 0, None, None]
-               + patch[rows[:, 1]].astype(np.float32) * row_weights[:, 1, None, None])
-    return (along_y[:, cols[:, 0]] * col_weights[None, :, 0, None]
-            + along_y[:, cols[:, 1]] * col_weights[None, :, 1, None])
+    along_y = (
+        patch[rows[:, 0]].astype(np.float32) * row_weights[:, 0, None, None]
+        + patch[rows[:, 1]].astype(np.float32) * row_weights[:, 1, None, None]
+    )
+    return (
+        along_y[:, cols[:, 0]] * col_weights[None, :, 0, None] + along_y[:, cols[:, 1]] * col_weights[None, :, 1, None]
+    )
 
 
 def _taps(start: float, stop: float, size: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -135,9 +143,13 @@ def _taps(start: float, stop: float, size: int, limit: int) -> tuple[np.ndarray,
     return taps, weights
 
 
-def crop_faces(frames_rgb: Sequence[np.ndarray], boxes: np.ndarray, margin: float = DEFAULT_MARGIN,
-               square: bool = DEFAULT_SQUARE,
-               shift_y: float = DEFAULT_SHIFT_Y) -> tuple[np.ndarray, np.ndarray]:
+def crop_faces(
+    frames_rgb: Sequence[np.ndarray],
+    boxes: np.ndarray,
+    margin: float = DEFAULT_MARGIN,
+    square: bool = DEFAULT_SQUARE,
+    shift_y: float = DEFAULT_SHIFT_Y,
+) -> tuple[np.ndarray, np.ndarray]:
     """Crop one face per frame straight to 112 x 112 (sub-pixel bilinear) and normalise.
 
     Args:

@@ -212,8 +212,12 @@ class _Budget:
     def count_packet(self) -> None:
         self.scanned += 1
         if self.scanned > self.max_frames_scanned:
-            raise LimitError("max_frames_scanned", self.scanned, self.max_frames_scanned,
-                             f"video frames read while looking for {self.n} decodable frames")
+            raise LimitError(
+                "max_frames_scanned",
+                self.scanned,
+                self.max_frames_scanned,
+                f"video frames read while looking for {self.n} decodable frames",
+            )
         self.check_time()
 
     def check_size(self, width: int, height: int) -> None:
@@ -291,7 +295,7 @@ def decode_frames(
         if selection == "uniform" and not fmt.still:
             clip = _decode_uniform(data, fmt, n, budget, threads)
             if on_frame is not None:
-                for frame in clip.frames[:clip.frames_decoded]:
+                for frame in clip.frames[: clip.frames_decoded]:
                     on_frame(frame)
             return clip
         return _decode_first(data, fmt, n, budget, threads, still_orientation, on_frame)
@@ -306,14 +310,16 @@ def _ffmpeg_reason(exc: av.error.FFmpegError) -> str:
 def _open(data: bytes, fmt: _Format) -> av.container.InputContainer:
     options = {"protocol_whitelist": "none", **dict(fmt.options)}
     try:
-        return av.open(io.BytesIO(data), mode="r", format=fmt.demuxer, container_options=options,
-                       metadata_errors="replace")
+        return av.open(
+            io.BytesIO(data), mode="r", format=fmt.demuxer, container_options=options, metadata_errors="replace"
+        )
     except av.error.FFmpegError as exc:
         raise InputError(f"cannot open the input as {fmt.label}: {_ffmpeg_reason(exc)}") from exc
 
 
-def _video_stream(container: av.container.InputContainer, fmt: _Format, threads: int,
-                  budget: _Budget) -> av.video.stream.VideoStream:
+def _video_stream(
+    container: av.container.InputContainer, fmt: _Format, threads: int, budget: _Budget
+) -> av.video.stream.VideoStream:
     streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     if not streams:
         raise InputError(f"the {fmt.label} input has no video stream")
@@ -328,8 +334,9 @@ def _video_stream(container: av.container.InputContainer, fmt: _Format, threads:
     return stream
 
 
-def _decoded(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-             budget: _Budget) -> Iterator[av.VideoFrame]:
+def _decoded(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, budget: _Budget
+) -> Iterator[av.VideoFrame]:
     """Demux and decode ``stream``, skipping packets the decoder rejects.
 
     A read error (e.g. a truncated file) ends the stream: the frames decoded
@@ -372,8 +379,15 @@ def _drain(stream: av.video.stream.VideoStream, budget: _Budget) -> Iterator[av.
         yield frame
 
 
-def _decode_first(data: bytes, fmt: _Format, n: int, budget: _Budget, threads: int,
-                  still_orientation: int | None, on_frame: Callable[[np.ndarray], None] | None) -> DecodedClip:
+def _decode_first(
+    data: bytes,
+    fmt: _Format,
+    n: int,
+    budget: _Budget,
+    threads: int,
+    still_orientation: int | None,
+    on_frame: Callable[[np.ndarray], None] | None,
+) -> DecodedClip:
     wanted = 1 if fmt.still else n
     frames: list[np.ndarray] = []
     times: list[float] = []
@@ -430,8 +444,9 @@ def _decode_uniform(data: bytes, fmt: _Format, n: int, budget: _Budget, threads:
     return _finish(frames, indices, times, n, fmt, orientation, budget, total=total)
 
 
-def _scan_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                  budget: _Budget) -> tuple[list[int | None], list[int]]:
+def _scan_packets(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, budget: _Budget
+) -> tuple[list[int | None], list[int]]:
     """Read packet headers (no decoding).
 
     Returns:
@@ -462,8 +477,9 @@ def _scan_packets(container: av.container.InputContainer, stream: av.video.strea
     return [None] * len(timestamps), []
 
 
-def _pick_by_seeking(container, stream, budget: _Budget, pts: list[int], keyframes: list[int],
-                     targets: list[int]) -> tuple[list[tuple[int, np.ndarray, float]], int | None]:
+def _pick_by_seeking(
+    container, stream, budget: _Budget, pts: list[int], keyframes: list[int], targets: list[int]
+) -> tuple[list[tuple[int, np.ndarray, float]], int | None]:
     """Reach each target frame from the keyframe before it, checking every timestamp on the way.
 
     After a seek to keyframe ``k`` the decoder must deliver exactly
@@ -504,8 +520,9 @@ def _pick_by_seeking(container, stream, budget: _Budget, pts: list[int], keyfram
     return picked, orientation
 
 
-def _pick_sequentially(container, stream, budget: _Budget, targets: list[int],
-                       timestamps: bool) -> tuple[list[tuple[int, np.ndarray, float]], int | None]:
+def _pick_sequentially(
+    container, stream, budget: _Budget, targets: list[int], timestamps: bool
+) -> tuple[list[tuple[int, np.ndarray, float]], int | None]:
     wanted = set(targets)
     last = max(targets)
     picked: list[tuple[int, np.ndarray, float]] = []
@@ -520,22 +537,36 @@ def _pick_sequentially(container, stream, budget: _Budget, targets: list[int],
     return picked, orientation
 
 
-def _finish(frames: list[np.ndarray], indices: list[int], times: list[float], n: int, fmt: _Format,
-            orientation: int | None, budget: _Budget, total: int | None) -> DecodedClip:
+def _finish(
+    frames: list[np.ndarray],
+    indices: list[int],
+    times: list[float],
+    n: int,
+    fmt: _Format,
+    orientation: int | None,
+    budget: _Budget,
+    total: int | None,
+) -> DecodedClip:
     real = len(frames)
     if real < n:
         frames = frames + [frames[-1]] * (n - real)
         indices = indices + [indices[-1]] * (n - real)
         times = times + [times[-1]] * (n - real)
     height, width = frames[0].shape[:2]
-    return DecodedClip(frames=frames, indices=np.asarray(indices, dtype=np.int64), frames_decoded=real,
-                       source_size=(width, height), container=fmt.label, orientation=orientation or 1,
-                       frames_scanned=budget.scanned, total_frames=total,
-                       times=np.asarray(times, dtype=np.float64))
+    return DecodedClip(
+        frames=frames,
+        indices=np.asarray(indices, dtype=np.int64),
+        frames_decoded=real,
+        source_size=(width, height),
+        container=fmt.label,
+        orientation=orientation or 1,
+        frames_scanned=budget.scanned,
+        total_frames=total,
+        times=np.asarray(times, dtype=np.float64),
+    )
 
 
-def _frame_time(frame: av.VideoFrame, stream: av.video.stream.VideoStream, index: int,
-                timestamps: bool) -> float:
+def _frame_time(frame: av.VideoFrame, stream: av.video.stream.VideoStream, index: int, timestamps: bool) -> float:
     """Seconds from the stream's start to when ``frame``, the ``index``-th in display order, is shown.
 
     ``index / frame rate`` where the frame has no presentation time (or the container stores none).
@@ -554,7 +585,8 @@ def _no_frames(fmt: _Format, budget: _Budget) -> InputError:
 
 
 def frame_to_rgb(frame: av.VideoFrame, orientation: int) -> np.ndarray:
-    """A decoded frame as RGB ``uint8`` in the training data's colour space, turned upright by ``orientation`` (EXIF)."""
+    """A decoded frame as RGB ``uint8`` in the training data's colour space, turned upright by
+    ``orientation`` (EXIF)."""
     # One swscale thread: left to choose, it took 5.9 ms of CPU per 1080p frame here against 1.6 ms
     # (same pixels), and the decoder and detector already keep the cores busy.
     rgb = frame.to_ndarray(format="rgb24", src_colorspace=_TRAINING_COLORSPACE, threads=1)
@@ -655,11 +687,13 @@ def _still_header(data: bytes, fmt: _Format, max_pixels: int) -> int:
                 exif.load(raw_exif)
             value = exif.get(EXIF_ORIENTATION_TAG, 1)
     except Image.DecompressionBombError as exc:
-        raise LimitError("max_pixels", _PIL_BOMB_PIXELS, max_pixels,
-                         "the image header declares at least that many pixels") from exc
+        raise LimitError(
+            "max_pixels", _PIL_BOMB_PIXELS, max_pixels, "the image header declares at least that many pixels"
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"cannot read the {fmt.label} image header: damaged or not a "
-                         f"{fmt.label.upper()} file") from exc
+        raise InputError(
+            f"cannot read the {fmt.label} image header: damaged or not a {fmt.label.upper()} file"
+        ) from exc
     if width * height > max_pixels:
         raise LimitError("max_pixels", width * height, max_pixels, f"image of {width}x{height}")
     for warning in caught:

@@ -75,12 +75,14 @@ def resolve_device(device: str) -> torch.device:
     resolved = torch.device(device)
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available to torch "
-                              f"{torch.__version__} on this machine")
+            raise ConfigError(
+                f"device {device!r} requested but CUDA is not available to torch {torch.__version__} on this machine"
+            )
         index = resolved.index or 0
         if index >= torch.cuda.device_count():
-            raise ConfigError(f"device {device!r} requested but only {torch.cuda.device_count()} "
-                              "CUDA device(s) are visible")
+            raise ConfigError(
+                f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
     return resolved
 
 
@@ -94,14 +96,24 @@ class FaceDetector:
         device: "cpu", "cuda" or "cuda:<index>".
     """
 
-    def __init__(self, detect_size: int = DEFAULT_DETECT_SIZE, min_face_size: int = DEFAULT_MIN_FACE_SIZE,
-                 thresholds: Sequence[float] = DEFAULT_THRESHOLDS, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        detect_size: int = DEFAULT_DETECT_SIZE,
+        min_face_size: int = DEFAULT_MIN_FACE_SIZE,
+        thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+        device: str = "cpu",
+    ) -> None:
         self.detect_size = detect_size
         self.min_face_size = min_face_size
         self.device = resolve_device(device)
         # One set of networks (the weights inside the facenet-pytorch wheel), two cascades over it.
-        nets = MTCNN(keep_all=True, min_face_size=min_face_size, thresholds=list(thresholds), post_process=False,
-                     device=self.device)
+        nets = MTCNN(
+            keep_all=True,
+            min_face_size=min_face_size,
+            thresholds=list(thresholds),
+            post_process=False,
+            device=self.device,
+        )
         nets.eval()
         exact_fast_pooling(nets)
         self._cascade = Cascade(nets.pnet, nets.rnet, nets.onet, min_face_size, thresholds)
@@ -130,18 +142,23 @@ class FaceDetector:
                 batch = np.stack([frames[i] for i in members])
             else:
                 # INTER_AREA: the alias-free way to shrink by large factors.
-                batch = np.stack([cv2.resize(frames[i], (small_w, small_h), interpolation=cv2.INTER_AREA)
-                                  for i in members])
-            back = np.array([width / small_w, height / small_h, width / small_w, height / small_h],
-                            dtype=np.float32)
+                batch = np.stack(
+                    [cv2.resize(frames[i], (small_w, small_h), interpolation=cv2.INTER_AREA) for i in members]
+                )
+            back = np.array([width / small_w, height / small_h, width / small_w, height / small_h], dtype=np.float32)
             for i, (frame_boxes, frame_probs) in zip(members, self._cascade(batch)):
                 results[i] = _detections(frame_boxes, frame_probs, back, (width, height))
         return [r if r is not None else Detections.empty() for r in results]
 
-
-    def detect_tracked(self, frames: Iterable[np.ndarray], detect_every: int, min_prob: float,
-                       max_followed: int = 0, window_every: int = 1,
-                       iou_threshold: float = DEFAULT_IOU_THRESHOLD) -> FaceTracker:
+    def detect_tracked(
+        self,
+        frames: Iterable[np.ndarray],
+        detect_every: int,
+        min_prob: float,
+        max_followed: int = 0,
+        window_every: int = 1,
+        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+    ) -> FaceTracker:
         """Faces through a clip, searching the whole frame on key frames only.
 
         Key frames are every ``detect_every``-th frame and the last one. In the searched frames
@@ -211,8 +228,9 @@ class FaceDetector:
         tracker.frames = index + 1
         return tracker
 
-    def search_frame(self, tracker: FaceTracker, index: int, frame: np.ndarray, searched: Sequence[Track],
-                     whole: bool) -> None:
+    def search_frame(
+        self, tracker: FaceTracker, index: int, frame: np.ndarray, searched: Sequence[Track], whole: bool
+    ) -> None:
         """One searched frame: each of ``searched`` in its window, the whole frame too when ``whole``.
 
         The detections go to ``tracker`` (:meth:`FaceTracker.update`) for frame ``index``; a whole-frame
@@ -228,8 +246,12 @@ class FaceDetector:
         own = [_best_match(track, index, found, min_prob, iou_threshold) for track, found in zip(searched, per_window)]
         own = [o for o in own if o is not None]
         parts = [*own, *per_window, found_whole]
-        tracker.update(index, _distinct_faces(np.concatenate([p.boxes for p in parts]),
-                                              np.concatenate([p.probs for p in parts]), first=len(own)))
+        tracker.update(
+            index,
+            _distinct_faces(
+                np.concatenate([p.boxes for p in parts]), np.concatenate([p.probs for p in parts]), first=len(own)
+            ),
+        )
 
     def _detect_in_windows(self, frame: np.ndarray, boxes: np.ndarray) -> list[Detections]:
         """Faces found in a square window around each box, in frame pixels (one entry per box)."""
@@ -241,12 +263,17 @@ class FaceDetector:
             scale = WINDOW_SIZE / side
             # One affine warp crops, scales and pads (black) past the frame edge in one pass.
             matrix = np.array([[scale, 0.0, -left * scale], [0.0, scale, -top * scale]])
-            windows.append(cv2.warpAffine(frame, matrix, (WINDOW_SIZE, WINDOW_SIZE), flags=cv2.INTER_AREA,
-                                          borderMode=cv2.BORDER_CONSTANT))
+            windows.append(
+                cv2.warpAffine(
+                    frame, matrix, (WINDOW_SIZE, WINDOW_SIZE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT
+                )
+            )
             origins.append((np.array([left, top, left, top], np.float32), np.float32(1.0 / scale)))
         height, width = frame.shape[:2]
-        return [_detections(window_boxes, window_probs, back, (width, height), offset)
-                for (offset, back), (window_boxes, window_probs) in zip(origins, self._window_cascade(np.stack(windows)))]
+        return [
+            _detections(window_boxes, window_probs, back, (width, height), offset)
+            for (offset, back), (window_boxes, window_probs) in zip(origins, self._window_cascade(np.stack(windows)))
+        ]
 
 
 def followed_tracks(tracker: FaceTracker, max_followed: int) -> list[Track]:
@@ -273,7 +300,9 @@ def window_for(box: np.ndarray) -> tuple[float, float, float]:
     return float(math.floor((x1 + x2 - side) / 2.0 + 0.5)), float(math.floor((y1 + y2 - side) / 2.0 + 0.5)), side
 
 
-def _best_match(track: Track, frame: int, found: Detections, min_prob: float, iou_threshold: float) -> Detections | None:
+def _best_match(
+    track: Track, frame: int, found: Detections, min_prob: float, iou_threshold: float
+) -> Detections | None:
     """The confident detection the tracker's rule matches best to ``track``, if it reaches ``iou_threshold``."""
     sure = found.probs >= min_prob
     if not sure.any():
@@ -282,7 +311,7 @@ def _best_match(track: Track, frame: int, found: Detections, min_prob: float, io
     best = int(np.argmax(overlaps))
     if overlaps[best] < iou_threshold:
         return None
-    return Detections(found.boxes[sure][best:best + 1], found.probs[sure][best:best + 1])
+    return Detections(found.boxes[sure][best : best + 1], found.probs[sure][best : best + 1])
 
 
 def _distinct_faces(boxes: np.ndarray, probs: np.ndarray, first: int = 0) -> Detections:
@@ -290,13 +319,18 @@ def _distinct_faces(boxes: np.ndarray, probs: np.ndarray, first: int = 0) -> Det
     keep: list[int] = []
     order = [*range(first), *(first + np.argsort(-probs[first:], kind="stable"))]
     for i in order:
-        if not keep or iou_matrix(boxes[i:i + 1], boxes[keep]).max() < _SAME_FACE_IOU:
+        if not keep or iou_matrix(boxes[i : i + 1], boxes[keep]).max() < _SAME_FACE_IOU:
             keep.append(int(i))
     return Detections(boxes[keep].astype(np.float32), probs[keep].astype(np.float32))
 
 
-def _detections(boxes: np.ndarray, probs: np.ndarray, back: np.ndarray | np.float32, size: tuple[int, int],
-                offset: np.ndarray | None = None) -> Detections:
+def _detections(
+    boxes: np.ndarray,
+    probs: np.ndarray,
+    back: np.ndarray | np.float32,
+    size: tuple[int, int],
+    offset: np.ndarray | None = None,
+) -> Detections:
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * back
     if offset is not None:
         boxes = boxes + offset

@@ -38,8 +38,8 @@ import av
 import av.error
 import numpy as np
 
-from preprocessing.crop import crop_faces
 from contract import MAX_SCORE_EVERY, STREAM_CODECS, STREAM_SETTINGS_KEYS
+from preprocessing.crop import crop_faces
 from preprocessing.decode import DEFAULT_MAX_PIXELS, frame_to_rgb
 from preprocessing.detect import FaceDetector, followed_tracks
 from preprocessing.errors import ConfigError, InputError, LimitError
@@ -106,8 +106,11 @@ class StreamSettings:
         if codec not in STREAM_CODECS:
             raise InputError(f"codec {codec!r} is not accepted for streams; accepted: {', '.join(STREAM_CODECS)}")
         time_base = raw["time_base"]
-        if (not isinstance(time_base, list) or len(time_base) != 2
-                or not all(_is_int(v) and 0 < v < _MAX_TIME_BASE for v in time_base)):
+        if (
+            not isinstance(time_base, list)
+            or len(time_base) != 2
+            or not all(_is_int(v) and 0 < v < _MAX_TIME_BASE for v in time_base)
+        ):
             raise InputError(f"time_base must be [numerator, denominator], two positive integers, got {time_base!r}")
         frames = _positive(raw, "frames")
         lengths = sorted(served)
@@ -116,7 +119,9 @@ class StreamSettings:
         hop = _positive(raw, "hop", default=frames)
         score_every = raw.get("score_every", 0)
         if not _is_int(score_every) or not 0 <= score_every <= MAX_SCORE_EVERY:
-            raise InputError(f"score_every must be an integer from 0 (adaptive) to {MAX_SCORE_EVERY}, got {score_every!r}")
+            raise InputError(
+                f"score_every must be an integer from 0 (adaptive) to {MAX_SCORE_EVERY}, got {score_every!r}"
+            )
         return cls(codec=codec, time_base=Fraction(*time_base), frames=frames, hop=hop, score_every=score_every)
 
 
@@ -171,7 +176,9 @@ class StreamDecoder:
         try:
             self._context.open()
         except av.error.FFmpegError as exc:
-            raise InputError(f"cannot open the {codec} decoder with the stream's extradata: {exc.strerror or exc}") from None
+            raise InputError(
+                f"cannot open the {codec} decoder with the stream's extradata: {exc.strerror or exc}"
+            ) from None
         self.packets = 0
         self.frames = 0
         self._without_picture = 0
@@ -197,8 +204,10 @@ class StreamDecoder:
             frames.extend(self._take(decoded))
             self._without_picture = 0 if decoded else self._without_picture + 1
             if self._without_picture >= MAX_PACKETS_WITHOUT_PICTURE:
-                raise InputError(f"{self._without_picture} packets in a row gave no picture: the data is not a "
-                                 f"decodable {self.codec} stream")
+                raise InputError(
+                    f"{self._without_picture} packets in a row gave no picture: the data is not a "
+                    f"decodable {self.codec} stream"
+                )
         return frames
 
     def flush(self) -> list[StreamFrame]:
@@ -213,7 +222,9 @@ class StreamDecoder:
         frames = []
         for frame in decoded:
             if frame.width * frame.height > self.max_pixels:
-                raise LimitError("max_pixels", frame.width * frame.height, self.max_pixels, f"frame of {frame.width}x{frame.height}")
+                raise LimitError(
+                    "max_pixels", frame.width * frame.height, self.max_pixels, f"frame of {frame.width}x{frame.height}"
+                )
             pts = frame.pts if frame.pts is not None else self.frames
             frames.append(StreamFrame(index=self.frames, pts=int(pts), rgb=frame_to_rgb(frame, 1)))
             self.frames += 1
@@ -234,8 +245,9 @@ class OnlineFaceFollower:
         iou_threshold: The tracker's matching threshold.
     """
 
-    def __init__(self, detector: FaceDetector, detect_every: int, max_followed: int, min_prob: float,
-                 iou_threshold: float) -> None:
+    def __init__(
+        self, detector: FaceDetector, detect_every: int, max_followed: int, min_prob: float, iou_threshold: float
+    ) -> None:
         self.detector = detector
         self.detect_every = detect_every
         self.max_followed = max_followed
@@ -363,8 +375,15 @@ class Windows:
             return None
         scores = np.array([s for _, _, s in self._scores], np.float32)
         end_frame, end_pts, prob_fake = self._scores[-1]
-        return Window(start=start, stop=index, end_frame=end_frame, end_pts=end_pts, prob_fake=prob_fake,
-                      mean=float(np.mean(scores, dtype=np.float64)), scored=len(scores))
+        return Window(
+            start=start,
+            stop=index,
+            end_frame=end_frame,
+            end_pts=end_pts,
+            prob_fake=prob_fake,
+            mean=float(np.mean(scores, dtype=np.float64)),
+            scored=len(scores),
+        )
 
 
 @dataclass(frozen=True)
@@ -398,8 +417,14 @@ class LiveStream:
         max_pixels: Largest frame area accepted.
     """
 
-    def __init__(self, settings: StreamSettings, extradata: bytes, follower: OnlineFaceFollower, crop: CropSettings,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self,
+        settings: StreamSettings,
+        extradata: bytes,
+        follower: OnlineFaceFollower,
+        crop: CropSettings,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
         self.settings = settings
         self.decoder = StreamDecoder(settings.codec, extradata, max_pixels)
         self.follower = follower
@@ -411,7 +436,9 @@ class LiveStream:
         self.skipped = 0
         self.last_active = time.monotonic()
 
-    def prepare(self, packets: Sequence[tuple[bytes, int]], end: bool) -> tuple[list[StreamFrame], list[ScoredFrame | None]]:
+    def prepare(
+        self, packets: Sequence[tuple[bytes, int]], end: bool
+    ) -> tuple[list[StreamFrame], list[ScoredFrame | None]]:
         """Decodes packets (and flushes at the end); crops the frames due for scoring.
 
         Returns:
@@ -436,10 +463,13 @@ class LiveStream:
         height, width = frame.rgb.shape[:2]
         if box is None:
             # No face seen yet: the whole frame, as the original app scored a frame without a face.
-            faces, cropped = crop_faces([frame.rgb], np.array([[0.0, 0.0, width, height]]), margin=0.0, square=False, shift_y=0.0)
+            faces, cropped = crop_faces(
+                [frame.rgb], np.array([[0.0, 0.0, width, height]]), margin=0.0, square=False, shift_y=0.0
+            )
         else:
-            faces, cropped = crop_faces([frame.rgb], box[None], margin=self.crop.margin, square=self.crop.square,
-                                        shift_y=self.crop.shift_y)
+            faces, cropped = crop_faces(
+                [frame.rgb], box[None], margin=self.crop.margin, square=self.crop.square, shift_y=self.crop.shift_y
+            )
         return ScoredFrame(frame=frame, length=self.settings.frames, faces=faces, box=cropped[0], found=found)
 
     def record(self, frame: StreamFrame, score: float | None) -> Window | None:
@@ -461,7 +491,9 @@ def check_limits(max_streams: int, slots: int, idle_s: float) -> None:
         ConfigError: ``max_streams`` not below ``slots``, or no idle timeout.
     """
     if not 1 <= max_streams < slots:
-        raise ConfigError(f"max_streams must be at least 1 and below the sequence batcher's {slots} slots "
-                          f"(streams past the slots wait where the model cannot refuse them), got {max_streams}")
+        raise ConfigError(
+            f"max_streams must be at least 1 and below the sequence batcher's {slots} slots "
+            f"(streams past the slots wait where the model cannot refuse them), got {max_streams}"
+        )
     if not (idle_s > 0 and math.isfinite(idle_s)):
         raise ConfigError(f"max_sequence_idle_microseconds must be set and positive, got {idle_s * 1e6:g}")

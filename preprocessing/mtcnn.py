@@ -53,8 +53,15 @@ class Cascade:
         factor: Scale step of the image pyramid.
     """
 
-    def __init__(self, pnet: nn.Module, rnet: nn.Module, onet: nn.Module, min_face_size: int,
-                 thresholds: Sequence[float], factor: float = PYRAMID_FACTOR) -> None:
+    def __init__(
+        self,
+        pnet: nn.Module,
+        rnet: nn.Module,
+        onet: nn.Module,
+        min_face_size: int,
+        thresholds: Sequence[float],
+        factor: float = PYRAMID_FACTOR,
+    ) -> None:
         if len(thresholds) != 3:
             raise ValueError(f"thresholds must hold three values, got {list(thresholds)}")
         self.pnet, self.rnet, self.onet = pnet, rnet, onet
@@ -128,10 +135,15 @@ class Cascade:
             hits = (face >= self.thresholds[0]).nonzero()
             image, row, col = hits[:, 0], hits[:, 1], hits[:, 2]
             cells = torch.stack([col, row], dim=1).to(regression.dtype)
-            boxes = torch.cat([((_STRIDE * cells + 1) / scale).floor(),
-                               ((_STRIDE * cells + _CELL) / scale).floor(),
-                               face[image, row, col].unsqueeze(1),
-                               regression[image, :, row, col]], dim=1)
+            boxes = torch.cat(
+                [
+                    ((_STRIDE * cells + 1) / scale).floor(),
+                    ((_STRIDE * cells + _CELL) / scale).floor(),
+                    face[image, row, col].unsqueeze(1),
+                    regression[image, :, row, col],
+                ],
+                dim=1,
+            )
             keep = batched_nms(boxes[:, :4], boxes[:, 4], image, _NMS_LEVEL)
             found.append(boxes[keep])
             owners.append(image[keep])
@@ -145,8 +157,16 @@ class Cascade:
         moved = boxes[:, :4] + boxes[:, 5:9] * side
         return _square(torch.cat([moved, boxes[:, 4:5]], dim=1)), owner
 
-    def _refine(self, table: torch.Tensor, boxes: torch.Tensor, owners: torch.Tensor, net: nn.Module, size: int,
-                threshold: float, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _refine(
+        self,
+        table: torch.Tensor,
+        boxes: torch.Tensor,
+        owners: torch.Tensor,
+        net: nn.Module,
+        size: int,
+        threshold: float,
+        shape: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores the crops of ``boxes`` with ``net``; keeps those above ``threshold``.
 
         Returns ``[m, 9]`` boxes (x1, y1, x2, y2, score, 4 regression values) and their images.
@@ -200,8 +220,15 @@ def _summed_area_table(pixels: torch.Tensor) -> torch.Tensor:
     return F.pad(table, (0, 0, 1, 0, 1, 0))
 
 
-def _area_crops(table: torch.Tensor, image: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor,
-                left: torch.Tensor, right: torch.Tensor, size: int) -> torch.Tensor:
+def _area_crops(
+    table: torch.Tensor,
+    image: torch.Tensor,
+    top: torch.Tensor,
+    bottom: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    size: int,
+) -> torch.Tensor:
     """Each crop resized to ``size`` x ``size`` by area averaging, as ``F.interpolate(mode="area")`` does.
 
     Output bin ``i`` of a span of ``n`` pixels averages pixels ``floor(i * n / size)`` to
@@ -215,8 +242,7 @@ def _area_crops(table: torch.Tensor, image: torch.Tensor, top: torch.Tensor, bot
 
     def bins(start: torch.Tensor, stop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         span = (stop - start).unsqueeze(1)
-        return (start.unsqueeze(1) + steps * span // size,
-                start.unsqueeze(1) + ((steps + 1) * span + size - 1) // size)
+        return (start.unsqueeze(1) + steps * span // size, start.unsqueeze(1) + ((steps + 1) * span + size - 1) // size)
 
     row0, row1 = bins(top, bottom)
     col0, col1 = bins(left, right)
@@ -276,10 +302,10 @@ def ceil_max_pool(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     span_h, span_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
     rows = x[..., 0:span_h:stride, :]
     for i in range(1, kernel):
-        rows = torch.maximum(rows, x[..., i:i + span_h:stride, :])
+        rows = torch.maximum(rows, x[..., i : i + span_h : stride, :])
     out = rows[..., 0:span_w:stride]
     for j in range(1, kernel):
-        out = torch.maximum(out, rows[..., j:j + span_w:stride])
+        out = torch.maximum(out, rows[..., j : j + span_w : stride])
     return out
 
 
@@ -302,8 +328,12 @@ def exact_fast_pooling(module: nn.Module) -> int:
             if not isinstance(child, nn.MaxPool2d) or not child.ceil_mode or child.return_indices:
                 continue
             kernel, stride = child.kernel_size, child.stride
-            if (not (isinstance(kernel, int) and isinstance(stride, int)) or stride > kernel
-                    or child.padding != 0 or child.dilation != 1):
+            if (
+                not (isinstance(kernel, int) and isinstance(stride, int))
+                or stride > kernel
+                or child.padding != 0
+                or child.dilation != 1
+            ):
                 continue
             setattr(parent, name, CeilMaxPool(kernel, stride))
             replaced += 1

@@ -149,8 +149,12 @@ def read_frames(data: bytes, config: OriginalConfig) -> OriginalFrames:
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
                 raise InputError(f"unusable {label} file: OpenCV returned a {frame.dtype} frame of shape {frame.shape}")
             if frame.shape[0] * frame.shape[1] > config.max_pixels:
-                raise LimitError("max_pixels", frame.shape[0] * frame.shape[1], config.max_pixels,
-                                 f"frame of {frame.shape[1]}x{frame.shape[0]}")
+                raise LimitError(
+                    "max_pixels",
+                    frame.shape[0] * frame.shape[1],
+                    config.max_pixels,
+                    f"frame of {frame.shape[1]}x{frame.shape[0]}",
+                )
             frames.append(frame)
             times.append(max(capture.get(cv2.CAP_PROP_POS_MSEC), 0.0) / 1000.0)
     finally:
@@ -233,8 +237,9 @@ class OriginalPipeline:
         found_boxes = [future.result() for future in pending]
         detected_at = time.perf_counter()
         if all(box is None for box in found_boxes):
-            raise NoFaceError(f"no face found in any of the {len(decoded.frames)} decoded frames "
-                              "(dlib's HOG detector found no face)")
+            raise NoFaceError(
+                f"no face found in any of the {len(decoded.frames)} decoded frames (dlib's HOG detector found no face)"
+            )
         crops, regions, found = [], [], []
         for frame, box in zip(decoded.frames, found_boxes):
             height, width = frame.shape[:2]
@@ -250,8 +255,7 @@ class OriginalPipeline:
         boxes = np.asarray(regions, np.float32)[position]
         found_flags = np.asarray(found, np.bool_)[position]
         finished = time.perf_counter()
-        main = FaceTrackResult(faces=faces, boxes=boxes, found=found_flags,
-                               prominence=float(np.sum(found_flags)))
+        main = FaceTrackResult(faces=faces, boxes=boxes, found=found_flags, prominence=float(np.sum(found_flags)))
         return PreprocessResult(
             faces=faces,
             boxes=boxes,

@@ -36,8 +36,12 @@ class FacePipeline:
 
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
-        self.detector = FaceDetector(detect_size=config.detect_size, min_face_size=config.min_face_size,
-                                     thresholds=config.thresholds, device=config.device)
+        self.detector = FaceDetector(
+            detect_size=config.detect_size,
+            min_face_size=config.min_face_size,
+            thresholds=config.thresholds,
+            device=config.device,
+        )
 
     def __call__(self, data: bytes | bytearray | memoryview | np.ndarray) -> PreprocessResult:
         """Run the pipeline on one uploaded file (bytes-like, e.g. Triton's ``uint8`` array).
@@ -50,8 +54,14 @@ class FacePipeline:
         started = time.perf_counter()
         decoding = _DecodeThread(data, cfg)
         # Frames are searched for faces while the later ones decode: the two overlap on two cores.
-        tracker = self.detector.detect_tracked(decoding.frames(), cfg.detect_every, cfg.min_face_prob,
-                                               cfg.max_followed, cfg.window_every, cfg.iou_threshold)
+        tracker = self.detector.detect_tracked(
+            decoding.frames(),
+            cfg.detect_every,
+            cfg.min_face_prob,
+            cfg.max_followed,
+            cfg.window_every,
+            cfg.iou_threshold,
+        )
         clip = decoding.result()
         followed = tracker.faces(clip.frames_decoded, cfg.max_faces)
         detected = time.perf_counter()
@@ -59,10 +69,14 @@ class FacePipeline:
         _, position = np.unique(clip.indices, return_inverse=True)
         tracks = []
         for boxes, found, track in followed:
-            faces, cropped = crop_faces(clip.frames, boxes[position], margin=cfg.margin, square=cfg.square,
-                                        shift_y=cfg.shift_y)
-            tracks.append(FaceTrackResult(faces=faces, boxes=cropped, found=found[position].astype(np.bool_),
-                                          prominence=track.prominence))
+            faces, cropped = crop_faces(
+                clip.frames, boxes[position], margin=cfg.margin, square=cfg.square, shift_y=cfg.shift_y
+            )
+            tracks.append(
+                FaceTrackResult(
+                    faces=faces, boxes=cropped, found=found[position].astype(np.bool_), prominence=track.prominence
+                )
+            )
         main = tracks[0]
         finished = time.perf_counter()
         return PreprocessResult(
@@ -72,8 +86,11 @@ class FacePipeline:
             frames_decoded=clip.frames_decoded,
             frame_indices=clip.indices,
             frame_times=clip.times,
-            timings={"decode": decoding.finished_at - started, "detect": detected - started - decoding.waited,
-                     "crop": finished - detected},
+            timings={
+                "decode": decoding.finished_at - started,
+                "detect": detected - started - decoding.waited,
+                "crop": finished - detected,
+            },
             source_size=clip.source_size,
             wall_seconds=finished - started,
             tracks=tuple(tracks),
@@ -107,10 +124,17 @@ class _DecodeThread:
     def _run(self) -> None:
         cfg = self._cfg
         try:
-            self._clip = decode_frames(self._data, cfg.frames, cfg.selection, max_bytes=cfg.max_bytes,
-                                       max_pixels=cfg.max_pixels, max_frames_scanned=cfg.max_frames_scanned,
-                                       decode_timeout_s=cfg.decode_timeout_s, threads=cfg.decode_threads,
-                                       on_frame=self._queue.put)
+            self._clip = decode_frames(
+                self._data,
+                cfg.frames,
+                cfg.selection,
+                max_bytes=cfg.max_bytes,
+                max_pixels=cfg.max_pixels,
+                max_frames_scanned=cfg.max_frames_scanned,
+                decode_timeout_s=cfg.decode_timeout_s,
+                threads=cfg.decode_threads,
+                on_frame=self._queue.put,
+            )
         except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread by result()
             self._error = exc
         finally:

@@ -161,8 +161,10 @@ class FaceTracker:
                 continue
             first, last = track.boxes[start], track.boxes[stop]
             prob = min(track.probs[start], track.probs[stop])
-            placed = {frame: (first + np.float32((frame - start) / (stop - start)) * (last - first)).astype(np.float32)
-                      for frame in range(start + 1, stop)}
+            placed = {
+                frame: (first + np.float32((frame - start) / (stop - start)) * (last - first)).astype(np.float32)
+                for frame in range(start + 1, stop)
+            }
             for frame, box in placed.items():
                 track.boxes[frame] = box
                 track.probs[frame] = prob
@@ -180,8 +182,12 @@ class FaceTracker:
             for frame, box in track.boxes.items():
                 if frame < count:
                     frames[frame].append((box, track.probs[frame]))
-        return [Detections(np.array([b for b, _ in found], np.float32).reshape(-1, 4),
-                           np.array([p for _, p in found], np.float32)) for found in frames]
+        return [
+            Detections(
+                np.array([b for b, _ in found], np.float32).reshape(-1, 4), np.array([p for _, p in found], np.float32)
+            )
+            for found in frames
+        ]
 
     def main_face(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Boxes of the most prominent face in each of ``count`` frames.
@@ -206,8 +212,11 @@ class FaceTracker:
             NoFaceError: No detection reached ``min_prob`` in any frame.
         """
         if not self.tracks:
-            detail = (f"best detector confidence {self.best_rejected:.2f} is below min_face_prob {self.min_prob}"
-                      if self.best_rejected > 0 else "the detector found no face")
+            detail = (
+                f"best detector confidence {self.best_rejected:.2f} is below min_face_prob {self.min_prob}"
+                if self.best_rejected > 0
+                else "the detector found no face"
+            )
             raise NoFaceError(f"no face found in any of the {count} decoded frames ({detail})")
         return [(*_fill_missing(track, count), track) for track in self.ranked()[:limit]]
 
@@ -246,8 +255,9 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def follow_face(detections: Sequence[Detections], min_prob: float,
-                iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def follow_face(
+    detections: Sequence[Detections], min_prob: float, iou_threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Boxes of the most prominent face in every frame, every frame searched whole.
 
     Args:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from contract import Exit
+from contract import Exit, program_name
 from serve.errors import ServeError, SetupError
 from serve.flags import managed_clashes
 from serve.options import RESTRICTABLE, GrpcTls, Restriction
@@ -72,7 +72,7 @@ def _restriction(text: str) -> Restriction:
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m serve`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m serve",
+        prog=program_name("serve"),
         description=(
             "Run the embedded CPU Triton server (tritonserver 2.51 from nvidia-pytriton) on a model "
             "repository, wait until every model is ready, and keep it serving: a model whose python "
@@ -80,7 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=_HelpFormatter,
     )
-    parser.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY, metavar="DIR", help="Triton model repository folder")
+    parser.add_argument(
+        "--model-repository",
+        type=Path,
+        default=DEFAULT_REPOSITORY,
+        metavar="DIR",
+        help="Triton model repository folder",
+    )
     parser.add_argument("--grpc-port", type=_port, default=DEFAULT_GRPC_PORT, help="gRPC port")
     parser.add_argument("--http-port", type=_port, default=DEFAULT_HTTP_PORT, help="HTTP port")
     parser.add_argument("--metrics-port", type=_port, default=DEFAULT_METRICS_PORT, help="Prometheus metrics port")
@@ -89,32 +95,54 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_HOST,
         help="address all endpoints bind to; 0.0.0.0 opens them to the network (then use --grpc-ssl and restrictions)",
     )
-    parser.add_argument("--log-file", type=Path, default=DEFAULT_LOG_PATH, metavar="PATH", help="file the server log (and the watchdog's notes) go to")
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        default=DEFAULT_LOG_PATH,
+        metavar="PATH",
+        help="file the server log (and the watchdog's notes) go to",
+    )
     parser.add_argument(
         "--model-config-name",
         default=DEFAULT_CONFIG_NAME,
         help="models read configs/<name>.pbtxt when it exists, else config.pbtxt; '' reads config.pbtxt",
     )
-    parser.add_argument("--ready-timeout", type=_seconds, default=DEFAULT_READY_TIMEOUT_S, help="seconds to wait for the server and every model to be ready")
+    parser.add_argument(
+        "--ready-timeout",
+        type=_seconds,
+        default=DEFAULT_READY_TIMEOUT_S,
+        help="seconds to wait for the server and every model to be ready",
+    )
     parser.add_argument(
         "--stop-timeout",
         type=_seconds,
         default=DEFAULT_STOP_TIMEOUT_S,
         help="seconds in-flight requests get to finish after Ctrl-C/SIGTERM before the server is killed",
     )
-    parser.add_argument("--no-watchdog", action="store_true", help="do not reload failed models or restart a dead server")
+    parser.add_argument(
+        "--no-watchdog", action="store_true", help="do not reload failed models or restart a dead server"
+    )
     parser.add_argument(
         "--auto-complete-config",
         action="store_true",
-        help="let Triton complete partial model configs (one more stub start per python model load: slower loads and recoveries)",
+        help=(
+            "let Triton complete partial model configs "
+            "(one more stub start per python model load: slower loads and recoveries)"
+        ),
     )
 
     tls = parser.add_argument_group("gRPC TLS")
-    tls.add_argument("--grpc-ssl", action="store_true", help="serve gRPC over TLS (needs --grpc-server-cert and --grpc-server-key)")
+    tls.add_argument(
+        "--grpc-ssl", action="store_true", help="serve gRPC over TLS (needs --grpc-server-cert and --grpc-server-key)"
+    )
     tls.add_argument("--grpc-server-cert", type=Path, help="PEM server certificate")
     tls.add_argument("--grpc-server-key", type=Path, help="PEM server private key")
     tls.add_argument("--grpc-root-cert", type=Path, help="PEM root certificate that client certificates must chain to")
-    tls.add_argument("--grpc-mutual-auth", action="store_true", help="require client certificates (mutual TLS; implies --grpc-ssl, needs --grpc-root-cert)")
+    tls.add_argument(
+        "--grpc-mutual-auth",
+        action="store_true",
+        help="require client certificates (mutual TLS; implies --grpc-ssl, needs --grpc-root-cert)",
+    )
 
     restricted = parser.add_argument_group(
         "restricted APIs",
@@ -146,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FLAG",
         help="extra tritonserver flag, passed as given (repeatable), e.g. --triton-arg=--log-verbose=1",
     )
-    parser.add_argument("--quiet", action="store_true", help="print the ready report, warnings and errors only (no progress notes)")
+    parser.add_argument(
+        "--quiet", action="store_true", help="print the ready report, warnings and errors only (no progress notes)"
+    )
     return parser
 
 
@@ -190,7 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     tls = _tls(parser, args)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     clashes = managed_clashes(args.triton_arg)
     if clashes:
         parser.error(f"--triton-arg may not set {', '.join(clashes)}: use this command's own options")

@@ -39,9 +39,12 @@ def missing_modules(modules: Sequence[str]) -> list[str]:
 def _run(command: str, needs: Sequence[str], entry: str, argv: Sequence[str] | None) -> int:
     missing = missing_modules(needs)
     if missing:
-        print(f"{command}: this command needs the '{SERVER_EXTRA}' extra (missing: {', '.join(missing)}); "
-              f"install it with: pip install '{DISTRIBUTION}[{SERVER_EXTRA}]' (from a checkout: "
-              f"pip install '.[{SERVER_EXTRA}]', or `make install`)", file=sys.stderr)
+        print(
+            f"{command}: this command needs the '{SERVER_EXTRA}' extra (missing: {', '.join(missing)}); "
+            f"install it with: pip install '{DISTRIBUTION}[{SERVER_EXTRA}]' (from a checkout: "
+            f"pip install '.[{SERVER_EXTRA}]', or `make install`)",
+            file=sys.stderr,
+        )
         return Exit.USAGE
     module = importlib.import_module(entry)
     return module.main(list(sys.argv[1:] if argv is None else argv))

@@ -95,7 +95,10 @@ class ControlClient:
         if status != HTTP_OK:
             raise ControlError(f"repository index: HTTP {status}: {_error_text(body)}")
         entries = json.loads(body)
-        return [ModelState(str(entry["name"]), str(entry.get("state", "")), str(entry.get("reason", ""))) for entry in entries]
+        return [
+            ModelState(str(entry["name"]), str(entry.get("state", "")), str(entry.get("reason", "")))
+            for entry in entries
+        ]
 
     def unload_model(self, name: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         """Asks Triton to unload a model (it returns before the unload has finished).
@@ -103,7 +106,9 @@ class ControlClient:
         Raises:
             ControlError: the server cannot be reached or refused.
         """
-        status, body = self._call("POST", f"/v2/repository/models/{urllib.parse.quote(name)}/unload", self.repository_headers, timeout)
+        status, body = self._call(
+            "POST", f"/v2/repository/models/{urllib.parse.quote(name)}/unload", self.repository_headers, timeout
+        )
         if status != HTTP_OK:
             raise ControlError(f"unloading model '{name}': HTTP {status}: {_error_text(body)}")
 
@@ -113,7 +118,9 @@ class ControlClient:
         Raises:
             ControlError: the server cannot be reached or could not load the model (its message).
         """
-        status, body = self._call("POST", f"/v2/repository/models/{urllib.parse.quote(name)}/load", self.repository_headers, timeout)
+        status, body = self._call(
+            "POST", f"/v2/repository/models/{urllib.parse.quote(name)}/load", self.repository_headers, timeout
+        )
         if status != HTTP_OK:
             raise ControlError(f"loading model '{name}': HTTP {status}: {_error_text(body)}")
 

@@ -110,7 +110,9 @@ class ServerFlags:
             raise ValueError(f"the exit timeout must be at least 0 seconds, got {self.exit_timeout_s}")
         clashes = managed_clashes(self.extra_args, self.own_flags())
         if clashes:
-            raise ValueError(f"extra arguments may not set {', '.join(clashes)}: they are set from the server's settings")
+            raise ValueError(
+                f"extra arguments may not set {', '.join(clashes)}: they are set from the server's settings"
+            )
 
     def own_flags(self) -> frozenset[str]:
         """The names of the flags this object sets (the extra arguments left out)."""

@@ -53,9 +53,13 @@ class Restriction:
         protocols = tuple(item.strip() for item in protocols_text.split(","))
         unknown = [item for item in protocols if item not in RESTRICTABLE]
         if unknown or not protocols_text.strip():
-            raise ValueError(f"restriction {text!r}: unknown protocol(s) {unknown or ['']}; choose from {', '.join(RESTRICTABLE)}")
+            raise ValueError(
+                f"restriction {text!r}: unknown protocol(s) {unknown or ['']}; choose from {', '.join(RESTRICTABLE)}"
+            )
         if not HEADER_KEY.match(key):
-            raise ValueError(f"restriction {text!r}: key {key!r} must be a lowercase header name (letters, digits, '-', '_', '.')")
+            raise ValueError(
+                f"restriction {text!r}: key {key!r} must be a lowercase header name (letters, digits, '-', '_', '.')"
+            )
         if not value:
             raise ValueError(f"restriction {text!r}: the value after '=' is empty")
         return cls(protocols=protocols, key=key, value=value)
@@ -99,7 +103,11 @@ class GrpcTls:
         """
         if self.mutual and self.root_cert is None:
             raise ValueError("mutual TLS needs the root certificate that signs client certificates (--grpc-root-cert)")
-        for label, path in (("server certificate", self.server_cert), ("server key", self.server_key), ("root certificate", self.root_cert)):
+        for label, path in (
+            ("server certificate", self.server_cert),
+            ("server key", self.server_key),
+            ("root certificate", self.root_cert),
+        ):
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"gRPC TLS {label} {path} does not exist")
 

@@ -59,4 +59,6 @@ def ensure_free(host: str, ports: dict[str, int]) -> None:
         try:
             _bind(host, port).close()
         except OSError as error:
-            raise PortInUseError(f"the {label} port {port} on {host} is not available ({error.strerror}); choose another port") from error
+            raise PortInUseError(
+                f"the {label} port {port} on {host} is not available ({error.strerror}); choose another port"
+            ) from error

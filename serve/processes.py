@@ -67,7 +67,9 @@ def status(pid: int, proc_root: Path = PROC) -> ProcessStatus | None:
     # The command name is in parentheses and may itself hold spaces or parentheses.
     opening, closing = text.index("("), text.rindex(")")
     fields = text[closing + 2 :].split()
-    return ProcessStatus(pid=pid, parent_pid=int(fields[PPID_FIELD]), state=fields[STATE_FIELD], name=text[opening + 1 : closing])
+    return ProcessStatus(
+        pid=pid, parent_pid=int(fields[PPID_FIELD]), state=fields[STATE_FIELD], name=text[opening + 1 : closing]
+    )
 
 
 def all_processes(proc_root: Path = PROC) -> list[ProcessStatus]:

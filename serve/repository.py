@@ -83,7 +83,9 @@ def _parse_config(path: Path) -> model_config_pb2.ModelConfig | None:
 
 
 def _version_dirs(model_dir: Path) -> list[Path]:
-    versions = sorted((path for path in model_dir.iterdir() if path.is_dir() and path.name.isdigit()), key=lambda p: int(p.name))
+    versions = sorted(
+        (path for path in model_dir.iterdir() if path.is_dir() and path.name.isdigit()), key=lambda p: int(p.name)
+    )
     return versions or [model_dir / DEFAULT_VERSION]
 
 

@@ -36,7 +36,14 @@ from typing import BinaryIO
 from serve import processes
 from serve.control import STATE_READY, STATE_UNAVAILABLE, ControlClient
 from serve.distribution import BACKEND_NAME, TritonDistribution, allocator_of, server_environment
-from serve.errors import ArtifactsMissingError, ControlError, ModelLoadError, RepositoryError, ServeError, ServerStartError
+from serve.errors import (
+    ArtifactsMissingError,
+    ControlError,
+    ModelLoadError,
+    RepositoryError,
+    ServeError,
+    ServerStartError,
+)
 from serve.flags import ServerFlags, managed_clashes
 from serve.options import GrpcTls, Restriction, covered, headers_for
 from serve.ports import ensure_free
@@ -187,8 +194,12 @@ class EmbeddedServer:
 
         control_key = {CONTROL_KEY_HEADER: secrets.token_urlsafe(CONTROL_KEY_BYTES)}
         own = Restriction((CONTROL_PROTOCOL,), CONTROL_KEY_HEADER, control_key[CONTROL_KEY_HEADER])
-        self.grpc_restrictions = tuple(grpc_restrictions) + (() if covered(tuple(grpc_restrictions), CONTROL_PROTOCOL) else (own,))
-        self.http_restrictions = tuple(http_restrictions) + (() if covered(tuple(http_restrictions), CONTROL_PROTOCOL) else (own,))
+        self.grpc_restrictions = tuple(grpc_restrictions) + (
+            () if covered(tuple(grpc_restrictions), CONTROL_PROTOCOL) else (own,)
+        )
+        self.http_restrictions = tuple(http_restrictions) + (
+            () if covered(tuple(http_restrictions), CONTROL_PROTOCOL) else (own,)
+        )
         self._control = ControlClient(
             base_url=f"http://{self._connect_host}:{self.http_port}",
             health_headers=headers_for(self.http_restrictions, HEALTH_PROTOCOL),
@@ -455,7 +466,8 @@ class EmbeddedServer:
             code = process.poll()
             if code is not None:
                 raise ServerStartError(
-                    f"tritonserver exited with code {code} before it was ready; the end of its log {self.log_path}:\n{self._log_excerpt()}"
+                    f"tritonserver exited with code {code} before it was ready; "
+                    f"the end of its log {self.log_path}:\n{self._log_excerpt()}"
                 )
             if self._stop_event.is_set():
                 raise ServerStartError("stopped while waiting for the server to be ready")
@@ -464,7 +476,9 @@ class EmbeddedServer:
             except ControlError:
                 index = None
             if index is not None:
-                failed = {entry.name: entry.reason or entry.state for entry in index if entry.state == STATE_UNAVAILABLE}
+                failed = {
+                    entry.name: entry.reason or entry.state for entry in index if entry.state == STATE_UNAVAILABLE
+                }
                 if failed:
                     raise ModelLoadError(failed)
                 pending = [entry.name for entry in index if entry.state != STATE_READY]
@@ -518,7 +532,10 @@ class EmbeddedServer:
             try:
                 process.wait(self.stop_timeout + KILL_GRACE_S)
             except subprocess.TimeoutExpired:
-                self._note(f"tritonserver did not stop within {self.stop_timeout + KILL_GRACE_S:g} s of SIGINT; killing it", logging.WARNING)
+                self._note(
+                    f"tritonserver did not stop within {self.stop_timeout + KILL_GRACE_S:g} s of SIGINT; killing it",
+                    logging.WARNING,
+                )
                 # The group was created for this server: it holds the server and its stubs only.
                 # The leader is not reaped yet, so its id cannot belong to anything else.
                 try:
@@ -627,7 +644,9 @@ class EmbeddedServer:
             if entry.name not in self._models or entry.name in causes or entry.state in TRANSIENT_STATES:
                 continue
             if entry.state != STATE_READY:
-                causes[entry.name] = f"model '{entry.name}' is {entry.state or 'not loaded'} ({entry.reason or 'no reason given'})"
+                causes[entry.name] = (
+                    f"model '{entry.name}' is {entry.state or 'not loaded'} ({entry.reason or 'no reason given'})"
+                )
             elif not self._model_ready(entry.name):
                 causes[entry.name] = f"model '{entry.name}' reports not ready"
         for model, cause in sorted(causes.items()):
@@ -643,7 +662,10 @@ class EmbeddedServer:
             elif now >= deadline:
                 del self._leftovers[pid]
                 if self._kill_stub(pid):
-                    self._note(f"watchdog: ended stub {pid} left over from the replaced instances of '{model}'", logging.WARNING)
+                    self._note(
+                        f"watchdog: ended stub {pid} left over from the replaced instances of '{model}'",
+                        logging.WARNING,
+                    )
 
     def _reload(self, model: str, cause: str) -> None:
         process = self._process
@@ -659,7 +681,9 @@ class EmbeddedServer:
         except ControlError as error:
             failures = self._reload_failures.get(model, 0) + 1
             self._reload_failures[model] = failures
-            self._note(f"watchdog: loading '{model}' again failed ({failures}/{MAX_RELOAD_FAILURES}): {error}", logging.ERROR)
+            self._note(
+                f"watchdog: loading '{model}' again failed ({failures}/{MAX_RELOAD_FAILURES}): {error}", logging.ERROR
+            )
             if failures >= MAX_RELOAD_FAILURES and not self._stop_event.is_set():
                 self._reload_failures.pop(model, None)
                 self._replace_server(f"model '{model}' failed to load again {MAX_RELOAD_FAILURES} times")
@@ -693,7 +717,9 @@ class EmbeddedServer:
                 self._await_ready(self._ready_timeout)
             except ServeError as error:
                 last_error = str(error)
-                self._note(f"watchdog: the new tritonserver did not come up: {error}; next try in {delay:g} s", logging.ERROR)
+                self._note(
+                    f"watchdog: the new tritonserver did not come up: {error}; next try in {delay:g} s", logging.ERROR
+                )
                 self._shutdown_process()
                 if self._stop_event.wait(delay):
                     return
@@ -708,5 +734,3 @@ class EmbeddedServer:
         self._failure = reason
         self._note(f"watchdog: giving up: {reason}", logging.CRITICAL)
         self._failed.set()
-
-

@@ -168,7 +168,10 @@ def moov_first(data: bytes, scratch: Path) -> bytes:
     ``scratch`` is a folder for it.
     """
     path = scratch / "faststart.mp4"
-    with av.open(io.BytesIO(data)) as source, av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as out:
+    with (
+        av.open(io.BytesIO(data)) as source,
+        av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as out,
+    ):
         stream = out.add_stream_from_template(source.streams.video[0])
         for packet in source.demux(source.streams.video[0]):
             if packet.dts is None:
@@ -220,7 +223,9 @@ def png_with_header(width: int, height: int) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    )
 
 
 def _jpeg_with_size(width: int, height: int) -> bytes:
@@ -324,7 +329,9 @@ def fuzz_seeds() -> dict[str, bytes]:
     return {
         "mp4_h264": media.face_clip(frames=FUZZ_SEED_FRAMES, size=size),
         "mkv_vp9": media.face_clip(frames=FUZZ_SEED_FRAMES, size=size, codec="libvpx-vp9", container="mkv"),
-        "avi_mjpeg": media.face_clip(frames=FUZZ_SEED_FRAMES, size=size, codec="mjpeg", container="avi", pix_fmt="yuvj420p"),
+        "avi_mjpeg": media.face_clip(
+            frames=FUZZ_SEED_FRAMES, size=size, codec="mjpeg", container="avi", pix_fmt="yuvj420p"
+        ),
         "mp4_rotated": media.face_clip(frames=FUZZ_SEED_FRAMES, size=size, rotate=90),
         "jpeg": media.still_image("JPEG", size=size, exif_orientation=6),
         "png": media.still_image("PNG", size=size),
@@ -395,16 +402,31 @@ def build(scratch: Path, frames: int = 10) -> list[Case]:
         Case("empty", b"", REFUSE, "empty input"),
         Case("one_byte", b"\x00", REFUSE, "unsupported input"),
         Case("random_bytes", rng.integers(0, 256, RANDOM_BYTES, dtype=np.uint8).tobytes(), REFUSE, "unsupported input"),
-        Case("large_random_bytes", rng.integers(0, 256, LARGE_GARBAGE_BYTES, dtype=np.uint8).tobytes(), REFUSE, "unsupported input"),
+        Case(
+            "large_random_bytes",
+            rng.integers(0, 256, LARGE_GARBAGE_BYTES, dtype=np.uint8).tobytes(),
+            REFUSE,
+            "unsupported input",
+        ),
         Case("text_as_mp4", b"this is a text file renamed to video.mp4\n" * 40, REFUSE, "unrecognised data"),
-        Case("html_as_mp4", b"<!DOCTYPE html><html><body><video src='a.mp4'></video></body></html>", REFUSE, "unsupported input"),
+        Case(
+            "html_as_mp4",
+            b"<!DOCTYPE html><html><body><video src='a.mp4'></video></body></html>",
+            REFUSE,
+            "unsupported input",
+        ),
         Case("wav_as_mp4", _wav(), REFUSE, "unsupported input"),
         Case("zip_as_mp4", _zip(clip), REFUSE, "unsupported input"),
         Case("gif_as_mp4", b"GIF89a" + bytes(64), REFUSE, "gif image"),
         # --- references to other files: never followed
         Case("hls_playlist", media.hls_playlist(local), REFUSE, "hls playlist"),
         Case("ffconcat_script", media.ffconcat_script(local), REFUSE, "ffconcat script"),
-        Case("dash_manifest", f'<?xml version="1.0"?><MPD><BaseURL>file://{local}</BaseURL></MPD>'.encode(), REFUSE, "dash manifest"),
+        Case(
+            "dash_manifest",
+            f'<?xml version="1.0"?><MPD><BaseURL>file://{local}</BaseURL></MPD>'.encode(),
+            REFUSE,
+            "dash manifest",
+        ),
         # --- damaged mp4
         Case("ftyp_only", clip[: find_box(clip, (b"ftyp",))[1]], REFUSE, "mp4"),
         Case("truncated_at_64_bytes", clip[:64], REFUSE, "mp4"),
@@ -412,19 +434,30 @@ def build(scratch: Path, frames: int = 10) -> list[Case]:
         Case("truncated_before_index", clip[: mdat_offset + mdat_size], REFUSE, "mp4"),
         Case("truncated_last_byte", clip[:-1], SCORE),
         Case("faststart_truncated_in_media", fast[: len(fast) * 4 // 5], SCORE),
-        Case("faststart_truncated_after_index", fast[: find_box(fast, (b"moov",))[0] + find_box(fast, (b"moov",))[1] + 16], REFUSE, "no decodable video frame"),
+        Case(
+            "faststart_truncated_after_index",
+            fast[: find_box(fast, (b"moov",))[0] + find_box(fast, (b"moov",))[1] + 16],
+            REFUSE,
+            "no decodable video frame",
+        ),
         Case("corrupted_moov", corrupt_box(clip, b"moov", SEED), REFUSE, "mp4"),
         # The middle of the media data garbled: the frames that still decode show no face.
         Case("corrupted_mdat", corrupt_box(clip, b"mdat", SEED), REFUSE, "no face found"),
         # The media data garbled from its start: the first keyframe is lost, nothing after it decodes.
-        Case("corrupted_mdat_head", corrupt_box(clip, b"mdat", SEED, start=0.0, stop=0.75), REFUSE,
-             "no decodable video frame"),
+        Case(
+            "corrupted_mdat_head",
+            corrupt_box(clip, b"mdat", SEED, start=0.0, stop=0.75),
+            REFUSE,
+            "no decodable video frame",
+        ),
         Case("corrupted_mdat_tail", corrupt_box(clip, b"mdat", SEED, start=0.8, stop=1.0), SCORE),
         Case("zero_declared_size", with_declared_size(clip, 0, 0), SCORE),
         # The container's declared size is only a hint: the decoder reads the real size from the
         # stream itself, so these clips still score.
         Case("huge_declared_size", with_declared_size(clip, HUGE_SIDE, HUGE_SIDE), SCORE),
-        Case("oversized_frames", _encode_rgb([np.zeros((OVERSIZED[1], OVERSIZED[0], 3), np.uint8)]), REFUSE, "max_pixels"),
+        Case(
+            "oversized_frames", _encode_rgb([np.zeros((OVERSIZED[1], OVERSIZED[0], 3), np.uint8)]), REFUSE, "max_pixels"
+        ),
         Case("huge_png_header", png_with_header(HUGE_SIDE, HUGE_SIDE), REFUSE, "max_pixels"),
         Case("huge_jpeg_header", _jpeg_with_size(HUGE_SIDE, HUGE_SIDE), REFUSE, "max_pixels"),
         Case("zero_size_png_header", png_with_header(0, 0), REFUSE, "png"),
@@ -439,8 +472,18 @@ def build(scratch: Path, frames: int = 10) -> list[Case]:
         Case("rotated_270", media.face_clip(frames=frames, rotate=270), SCORE, frames_decoded=frames),
         Case("ten_bit_hevc", media.ten_bit_clip(frames=frames), SCORE, frames_decoded=frames),
         Case("variable_frame_rate", media.face_clip(frames=frames + 2, vfr=True), SCORE, frames_decoded=frames),
-        Case("webm_vp9", media.face_clip(frames=frames, codec="libvpx-vp9", container="webm"), SCORE, frames_decoded=frames),
-        Case("avi_mjpeg", media.face_clip(frames=frames, codec="mjpeg", container="avi", pix_fmt="yuvj420p"), SCORE, frames_decoded=frames),
+        Case(
+            "webm_vp9",
+            media.face_clip(frames=frames, codec="libvpx-vp9", container="webm"),
+            SCORE,
+            frames_decoded=frames,
+        ),
+        Case(
+            "avi_mjpeg",
+            media.face_clip(frames=frames, codec="mjpeg", container="avi", pix_fmt="yuvj420p"),
+            SCORE,
+            frames_decoded=frames,
+        ),
         Case("many_faces", many_faces_clip(frames=frames), SCORE, frames_decoded=frames),
         # --- no face to score
         Case("all_black", media.black_clip(frames=frames), REFUSE, "no face"),

@@ -54,8 +54,14 @@ _DRIFT_FRACTION = 0.04
 _ZOOM_PERIOD_FRAMES = 16
 
 # Short container names accepted by the generators, mapped to PyAV muxer names.
-_CONTAINER_BY_NAME = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "matroska": "matroska",
-                      "webm": "webm", "avi": "avi"}
+_CONTAINER_BY_NAME = {
+    "mp4": "mp4",
+    "mov": "mov",
+    "mkv": "matroska",
+    "matroska": "matroska",
+    "webm": "webm",
+    "avi": "avi",
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,8 +76,9 @@ def _face_center() -> tuple[float, float]:
     return (x1 + x2) / 2.0, (y1 + y2) / 2.0
 
 
-def _face_transform(index: int, size: tuple[int, int], seed: int, scale: float = 1.0,
-                    center: tuple[float, float] | None = None) -> np.ndarray:
+def _face_transform(
+    index: int, size: tuple[int, int], seed: int, scale: float = 1.0, center: tuple[float, float] | None = None
+) -> np.ndarray:
     """Affine 2x3 matrix mapping astronaut pixels to the pixels of frame ``index``.
 
     Args:
@@ -113,8 +120,13 @@ def face_box(index: int, size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0) ->
 def face_frame(index: int, size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0) -> np.ndarray:
     """Frame ``index`` of :func:`face_clip` as an upright RGB uint8 array (height, width, 3)."""
     width, height = size
-    return cv2.warpAffine(_astronaut(), _face_transform(index, size, seed), (width, height),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return cv2.warpAffine(
+        _astronaut(),
+        _face_transform(index, size, seed),
+        (width, height),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT,
+    )
 
 
 def _hide_face(frame: np.ndarray, box: Sequence[float]) -> np.ndarray:
@@ -123,26 +135,29 @@ def _hide_face(frame: np.ndarray, box: Sequence[float]) -> np.ndarray:
     pad_x, pad_y = 0.25 * (x2 - x1), 0.25 * (y2 - y1)
     height, width = frame.shape[:2]
     left, top = max(0, int(x1 - pad_x)), max(0, int(y1 - pad_y))
-    right, bottom = min(width, int(math.ceil(x2 + pad_x))), min(height, int(math.ceil(y2 + pad_y)))
+    right, bottom = min(width, math.ceil(x2 + pad_x)), min(height, math.ceil(y2 + pad_y))
     out = frame.copy()
     out[top:bottom, left:right] = (90, 110, 130)
     return out
 
 
 # Encoder settings that make the output a function of the input frames alone (see add_video_stream).
-_DETERMINISTIC_PARAMS = {"libx264": ("x264-params", "no-mbtree=1"),
-                         "libx265": ("x265-params", "pools=1:frame-threads=1:no-cutree=1")}
+_DETERMINISTIC_PARAMS = {
+    "libx264": ("x264-params", "no-mbtree=1"),
+    "libx265": ("x265-params", "pools=1:frame-threads=1:no-cutree=1"),
+}
 
 
-def add_video_stream(out: av.container.OutputContainer, codec: str, fps: int,
-                     options: dict[str, str] | None = None) -> av.video.stream.VideoStream:
+def add_video_stream(
+    out: av.container.OutputContainer, codec: str, fps: int, options: dict[str, str] | None = None
+) -> av.video.stream.VideoStream:
     """A video stream whose encoder runs on one thread.
 
     Multi-threaded x264 and libvpx write other bitstreams on other core counts, and x264's
     macroblock-tree rate control gave other bitstreams from run to run in one process even on
-    one thread (x265's analogue, its CU tree, and its thread pools are turned off likewise): the generated media must be the same video on every machine and
-    in every run, so that a test of a damaged file damages the same file everywhere, and two runs
-    of the same test see the same frames.
+    one thread (x265's analogue, its CU tree, and its thread pools are turned off likewise): the
+    generated media must be the same video on every machine and in every run, so that a test of a
+    damaged file damages the same file everywhere, and two runs of the same test see the same frames.
     """
     options = dict(options or {})
     if codec in _DETERMINISTIC_PARAMS:
@@ -153,10 +168,19 @@ def add_video_stream(out: av.container.OutputContainer, codec: str, fps: int,
     return stream
 
 
-def _encode(frames: Iterable[np.ndarray], *, codec: str, container: str, pix_fmt: str, fps: int,
-            rotate: int | None = None, pts: Sequence[int] | None = None,
-            time_base: Fraction | None = None, gop: int | None = None,
-            options: dict[str, str] | None = None) -> bytes:
+def _encode(
+    frames: Iterable[np.ndarray],
+    *,
+    codec: str,
+    container: str,
+    pix_fmt: str,
+    fps: int,
+    rotate: int | None = None,
+    pts: Sequence[int] | None = None,
+    time_base: Fraction | None = None,
+    gop: int | None = None,
+    options: dict[str, str] | None = None,
+) -> bytes:
     """Encode upright RGB frames into an in-memory container.
 
     ``rotate`` is the clockwise rotation a player applies to show the stored
@@ -193,10 +217,18 @@ def _encode(frames: Iterable[np.ndarray], *, codec: str, container: str, pix_fmt
     return buffer.getvalue()
 
 
-def face_clip(frames: int = 12, size: tuple[int, int] = DEFAULT_SIZE, codec: str = "libx264",
-              container: str = "mp4", pix_fmt: str = "yuv420p", rotate: int | None = None,
-              fps: int = 25, vfr: bool = False, seed: int = 0,
-              hide_face: Iterable[int] = ()) -> bytes:
+def face_clip(
+    frames: int = 12,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    codec: str = "libx264",
+    container: str = "mp4",
+    pix_fmt: str = "yuv420p",
+    rotate: int | None = None,
+    fps: int = 25,
+    vfr: bool = False,
+    seed: int = 0,
+    hide_face: Iterable[int] = (),
+) -> bytes:
     """A short clip of the astronaut's face, slowly zooming and drifting.
 
     Args:
@@ -226,17 +258,18 @@ def face_clip(frames: int = 12, size: tuple[int, int] = DEFAULT_SIZE, codec: str
             image = _hide_face(image, face_box(i, size, seed))
         images.append(image)
     pts, time_base = _vfr_timestamps(frames, seed) if vfr else (None, None)
-    return _encode(images, codec=codec, container=container, pix_fmt=pix_fmt, fps=fps,
-                   rotate=rotate, pts=pts, time_base=time_base)
+    return _encode(
+        images, codec=codec, container=container, pix_fmt=pix_fmt, fps=fps, rotate=rotate, pts=pts, time_base=time_base
+    )
 
 
-def ten_bit_clip(frames: int = 8, size: tuple[int, int] = DEFAULT_SIZE, codec: str = "libx265",
-                 container: str = "mp4") -> bytes:
+def ten_bit_clip(
+    frames: int = 8, size: tuple[int, int] = DEFAULT_SIZE, codec: str = "libx265", container: str = "mp4"
+) -> bytes:
     """A 10-bit 4:2:0 (yuv420p10le) face clip; ``codec`` may also be ``ffv1`` (in mkv)."""
     options = {"x265-params": "log-level=error"} if codec == "libx265" else None
     images = [face_frame(i, size) for i in range(frames)]
-    return _encode(images, codec=codec, container=container, pix_fmt="yuv420p10le", fps=25,
-                   options=options)
+    return _encode(images, codec=codec, container=container, pix_fmt="yuv420p10le", fps=25, options=options)
 
 
 def gray_clip(frames: int = 8, size: tuple[int, int] = DEFAULT_SIZE) -> bytes:
@@ -244,8 +277,13 @@ def gray_clip(frames: int = 8, size: tuple[int, int] = DEFAULT_SIZE) -> bytes:
     return face_clip(frames=frames, size=size, codec="ffv1", container="mkv", pix_fmt="gray")
 
 
-def two_face_clip(frames: int = 10, size: tuple[int, int] = (480, 240), small_scale: float = 0.55,
-                  hide_large: Iterable[int] = (), seed: int = 0) -> bytes:
+def two_face_clip(
+    frames: int = 10,
+    size: tuple[int, int] = (480, 240),
+    small_scale: float = 0.55,
+    hide_large: Iterable[int] = (),
+    seed: int = 0,
+) -> bytes:
     """Two copies of the astronaut's face: a large one on the right, a small one on the left.
 
     Args:
@@ -263,10 +301,20 @@ def two_face_clip(frames: int = 10, size: tuple[int, int] = (480, 240), small_sc
     images = []
     for i in range(frames):
         large_box, small_box = two_face_boxes(i, size, small_scale, seed)
-        canvas = cv2.warpAffine(_astronaut(), _two_face_transform(i, size, 1.0, seed), (width, height),
-                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        small = cv2.warpAffine(_astronaut(), _two_face_transform(i, size, small_scale, seed),
-                               (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        canvas = cv2.warpAffine(
+            _astronaut(),
+            _two_face_transform(i, size, 1.0, seed),
+            (width, height),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT,
+        )
+        small = cv2.warpAffine(
+            _astronaut(),
+            _two_face_transform(i, size, small_scale, seed),
+            (width, height),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT,
+        )
         # Paste the small face with its surroundings (hair, collar) on the left half.
         sx1, sy1, sx2, sy2 = small_box
         pad_x, pad_y = 0.6 * (sx2 - sx1), 0.5 * (sy2 - sy1)
@@ -285,8 +333,9 @@ def _two_face_transform(index: int, size: tuple[int, int], scale: float, seed: i
     return _face_transform(index, size, seed, scale=scale, center=center)
 
 
-def two_face_boxes(index: int, size: tuple[int, int] = (480, 240), small_scale: float = 0.55,
-                   seed: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def two_face_boxes(
+    index: int, size: tuple[int, int] = (480, 240), small_scale: float = 0.55, seed: int = 0
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Expected (large, small) face boxes in frame ``index`` of :func:`two_face_clip`."""
     boxes = []
     for scale in (1.0, small_scale):
@@ -304,8 +353,12 @@ def no_face_clip(frames: int = 8, size: tuple[int, int] = DEFAULT_SIZE, seed: in
     images = []
     for i in range(frames):
         dx = _DRIFT_FRACTION * width * math.sin(0.5 * i + seed)
-        matrix = np.array([[width / photo.shape[1] * 1.1, 0.0, dx - 0.05 * width],
-                           [0.0, height / photo.shape[0] * 1.1, -0.05 * height]])
+        matrix = np.array(
+            [
+                [width / photo.shape[1] * 1.1, 0.0, dx - 0.05 * width],
+                [0.0, height / photo.shape[0] * 1.1, -0.05 * height],
+            ]
+        )
         images.append(cv2.warpAffine(photo, matrix, (width, height), borderMode=cv2.BORDER_REFLECT))
     return _encode(images, codec="libx264", container="mp4", pix_fmt="yuv420p", fps=25)
 
@@ -325,7 +378,7 @@ def _index_code_frame(index: int, size: tuple[int, int], bits: int) -> np.ndarra
     cell = width // bits
     for bit in range(bits):
         value = 255 if (index >> bit) & 1 else 0
-        frame[:band, bit * cell:(bit + 1) * cell] = value
+        frame[:band, bit * cell : (bit + 1) * cell] = value
     return frame
 
 
@@ -336,14 +389,20 @@ def read_frame_number(frame_rgb: np.ndarray, bits: int = 8) -> int:
     cell = width // bits
     number = 0
     for bit in range(bits):
-        patch = frame_rgb[band // 4: 3 * band // 4, bit * cell + cell // 4: bit * cell + 3 * cell // 4]
+        patch = frame_rgb[band // 4 : 3 * band // 4, bit * cell + cell // 4 : bit * cell + 3 * cell // 4]
         if patch.mean() > 127:
             number |= 1 << bit
     return number
 
 
-def numbered_clip(frames: int = 60, size: tuple[int, int] = (192, 144), gop: int = 10,
-                  codec: str = "libx264", container: str = "mp4", vfr: bool = False) -> bytes:
+def numbered_clip(
+    frames: int = 60,
+    size: tuple[int, int] = (192, 144),
+    gop: int = 10,
+    codec: str = "libx264",
+    container: str = "mp4",
+    vfr: bool = False,
+) -> bytes:
     """Face frames that show their own frame number (8-bit binary band at the top).
 
     Use :func:`read_frame_number` on a decoded frame to learn which frame it is,
@@ -356,8 +415,9 @@ def numbered_clip(frames: int = 60, size: tuple[int, int] = (192, 144), gop: int
         raise ValueError("numbered_clip encodes at most 256 frames (8-bit codes)")
     images = [_index_code_frame(i, size, 8) for i in range(frames)]
     pts, time_base = _vfr_timestamps(frames, seed=0) if vfr else (None, None)
-    return _encode(images, codec=codec, container=container, pix_fmt="yuv420p", fps=25, gop=gop,
-                   pts=pts, time_base=time_base)
+    return _encode(
+        images, codec=codec, container=container, pix_fmt="yuv420p", fps=25, gop=gop, pts=pts, time_base=time_base
+    )
 
 
 def _vfr_timestamps(frames: int, seed: int) -> tuple[list[int], Fraction]:
@@ -366,8 +426,9 @@ def _vfr_timestamps(frames: int, seed: int) -> tuple[list[int], Fraction]:
     return [int(v) for v in np.cumsum([0] + durations[:-1])], Fraction(1, 1000)
 
 
-def still_image(fmt: str = "JPEG", size: tuple[int, int] = DEFAULT_SIZE,
-                exif_orientation: int | None = None, gray: bool = False) -> bytes:
+def still_image(
+    fmt: str = "JPEG", size: tuple[int, int] = DEFAULT_SIZE, exif_orientation: int | None = None, gray: bool = False
+) -> bytes:
     """The first :func:`face_clip` frame as a JPEG or PNG file.
 
     Args:
@@ -387,8 +448,7 @@ def still_image(fmt: str = "JPEG", size: tuple[int, int] = DEFAULT_SIZE,
     stored = upright
     exif = Image.Exif()
     if exif_orientation is not None:
-        stored = upright.transpose(_EXIF_STORE_TRANSPOSE[exif_orientation]) \
-            if exif_orientation != 1 else upright
+        stored = upright.transpose(_EXIF_STORE_TRANSPOSE[exif_orientation]) if exif_orientation != 1 else upright
         exif[EXIF_ORIENTATION_TAG] = exif_orientation
     buffer = io.BytesIO()
     if fmt.upper() == "JPEG":
@@ -407,7 +467,7 @@ _EXIF_STORE_TRANSPOSE = {
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
     5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_90,    # viewer turns 90 clockwise; store turned counter-clockwise
+    6: Image.Transpose.ROTATE_90,  # viewer turns 90 clockwise; store turned counter-clockwise
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_270,
 }
@@ -415,8 +475,10 @@ _EXIF_STORE_TRANSPOSE = {
 
 def hls_playlist(target: str | Path) -> bytes:
     """An HLS playlist whose only segment is the local file ``target``."""
-    return ("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n"
-            f"#EXTINF:1.0,\n{Path(target).resolve()}\n#EXT-X-ENDLIST\n").encode()
+    return (
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n"
+        f"#EXTINF:1.0,\n{Path(target).resolve()}\n#EXT-X-ENDLIST\n"
+    ).encode()
 
 
 def ffconcat_script(target: str | Path) -> bytes:

@@ -55,12 +55,14 @@ def load_app_model(checkpoint: Path) -> AppModel:
     return model.eval()
 
 
-TRANSFORM = transforms.Compose([
-    transforms.ToPILImage(),
-    transforms.Resize((112, 112)),
-    transforms.ToTensor(),
-    transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-])
+TRANSFORM = transforms.Compose(
+    [
+        transforms.ToPILImage(),
+        transforms.Resize((112, 112)),
+        transforms.ToTensor(),
+        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ]
+)
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,10 @@ REPOSITORY = ROOT / "model_repository"
 SAMPLE = ROOT.parent / "shared" / "data" / "people_walking_1080p.mp4"
 FRAMES = 10
 #: The two served preprocessing configs: the embedded CPU server's and the GPU node's.
-CONFIGS = {"cpu": REPOSITORY / f"preprocess_{FRAMES}" / "configs" / "cpu.pbtxt",
-           "gpu": REPOSITORY / f"preprocess_{FRAMES}" / "config.pbtxt"}
+CONFIGS = {
+    "cpu": REPOSITORY / f"preprocess_{FRAMES}" / "configs" / "cpu.pbtxt",
+    "gpu": REPOSITORY / f"preprocess_{FRAMES}" / "config.pbtxt",
+}
 CLASSIFIER = REPOSITORY / f"resnext_lstm_{FRAMES}" / "1" / "model.onnx"
 # Adapter settings of the served configs that are not the library's.
 ADAPTER_KEYS = ("torch_threads",)
@@ -107,9 +109,13 @@ def main() -> None:
     session = ort.InferenceSession(str(CLASSIFIER), options, providers=["CPUExecutionProvider"])
     inputs = load_clips(args.clips) if args.clips else clips()
     arrays: dict[str, np.ndarray] = {}
-    summary: dict[str, object] = {"threads": torch.get_num_threads(), "cores": len(os.sched_getaffinity(0)),
-                                  "isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""), "device": args.device,
-                                  "errors": {}}
+    summary: dict[str, object] = {
+        "threads": torch.get_num_threads(),
+        "cores": len(os.sched_getaffinity(0)),
+        "isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+        "device": args.device,
+        "errors": {},
+    }
     for config_name, path in CONFIGS.items():
         pipeline = FacePipeline(PipelineConfig.from_parameters({**served_parameters(path), "device": args.device}))
         summary.setdefault("fingerprint", arithmetic_fingerprint(pipeline.detector))

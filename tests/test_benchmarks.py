@@ -13,7 +13,7 @@ import torch
 
 from benchmarks import perf, report
 from benchmarks.cli import box_agreement, build_parser, main
-from benchmarks.reference import STAGES, OriginalAppPipeline, ReferenceRunError, ReferencePipeline
+from benchmarks.reference import STAGES, OriginalAppPipeline, ReferencePipeline, ReferenceRunError
 from benchmarks.server import bench_repository, process_tree_rss_mb
 from benchmarks.video import generated_clip
 from export.model import OriginalModel
@@ -70,7 +70,7 @@ def test_original_app_pipeline_detects_twice_and_crops_dlibs_first_face(referenc
     assert all(len(d.boxes) >= 1 for d in result.detections), "dlib should find the astronaut in every frame"
     # The page's thumbnails: the second search, on the RGB frames, padded by 40 px.
     assert len(pipeline.thumbnails) >= CLIP_FRAMES
-    x1, y1, x2, y2 = result.detections[0].boxes[0]
+    _, y1, _, y2 = result.detections[0].boxes[0]
     assert pipeline.thumbnails[0].shape[0] == min(y2 + 40, CLIP_SIZE[1]) - max(y1 - 40, 0)
 
 
@@ -124,23 +124,42 @@ def test_perf_analyzer_is_found_with_its_library():
 def _results(reference_videos_per_s: float, points: list[perf.PerfPoint]) -> dict:
     best = max(points, key=lambda p: p.throughput)
     return {
-        "video": "clip.mp4", "frames": CLIP_FRAMES, "cpu_count": 2, "machine": "test machine",
-        "git_commit": "abc", "reference_videos_per_s": reference_videos_per_s,
+        "video": "clip.mp4",
+        "frames": CLIP_FRAMES,
+        "cpu_count": 2,
+        "machine": "test machine",
+        "git_commit": "abc",
+        "reference_videos_per_s": reference_videos_per_s,
         "mtcnn_baseline_videos_per_s": 2 * reference_videos_per_s,
-        "e2e_videos_per_s": best.throughput, "e2e_best_concurrency": best.concurrency,
+        "e2e_videos_per_s": best.throughput,
+        "e2e_best_concurrency": best.concurrency,
         "e2e_speedup_vs_reference": best.throughput / reference_videos_per_s,
         "e2e_speedup_vs_mtcnn_baseline": best.throughput / reference_videos_per_s / 2,
-        "original_mode_videos_per_s": 0.1, "original_mode_p50_ms": 9000.0, "original_mode_speedup_vs_reference": 1.5,
-        "mtcnn_path_speedup_vs_original_mode": 12.0, "original_mode_prob_fake_diff": 2e-6,
-        "e2e_p50_ms": points[0].p50_ms, "e2e_p95_ms": points[0].p95_ms,
-        "classifier_ort_ms": 250.0, "classifier_torch_ms": 500.0, "classifier_speedup": 2.0,
-        "server_rss_mb_before": 1000.0, "server_rss_mb_after": 1010.0, "server_rss_growth_percent": 1.0,
-        "rss_requests": 200, "server_rss_series_mb": [1000.0, 1004.0, 1010.0], "server_rss_series_every": 100,
+        "original_mode_videos_per_s": 0.1,
+        "original_mode_p50_ms": 9000.0,
+        "original_mode_speedup_vs_reference": 1.5,
+        "mtcnn_path_speedup_vs_original_mode": 12.0,
+        "original_mode_prob_fake_diff": 2e-6,
+        "e2e_p50_ms": points[0].p50_ms,
+        "e2e_p95_ms": points[0].p95_ms,
+        "classifier_ort_ms": 250.0,
+        "classifier_torch_ms": 500.0,
+        "classifier_speedup": 2.0,
+        "server_rss_mb_before": 1000.0,
+        "server_rss_mb_after": 1010.0,
+        "server_rss_growth_percent": 1.0,
+        "rss_requests": 200,
+        "server_rss_series_mb": [1000.0, 1004.0, 1010.0],
+        "server_rss_series_every": 100,
         "server_rss_by_process_before": {"tritonserver": 100.0, "preprocess_10 (pid 7)": 900.0},
         "server_rss_by_process_after": {"tritonserver": 104.0, "preprocess_10 (pid 7)": 906.0},
-        "e2e_sweep": [p.__dict__ for p in points], "classifier_sweep": [p.__dict__ for p in points],
-        "stages": {"reference": {"decode": 100.0, "detect": 900.0}, "mtcnn_baseline": {"decode": 100.0, "detect": 400.0},
-                   "served": {"decode": 50.0, "queue": 5.0}},
+        "e2e_sweep": [p.__dict__ for p in points],
+        "classifier_sweep": [p.__dict__ for p in points],
+        "stages": {
+            "reference": {"decode": 100.0, "detect": 900.0},
+            "mtcnn_baseline": {"decode": 100.0, "detect": 400.0},
+            "served": {"decode": 50.0, "queue": 5.0},
+        },
         "targets": report.targets([("e2e_speedup", ">= 15x", False), ("classifier_speedup", ">= 1.8x", True)]),
         "face_boxes": {"iou_mean": 0.9, "iou_min": 0.8, "iou_last": 0.95},
     }
@@ -189,12 +208,27 @@ def test_rss_of_this_process_is_counted():
 
 def test_bench_repository_links_only_the_requested_length(tmp_path):
     source = tmp_path / "source"
-    for name in ("preprocess_7", "resnext_lstm_7", "deepfake_7", "explain_7", "verdict_7", "original_7",
-                 "preprocess_original_7", "faces_7", "deepfake_9"):
+    for name in (
+        "preprocess_7",
+        "resnext_lstm_7",
+        "deepfake_7",
+        "explain_7",
+        "verdict_7",
+        "original_7",
+        "preprocess_original_7",
+        "faces_7",
+        "deepfake_9",
+    ):
         (source / name).mkdir(parents=True)
     target = bench_repository(source, 7, tmp_path / "bench")
-    assert sorted(p.name for p in target.iterdir()) == ["deepfake_7", "original_7", "preprocess_7", "preprocess_original_7",
-                                                        "resnext_lstm_7", "verdict_7"]
+    assert sorted(p.name for p in target.iterdir()) == [
+        "deepfake_7",
+        "original_7",
+        "preprocess_7",
+        "preprocess_original_7",
+        "resnext_lstm_7",
+        "verdict_7",
+    ]
     assert (target / "deepfake_7").resolve() == (source / "deepfake_7").resolve()
     with pytest.raises(FileNotFoundError, match="no 9-frame models"):
         bench_repository(source, 9, tmp_path / "other")

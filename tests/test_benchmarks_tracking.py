@@ -70,7 +70,7 @@ def test_frames_from_a_generator_give_the_same_detections_as_a_list(frames, dete
 
 
 def test_face_absent_from_the_first_frame_is_found_at_the_next_key_frame(detector):
-    clip = media.face_clip(frames=8, seed=2, hide_face=range(0, 3))
+    clip = media.face_clip(frames=8, seed=2, hide_face=range(3))
     frames = decode_frames(clip, 8, "first").frames
     tracked = tracked_detections(detector, frames, 4, min_prob=0.9)
     assert all(len(found.probs) == 0 or found.probs.max() < 0.9 for found in tracked[:3])
@@ -91,12 +91,17 @@ def test_pipeline_uses_the_interval():
     every = FacePipeline(PipelineConfig(frames=FRAMES))(clip)
     keyed = FacePipeline(PipelineConfig(frames=FRAMES, detect_every=KEY_EVERY))(clip)
     assert keyed.found.all()
-    ious = [iou_matrix(every.boxes[i:i + 1], keyed.boxes[i:i + 1])[0, 0] for i in range(FRAMES)]
+    ious = [iou_matrix(every.boxes[i : i + 1], keyed.boxes[i : i + 1])[0, 0] for i in range(FRAMES)]
     assert min(ious) >= 0.7, ious
 
 
-def _windows_per_frame(detector: FaceDetector, frames: list[np.ndarray], max_followed: int, key_every: int = KEY_EVERY,
-                       window_every: int = 1) -> tuple[list[int], list]:
+def _windows_per_frame(
+    detector: FaceDetector,
+    frames: list[np.ndarray],
+    max_followed: int,
+    key_every: int = KEY_EVERY,
+    window_every: int = 1,
+) -> tuple[list[int], list]:
     """Runs detect_tracked, counting the windows searched in each searched frame (the real search still runs)."""
     counts: list[int] = []
     search = detector._detect_in_windows
@@ -107,8 +112,9 @@ def _windows_per_frame(detector: FaceDetector, frames: list[np.ndarray], max_fol
 
     detector._detect_in_windows = counting
     try:
-        tracked = tracked_detections(detector, frames, key_every, min_prob=0.9, max_followed=max_followed,
-                                          window_every=window_every)
+        tracked = tracked_detections(
+            detector, frames, key_every, min_prob=0.9, max_followed=max_followed, window_every=window_every
+        )
     finally:
         del detector._detect_in_windows
     return counts, tracked
@@ -173,7 +179,7 @@ def test_a_fast_face_is_kept_with_a_window_interval(frames, detector):
     for index, frame in enumerate(frames):
         canvas = np.zeros((frame.shape[0], frame.shape[1] * 3, 3), np.uint8)
         left = round(step * index)
-        canvas[:, left:left + frame.shape[1]] = frame
+        canvas[:, left : left + frame.shape[1]] = frame
         moving.append(canvas)
     tracked = tracked_detections(detector, moving, FRAMES, min_prob=0.9, max_followed=1, window_every=2)
     for index, found in enumerate(tracked):

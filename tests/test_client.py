@@ -149,8 +149,31 @@ def test_score_defaults():
 
 def test_score_every_flag():
     args = build_parser().parse_args(
-        "score a.mp4 b.mp4 --frames 30 --url h:9 --json --concurrency 4 --timeout 2.5 "
-        "--output r.jsonl --retries 3 --ssl --root-cert ca.pem --client-cert c.pem --client-key k.pem".split()
+        [
+            "score",
+            "a.mp4",
+            "b.mp4",
+            "--frames",
+            "30",
+            "--url",
+            "h:9",
+            "--json",
+            "--concurrency",
+            "4",
+            "--timeout",
+            "2.5",
+            "--output",
+            "r.jsonl",
+            "--retries",
+            "3",
+            "--ssl",
+            "--root-cert",
+            "ca.pem",
+            "--client-cert",
+            "c.pem",
+            "--client-key",
+            "k.pem",
+        ]
     )
 
     assert args.videos == ["a.mp4", "b.mp4"]
@@ -226,8 +249,9 @@ def test_client_constructor_checks_its_arguments():
 
 def test_one_connection_serves_the_clients_and_the_command_line():
     connection = Connection("h:1", timeout_s=2.5, headers=[("x-b", "2"), ("x-a", "1"), ("x-b", "3")])
-    args = build_parser().parse_args(["health", "--url", "h:1", "--timeout", "2.5", "--header", "x-a=1",
-                                      "--header", "x-b=3"])
+    args = build_parser().parse_args(
+        ["health", "--url", "h:1", "--timeout", "2.5", "--header", "x-a=1", "--header", "x-b=3"]
+    )
 
     assert connection.metadata == {"x-a": "1", "x-b": "3"} and Connection().metadata is None
     assert connection_from_args(args) == connection
@@ -280,16 +304,20 @@ def test_json_records_have_exactly_the_contract_keys():
     scored = result_record(make_score("a.mp4", logits=(0.0, 2.0)))
     failed = error_record("b.mp4", "in ensemble 'deepfake_20', cannot decode VIDEO")
 
-    assert tuple(scored) == SCORE_JSON_KEYS == (
-        "video",
-        "prob_fake",
-        "frame_prob_fake_mean",
-        "label",
-        "confidence",
-        "faces_found",
-        "frames_decoded",
-        "latency_ms",
-        "error",
+    assert (
+        tuple(scored)
+        == SCORE_JSON_KEYS
+        == (
+            "video",
+            "prob_fake",
+            "frame_prob_fake_mean",
+            "label",
+            "confidence",
+            "faces_found",
+            "frames_decoded",
+            "latency_ms",
+            "error",
+        )
     )
     assert tuple(failed) == SCORE_JSON_KEYS
     assert scored["error"] is None and scored["label"] == "REAL"
@@ -302,8 +330,13 @@ def test_json_records_have_exactly_the_contract_keys():
 def test_all_faces_records_add_every_face_after_the_usual_keys():
     frames = 4
     tracks = tuple(
-        FaceTrack(prob_fake=p, frame_prob_fake=np.full(frames, p, np.float32), face_boxes=np.full((frames, 4), 10.123, np.float32),
-                  face_found=np.array([True, False, True, True]), prominence=prominence)
+        FaceTrack(
+            prob_fake=p,
+            frame_prob_fake=np.full(frames, p, np.float32),
+            face_boxes=np.full((frames, 4), 10.123, np.float32),
+            face_found=np.array([True, False, True, True]),
+            prominence=prominence,
+        )
         for p, prominence in ((0.25, 300.0), (0.75, 120.0))
     )
     result = dataclasses.replace(make_score(frames=frames), face_tracks=tracks, max_prob_fake=0.75, faces_seen=5)
@@ -414,8 +447,12 @@ def test_answers_are_checked_against_the_contracts_shapes():
     result = score_result(Mode.FACES, "v.mp4", tensors, 1.0)
     assert len(result.face_tracks) == 2 and result.face_tracks[0].face_boxes.shape == (frames, 4)
     assert result.max_prob_fake == 0.25 and result.frame_prob_fake.shape == (frames,)
-    verdict = score_result(Mode.VERDICT, "v.mp4", unpack_outputs(
-        "verdict_4", FakeAnswer(contract_answer(Mode.VERDICT, frames)), Mode.VERDICT.outputs, frames), 1.0)
+    verdict = score_result(
+        Mode.VERDICT,
+        "v.mp4",
+        unpack_outputs("verdict_4", FakeAnswer(contract_answer(Mode.VERDICT, frames)), Mode.VERDICT.outputs, frames),
+        1.0,
+    )
     assert verdict.frame_prob_fake is None and verdict.face_tracks is None
 
     def refused(answer: dict, mode: Mode = Mode.FACES) -> str:
@@ -578,8 +615,17 @@ def test_resume_skips_recorded_videos_and_records_nothing_twice(closed_url, tmp_
     # pending.mp4 fails with UNAVAILABLE: it is retryable, so it stays out of
     # the file for the next run; done.mp4 is not asked for again.
     status, out, err = run(
-        "score", "done.mp4", "./done.mp4", str(pending), "--url", closed_url, "--output", str(results),
-        "--json", "--retries", "0",
+        "score",
+        "done.mp4",
+        "./done.mp4",
+        str(pending),
+        "--url",
+        closed_url,
+        "--output",
+        str(results),
+        "--json",
+        "--retries",
+        "0",
     )
 
     assert status == Exit.FAILED
@@ -593,7 +639,9 @@ def test_nothing_left_exits_by_the_recorded_outcomes(closed_url, tmp_path):
     write_lines(results, [file_line(result_record(make_score("a.mp4")))])
 
     ok_status, ok_out, ok_err = run("score", "a.mp4", "--url", closed_url, "--output", str(results))
-    write_lines(results, [file_line(result_record(make_score("a.mp4"))), file_line(error_record("b.mp4", "not a video"))])
+    write_lines(
+        results, [file_line(result_record(make_score("a.mp4"))), file_line(error_record("b.mp4", "not a video"))]
+    )
     bad_status, _, bad_err = run("score", "a.mp4", "b.mp4", "--url", closed_url, "--output", str(results))
 
     assert (ok_status, ok_out) == (Exit.OK, "")
@@ -601,13 +649,16 @@ def test_nothing_left_exits_by_the_recorded_outcomes(closed_url, tmp_path):
     assert bad_status == Exit.FAILED and "1 recorded as failed" in bad_err
 
 
-@pytest.mark.parametrize(("recorded", "options"), [
-    ("deepfake_20", ("--original",)),
-    ("original_20", ()),
-    ("original_20", ("--original", "--frames", "10")),
-    ("faces_20", ("--original",)),
-    (None, ()),
-])
+@pytest.mark.parametrize(
+    ("recorded", "options"),
+    [
+        ("deepfake_20", ("--original",)),
+        ("original_20", ()),
+        ("original_20", ("--original", "--frames", "10")),
+        ("faces_20", ("--original",)),
+        (None, ()),
+    ],
+)
 def test_resume_refuses_a_results_file_of_another_mode_or_length(closed_url, tmp_path, recorded, options):
     results = tmp_path / "results.jsonl"
     record = result_record(make_score("a.mp4"))
@@ -625,7 +676,9 @@ def test_resume_continues_a_results_file_of_the_same_original_model(closed_url, 
     results = tmp_path / "results.jsonl"
     write_lines(results, [file_line(result_record(make_score("a.mp4")), "original_10")])
 
-    status, out, err = run("score", "a.mp4", "--url", closed_url, "--output", str(results), "--original", "--frames", "10")
+    status, out, err = run(
+        "score", "a.mp4", "--url", closed_url, "--output", str(results), "--original", "--frames", "10"
+    )
 
     assert (status, out) == (Exit.OK, "") and "nothing left to score" in err
 
@@ -767,12 +820,13 @@ def test_invalid_argument_is_never_retried():
 
 
 def test_importing_the_client_loads_no_server_side_package():
+    server_side = SERVER_ONLY_MODULES + ("PIL",) + EVAL_ONLY_MODULES
     code = textwrap.dedent(
         f"""
         import json, sys
         import client, client.aio, client.cli, client.batch, client.explain, client.progress, client.__main__
         import client.evaluate, client.evaluate.command, client.evaluate.layouts, client.evaluate.scores
-        print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {SERVER_ONLY_MODULES + ("PIL",) + EVAL_ONLY_MODULES!r})))
+        print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {server_side!r})))
         """
     )
     completed = subprocess.run(
@@ -801,9 +855,7 @@ def test_cli_runs_with_server_packages_and_pillow_unimportable(tmp_path, video):
     )
 
     def run_blocked(*argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-c", code, *argv], cwd=CLIENT_ROOT, capture_output=True, text=True
-        )
+        return subprocess.run([sys.executable, "-c", code, *argv], cwd=CLIENT_ROOT, capture_output=True, text=True)
 
     helped = run_blocked("score", "--help")
     explain = run_blocked("explain", str(video), "--out", str(tmp_path / "out"))

@@ -8,9 +8,12 @@ is checked here through the wire types tritonclient uses.
 
 from __future__ import annotations
 
+import ast
+import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import np_to_triton_dtype, triton_to_np_dtype
@@ -164,3 +167,84 @@ def test_the_video_models_hold_the_contracts_upload_limits(kind: Kind) -> None:
             assert {key: float(parameters[key].string_value) for key in limits} == limits, path
             if "max_frames_scanned" in parameters:
                 assert int(parameters["max_frames_scanned"].string_value) == contract.MAX_FRAMES_SCANNED, path
+
+
+# -- the contract module itself ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+def test_every_name_parses_back_to_its_kind_and_length(kind: Kind) -> None:
+    frames = 40 if kind.per_length else None
+    assert parse_model_name(model_name(kind, frames)) == (kind, frames)
+
+
+def test_names_not_served_parse_to_none_and_bad_lengths_are_refused() -> None:
+    assert parse_model_name("resnext_lstm_x") is None
+    assert parse_model_name("deepfake_0") is None
+    assert parse_model_name("other_20") is None
+    with pytest.raises(ValueError, match="positive integer"):
+        model_name(Kind.SCORE, 0)
+    with pytest.raises(ValueError, match="every length"):
+        model_name(Kind.STREAM, 20)
+    names = ["resnext_lstm_30", "resnext_lstm_10", "resnext_frame_20", "deepfake_20", "stream"]
+    assert contract.lengths_of(Kind.CLASSIFIER, names) == [10, 30]
+
+
+@pytest.mark.parametrize(
+    ("choices", "mode"),
+    [
+        ({}, contract.Mode.SCORE),
+        ({"verdict_only": True}, contract.Mode.VERDICT),
+        ({"all_faces": True}, contract.Mode.FACES),
+        ({"original": True}, contract.Mode.ORIGINAL),
+    ],
+)
+def test_each_choice_picks_one_mode_and_its_model(choices: dict, mode: contract.Mode) -> None:
+    assert contract.Mode.from_choices(**choices) is mode
+    assert parse_model_name(mode.model(20)) == (mode.kind, 20)
+    assert mode.outputs == contract.MODEL_OUTPUTS[mode.kind]
+    assert mode.frame_scores == ("FRAME_PROB_FAKE" in mode.outputs)
+
+
+@pytest.mark.parametrize(
+    ("choices", "named"),
+    [
+        ({"all_faces": True, "verdict_only": True}, ("--all-faces", "--verdict-only")),
+        ({"original": True, "verdict_only": True}, ("--original", "--all-faces or --verdict-only")),
+        ({"original": True, "all_faces": True}, ("--original", "--all-faces or --verdict-only")),
+        ({"original": True, "all_faces": True, "verdict_only": True}, ("--all-faces", "--verdict-only")),
+    ],
+)
+def test_choices_that_do_not_combine_are_refused_in_the_callers_words(choices: dict, named: tuple) -> None:
+    with pytest.raises(contract.ModeError) as refused:
+        contract.Mode.from_choices(**choices, spell=lambda choice: "--" + choice.replace("_", "-"))
+    assert str(refused.value).startswith(named[0]) and str(refused.value).endswith(named[1])
+
+
+def test_every_answer_fact_is_documented_in_the_api_reference() -> None:
+    reference = (ROOT / "docs" / "reference" / "api.md").read_text()
+    for key in contract.ANSWER_FACTS:
+        assert f"| `{key}` |" in reference, f"answer fact {key!r} is missing from docs/reference/api.md"
+
+
+def test_the_contract_is_standard_library_only_and_runs_on_python_3_10() -> None:
+    source = (ROOT / "contract" / "__init__.py").read_text()
+    tree = ast.parse(source, feature_version=(3, 10))
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported - set(sys.stdlib_module_names)
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    names |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert "StrEnum" not in names, "enum.StrEnum is Python 3.11+: the NGC image runs 3.10"
+
+
+def test_every_console_command_names_the_module_it_also_runs_as() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    scripts = pyproject["project"]["scripts"]
+    assert set(scripts) == set(contract.CONSOLE_COMMANDS)
+    for command, module in contract.CONSOLE_COMMANDS.items():
+        assert (ROOT / module / "__main__.py").is_file(), f"{command}: python -m {module} must keep working"

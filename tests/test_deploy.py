@@ -17,12 +17,12 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 import yaml
 
 from contract import Exit
@@ -125,7 +125,9 @@ def test_dockerfile_installs_from_pyproject_without_retyped_pins() -> None:
     runs = [args for keyword, args in dockerfile_instructions() if keyword == "RUN"]
     installs = " ".join(runs)
     assert 'pip install ".[server]"' in installs, "the image must install the server extra from pyproject.toml"
-    assert "tools/pins.py no-deps" in installs and "--no-deps" in installs, "facenet-pytorch comes from [tool.deepfake] no-deps"
+    assert "tools/pins.py no-deps" in installs and "--no-deps" in installs, (
+        "facenet-pytorch comes from [tool.deepfake] no-deps"
+    )
     assert "tools/pins.py apt" in installs, "Debian packages come from [tool.deepfake] apt"
     retyped = [args for args in runs if re.search(r"[A-Za-z0-9_.\-\]]==\d", args)]
     assert not retyped, f"versions typed into the Dockerfile drift from pyproject.toml: {retyped}"
@@ -145,11 +147,13 @@ def test_pyproject_pins_install_on_the_image_python() -> None:
     ]
     pins = {f"{req.name.lower()}{req.specifier}" for req in chosen}
     assert not pins & NO_CP310_WHEEL, (
-        f"on Python {environment['python_version']} (the image) these pins have no wheel: {sorted(pins & NO_CP310_WHEEL)}; "
+        f"on Python {environment['python_version']} (the image) these pins have no wheel: "
+        f"{sorted(pins & NO_CP310_WHEEL)}; "
         "add python_version markers with versions that do"
     )
     assert any(req.name == "tomli" for req in chosen), (
-        "tools/pins.py needs tomli on Python < 3.11 (the image): add \"tomli==...; python_version < '3.11'\" to the server extra"
+        "tools/pins.py needs tomli on Python < 3.11 (the image): "
+        "add \"tomli==...; python_version < '3.11'\" to the server extra"
     )
 
 
@@ -169,7 +173,9 @@ def test_image_runs_as_a_numeric_non_root_user_with_the_deploy_entrypoint() -> N
 
 def test_build_context_holds_what_the_dockerfile_copies_and_nothing_secret() -> None:
     build = pytest.importorskip("docker.utils.build", reason="docker (docker-py) is not installed (pip install docker)")
-    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     context = set(build.exclude_paths(str(ROOT), patterns))
     sources = []
     for keyword, args in dockerfile_instructions():
@@ -227,9 +233,9 @@ def image_tree(dockerfile_text: str, patterns: list[str]) -> set[str]:
                 if path == source:
                     tree.add(f"{target.rstrip('/')}/{Path(path).name}" if target.endswith("/") else target)
                 elif path.startswith(source + "/"):
-                    tree.add(f"{target.rstrip('/')}/{path[len(source) + 1:]}")
+                    tree.add(f"{target.rstrip('/')}/{path[len(source) + 1 :]}")
     prefix = IMAGE_CODE_DIR + "/"
-    return {path[len(prefix):] for path in tree if path.startswith(prefix)}
+    return {path[len(prefix) :] for path in tree if path.startswith(prefix)}
 
 
 def first_party() -> set[str]:
@@ -280,13 +286,19 @@ def unresolved_imports(tree: set[str], entry_files: list[str]) -> list[str]:
         for name, names in _imports(ROOT / file, module, is_package):
             top = name.split(".")[0]
             if top not in own:
-                if top not in sys.stdlib_module_names and top not in NOT_FROM_PIP and importlib.util.find_spec(top) is None:
+                if (
+                    top not in sys.stdlib_module_names
+                    and top not in NOT_FROM_PIP
+                    and importlib.util.find_spec(top) is None
+                ):
                     problems.append(f"{file} imports {name}, which is neither standard nor installed")
                 continue
             parts = name.split(".")
             targets = [".".join(parts[:index]) for index in range(1, len(parts) + 1)]
             # `from package import name` may name a submodule: it must be there if the checkout has it.
-            targets += [f"{name}.{item}" for item in names if item != "*" and _module_file(f"{name}.{item}", REPO_FILES)]
+            targets += [
+                f"{name}.{item}" for item in names if item != "*" and _module_file(f"{name}.{item}", REPO_FILES)
+            ]
             for target in targets:
                 found = _module_file(target, tree)
                 if found is None:
@@ -308,7 +320,9 @@ def image_entry_points(tree: set[str]) -> list[str]:
 
 def test_every_import_of_the_served_code_resolves_inside_the_image() -> None:
     """Without Docker: each model.py and the entrypoint import only what COPY and .dockerignore ship."""
-    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     dockerfile = DOCKERFILE.read_text()
     tree = image_tree(dockerfile, patterns)
     assert unresolved_imports(tree, image_entry_points(tree)) == []
@@ -321,13 +335,19 @@ def test_every_import_of_the_served_code_resolves_inside_the_image() -> None:
 def _tensorrt_step() -> tuple[str, str]:
     """(the default of ARG INSTALL_TENSORRT, the RUN command that uses it)."""
     instructions = dockerfile_instructions()
-    (default,) = [args.split("=", 1)[1] for keyword, args in instructions if keyword == "ARG" and args.startswith("INSTALL_TENSORRT=")]
+    (default,) = [
+        args.split("=", 1)[1]
+        for keyword, args in instructions
+        if keyword == "ARG" and args.startswith("INSTALL_TENSORRT=")
+    ]
     (step,) = [args for keyword, args in instructions if keyword == "RUN" and "install_tensorrt_python.sh" in args]
     return default, step
 
 
 @pytest.mark.parametrize(("value", "runs", "status"), [(None, True, 0), ("no", False, 0), ("maybe", False, 2)])
-def test_default_build_installs_the_tensorrt_bindings(tmp_path: Path, value: str | None, runs: bool, status: int) -> None:
+def test_default_build_installs_the_tensorrt_bindings(
+    tmp_path: Path, value: str | None, runs: bool, status: int
+) -> None:
     """The TensorRT step runs unless INSTALL_TENSORRT=no (the CPU stand-in) is given explicitly."""
     default, step = _tensorrt_step()
     assert default == "yes", "the GPU build must install TensorRT's bindings unless told otherwise"
@@ -335,7 +355,9 @@ def test_default_build_installs_the_tensorrt_bindings(tmp_path: Path, value: str
     script.parent.mkdir()
     marker = tmp_path / "ran"
     script.write_text(f"touch {marker}\n")
-    completed = run(["bash", "-o", "pipefail", "-c", step], cwd=tmp_path, env={**os.environ, "INSTALL_TENSORRT": value or default})
+    completed = run(
+        ["bash", "-o", "pipefail", "-c", step], cwd=tmp_path, env={**os.environ, "INSTALL_TENSORRT": value or default}
+    )
     assert completed.returncode == status, completed.stderr
     assert marker.exists() is runs
 
@@ -385,12 +407,16 @@ def test_bind_address_reaches_every_endpoint(tmp_path: Path, admin_key_file: Pat
     command = entrypoint.build_command(settings, "k" * 16)
     for endpoint in ("http", "grpc", "metrics"):
         assert f"--{endpoint}-address=127.0.0.1" in command
-    default = entrypoint.build_command(entrypoint.Settings.from_environ(environ_for(tmp_path, admin_key_file)), "k" * 16)
+    default = entrypoint.build_command(
+        entrypoint.Settings.from_environ(environ_for(tmp_path, admin_key_file)), "k" * 16
+    )
     assert not any("-address=" in part for part in default), "the GPU container binds its own network's addresses"
 
 
 def test_container_flags_come_from_the_shared_builder(tmp_path: Path, admin_key_file: Path) -> None:
-    settings = entrypoint.Settings.from_environ(environ_for(tmp_path, admin_key_file, TRITON_EXTRA_ARGS="--log-verbose=1"))
+    settings = entrypoint.Settings.from_environ(
+        environ_for(tmp_path, admin_key_file, TRITON_EXTRA_ARGS="--log-verbose=1")
+    )
     flags = entrypoint.server_flags(settings, "k" * 16)
     assert isinstance(flags, ServerFlags)
     assert entrypoint.build_command(settings, "k" * 16) == flags.command(entrypoint.DEFAULT_TRITONSERVER)
@@ -410,9 +436,18 @@ def test_model_config_name_comes_from_the_environment(tmp_path: Path, admin_key_
         ({"TRITON_GRPC_PORT": "80x"}, "TRITON_GRPC_PORT='80x': expected a TCP port number"),
         ({"TRITON_GRPC_PORT": "8000"}, "the HTTP, gRPC and metrics ports must differ"),
         ({"TRITON_EXIT_TIMEOUT_S": "0"}, "TRITON_EXIT_TIMEOUT_S='0'"),
-        ({"TRITON_BIND_ADDRESS": "localhost,0.0.0.0"}, "TRITON_BIND_ADDRESS='localhost,0.0.0.0': expected an IP address"),
-        ({"TRITON_BIND_ADDRESS": "127.0.0.1", "TRITON_EXTRA_ARGS": "--grpc-address=0.0.0.0"}, "may not set --grpc-address"),
-        ({"TRITON_EXTRA_ARGS": "--log-verbose=1 --model-control-mode=explicit"}, "TRITON_EXTRA_ARGS may not set --model-control-mode"),
+        (
+            {"TRITON_BIND_ADDRESS": "localhost,0.0.0.0"},
+            "TRITON_BIND_ADDRESS='localhost,0.0.0.0': expected an IP address",
+        ),
+        (
+            {"TRITON_BIND_ADDRESS": "127.0.0.1", "TRITON_EXTRA_ARGS": "--grpc-address=0.0.0.0"},
+            "may not set --grpc-address",
+        ),
+        (
+            {"TRITON_EXTRA_ARGS": "--log-verbose=1 --model-control-mode=explicit"},
+            "TRITON_EXTRA_ARGS may not set --model-control-mode",
+        ),
         ({"TRITON_EXTRA_ARGS": "--http-restricted-api health:k=v"}, "may not set --http-restricted-api"),
         ({"TRITON_EXTRA_ARGS": "--log-file='unterminated"}, "cannot be split into words"),
     ],
@@ -424,7 +459,11 @@ def test_bad_settings_are_named(tmp_path: Path, admin_key_file: Path, extra: dic
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "not found: mount the secret"), ("short", "must be 16-512 characters"), ("a" * 20 + ",statistics", "must be 16-512")],
+    [
+        (None, "not found: mount the secret"),
+        ("short", "must be 16-512 characters"),
+        ("a" * 20 + ",statistics", "must be 16-512"),
+    ],
 )
 def test_bad_admin_keys_are_refused(tmp_path: Path, content: str | None, message: str) -> None:
     path = tmp_path / "key"
@@ -513,7 +552,11 @@ def test_gpu_smoke_refuses_the_stand_in_base(tmp_path: Path) -> None:
 def test_standin_is_labelled_and_lays_out_tritonserver_where_ngc_has_it() -> None:
     text = (STANDIN / "Dockerfile").read_text()
     assert f'{STANDIN_LABEL}="true"' in text
-    for path in ("/opt/tritonserver/bin/tritonserver", "/opt/tritonserver/backends/python/", "/opt/nvidia/nvidia_entrypoint.sh"):
+    for path in (
+        "/opt/tritonserver/bin/tritonserver",
+        "/opt/tritonserver/backends/python/",
+        "/opt/nvidia/nvidia_entrypoint.sh",
+    ):
         assert path in text
     assert "python_backend_stubs/3.11/triton_python_backend_stub" in text
     assert "rm -f /usr/lib/python3.11/EXTERNALLY-MANAGED" in text and "cert = " in text
@@ -528,13 +571,21 @@ def test_standin_is_labelled_and_lays_out_tritonserver_where_ngc_has_it() -> Non
         ({"BUILD_TENSORRT": "maybe"}, "BUILD_TENSORRT=maybe: expected yes, no or auto"),
         ({"FRAMES": " "}, "FRAMES is empty"),
         ({"SEED_REPOSITORY": "/nonexistent/repo"}, "SEED_REPOSITORY /nonexistent/repo is not a directory"),
-        ({"MODEL_REPOSITORY": "/nonexistent/models"}, "model repository /nonexistent/models is not a writable directory"),
+        (
+            {"MODEL_REPOSITORY": "/nonexistent/models"},
+            "model repository /nonexistent/models is not a writable directory",
+        ),
     ],
 )
 def test_export_script_names_what_is_missing(tmp_path: Path, extra: dict[str, str], message: str) -> None:
     (tmp_path / "repo").mkdir()
     (tmp_path / "checkpoints").mkdir()
-    env = {**os.environ, "MODEL_REPOSITORY": str(tmp_path / "repo"), "CHECKPOINTS": str(tmp_path / "checkpoints"), **extra}
+    env = {
+        **os.environ,
+        "MODEL_REPOSITORY": str(tmp_path / "repo"),
+        "CHECKPOINTS": str(tmp_path / "checkpoints"),
+        **extra,
+    }
     completed = run(["bash", str(DEPLOY / "export_models.sh")], env=env)
     assert completed.returncode == 1
     assert message in completed.stderr
@@ -582,8 +633,20 @@ def test_triton_service_serves_the_repository_read_only_on_a_gpu(compose: dict[s
 
 
 # What the CPU variant shares with the GPU server, key for key (YAML anchors in the file).
-SHARED_SERVER_KEYS = ("image", "build", "volumes", "secrets", "shm_size", "read_only", "tmpfs", "cap_drop", "security_opt",
-                      "healthcheck", "restart", "stop_grace_period")
+SHARED_SERVER_KEYS = (
+    "image",
+    "build",
+    "volumes",
+    "secrets",
+    "shm_size",
+    "read_only",
+    "tmpfs",
+    "cap_drop",
+    "security_opt",
+    "healthcheck",
+    "restart",
+    "stop_grace_period",
+)
 
 
 def test_cpu_service_is_the_triton_service_on_the_host_network_without_a_gpu(compose: dict[str, Any]) -> None:
@@ -635,10 +698,14 @@ def test_docker_compose_accepts_the_file_and_rejects_unknown_options(tmp_path: P
     assert rendered["services"]["triton"]["environment"]["TRITON_MODEL_CONFIG"] == "tensorrt"
     assert rendered["services"]["triton"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["0"]
     env["TRITON_GRPC_PORT"] = "9101"
-    completed = run([binary, "--project-directory", str(ROOT), "-f", str(COMPOSE), "-f", str(COMPOSE_CPU), "config"], env=env)
+    completed = run(
+        [binary, "--project-directory", str(ROOT), "-f", str(COMPOSE), "-f", str(COMPOSE_CPU), "config"], env=env
+    )
     assert completed.returncode == 0, completed.stderr
     rendered = yaml.safe_load(completed.stdout)
-    assert rendered["networks"]["default"] == {"external": True, "name": "host"}, "the CPU override must keep compose off bridges"
+    assert rendered["networks"]["default"] == {"external": True, "name": "host"}, (
+        "the CPU override must keep compose off bridges"
+    )
     cpu = rendered["services"]["triton-cpu"]
     assert cpu["environment"]["TRITON_GRPC_PORT"] == "9101" and cpu["environment"]["TRITON_BIND_ADDRESS"] == "127.0.0.1"
     assert cpu["healthcheck"]["interval"] == "15s" and cpu["healthcheck"]["start_period"] == "20m"
@@ -666,7 +733,9 @@ def grafana_to_promql(expr: str) -> str:
 
 
 def adapter_to_promql(expr: str) -> str:
-    return expr.replace("<<.GroupBy>>", "pod").replace("<<.LabelMatchers>>", 'namespace="default",pod=~"deepfake-triton-.*"')
+    return expr.replace("<<.GroupBy>>", "pod").replace(
+        "<<.LabelMatchers>>", 'namespace="default",pod=~"deepfake-triton-.*"'
+    )
 
 
 def test_prometheus_scrapes_triton_metrics_port(compose: dict[str, Any]) -> None:
@@ -674,20 +743,27 @@ def test_prometheus_scrapes_triton_metrics_port(compose: dict[str, Any]) -> None
     (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "triton"]
     assert job["static_configs"][0]["targets"] == ["${TRITON_METRICS_TARGET}"]
     prometheus = compose["services"]["prometheus"]
-    assert prometheus["environment"]["TRITON_METRICS_TARGET"] == f"127.0.0.1:${{TRITON_METRICS_PORT:-{SERVED_PORTS['metrics']}}}"
+    assert (
+        prometheus["environment"]["TRITON_METRICS_TARGET"]
+        == f"127.0.0.1:${{TRITON_METRICS_PORT:-{SERVED_PORTS['metrics']}}}"
+    )
     (mount,) = [volume for volume in prometheus["volumes"] if isinstance(volume, dict) and volume["type"] == "bind"]
     assert mount["target"] == "/etc/prometheus/prometheus.yml.in" and mount["read_only"] is True
-    assert ":" in prometheus["image"] and not prometheus["image"].startswith("${PROMETHEUS_IMAGE:-prom/"), "a local build, not the upstream image"
+    assert ":" in prometheus["image"] and not prometheus["image"].startswith("${PROMETHEUS_IMAGE:-prom/"), (
+        "a local build, not the upstream image"
+    )
 
 
 def test_prometheus_start_script_fills_in_the_target_and_refuses_a_bad_one(tmp_path: Path) -> None:
     script = (PROMETHEUS_IMAGE_DIR / "run.sh").read_text()
     (tmp_path / "prometheus.yml.in").write_text((MONITORING / "prometheus.yml").read_text())
     fake = tmp_path / "prometheus"
-    fake.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/args\n")
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\n')
     fake.chmod(0o755)
     script = script.replace("/etc/prometheus/prometheus.yml.in", str(tmp_path / "prometheus.yml.in"))
-    script = script.replace("/tmp/prometheus.yml", str(tmp_path / "rendered.yml")).replace("/usr/bin/prometheus", str(fake))
+    script = script.replace("/tmp/prometheus.yml", str(tmp_path / "rendered.yml")).replace(
+        "/usr/bin/prometheus", str(fake)
+    )
     completed = run(["sh", "-c", script], env={**os.environ, "TRITON_METRICS_TARGET": "127.0.0.1:9102"})
     assert completed.returncode == 0, completed.stderr
     rendered = yaml.safe_load((tmp_path / "rendered.yml").read_text())
@@ -703,7 +779,10 @@ def test_grafana_provisions_the_dashboard_from_its_mount(compose: dict[str, Any]
     assert provider["providers"][0]["options"]["path"] in mounts
     datasource = yaml.safe_load((MONITORING / "grafana/provisioning/datasources/prometheus.yml").read_text())
     assert datasource["datasources"][0]["url"] == "http://127.0.0.1:9090"
-    assert compose["services"]["grafana"]["environment"]["GF_SERVER_HTTP_ADDR"] == "${MONITORING_PUBLISH_ADDRESS:-127.0.0.1}"
+    assert (
+        compose["services"]["grafana"]["environment"]["GF_SERVER_HTTP_ADDR"]
+        == "${MONITORING_PUBLISH_ADDRESS:-127.0.0.1}"
+    )
 
 
 def test_dashboard_shows_queue_compute_rate_failures_and_gpu() -> None:
@@ -753,7 +832,9 @@ def by_kind(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 def validate_strict(documents: list[dict[str, Any]], origin: str) -> list[str]:
     """Validates every built-in resource for each version; returns the CRD kinds left over."""
-    validator = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed (pip install kubernetes-validate)")
+    validator = pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate is not installed (pip install kubernetes-validate)"
+    )
     unchecked = []
     for document in documents:
         if (document["apiVersion"], document["kind"]) in CRD_KINDS:
@@ -763,13 +844,23 @@ def validate_strict(documents: list[dict[str, Any]], origin: str) -> list[str]:
             try:
                 validator.validate(document, version, strict=True)
             except validator.ValidationError as exc:
-                pytest.fail(f"{origin}: {document['kind']} is invalid for Kubernetes {version}: {exc.message} at {list(exc.path)}")
+                pytest.fail(
+                    f"{origin}: {document['kind']} is invalid for Kubernetes {version}: "
+                    f"{exc.message} at {list(exc.path)}"
+                )
     return unchecked
 
 
 def test_rendered_base_passes_strict_schema_validation(rendered: list[dict[str, Any]]) -> None:
     kinds = {doc["kind"] for doc in rendered}
-    expected = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor", "ConfigMap"}
+    expected = {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+        "ConfigMap",
+    }
     assert expected <= kinds
     # ServiceMonitor is a CRD kubernetes-validate has no schema for: test_servicemonitor_* checks it.
     assert validate_strict(rendered, "kubectl kustomize deploy/k8s") == ["ServiceMonitor"]

@@ -226,7 +226,9 @@ def test_a_dead_stub_fails_the_health_check_and_restarts_the_container(tmp_path:
         assert http_status(f"{url}/v2/health/ready") == 200
         problems = health.check(url, "ready", 5.0, server_pid=server_pid)
         assert len(problems) == 1 and f"stub process(es) {stub.pid} died" in problems[0]
-        returncode = server.process.wait(timeout=entrypoint.WATCH_INTERVAL_S + TEST_EXIT_TIMEOUT_S + entrypoint.KILL_GRACE_S + 10)
+        returncode = server.process.wait(
+            timeout=entrypoint.WATCH_INTERVAL_S + TEST_EXIT_TIMEOUT_S + entrypoint.KILL_GRACE_S + 10
+        )
         assert returncode == Exit.STUB_DIED, server.log_text()
         assert f"python-backend stub of {MODEL} (pid {stub.pid}) died" in server.log_text()
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -112,9 +113,7 @@ def test_frame_auc_pools_every_frame_with_its_videos_truth():
 def test_best_threshold_maximises_balanced_accuracy():
     truth, scores_ = known_scores(seed=5)
     threshold = metrics.best_threshold(truth, scores_)
-    best = max(
-        skm.balanced_accuracy_score(truth, (scores_ >= t).astype(int)) for t in np.unique(scores_)
-    )
+    best = max(skm.balanced_accuracy_score(truth, (scores_ >= t).astype(int)) for t in np.unique(scores_))
 
     assert skm.balanced_accuracy_score(truth, (scores_ >= threshold).astype(int)) == pytest.approx(best)
 
@@ -187,7 +186,14 @@ def as_tuples(videos, root: Path):
 
 
 def test_folders_layout_with_group_subfolders(tmp_path):
-    for name in ("real/a.mp4", "real/b.MOV", "real/notes.txt", "fake/x.mp4", "fake/blend/y.webm", "fake/blend/deep/z.mkv"):
+    for name in (
+        "real/a.mp4",
+        "real/b.MOV",
+        "real/notes.txt",
+        "fake/x.mp4",
+        "fake/blend/y.webm",
+        "fake/blend/deep/z.mkv",
+    ):
         touch(tmp_path / name)
 
     videos = layouts.read_layout(tmp_path)
@@ -210,7 +216,10 @@ def test_csv_layout_labels_groups_header_and_errors(tmp_path):
 
     assert layouts.detect_layout(listing) == "csv"
     assert as_tuples(videos, tmp_path) == [
-        ("v/a.mp4", 1, "swap"), ("v/b.mp4", 0, "real"), ("v/c.mp4", 1, "fake"), ("v/d.mp4", 0, "studio"),
+        ("v/a.mp4", 1, "swap"),
+        ("v/b.mp4", 0, "real"),
+        ("v/c.mp4", 1, "fake"),
+        ("v/d.mp4", 0, "studio"),
     ]
     listing.write_text("v/a.mp4,maybe\n")
     with pytest.raises(LayoutError, match="line 1: label 'maybe'"):
@@ -222,8 +231,13 @@ def test_csv_layout_labels_groups_header_and_errors(tmp_path):
 
 def test_dfdc_metadata_labels_and_parts(tmp_path):
     for part, entries in (
-        ("dfdc_train_part_0", {"aaa.mp4": {"label": "FAKE", "split": "train", "original": "bbb.mp4"},
-                               "bbb.mp4": {"label": "REAL", "split": "train", "original": None}}),
+        (
+            "dfdc_train_part_0",
+            {
+                "aaa.mp4": {"label": "FAKE", "split": "train", "original": "bbb.mp4"},
+                "bbb.mp4": {"label": "REAL", "split": "train", "original": None},
+            },
+        ),
         ("dfdc_train_part_1", {"ccc.mp4": {"label": "REAL", "split": "train"}}),
     ):
         (tmp_path / part).mkdir()
@@ -260,7 +274,13 @@ def test_faceforensics_layout_groups_by_method_and_skips_masks(tmp_path):
 
     assert layouts.detect_layout(tmp_path) == "ffpp"
     groups = {group: sorted(v.truth for v in videos if v.group == group) for group in layouts.group_names(videos)}
-    assert groups == {"DeepFakeDetection": [1], "Deepfakes": [1], "NeuralTextures": [1], "actors": [0], "original": [0, 0]}
+    assert groups == {
+        "DeepFakeDetection": [1],
+        "Deepfakes": [1],
+        "NeuralTextures": [1],
+        "actors": [0],
+        "original": [0, 0],
+    }
     assert not any("masks" in v.path for v in videos)
 
     touch(tmp_path / "original_sequences/youtube/c40/videos/000.mp4")
@@ -309,7 +329,10 @@ def test_celebdf_list_written_the_other_way_round_is_refused(tmp_path):
     listing = tmp_path / "List_of_testing_videos.txt"
     listing.write_text("0 YouTube-real/00170.mp4\n1 Celeb-synthesis/id1_id0_0007.mp4\n")
 
-    with pytest.raises(LayoutError, match="line 1: 'YouTube-real/00170.mp4' is marked 0, but in Celeb-DF's list 1 means real"):
+    with pytest.raises(
+        LayoutError,
+        match=re.escape("line 1: 'YouTube-real/00170.mp4' is marked 0, but in Celeb-DF's list 1 means real"),
+    ):
         layouts.read_layout(listing)
 
 
@@ -328,9 +351,15 @@ def test_unknown_folder_and_empty_sets_are_refused(tmp_path):
 
 def line(video: LabelledVideo, prob: float | None, frames=None, error=None, tracks=None) -> dict:
     record = {
-        "video": video.path, "truth": video.truth, "group": video.group, "model": "deepfake_10",
-        "prob_fake": prob, "frame_prob_fake": frames if frames is not None else (None if prob is None else [prob] * 3),
-        "faces_found": None if error else 3, "frames_decoded": None if error else 3, "error": error,
+        "video": video.path,
+        "truth": video.truth,
+        "group": video.group,
+        "model": "deepfake_10",
+        "prob_fake": prob,
+        "frame_prob_fake": frames if frames is not None else (None if prob is None else [prob] * 3),
+        "faces_found": None if error else 3,
+        "frames_decoded": None if error else 3,
+        "error": error,
     }
     if tracks is not None:
         record["face_tracks"] = tracks
@@ -340,13 +369,23 @@ def line(video: LabelledVideo, prob: float | None, frames=None, error=None, trac
 @pytest.fixture
 def labelled():
     videos = [
-        LabelledVideo("r1.mp4", 0, "real"), LabelledVideo("r2.mp4", 0, "real"), LabelledVideo("r3.mp4", 0, "real"),
-        LabelledVideo("a1.mp4", 1, "swap"), LabelledVideo("a2.mp4", 1, "swap"),
-        LabelledVideo("b1.mp4", 1, "blend"), LabelledVideo("b2.mp4", 1, "blend"),
+        LabelledVideo("r1.mp4", 0, "real"),
+        LabelledVideo("r2.mp4", 0, "real"),
+        LabelledVideo("r3.mp4", 0, "real"),
+        LabelledVideo("a1.mp4", 1, "swap"),
+        LabelledVideo("a2.mp4", 1, "swap"),
+        LabelledVideo("b1.mp4", 1, "blend"),
+        LabelledVideo("b2.mp4", 1, "blend"),
     ]
     probs = [0.2, 0.6, None, 0.9, 0.1, 0.7, 0.8]
     records = [
-        line(video, prob, error=None if prob is not None else "in ensemble 'deepfake_10': no face found in any of the 10 decoded frames")
+        line(
+            video,
+            prob,
+            error=None
+            if prob is not None
+            else "in ensemble 'deepfake_10': no face found in any of the 10 decoded frames",
+        )
         for video, prob in zip(videos, probs)
     ]
     return videos, records
@@ -372,8 +411,13 @@ def test_report_counts_refused_videos_and_splits_groups_against_all_reals(labell
     # A group of reals only is compared with all fakes.
     assert built["groups"]["real"]["compared_with"] == "all fakes" and groups["real"]["n"] == 5
     assert built["groups"]["swap"] == {
-        "n_videos": 2, "n_fake": 2, "n_real": 0, "n_scored": 2, "n_refused": 0,
-        "compared_with": "all reals", "frame_auc": pytest.approx(skm.roc_auc_score([0] * 6 + [1] * 6, [0.2] * 3 + [0.6] * 3 + [0.9] * 3 + [0.1] * 3)),
+        "n_videos": 2,
+        "n_fake": 2,
+        "n_real": 0,
+        "n_scored": 2,
+        "n_refused": 0,
+        "compared_with": "all reals",
+        "frame_auc": pytest.approx(skm.roc_auc_score([0] * 6 + [1] * 6, [0.2] * 3 + [0.6] * 3 + [0.9] * 3 + [0.1] * 3)),
     }
     assert set(built["aggregations"]) == {"faithful", "frame_mean", "confident", "face_max_mean", "any_face"}
     assert built["aggregations"]["face_max_mean"]["video_auc"] is None
@@ -384,7 +428,10 @@ def test_face_max_mean_is_computed_when_the_lines_have_face_tracks(labelled):
     videos, records = labelled
     for record in records:
         if record["error"] is None:
-            record["face_tracks"] = [{"frame_prob_fake": record["frame_prob_fake"]}, {"frame_prob_fake": [0.5, 0.5, 0.5]}]
+            record["face_tracks"] = [
+                {"frame_prob_fake": record["frame_prob_fake"]},
+                {"frame_prob_fake": [0.5, 0.5, 0.5]},
+            ]
 
     built = report.build_report(videos, records, report.Settings("set", "folders", "deepfake_10", FRAMES))
 
@@ -410,7 +457,9 @@ def test_validation_fraction_chooses_the_threshold_on_its_own_part(labelled):
 def test_report_files_are_written(tmp_path, labelled):
     videos, records = labelled
 
-    built = report.write_report(tmp_path, videos, records, report.Settings("set", "folders", "deepfake_10", FRAMES, demo=True))
+    built = report.write_report(
+        tmp_path, videos, records, report.Settings("set", "folders", "deepfake_10", FRAMES, demo=True)
+    )
 
     on_disk = json.loads((tmp_path / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(built))
@@ -449,10 +498,19 @@ class StandInClient:
             raise answer
         frame_scores = np.full(frames, answer, dtype=np.float32)
         return ScoreResult(
-            video=str(video), prob_fake=float(answer), logits=(0.0, 0.0), frame_prob_fake=frame_scores,
-            frame_prob_fake_mean=float(answer), label="FAKE", confidence=50.0,
-            face_boxes=np.zeros((frames, 4), np.float32), face_found=np.ones(frames, bool),
-            frame_times=np.zeros(frames, np.float32), faces_found=frames, frames_decoded=frames, latency_ms=1.0,
+            video=str(video),
+            prob_fake=float(answer),
+            logits=(0.0, 0.0),
+            frame_prob_fake=frame_scores,
+            frame_prob_fake_mean=float(answer),
+            label="FAKE",
+            confidence=50.0,
+            face_boxes=np.zeros((frames, 4), np.float32),
+            face_found=np.ones(frames, bool),
+            frame_times=np.zeros(frames, np.float32),
+            faces_found=frames,
+            frames_decoded=frames,
+            latency_ms=1.0,
         )
 
 
@@ -477,8 +535,13 @@ def folder_set(tmp_path):
 
 def test_command_scores_refuses_resumes_and_refuses_another_model(tmp_path, folder_set):
     # Asked in path order: fake/f1, fake/f2, real/empty, real/r1, real/r2.
-    answers = {"f1.mp4": 0.9, "f2.mp4": 0.8, "empty.mp4": ClientError("INVALID_ARGUMENT", "no face found in any of the 10 decoded frames"),
-               "r1.mp4": 0.3, "r2.mp4": ClientError("UNAVAILABLE", "connection refused")}
+    answers = {
+        "f1.mp4": 0.9,
+        "f2.mp4": 0.8,
+        "empty.mp4": ClientError("INVALID_ARGUMENT", "no face found in any of the 10 decoded frames"),
+        "r1.mp4": 0.3,
+        "r2.mp4": ClientError("UNAVAILABLE", "connection refused"),
+    }
     out_dir = tmp_path / "report"
     first = StandInClient(answers)
 
@@ -490,7 +553,12 @@ def test_command_scores_refuses_resumes_and_refuses_another_model(tmp_path, fold
     lines = [json.loads(text) for text in (out_dir / "scores.jsonl").read_text().splitlines()]
     assert sorted(Path(item["video"]).name for item in lines) == ["empty.mp4", "f1.mp4", "f2.mp4", "r1.mp4"]
     refused = next(item for item in lines if item["error"])
-    assert (refused["truth"], refused["group"], refused["model"], refused["prob_fake"]) == (0, "real", "deepfake_10", None)
+    assert (refused["truth"], refused["group"], refused["model"], refused["prob_fake"]) == (
+        0,
+        "real",
+        "deepfake_10",
+        None,
+    )
     assert all(set(scores.SCORE_KEYS) <= set(item) for item in lines)
     built = json.loads((out_dir / "report.json").read_text())
     assert (built["n_videos"], built["n_scored"], built["n_refused"], built["n_unfinished"]) == (5, 3, 1, 1)
@@ -541,6 +609,8 @@ def test_importing_evaluate_loads_neither_scikit_learn_nor_matplotlib():
         print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ("sklearn", "matplotlib", "scipy"))))
         """
     )
-    completed = subprocess.run([sys.executable, "-c", code], cwd=CLIENT_ROOT, capture_output=True, text=True, check=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=CLIENT_ROOT, capture_output=True, text=True, check=True
+    )
 
     assert json.loads(completed.stdout) == []

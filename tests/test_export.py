@@ -70,7 +70,9 @@ def test_parse_published_names(name, accuracy, frames):
     assert (parsed.accuracy, parsed.frames) == (accuracy, frames)
 
 
-@pytest.mark.parametrize("name", ["model.pt", "model_84_acc_10_frames.pt", "model_x_acc_10_frames_a.pt", "model_84_acc_10_frames_a.pth"])
+@pytest.mark.parametrize(
+    "name", ["model.pt", "model_84_acc_10_frames.pt", "model_x_acc_10_frames_a.pt", "model_84_acc_10_frames_a.pth"]
+)
 def test_other_names_are_not_checkpoints(name):
     assert parse_checkpoint_name(Path(name)) is None
 
@@ -183,7 +185,18 @@ def test_not_a_plain_state_dict_is_refused(tmp_path, obj, message):
 def test_cli_reports_bad_checkpoint_in_one_sentence(tmp_path):
     (tmp_path / "model_84_acc_10_frames_final_data.pt").write_bytes(b"not a checkpoint")
     proc = subprocess.run(
-        [sys.executable, "-m", "export", "onnx", "--checkpoints", str(tmp_path), "--repository", str(tmp_path / "repo"), "--frames", "10"],
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "onnx",
+            "--checkpoints",
+            str(tmp_path),
+            "--repository",
+            str(tmp_path / "repo"),
+            "--frames",
+            "10",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -197,7 +210,18 @@ def test_cli_reports_bad_checkpoint_in_one_sentence(tmp_path):
 
 def test_cli_reports_missing_length(tmp_path, checkpoint):
     proc = subprocess.run(
-        [sys.executable, "-m", "export", "onnx", "--checkpoints", str(checkpoint.parent), "--repository", str(tmp_path / "repo"), "--frames", "20"],
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "onnx",
+            "--checkpoints",
+            str(checkpoint.parent),
+            "--repository",
+            str(tmp_path / "repo"),
+            "--frames",
+            "20",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

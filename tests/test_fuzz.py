@@ -71,8 +71,9 @@ def damaged_inputs(draw) -> tuple[str, list[tuple[str, int, int]], bytes]:
 
 @pytest.fixture(scope="module")
 def pipeline() -> FacePipeline:
-    return FacePipeline(PipelineConfig(frames=FRAMES, decode_timeout_s=DECODE_TIMEOUT_S,
-                                       max_frames_scanned=MAX_FRAMES_SCANNED))
+    return FacePipeline(
+        PipelineConfig(frames=FRAMES, decode_timeout_s=DECODE_TIMEOUT_S, max_frames_scanned=MAX_FRAMES_SCANNED)
+    )
 
 
 def check_one(pipeline: FacePipeline, data: bytes) -> str:
@@ -108,26 +109,42 @@ def test_seeds_score(pipeline):
 def test_damaged_inputs_give_faces_or_an_input_error(pipeline, capsys):
     outcomes: Counter[str] = Counter()
 
-    @settings(max_examples=EXAMPLES, derandomize=not RANDOM, deadline=None, database=None, print_blob=True,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=not RANDOM,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    )
     @given(damaged_inputs())
     def run(case: tuple[str, list[tuple[str, int, int]], bytes]) -> None:
         origin, changes, data = case
         try:
             outcomes[check_one(pipeline, data)] += 1
         except AssertionError as error:
-            raise AssertionError(f"{error}; add to tests.corpus.REGRESSIONS: ({origin!r}, {tuple(changes)!r})") from error
+            raise AssertionError(
+                f"{error}; add to tests.corpus.REGRESSIONS: ({origin!r}, {tuple(changes)!r})"
+            ) from error
 
     started = time.monotonic()
     run()
     seconds = time.monotonic() - started
     with capsys.disabled():
         summary = ", ".join(f"{kind} {count}" for kind, count in outcomes.most_common())
-        print(f"\n[fuzz] {sum(outcomes.values())} inputs in {seconds:.0f} s ({'random' if RANDOM else 'derandomised'}): {summary}")
-    assert outcomes["scored"] > 0, "no damaged input got through: the edits are too destructive to test the later stages"
+        print(
+            f"\n[fuzz] {sum(outcomes.values())} inputs in {seconds:.0f} s "
+            f"({'random' if RANDOM else 'derandomised'}): {summary}"
+        )
+    assert outcomes["scored"] > 0, (
+        "no damaged input got through: the edits are too destructive to test the later stages"
+    )
 
 
-@pytest.mark.parametrize("name", sorted(corpus.REGRESSIONS) or [pytest.param("none", marks=pytest.mark.skip(reason="no fuzz finding recorded yet"))])
+@pytest.mark.parametrize(
+    "name",
+    sorted(corpus.REGRESSIONS) or [pytest.param("none", marks=pytest.mark.skip(reason="no fuzz finding recorded yet"))],
+)
 def test_regressions_stay_fixed(pipeline, name):
     seed, changes, _, _ = corpus.REGRESSIONS[name]
     check_one(pipeline, corpus.mutate(SEEDS[seed], list(changes)))

@@ -27,8 +27,9 @@ def test_normalisation_matches_the_training_transform() -> None:
     """The training code: OpenCV BGR frame -> ToPILImage -> ToTensor -> Normalize(ImageNet)."""
     rng = np.random.default_rng(1)
     crops_rgb = rng.integers(0, 256, (3, FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
-    training = transforms.Compose([transforms.ToPILImage(), transforms.ToTensor(),
-                                   transforms.Normalize(TRAINING_MEAN, TRAINING_STD)])
+    training = transforms.Compose(
+        [transforms.ToPILImage(), transforms.ToTensor(), transforms.Normalize(TRAINING_MEAN, TRAINING_STD)]
+    )
     expected = torch.stack([training(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)) for crop in crops_rgb]).numpy()
     faces = normalize_faces(crops_rgb)
     assert faces.dtype == np.float32 and faces.shape == (3, 3, FACE_SIZE, FACE_SIZE)
@@ -45,11 +46,14 @@ def test_channel_zero_is_blue() -> None:
     np.testing.assert_allclose(faces[0, 2], (0.0 - 0.406) / 0.225, rtol=1e-6)
 
 
-@pytest.mark.parametrize("bad", [
-    np.zeros((2, 112, 112), np.uint8),
-    np.zeros((2, 112, 112, 3), np.float32),
-    np.zeros((2, 112, 112, 4), np.uint8),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((2, 112, 112), np.uint8),
+        np.zeros((2, 112, 112, 3), np.float32),
+        np.zeros((2, 112, 112, 4), np.uint8),
+    ],
+)
 def test_normalize_rejects_wrong_input(bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match="uint8"):
         normalize_faces(bad)
@@ -105,15 +109,19 @@ def test_crop_on_whole_pixels_equals_opencv_bilinear_resize_away_from_the_edge()
     # Squared to their widths; the full-frame box clipped to the frame height.
     assert cropped.tolist() == [[50.0, 55.0, 150.0, 155.0], [0.0, 0.0, 320.0, 240.0]]
     for frame, (x1, y1, x2, y2), face in zip(frames, cropped.astype(int), faces):
-        expected = normalize_faces(cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE),
-                                              interpolation=cv2.INTER_LINEAR)[None])[0]
+        expected = normalize_faces(
+            cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)[None]
+        )[0]
         inner = (slice(None), slice(1, -1), slice(1, -1))  # cv2 clamps at the crop's edge, we at the frame's
         # One grey level of rounding is 1 / 255 / 0.224 = 0.0175 after normalisation.
         assert np.abs(face[inner] - expected[inner]).max() <= 0.0176
         assert np.abs(face[inner] - expected[inner]).mean() < 0.005
     whole = crop_faces([frames[1]], np.array([[0.0, 0.0, 320.0, 320.0]]), shift_y=0.0)[0][0]
-    np.testing.assert_allclose(whole, normalize_faces(cv2.resize(frames[1], (FACE_SIZE, FACE_SIZE),
-                                                                 interpolation=cv2.INTER_LINEAR)[None])[0], atol=0.0176)
+    np.testing.assert_allclose(
+        whole,
+        normalize_faces(cv2.resize(frames[1], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)[None])[0],
+        atol=0.0176,
+    )
 
 
 def test_crop_moves_by_as_little_as_the_box() -> None:

@@ -42,19 +42,22 @@ def gray_of(rgb: np.ndarray) -> np.ndarray:
 CLIPS = {
     "mp4-h264": (lambda: media.face_clip(frames=8), "mp4"),
     "mov-h264": (lambda: media.face_clip(frames=8, container="mov"), "mp4"),
-    "mov-prores-10bit": (lambda: media.face_clip(frames=8, codec="prores", container="mov",
-                                                 pix_fmt="yuv422p10le"), "mp4"),
+    "mov-prores-10bit": (
+        lambda: media.face_clip(frames=8, codec="prores", container="mov", pix_fmt="yuv422p10le"),
+        "mp4",
+    ),
     "mkv-h264": (lambda: media.face_clip(frames=8, container="mkv"), "matroska"),
     "webm-vp9": (lambda: media.face_clip(frames=8, codec="libvpx-vp9", container="webm"), "matroska"),
     "webm-vp8": (lambda: media.face_clip(frames=8, codec="libvpx", container="webm"), "matroska"),
-    "avi-mjpeg": (lambda: media.face_clip(frames=8, codec="mjpeg", container="avi", pix_fmt="yuvj420p"),
-                  "avi"),
+    "avi-mjpeg": (lambda: media.face_clip(frames=8, codec="mjpeg", container="avi", pix_fmt="yuvj420p"), "avi"),
     "avi-mpeg4": (lambda: media.face_clip(frames=8, codec="mpeg4", container="avi"), "avi"),
     "mp4-hevc-10bit": (lambda: media.ten_bit_clip(frames=8), "mp4"),
     "mkv-ffv1-10bit": (lambda: media.ten_bit_clip(frames=8, codec="ffv1", container="mkv"), "matroska"),
     "mp4-odd-size-444": (lambda: media.face_clip(frames=8, size=(161, 121), pix_fmt="yuv444p"), "mp4"),
-    "avi-odd-size-mjpeg": (lambda: media.face_clip(frames=8, size=(161, 121), codec="mjpeg", container="avi",
-                                                   pix_fmt="yuvj420p"), "avi"),
+    "avi-odd-size-mjpeg": (
+        lambda: media.face_clip(frames=8, size=(161, 121), codec="mjpeg", container="avi", pix_fmt="yuvj420p"),
+        "avi",
+    ),
     "mp4-vfr": (lambda: media.face_clip(frames=8, vfr=True), "mp4"),
 }
 
@@ -101,6 +104,7 @@ def test_still_image_is_one_frame_repeated(fmt: str, gray: bool) -> None:
 
 # --- orientation -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("rotate", [90, 180, 270])
 def test_video_rotation_metadata_gives_upright_frames(rotate: int) -> None:
     displayed = (240, 320) if rotate in (90, 270) else (320, 240)
@@ -140,16 +144,19 @@ def _matrix(a: float, b: float, c: float, d: float) -> tuple[int, ...]:
     return (int(a * one), int(b * one), 0, int(c * one), int(d * one), 0, 0, 0, 1 << 30)
 
 
-@pytest.mark.parametrize(("matrix", "expected"), [
-    (_matrix(1, 0, 0, 1), 1),
-    (_matrix(0, 1, -1, 0), 6),    # players turn 90 degrees clockwise
-    (_matrix(0, -1, 1, 0), 8),    # 90 degrees counter-clockwise
-    (_matrix(-1, 0, 0, -1), 3),
-    (_matrix(-1, 0, 0, 1), 2),    # mirrored left-right
-    (_matrix(1, 0, 0, -1), 4),    # mirrored top-bottom
-    (_matrix(0, 1, 1, 0), 5),     # transpose
-    (_matrix(0, -1, -1, 0), 7),   # transverse
-])
+@pytest.mark.parametrize(
+    ("matrix", "expected"),
+    [
+        (_matrix(1, 0, 0, 1), 1),
+        (_matrix(0, 1, -1, 0), 6),  # players turn 90 degrees clockwise
+        (_matrix(0, -1, 1, 0), 8),  # 90 degrees counter-clockwise
+        (_matrix(-1, 0, 0, -1), 3),
+        (_matrix(-1, 0, 0, 1), 2),  # mirrored left-right
+        (_matrix(1, 0, 0, -1), 4),  # mirrored top-bottom
+        (_matrix(0, 1, 1, 0), 5),  # transpose
+        (_matrix(0, -1, -1, 0), 7),  # transverse
+    ],
+)
 def test_display_matrix_to_orientation(matrix: tuple[int, ...], expected: int) -> None:
     assert orientation_from_display_matrix(matrix) == expected
 
@@ -161,6 +168,7 @@ def test_display_matrix_with_odd_angle_is_refused() -> None:
 
 
 # --- frame selection ---------------------------------------------------------------------------
+
 
 def frame_numbers(clip: DecodedClip) -> list[int]:
     return [media.read_frame_number(frame) for frame in clip.frames]
@@ -194,13 +202,16 @@ def test_uniform_selection_skips_most_of_a_long_clip() -> None:
     assert clip.frames_scanned < 60
 
 
-@pytest.mark.parametrize(("codec", "container", "vfr"), [
-    ("libx264", "mkv", False),
-    ("libvpx-vp9", "webm", False),
-    ("mpeg4", "avi", False),
-    ("libx264", "avi", False),   # no presentation timestamps in AVI: sequential decoding
-    ("libx264", "mp4", True),
-])
+@pytest.mark.parametrize(
+    ("codec", "container", "vfr"),
+    [
+        ("libx264", "mkv", False),
+        ("libvpx-vp9", "webm", False),
+        ("mpeg4", "avi", False),
+        ("libx264", "avi", False),  # no presentation timestamps in AVI: sequential decoding
+        ("libx264", "mp4", True),
+    ],
+)
 def test_uniform_selection_in_other_containers(codec: str, container: str, vfr: bool) -> None:
     data = media.numbered_clip(frames=40, gop=8, codec=codec, container=container, vfr=vfr)
     clip = decode_frames(data, 5, "uniform")
@@ -223,10 +234,17 @@ def test_vfr_first_frames_in_display_order() -> None:
     assert frame_numbers(clip) == list(range(6))
 
 
-@pytest.mark.parametrize(("container", "codec", "selection"), [
-    ("mp4", "libx264", "first"), ("mp4", "libx264", "uniform"), ("mkv", "libx264", "uniform"),
-    ("webm", "libvpx-vp9", "first"), ("avi", "mpeg4", "first"), ("avi", "libx264", "uniform"),
-])
+@pytest.mark.parametrize(
+    ("container", "codec", "selection"),
+    [
+        ("mp4", "libx264", "first"),
+        ("mp4", "libx264", "uniform"),
+        ("mkv", "libx264", "uniform"),
+        ("webm", "libvpx-vp9", "first"),
+        ("avi", "mpeg4", "first"),
+        ("avi", "libx264", "uniform"),
+    ],
+)
 def test_frame_times_are_display_times_from_the_stream_start(container: str, codec: str, selection: str) -> None:
     clip = decode_frames(media.numbered_clip(frames=40, gop=8, codec=codec, container=container), 5, selection)
     assert clip.times.dtype == np.float64 and clip.times.shape == (5,)
@@ -261,8 +279,9 @@ def test_bt709_tagged_video_converts_like_opencv(tmp_path: Path) -> None:
     """OpenCV (which read the training videos) ignores the colour tag; so must we."""
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as out:
-        stream = media.add_video_stream(out, "libx264", 25,
-                                        {"x264-params": "colormatrix=bt709:transfer=bt709:colorprim=bt709"})
+        stream = media.add_video_stream(
+            out, "libx264", 25, {"x264-params": "colormatrix=bt709:transfer=bt709:colorprim=bt709"}
+        )
         stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
         for i in range(3):
             for packet in stream.encode(av.VideoFrame.from_ndarray(media.face_frame(i), format="rgb24")):
@@ -285,6 +304,7 @@ def test_bt709_tagged_video_converts_like_opencv(tmp_path: Path) -> None:
 
 # --- limits ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def small_clip() -> bytes:
     return media.face_clip(frames=12)
@@ -304,18 +324,22 @@ def test_max_pixels(small_clip: bytes) -> None:
 
 def png_header(width: int, height: int) -> bytes:
     """A PNG that declares a size but carries no pixel data."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
-@pytest.mark.parametrize(("width", "height", "message"), [
-    (5000, 5000, r"max_pixels: 25000000 > 8847360 \(image of 5000x5000\)"),
-    (30000, 30000, r"max_pixels: .* \(the image header declares at least that many pixels\)"),
-])
-def test_max_pixels_is_checked_on_the_image_header_before_decoding(width: int, height: int,
-                                                                   message: str) -> None:
+@pytest.mark.parametrize(
+    ("width", "height", "message"),
+    [
+        (5000, 5000, r"max_pixels: 25000000 > 8847360 \(image of 5000x5000\)"),
+        (30000, 30000, r"max_pixels: .* \(the image header declares at least that many pixels\)"),
+    ],
+)
+def test_max_pixels_is_checked_on_the_image_header_before_decoding(width: int, height: int, message: str) -> None:
     with pytest.raises(LimitError, match=message):
         decode_frames(png_header(width, height), 2)
 
@@ -333,6 +357,7 @@ def test_decode_timeout(small_clip: bytes) -> None:
 
 
 # --- refusals: playlists and scripts must not reach other files --------------------------------
+
 
 class OpenWatch:
     """Linux inotify watch reporting whether anyone opened or read a file."""
@@ -376,12 +401,14 @@ def local_video(tmp_path: Path):
     watch.close()
 
 
-@pytest.mark.parametrize(("make", "ffmpeg_format", "kind"), [
-    (media.hls_playlist, "hls", "HLS playlist"),
-    (media.ffconcat_script, "concat", "ffconcat script"),
-])
-def test_playlists_and_scripts_are_refused_without_opening_the_file(local_video, make, ffmpeg_format,
-                                                                    kind) -> None:
+@pytest.mark.parametrize(
+    ("make", "ffmpeg_format", "kind"),
+    [
+        (media.hls_playlist, "hls", "HLS playlist"),
+        (media.ffconcat_script, "concat", "ffconcat script"),
+    ],
+)
+def test_playlists_and_scripts_are_refused_without_opening_the_file(local_video, make, ffmpeg_format, kind) -> None:
     path, watch = local_video
     data = make(path)
     # Control: FFmpeg itself, told the format, opens the local file and decodes it.
@@ -402,6 +429,7 @@ def test_playlist_behind_a_byte_order_mark_is_refused(local_video) -> None:
 
 
 # --- garbage -----------------------------------------------------------------------------------
+
 
 def _truncated_mp4() -> bytes:
     data = media.face_clip(frames=8)
@@ -474,8 +502,7 @@ def fuzz_seed_clip() -> bytes:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=12),
-       cut=st.integers(0, 10_000))
+@given(edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=12), cut=st.integers(0, 10_000))
 def test_damaged_files_raise_only_input_errors(fuzz_seed_clip: bytes, edits, cut: int) -> None:
     data = bytearray(fuzz_seed_clip)
     for position, value in edits:

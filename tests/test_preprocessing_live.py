@@ -39,7 +39,12 @@ from tests import media
 ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = ROOT / "model_repository"
 SERVED = (10, 20, 30)
-CODECS = (("libx264", "mp4", "h264"), ("libx265", "mp4", "hevc"), ("libvpx", "webm", "vp8"), ("libvpx-vp9", "webm", "vp9"))
+CODECS = (
+    ("libx264", "mp4", "h264"),
+    ("libx265", "mp4", "hevc"),
+    ("libvpx", "webm", "vp8"),
+    ("libvpx-vp9", "webm", "vp9"),
+)
 
 
 def packets_of(data: bytes) -> tuple[str, bytes, Fraction, list[tuple[bytes, int]]]:
@@ -58,12 +63,25 @@ def settings(**overrides) -> str:
 
 def test_settings_are_parsed_and_checked():
     parsed = StreamSettings.from_json(settings(hop=5, score_every=2), SERVED)
-    assert (parsed.codec, parsed.time_base, parsed.frames, parsed.hop, parsed.score_every) == ("h264", Fraction(1, 12800), 20, 5, 2)
+    assert (parsed.codec, parsed.time_base, parsed.frames, parsed.hop, parsed.score_every) == (
+        "h264",
+        Fraction(1, 12800),
+        20,
+        5,
+        2,
+    )
     assert StreamSettings.from_json(settings(), SERVED).hop == 20
-    for text, words in ((settings(codec="mpeg4"), "'mpeg4' is not accepted"), (settings(frames=7), "frames=7 is not served"),
-                        (settings(hop=0), "hop must be a positive"), (settings(score_every=9), "score_every"),
-                        (settings(time_base=[1, 0]), "time_base"), (settings(colour="red"), "unknown keys"),
-                        ("[1, 2]", "JSON object"), ("{", "JSON object"), ('{"codec": "h264"}', "lacks 'time_base'")):
+    for text, words in (
+        (settings(codec="mpeg4"), "'mpeg4' is not accepted"),
+        (settings(frames=7), "frames=7 is not served"),
+        (settings(hop=0), "hop must be a positive"),
+        (settings(score_every=9), "score_every"),
+        (settings(time_base=[1, 0]), "time_base"),
+        (settings(colour="red"), "unknown keys"),
+        ("[1, 2]", "JSON object"),
+        ("{", "JSON object"),
+        ('{"codec": "h264"}', "lacks 'time_base'"),
+    ):
         with pytest.raises(InputError, match=words):
             StreamSettings.from_json(text, SERVED)
 
@@ -103,8 +121,11 @@ def test_windows_report_the_last_scored_frame_and_the_mean():
     windows = Windows(frames=4, hop=2)
     scores = {0: 0.1, 1: None, 2: 0.3, 3: 0.4, 4: None, 5: None, 6: 0.7, 7: None}
     reported = [w for i, s in scores.items() if (w := windows.add(i, 100 * i, s)) is not None]
-    assert [(w.start, w.stop, w.end_frame, w.end_pts, w.scored) for w in reported] == [(0, 3, 3, 300, 3), (2, 5, 3, 300, 2),
-                                                                                       (4, 7, 6, 600, 1)]
+    assert [(w.start, w.stop, w.end_frame, w.end_pts, w.scored) for w in reported] == [
+        (0, 3, 3, 300, 3),
+        (2, 5, 3, 300, 2),
+        (4, 7, 6, 600, 1),
+    ]
     assert reported[0].prob_fake == pytest.approx(0.4)
     assert reported[0].mean == float(np.mean(np.array([0.1, 0.3, 0.4], np.float32), dtype=np.float64))
     assert Windows(frames=3, hop=1).add(0, 0, None) is None  # no window with no scored frame
@@ -152,7 +173,10 @@ def test_online_following_finds_the_face_and_keeps_memory_flat(detector):
         assert found and box is not None
         expected = media.face_box(index)
         centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-        assert abs(centre[0] - (expected[0] + expected[2]) / 2) < 15 and abs(centre[1] - (expected[1] + expected[3]) / 2) < 20
+        assert (
+            abs(centre[0] - (expected[0] + expected[2]) / 2) < 15
+            and abs(centre[1] - (expected[1] + expected[3]) / 2) < 20
+        )
     assert all(len(track.boxes) <= 2 for track in follower.tracker.tracks)
 
 
@@ -182,9 +206,11 @@ def test_the_stream_config_is_a_decoupled_sequence_model(relative):
     assert batching.max_sequence_idle_microseconds == STREAM_IDLE_US
     assert batching.WhichOneof("strategy_choice") == "oldest"
     controls = {c.name: c.control[0].kind for c in batching.control_input}
-    assert controls == {"START": mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START,
-                        "END": mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_END,
-                        "CORRID": mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID}
+    assert controls == {
+        "START": mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START,
+        "END": mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_END,
+        "CORRID": mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID,
+    }
     cap = int(config.parameters["max_streams"].string_value)
     assert 1 <= cap < batching.oldest.max_candidate_sequences
     assert [o.name for o in config.output] == list(STREAM_OUTPUTS)

@@ -14,8 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from preprocessing import decode_frames
-from preprocessing.mtcnn import exact_fast_pooling
-from preprocessing.mtcnn import Cascade, _area_crops, _summed_area_table
+from preprocessing.mtcnn import Cascade, _area_crops, _summed_area_table, exact_fast_pooling
 from tests import media
 
 WALKING = Path(__file__).resolve().parents[2] / "shared" / "data" / "people_walking_1080p.mp4"
@@ -32,8 +31,12 @@ def test_area_crops_equal_torch_area_interpolation(size, seed, count):
     right = torch.minimum(left + torch.tensor(rng.integers(1, 120, count)), torch.tensor(120))
     image = torch.tensor(rng.integers(0, 2, count))
     got = _area_crops(_summed_area_table(torch.from_numpy(pixels)), image, top, bottom, left, right, size)
-    want = torch.cat([F.interpolate(frames[i:i + 1, :, t:b, l:r], size=(size, size), mode="area")
-                      for i, t, b, l, r in zip(image, top, bottom, left, right)])
+    want = torch.cat(
+        [
+            F.interpolate(frames[i : i + 1, :, t:b, x0:x1], size=(size, size), mode="area")
+            for i, t, b, x0, x1 in zip(image, top, bottom, left, right)
+        ]
+    )
     assert torch.equal(got, want)
     assert got.is_contiguous()
 
@@ -62,8 +65,9 @@ def _fast_cascade(min_face_size: int, thresholds: list[float]) -> Cascade:
     return Cascade(nets.pnet, nets.rnet, nets.onet, min_face_size, thresholds)
 
 
-@pytest.mark.parametrize(("min_face_size", "thresholds"), [(20, [0.6, 0.7, 0.7]), (40, [0.6, 0.7, 0.7]),
-                                                           (24, [0.8, 0.7, 0.7])])
+@pytest.mark.parametrize(
+    ("min_face_size", "thresholds"), [(20, [0.6, 0.7, 0.7]), (40, [0.6, 0.7, 0.7]), (24, [0.8, 0.7, 0.7])]
+)
 def test_same_boxes_as_facenet_on_face_frames(min_face_size, thresholds):
     face = media.face_frame(0)
     double = np.ascontiguousarray(np.concatenate([face, face[:, ::-1]], axis=1))
@@ -80,11 +84,15 @@ def test_same_boxes_as_facenet_on_the_sample_video_and_its_windows():
     assert _assert_same_faces(cascade, stock, small[[0, 5, 11]]) >= 3
     # The 64-pixel windows searched between key frames, at random places (faces or not).
     rng = np.random.default_rng(0)
-    windows = np.stack([cv2.resize(small[i % 12][y:y + 80, x:x + 80], (64, 64), interpolation=cv2.INTER_AREA)
-                        for i, y, x in zip(range(24), rng.integers(0, 280, 24), rng.integers(0, 560, 24))])
+    windows = np.stack(
+        [
+            cv2.resize(small[i % 12][y : y + 80, x : x + 80], (64, 64), interpolation=cv2.INTER_AREA)
+            for i, y, x in zip(range(24), rng.integers(0, 280, 24), rng.integers(0, 560, 24))
+        ]
+    )
     stock, cascade = _stock(24, [0.8, 0.7, 0.7]), _fast_cascade(24, [0.8, 0.7, 0.7])
     for start in range(0, 24, 2):
-        _assert_same_faces(cascade, stock, windows[start:start + 2])
+        _assert_same_faces(cascade, stock, windows[start : start + 2])
 
 
 def test_images_too_small_or_faceless_give_no_faces():

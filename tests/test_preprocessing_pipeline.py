@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
-from scipy import ndimage
 import pytest
 import torch
+from scipy import ndimage
 
 from preprocessing import (
     ConfigError,
@@ -78,8 +77,13 @@ def test_faces_are_the_normalised_crops_of_the_reported_boxes(pipeline: FacePipe
         ys = y1 + centres * (y2 - y1) - 0.5
         xs = x1 + centres * (x2 - x1) - 0.5
         grid = np.meshgrid(ys, xs, indexing="ij")
-        crop = np.stack([ndimage.map_coordinates(frame[..., c].astype(np.float64), grid, order=1, mode="nearest")
-                         for c in range(3)], axis=-1)
+        crop = np.stack(
+            [
+                ndimage.map_coordinates(frame[..., c].astype(np.float64), grid, order=1, mode="nearest")
+                for c in range(3)
+            ],
+            axis=-1,
+        )
         bgr = crop[..., ::-1] / 255.0
         expected = ((bgr - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]).transpose(2, 0, 1)
         np.testing.assert_allclose(face, expected, atol=1e-4)
@@ -94,8 +98,7 @@ def test_rotated_portrait_clip_gives_upright_boxes(pipeline: FacePipeline) -> No
         assert overlap(box, expected_crop(media.face_box(i, size), size)) > MIN_IOU
 
 
-def test_larger_of_two_faces_is_followed_and_a_hidden_frame_reuses_the_nearest_box(
-        pipeline: FacePipeline) -> None:
+def test_larger_of_two_faces_is_followed_and_a_hidden_frame_reuses_the_nearest_box(pipeline: FacePipeline) -> None:
     result = pipeline(media.two_face_clip(frames=FRAMES, hide_large=[3]))
     assert result.found.tolist() == [i != 3 for i in range(FRAMES)]
     for i, box in enumerate(result.boxes):
@@ -202,7 +205,7 @@ def test_real_portraits(pipeline: FacePipeline, path: Path) -> None:
         pytest.skip(f"shared test media absent: {path}")
     result = pipeline(path.read_bytes())
     assert result.found.all()
-    width, height = result.source_size
+    width, _ = result.source_size
     box_width = float(result.boxes[0, 2] - result.boxes[0, 0])
     # One large face: the crop spans a good part of the picture.
     assert box_width > 0.25 * width

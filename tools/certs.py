@@ -80,26 +80,54 @@ def _subject_alt_names(hosts: Sequence[str]) -> str:
     return ",".join(names)
 
 
-def _signed(out: Path, name: str, common_name: str, usage: str, ca_cert: Path, ca_key: Path, days: int,
-            alt_names: str = "") -> tuple[Path, Path]:
-    key, request, cert, extensions = (out / f"{name}.key", out / f"{name}.csr", out / f"{name}.pem", out / f"{name}.ext")
+def _signed(
+    out: Path, name: str, common_name: str, usage: str, ca_cert: Path, ca_key: Path, days: int, alt_names: str = ""
+) -> tuple[Path, Path]:
+    key, request, cert, extensions = (
+        out / f"{name}.key",
+        out / f"{name}.csr",
+        out / f"{name}.pem",
+        out / f"{name}.ext",
+    )
     _new_key(key)
     _openssl("req", "-new", "-key", str(key), "-subj", f"/CN={common_name}", "-out", str(request))
-    lines = ["basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment", f"extendedKeyUsage={usage}"]
+    lines = [
+        "basicConstraints=critical,CA:FALSE",
+        "keyUsage=critical,digitalSignature,keyEncipherment",
+        f"extendedKeyUsage={usage}",
+    ]
     if alt_names:
         lines.append(f"subjectAltName={alt_names}")
     extensions.write_text("\n".join(lines) + "\n")
     try:
-        _openssl("x509", "-req", "-in", str(request), "-CA", str(ca_cert), "-CAkey", str(ca_key), "-set_serial",
-                 str(int.from_bytes(os.urandom(8), "big")), "-days", str(days), "-sha256", "-extfile", str(extensions),
-                 "-out", str(cert))
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(request),
+            "-CA",
+            str(ca_cert),
+            "-CAkey",
+            str(ca_key),
+            "-set_serial",
+            str(int.from_bytes(os.urandom(8), "big")),
+            "-days",
+            str(days),
+            "-sha256",
+            "-extfile",
+            str(extensions),
+            "-out",
+            str(cert),
+        )
     finally:
         request.unlink(missing_ok=True)
         extensions.unlink(missing_ok=True)
     return cert, key
 
 
-def generate(out: str | os.PathLike[str], hosts: Sequence[str] = DEFAULT_HOSTS, days: int = DEFAULT_DAYS) -> CertificateSet:
+def generate(
+    out: str | os.PathLike[str], hosts: Sequence[str] = DEFAULT_HOSTS, days: int = DEFAULT_DAYS
+) -> CertificateSet:
     """Writes a CA, a server certificate for ``hosts`` and a client certificate into ``out``.
 
     Args:
@@ -122,21 +150,45 @@ def generate(out: str | os.PathLike[str], hosts: Sequence[str] = DEFAULT_HOSTS, 
     folder.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = folder / "ca.key", folder / "ca.pem"
     _new_key(ca_key)
-    _openssl("req", "-x509", "-new", "-key", str(ca_key), "-subj", "/CN=deepfake-serving test CA", "-days", str(days),
-             "-sha256", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-             "-out", str(ca_cert))
-    server_cert, server_key = _signed(folder, "server", hosts[0], "serverAuth", ca_cert, ca_key, days,
-                                      _subject_alt_names(hosts))
-    client_cert, client_key = _signed(folder, "client", "deepfake-serving test client", "clientAuth", ca_cert, ca_key, days)
+    _openssl(
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        str(ca_key),
+        "-subj",
+        "/CN=deepfake-serving test CA",
+        "-days",
+        str(days),
+        "-sha256",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        str(ca_cert),
+    )
+    server_cert, server_key = _signed(
+        folder, "server", hosts[0], "serverAuth", ca_cert, ca_key, days, _subject_alt_names(hosts)
+    )
+    client_cert, client_key = _signed(
+        folder, "client", "deepfake-serving test client", "clientAuth", ca_cert, ca_key, days
+    )
     return CertificateSet(ca_cert, ca_key, server_cert, server_key, client_cert, client_key)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for ca.pem, server.pem/.key, client.pem/.key")
-    parser.add_argument("--host", action="append", dest="hosts", metavar="NAME",
-                        help=f"name or address the server certificate is valid for (repeatable; default {', '.join(DEFAULT_HOSTS)})")
+    parser.add_argument(
+        "--host",
+        action="append",
+        dest="hosts",
+        metavar="NAME",
+        help=f"name or address the server certificate is valid for (repeatable; default {', '.join(DEFAULT_HOSTS)})",
+    )
     parser.add_argument("--days", type=int, default=DEFAULT_DAYS, help="validity in days")
     args = parser.parse_args(argv)
     try:

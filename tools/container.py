@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The contract (standard library only) from the checkout: this tool runs on the machine's own Python.
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from docker_engine import Engine, EngineUnavailable, docker_host  # noqa: E402
+from docker_engine import Engine, EngineUnavailable, docker_host
 
-from contract import DEFAULT_VERSION, Exit, Kind, model_name  # noqa: E402
+from contract import DEFAULT_VERSION, Exit, Kind, model_name
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = os.environ.get("DEEPFAKE_IMAGE", "deepfake-triton:local")
@@ -47,7 +47,12 @@ STANDIN_SCRIPT = ROOT / "tools" / "standin" / "build.sh"
 # The compose file, and the CPU override that makes the host's network the project's default one.
 COMPOSE_FILES = (ROOT / "docker-compose.yml", ROOT / "docker-compose.cpu.yml")
 DEFAULT_PROJECT = "deepfake"
-DEFAULT_PORTS = {"TRITON_HTTP_PORT": "8100", "TRITON_GRPC_PORT": "8101", "TRITON_METRICS_PORT": "8102", "WEB_PORT": "8180"}
+DEFAULT_PORTS = {
+    "TRITON_HTTP_PORT": "8100",
+    "TRITON_GRPC_PORT": "8101",
+    "TRITON_METRICS_PORT": "8102",
+    "WEB_PORT": "8180",
+}
 #: The web page's image, built from web.Dockerfile.
 WEB_IMAGE = "deepfake-web:local"
 DEFAULT_READY_TIMEOUT_S = 900.0
@@ -68,7 +73,9 @@ class ContainerError(RuntimeError):
     """A step of the container workflow failed (the message says which and why)."""
 
 
-def _run(command: Sequence[str], env: Mapping[str, str], check: bool = True, capture: bool = False) -> subprocess.CompletedProcess[str]:
+def _run(
+    command: Sequence[str], env: Mapping[str, str], check: bool = True, capture: bool = False
+) -> subprocess.CompletedProcess[str]:
     completed = subprocess.run(list(command), env=dict(env), cwd=ROOT, text=True, capture_output=capture, check=False)
     if check and completed.returncode != 0:
         detail = f"\n{completed.stdout}{completed.stderr}" if capture else ""
@@ -88,7 +95,10 @@ def docker_env() -> dict[str, str]:
 def image_label(env: Mapping[str, str], image: str, label: str) -> str | None:
     """A label of a local image; None when the image is absent."""
     completed = _run(
-        ["docker", "image", "inspect", "--format", f'{{{{ index .Config.Labels "{label}" }}}}', image], env, check=False, capture=True
+        ["docker", "image", "inspect", "--format", f'{{{{ index .Config.Labels "{label}" }}}}', image],
+        env,
+        check=False,
+        capture=True,
     )
     if completed.returncode != 0:
         return None
@@ -121,8 +131,10 @@ def build_image(env: Mapping[str, str]) -> float:
 def build_web_image(env: Mapping[str, str]) -> float:
     """Builds the web page's image (``web.Dockerfile``, over the same base); returns its seconds."""
     started = time.monotonic()
-    _run(["docker", "build", "--network", "host", "--file", "web.Dockerfile", "--tag", WEB_IMAGE, "."],
-         {**env, "DOCKER_BUILDKIT": "0"})
+    _run(
+        ["docker", "build", "--network", "host", "--file", "web.Dockerfile", "--tag", WEB_IMAGE, "."],
+        {**env, "DOCKER_BUILDKIT": "0"},
+    )
     seconds = time.monotonic() - started
     print(f"container: built {WEB_IMAGE} in {seconds:.1f} s", flush=True)
     return seconds
@@ -147,7 +159,9 @@ def compose_env(env: Mapping[str, str]) -> dict[str, str]:
         result.setdefault(name, default)
     result["MODEL_REPOSITORY"] = str((ROOT / result.get("MODEL_REPOSITORY", "model_repository")).resolve())
     result["CHECKPOINTS"] = str((ROOT / result.get("CHECKPOINTS", "checkpoints")).resolve())
-    result["TRITON_ADMIN_KEY_SECRET"] = str((ROOT / result.get("TRITON_ADMIN_KEY_SECRET", "deploy/secrets/triton_admin_key")).resolve())
+    result["TRITON_ADMIN_KEY_SECRET"] = str(
+        (ROOT / result.get("TRITON_ADMIN_KEY_SECRET", "deploy/secrets/triton_admin_key")).resolve()
+    )
     result.setdefault("FRAMES", "10 20 30")
     result.setdefault("TRITON_HEALTH_INTERVAL", CPU_HEALTH_INTERVAL)
     result.setdefault("TRITON_HEALTH_START_PERIOD", CPU_HEALTH_START_PERIOD)
@@ -159,7 +173,9 @@ def compose_env(env: Mapping[str, str]) -> dict[str, str]:
     return result
 
 
-def compose(env: Mapping[str, str], *args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess[str]:
+def compose(
+    env: Mapping[str, str], *args: str, check: bool = True, capture: bool = False
+) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     if binary is None:
         raise ContainerError("docker-compose is not installed (Debian: apt-get install docker-compose)")
@@ -168,8 +184,11 @@ def compose(env: Mapping[str, str], *args: str, check: bool = True, capture: boo
 
 
 def missing_classifiers(repository: Path, frames: Sequence[str]) -> list[str]:
-    return [n for n in frames
-            if not (repository / model_name(Kind.CLASSIFIER, int(n)) / DEFAULT_VERSION / "model.onnx").is_file()]
+    return [
+        n
+        for n in frames
+        if not (repository / model_name(Kind.CLASSIFIER, int(n)) / DEFAULT_VERSION / "model.onnx").is_file()
+    ]
 
 
 def export(env: Mapping[str, str]) -> None:
@@ -195,8 +214,10 @@ def export(env: Mapping[str, str]) -> None:
     print(f"container: exported {' '.join(missing)} in {time.monotonic() - started:.1f} s", flush=True)
     still = missing_classifiers(repository, missing)
     if still:
-        raise ContainerError(f"the export ran but {model_name(Kind.CLASSIFIER, int(still[0]))}/{DEFAULT_VERSION}/model.onnx "
-                             f"is still missing in {repository}")
+        raise ContainerError(
+            f"the export ran but {model_name(Kind.CLASSIFIER, int(still[0]))}/{DEFAULT_VERSION}/model.onnx "
+            f"is still missing in {repository}"
+        )
 
 
 def container_id(env: Mapping[str, str], service: str) -> str:
@@ -211,7 +232,9 @@ def wait_healthy(env: Mapping[str, str], service: str, timeout_s: float) -> floa
     if not container:
         raise ContainerError(f"compose started no {service} container")
     while True:
-        completed = _run(["docker", "inspect", "--format", "{{json .State}}", container], env, check=False, capture=True)
+        completed = _run(
+            ["docker", "inspect", "--format", "{{json .State}}", container], env, check=False, capture=True
+        )
         if completed.returncode != 0:
             raise ContainerError(f"the {service} container {container} is gone: {completed.stderr.strip()}")
         state = json.loads(completed.stdout)
@@ -219,14 +242,30 @@ def wait_healthy(env: Mapping[str, str], service: str, timeout_s: float) -> floa
         if health == "healthy":
             return time.monotonic() - started
         if not state.get("Running") and not state.get("Restarting"):
-            raise ContainerError(f"the {service} container stopped (exit code {state.get('ExitCode')}):\n{logs(env, service)}")
+            raise ContainerError(
+                f"the {service} container stopped (exit code {state.get('ExitCode')}):\n{logs(env, service)}"
+            )
         if time.monotonic() - started > timeout_s:
-            raise ContainerError(f"{service} was not healthy within {timeout_s:g} s (health: {health}):\n{logs(env, service)}")
+            raise ContainerError(
+                f"{service} was not healthy within {timeout_s:g} s (health: {health}):\n{logs(env, service)}"
+            )
         time.sleep(POLL_S)
 
 
 def logs(env: Mapping[str, str], service: str) -> str:
-    completed = compose(env, "--profile", "cpu", "--profile", "monitoring", "logs", "--no-color", f"--tail={LOG_TAIL_LINES}", service, check=False, capture=True)
+    completed = compose(
+        env,
+        "--profile",
+        "cpu",
+        "--profile",
+        "monitoring",
+        "logs",
+        "--no-color",
+        f"--tail={LOG_TAIL_LINES}",
+        service,
+        check=False,
+        capture=True,
+    )
     return completed.stdout + completed.stderr
 
 
@@ -265,7 +304,18 @@ def up(env: Mapping[str, str]) -> None:
 
 def down(env: Mapping[str, str]) -> None:
     run_env = compose_env(env)
-    compose(run_env, "--profile", "cpu", "--profile", "monitoring", "--profile", "build", "down", "--volumes", "--remove-orphans")
+    compose(
+        run_env,
+        "--profile",
+        "cpu",
+        "--profile",
+        "monitoring",
+        "--profile",
+        "build",
+        "down",
+        "--volumes",
+        "--remove-orphans",
+    )
     engine = Engine()
     mark = engine.run_dir / ENGINE_MARK
     if run_env["DOCKER_HOST"] == engine.host and mark.exists():

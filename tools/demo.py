@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-repository", type=Path, default=PROJECT_ROOT / "model_repository")
     parser.add_argument("--frames", type=int, default=20, help="sequence length to score with")
-    parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / "logs" / "demo", help="where the clip and server log go")
+    parser.add_argument(
+        "--workdir", type=Path, default=PROJECT_ROOT / "logs" / "demo", help="where the clip and server log go"
+    )
     args = parser.parse_args(argv)
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -45,21 +47,30 @@ def main(argv: list[str] | None = None) -> int:
         metrics_port=metrics_port,
         log_path=args.workdir / "tritonserver.log",
     )
-    print(f"starting tritonserver on {args.model_repository} (log: {args.workdir / 'tritonserver.log'}) ...", flush=True)
+    print(
+        f"starting tritonserver on {args.model_repository} (log: {args.workdir / 'tritonserver.log'}) ...", flush=True
+    )
     try:
         server.start()
     except ServeError as error:
         print(f"the server did not start: {error}", file=sys.stderr)
         return 1
     try:
-        print(f"ready on grpc {server.grpc_url}; scoring with `python -m client score --frames {args.frames}`:", flush=True)
-        status = client_main(["score", *videos, "--frames", str(args.frames), "--url", server.grpc_url, "--timeout", "600"])
+        print(
+            f"ready on grpc {server.grpc_url}; scoring with `python -m client score --frames {args.frames}`:",
+            flush=True,
+        )
+        status = client_main(
+            ["score", *videos, "--frames", str(args.frames), "--url", server.grpc_url, "--timeout", "600"]
+        )
     finally:
         server.stop()
         print("server stopped")
-    print("\nTo see it in a browser: `make web` starts the server and the web page, then open "
-          "http://127.0.0.1:8080/ and drop a video on it (Ctrl-C stops both). Against a server already "
-          "running: `python -m client web --url HOST:PORT`.")
+    print(
+        "\nTo see it in a browser: `make web` starts the server and the web page, then open "
+        "http://127.0.0.1:8080/ and drop a video on it (Ctrl-C stops both). Against a server already "
+        "running: `python -m client web --url HOST:PORT`."
+    )
     return status
 
 

@@ -99,13 +99,17 @@ class Engine:
         if self.answers():
             return False
         if os.geteuid() != 0:
-            raise EngineUnavailable("starting dockerd needs root (run as root, or set DOCKER_HOST to an engine you may use)")
+            raise EngineUnavailable(
+                "starting dockerd needs root (run as root, or set DOCKER_HOST to an engine you may use)"
+            )
         dockerd = shutil.which("dockerd")
         if dockerd is None or shutil.which("docker") is None:
             raise EngineUnavailable("dockerd or the docker client is not installed (Debian: apt-get install docker.io)")
         stale = self.pid()
         if stale is not None:
-            raise EngineUnavailable(f"dockerd {stale} holds {self.pidfile} but does not answer on {self.socket}; stop it first")
+            raise EngineUnavailable(
+                f"dockerd {stale} holds {self.pidfile} but does not answer on {self.socket}; stop it first"
+            )
         for folder in (self.data_root, self.run_dir, self.exec_root):
             folder.mkdir(parents=True, exist_ok=True)
         self.run_dir.chmod(0o700)
@@ -121,14 +125,20 @@ class Engine:
             "--ip6tables=false",
         ]
         with open(self.log_path, "ab") as log:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + timeout_s
         while not self.answers():
             if process.poll() is not None:
-                raise EngineUnavailable(f"dockerd exited with code {process.returncode}; the end of {self.log_path}:\n{self.log_tail()}")
+                raise EngineUnavailable(
+                    f"dockerd exited with code {process.returncode}; the end of {self.log_path}:\n{self.log_tail()}"
+                )
             if time.monotonic() > deadline:
                 process.terminate()
-                raise EngineUnavailable(f"dockerd did not answer within {timeout_s:g} s; the end of {self.log_path}:\n{self.log_tail()}")
+                raise EngineUnavailable(
+                    f"dockerd did not answer within {timeout_s:g} s; the end of {self.log_path}:\n{self.log_tail()}"
+                )
             time.sleep(POLL_S)
         return True
 
@@ -192,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "start":
             started = engine.start()
             print(engine.host)
-            print(f"docker_engine: {'started' if started else 'already running'}: data root {engine.data_root}", file=sys.stderr)
+            print(
+                f"docker_engine: {'started' if started else 'already running'}: data root {engine.data_root}",
+                file=sys.stderr,
+            )
         elif args.action == "stop":
             print(f"docker_engine: {'stopped' if engine.stop() else 'not running'}", file=sys.stderr)
         else:

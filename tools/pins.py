@@ -1,10 +1,10 @@
 """Prints install lists from pyproject.toml, the project's single source of pins.
 
-    python tools/pins.py no-deps   # packages installed with --no-deps
-    python tools/pins.py test-no-deps   # test-only packages installed with --no-deps (not in the image)
-    python tools/pins.py apt       # Debian packages (machines and the container image)
-    python tools/pins.py apt-dev   # Debian packages for development and CI only
-    python tools/pins.py extra server   # one optional-dependency group
+python tools/pins.py no-deps   # packages installed with --no-deps
+python tools/pins.py test-no-deps   # test-only packages installed with --no-deps (not in the image)
+python tools/pins.py apt       # Debian packages (machines and the container image)
+python tools/pins.py apt-dev   # Debian packages for development and CI only
+python tools/pins.py extra server   # one optional-dependency group
 """
 
 from __future__ import annotations

@@ -35,10 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
 
-    server = EmbeddedServer(args.model_repository, grpc_port=args.grpc_port, http_port=args.http_port,
-                            metrics_port=args.metrics_port, log_path=args.log)
-    print(f"starting tritonserver on {args.model_repository} (log: {args.log}); loading the models takes a while ...",
-          flush=True)
+    server = EmbeddedServer(
+        args.model_repository,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        log_path=args.log,
+    )
+    print(
+        f"starting tritonserver on {args.model_repository} (log: {args.log}); loading the models takes a while ...",
+        flush=True,
+    )
     try:
         server.start()
     except ServeError as error:

@@ -14,6 +14,7 @@ to the bit, because the per-frame arithmetic does not depend on how many frames 
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -33,7 +34,7 @@ def available_cores() -> int:
 def _edges(count: int, chunks: int) -> list[tuple[int, int]]:
     """``chunks`` contiguous, nearly equal ranges covering ``range(count)`` (the later ones the larger)."""
     bounds = [count * i // chunks for i in range(chunks + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(itertools.pairwise(bounds))
 
 
 class ChunkedSession:

@@ -61,8 +61,10 @@ class TritonPythonModel:
         missing = [name for name in OUTPUT_NAMES if name not in graph_outputs]
         if missing:
             raise pb_utils.TritonModelException(f"{path} lacks outputs {missing}; re-export it")
-        self.logger.log_info(f"{args['model_name']}: ONNX Runtime {ort.__version__} session on {path}, "
-                             f"{self.session.chunks} frame chunk(s) of {options.intra_op_num_threads or 'all'} thread(s)")
+        self.logger.log_info(
+            f"{args['model_name']}: ONNX Runtime {ort.__version__} session on {path}, "
+            f"{self.session.chunks} frame chunk(s) of {options.intra_op_num_threads or 'all'} thread(s)"
+        )
 
     def execute(self, requests):
         groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
@@ -79,17 +81,24 @@ class TritonPythonModel:
             faces = np.concatenate(arrays)
             try:
                 results = self.session.run(wanted, faces)
-            except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidArgument) as exc:
+            except (
+                ort.capi.onnxruntime_pybind11_state.Fail,
+                ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+            ) as exc:
                 error = pb_utils.TritonError(f"ONNX Runtime failed: {exc}")
                 for i in indices:
                     responses[i] = pb_utils.InferenceResponse(error=error)
                 continue
             if any(r.shape[0] != sum(sizes) for r in results):
-                raise pb_utils.TritonModelException(f"batch of {sum(sizes)} produced outputs of {[r.shape for r in results]}")
+                raise pb_utils.TritonModelException(
+                    f"batch of {sum(sizes)} produced outputs of {[r.shape for r in results]}"
+                )
             offsets = np.cumsum([0, *sizes])
             for position, i in enumerate(indices):
                 start, stop = offsets[position], offsets[position + 1]
-                tensors = [pb_utils.Tensor(name, np.ascontiguousarray(r[start:stop])) for name, r in zip(wanted, results)]
+                tensors = [
+                    pb_utils.Tensor(name, np.ascontiguousarray(r[start:stop])) for name, r in zip(wanted, results)
+                ]
                 responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
         return responses
 

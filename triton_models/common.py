@@ -39,7 +39,8 @@ class OutputTensors:
         self._pb = pb_utils
         self.dtypes = {
             output["name"]: pb_utils.triton_string_to_numpy(
-                pb_utils.get_output_config_by_name(config, output["name"])["data_type"])
+                pb_utils.get_output_config_by_name(config, output["name"])["data_type"]
+            )
             for output in config.get("output", [])
         }
 

@@ -34,7 +34,9 @@ class TritonPythonModel:
         self.name = args["model_name"]
         self.pipeline, own = build_pipeline(args, adapter_keys=(CLASSIFIER,))
         if CLASSIFIER not in own:
-            raise pb_utils.TritonModelException(f"{self.name}: parameter {CLASSIFIER!r} (the model to score faces with) is missing")
+            raise pb_utils.TritonModelException(
+                f"{self.name}: parameter {CLASSIFIER!r} (the model to score faces with) is missing"
+            )
         self.classifier = own[CLASSIFIER]
         self.tensor = OutputTensors(parse_config(args))
 
@@ -42,8 +44,9 @@ class TritonPythonModel:
         return [self._respond(request) for request in requests]
 
     def _score(self, faces: np.ndarray) -> dict[str, np.ndarray] | pb_utils.TritonError:
-        request = pb_utils.InferenceRequest(model_name=self.classifier, requested_output_names=list(_SCORES),
-                                            inputs=[pb_utils.Tensor("FACES", faces)])
+        request = pb_utils.InferenceRequest(
+            model_name=self.classifier, requested_output_names=list(_SCORES), inputs=[pb_utils.Tensor("FACES", faces)]
+        )
         response = request.exec()
         if response.has_error():
             return pb_utils.TritonError(f"{self.classifier}: {response.error().message()}")
@@ -53,8 +56,11 @@ class TritonPythonModel:
         videos = pb_utils.get_input_tensor_by_name(request, VIDEO_INPUT).as_numpy()
         if len(videos) != 1:
             # Each video has its own number of faces: one per request (the batch axis of 1).
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                f"{self.name} scores one video per request, got {len(videos)}", pb_utils.TritonError.INVALID_ARG))
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(
+                    f"{self.name} scores one video per request, got {len(videos)}", pb_utils.TritonError.INVALID_ARG
+                )
+            )
         result, error = run_pipeline(self.pipeline, self.name, videos[0])
         if error is not None:
             return error

@@ -89,7 +89,9 @@ class TritonPythonModel:
         # no defaults restated here.
         missing = [key for key in ADAPTER_KEYS if key not in own]
         if missing:
-            raise pb_utils.TritonModelException(f"{self.name}: parameters missing from its config: {', '.join(missing)}")
+            raise pb_utils.TritonModelException(
+                f"{self.name}: parameters missing from its config: {', '.join(missing)}"
+            )
         try:
             self.max_streams = int(own["max_streams"])
             self.max_packets = int(own["max_packets"])
@@ -99,8 +101,10 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(f"{self.name}: bad parameter in its config: {exc}") from exc
         self.tensor = OutputTensors(config)
         batching = config.get("sequence_batching", {})
-        slots = int(batching.get("oldest", {}).get("max_candidate_sequences", 0)
-                    or config.get("max_batch_size", 0) * len(config.get("instance_group", [{}])))
+        slots = int(
+            batching.get("oldest", {}).get("max_candidate_sequences", 0)
+            or config.get("max_batch_size", 0) * len(config.get("instance_group", [{}]))
+        )
         self.idle_s = int(batching.get("max_sequence_idle_microseconds", 0)) / 1e6
         params["device"] = instance_device(args)
         try:
@@ -111,35 +115,52 @@ class TritonPythonModel:
         if threads > 0:
             torch.set_num_threads(threads)
         cfg = self.pipeline
-        self.detector = FaceDetector(detect_size=cfg.detect_size, min_face_size=cfg.min_face_size,
-                                     thresholds=cfg.thresholds, device=cfg.device)
+        self.detector = FaceDetector(
+            detect_size=cfg.detect_size, min_face_size=cfg.min_face_size, thresholds=cfg.thresholds, device=cfg.device
+        )
         self.crop = CropSettings(margin=cfg.margin, square=cfg.square, shift_y=cfg.shift_y)
         # The lengths served: the per-frame classifiers beside this model in the repository.
-        self.served = lengths_of(Kind.FRAME_CLASSIFIER, (child.name for child in Path(args["model_repository"]).parent.iterdir()
-                                                         if child.is_dir()))
+        self.served = lengths_of(
+            Kind.FRAME_CLASSIFIER,
+            (child.name for child in Path(args["model_repository"]).parent.iterdir() if child.is_dir()),
+        )
         self.streams: dict[int, LiveStream] = {}
         self._lock = threading.Lock()
         self._metrics()
         self._stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="stream-reaper", daemon=True)
         self._reaper.start()
-        pb_utils.Logger.log_info(f"{self.name}: up to {self.max_streams} live streams in {slots} slots, idle timeout "
-                                 f"{self.idle_s:g} s, lengths {self.served}, {cfg}")
+        pb_utils.Logger.log_info(
+            f"{self.name}: up to {self.max_streams} live streams in {slots} slots, idle timeout "
+            f"{self.idle_s:g} s, lengths {self.served}, {cfg}"
+        )
 
     def _metrics(self) -> None:
         labels = {"model": self.name}
-        self._live_family = pb_utils.MetricFamily(name="deepfake_stream_live", description="live streams held by the stream model",
-                                                  kind=pb_utils.MetricFamily.GAUGE)
-        self._frames_family = pb_utils.MetricFamily(name="deepfake_stream_frames_total",
-                                                    description="stream frames by outcome (scored, skipped)",
-                                                    kind=pb_utils.MetricFamily.COUNTER)
-        self._refused_family = pb_utils.MetricFamily(name="deepfake_stream_refused_total",
-                                                     description="streams ended by an error, by cause",
-                                                     kind=pb_utils.MetricFamily.COUNTER)
+        self._live_family = pb_utils.MetricFamily(
+            name="deepfake_stream_live",
+            description="live streams held by the stream model",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        self._frames_family = pb_utils.MetricFamily(
+            name="deepfake_stream_frames_total",
+            description="stream frames by outcome (scored, skipped)",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self._refused_family = pb_utils.MetricFamily(
+            name="deepfake_stream_refused_total",
+            description="streams ended by an error, by cause",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
         self._live = self._live_family.Metric(labels=labels)
-        self._frames = {outcome: self._frames_family.Metric(labels={**labels, "outcome": outcome}) for outcome in ("scored", "skipped")}
-        self._refused = {cause: self._refused_family.Metric(labels={**labels, "cause": cause})
-                         for cause in ("cap", "input", "idle", "server")}
+        self._frames = {
+            outcome: self._frames_family.Metric(labels={**labels, "outcome": outcome})
+            for outcome in ("scored", "skipped")
+        }
+        self._refused = {
+            cause: self._refused_family.Metric(labels={**labels, "cause": cause})
+            for cause in ("cap", "input", "idle", "server")
+        }
 
     # -- the idle timer -------------------------------------------------------------------------
 
@@ -148,7 +169,9 @@ class TritonPythonModel:
             now = time.monotonic()
             with self._lock:
                 for corrid in [c for c, s in self.streams.items() if now - s.last_active > self.idle_s]:
-                    pb_utils.Logger.log_warn(f"{self.name}: stream {corrid} idle for more than {self.idle_s:g} s: freed")
+                    pb_utils.Logger.log_warn(
+                        f"{self.name}: stream {corrid} idle for more than {self.idle_s:g} s: freed"
+                    )
                     self._drop(corrid)
                     self._refused["idle"].increment(1)
 
@@ -199,14 +222,27 @@ class TritonPythonModel:
             self._drop(corrid)  # a client starting an id again starts afresh
             if len(self.streams) >= self.max_streams:
                 self._refused["cap"].increment(1)
-                raise StreamError(f"{self.name} is following its maximum of {self.max_streams} live streams; "
-                                  "retry later or on another server", _UNAVAILABLE)
+                raise StreamError(
+                    f"{self.name} is following its maximum of {self.max_streams} live streams; "
+                    "retry later or on another server",
+                    _UNAVAILABLE,
+                )
             extradata = _row(request, "EXTRADATA")
-            follower = OnlineFaceFollower(self.detector, self.pipeline.detect_every, self.pipeline.max_followed,
-                                          self.pipeline.min_face_prob, self.pipeline.iou_threshold)
+            follower = OnlineFaceFollower(
+                self.detector,
+                self.pipeline.detect_every,
+                self.pipeline.max_followed,
+                self.pipeline.min_face_prob,
+                self.pipeline.iou_threshold,
+            )
             try:
-                stream = LiveStream(parsed, b"" if extradata is None else extradata.tobytes(), follower, self.crop,
-                                    self.pipeline.max_pixels)
+                stream = LiveStream(
+                    parsed,
+                    b"" if extradata is None else extradata.tobytes(),
+                    follower,
+                    self.crop,
+                    self.pipeline.max_pixels,
+                )
             except InputError as exc:
                 raise StreamError(str(exc)) from None
             self.streams[corrid] = stream
@@ -218,8 +254,10 @@ class TritonPythonModel:
             if stream is None:
                 if end and not packets:
                     return None, [], [], end
-                raise StreamError(f"no live stream with correlation id {corrid} here: it was not started (START), "
-                                  f"has ended or failed, or sent nothing for more than {self.idle_s:g} s")
+                raise StreamError(
+                    f"no live stream with correlation id {corrid} here: it was not started (START), "
+                    f"has ended or failed, or sent nothing for more than {self.idle_s:g} s"
+                )
         stream.last_active = time.monotonic()
         try:
             frames, prepared = stream.prepare(packets, end)
@@ -241,10 +279,12 @@ class TritonPythonModel:
         if np.any(sizes <= 0):
             raise StreamError("every packet size in PACKET_SIZES must be positive")
         if int(sizes.sum(dtype=np.int64)) != len(data):
-            raise StreamError(f"PACKET_SIZES add up to {int(sizes.sum(dtype=np.int64))} bytes but PACKETS holds {len(data)}")
+            raise StreamError(
+                f"PACKET_SIZES add up to {int(sizes.sum(dtype=np.int64))} bytes but PACKETS holds {len(data)}"
+            )
         raw = data.tobytes()
         offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-        return [(raw[offsets[i]:offsets[i + 1]], int(pts[i])) for i in range(len(sizes))]
+        return [(raw[offsets[i] : offsets[i + 1]], int(pts[i])) for i in range(len(sizes))]
 
     def _score(self, prepared_lists: list[list[ScoredFrame | None]]) -> tuple[dict[int, float], StreamError | None]:
         """Every crop of the call scored, keyed by ``id(ScoredFrame)``; the error when the classifier failed."""
@@ -257,43 +297,77 @@ class TritonPythonModel:
         for length, items in by_length.items():
             model = model_name(Kind.FRAME_CLASSIFIER, length)
             for start in range(0, len(items), MAX_BATCH):
-                batch = items[start:start + MAX_BATCH]
+                batch = items[start : start + MAX_BATCH]
                 faces = np.ascontiguousarray(np.stack([item.faces for item in batch]), dtype=np.float32)
-                response = pb_utils.InferenceRequest(model_name=model, requested_output_names=["PROB_FAKE"],
-                                                     inputs=[pb_utils.Tensor("FACES", faces)]).exec()
+                response = pb_utils.InferenceRequest(
+                    model_name=model, requested_output_names=["PROB_FAKE"], inputs=[pb_utils.Tensor("FACES", faces)]
+                ).exec()
                 if response.has_error():
                     message = f"{model} failed: {response.error().message()}"
                     pb_utils.Logger.log_error(f"{self.name}: {message}")
                     return scores, StreamError(message, _INTERNAL)
                 probs = pb_utils.get_output_tensor_by_name(response, "PROB_FAKE").as_numpy().reshape(-1)
                 if len(probs) != len(batch):
-                    return scores, StreamError(f"{model} returned {len(probs)} scores for {len(batch)} frames", _INTERNAL)
+                    return scores, StreamError(
+                        f"{model} returned {len(probs)} scores for {len(batch)} frames", _INTERNAL
+                    )
                 for item, prob in zip(batch, probs):
                     scores[id(item)] = float(prob)
         return scores, None
 
-    def _respond(self, sender, corrid: int, stream: LiveStream, frames: list[StreamFrame],
-                 prepared: list[ScoredFrame | None], end: bool, scores: dict[int, float]) -> None:
+    def _respond(
+        self,
+        sender,
+        corrid: int,
+        stream: LiveStream,
+        frames: list[StreamFrame],
+        prepared: list[ScoredFrame | None],
+        end: bool,
+        scores: dict[int, float],
+    ) -> None:
         skipped = []
         for frame, item in zip(frames, prepared):
             score = None if item is None else scores[id(item)]
             if item is None:
                 skipped.append(frame.index)
             else:
-                sender.send(self._event("frame", FRAME_INDEX=[frame.index], FRAME_PTS=[frame.pts], FRAME_PROB_FAKE=[score],
-                                   FACE_BOXES=[item.box], FACE_FOUND=[item.found]))
+                sender.send(
+                    self._event(
+                        "frame",
+                        FRAME_INDEX=[frame.index],
+                        FRAME_PTS=[frame.pts],
+                        FRAME_PROB_FAKE=[score],
+                        FACE_BOXES=[item.box],
+                        FACE_FOUND=[item.found],
+                    )
+                )
             window = stream.record(frame, score)
             if window is not None:
-                sender.send(self._event("window", FRAME_INDEX=[window.end_frame], FRAME_PTS=[window.end_pts],
-                                   WINDOW_START=[window.start], PROB_FAKE=[window.prob_fake],
-                                   WINDOW_PROB_FAKE_MEAN=[window.mean], FRAMES_SCORED=[window.scored]))
+                sender.send(
+                    self._event(
+                        "window",
+                        FRAME_INDEX=[window.end_frame],
+                        FRAME_PTS=[window.end_pts],
+                        WINDOW_START=[window.start],
+                        PROB_FAKE=[window.prob_fake],
+                        WINDOW_PROB_FAKE_MEAN=[window.mean],
+                        FRAMES_SCORED=[window.scored],
+                    )
+                )
         self._frames["scored"].increment(len(frames) - len(skipped))
         if skipped:
             self._frames["skipped"].increment(len(skipped))
             sender.send(self._event("skipped", SKIPPED_FRAMES=skipped))
         if end:
-            sender.send(self._event("summary", FRAMES_RECEIVED=[stream.received], FRAMES_DECODED=[stream.decoder.frames],
-                               FRAMES_SCORED=[stream.scored], FRAMES_SKIPPED=[stream.skipped]))
+            sender.send(
+                self._event(
+                    "summary",
+                    FRAMES_RECEIVED=[stream.received],
+                    FRAMES_DECODED=[stream.decoder.frames],
+                    FRAMES_SCORED=[stream.scored],
+                    FRAMES_SKIPPED=[stream.skipped],
+                )
+            )
             self._drop(corrid)
         sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
@@ -305,11 +379,14 @@ class TritonPythonModel:
         # A stream's error reaches a gRPC streaming client as a message without its status: the message
         # starts with the status's name, so that clients can tell a refusal from a failure.
         message = f"{_GRPC_STATUS[error.code]}: {error}"
-        sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, getattr(pb_utils.TritonError, error.code))),
-                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        sender.send(
+            pb_utils.InferenceResponse(error=pb_utils.TritonError(message, getattr(pb_utils.TritonError, error.code))),
+            flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+        )
 
     def _event(self, kind: str, **values) -> pb_utils.InferenceResponse:
-        """One event as a response: ``EVENT`` plus its outputs (types from the config), each with the batch axis of 1."""
+        """One event as a response: ``EVENT`` plus its outputs (types from the config), each with the batch
+        axis of 1."""
         tensors = [self.tensor("EVENT", [[kind.encode()]])]
         tensors += [self.tensor(name, np.asarray(value)[None]) for name, value in values.items()]
         return pb_utils.InferenceResponse(output_tensors=tensors)

@@ -9,8 +9,9 @@ whose scores mean nothing. Loading again (a restart, a repository reload) reads 
 
 The document::
 
-    {"classifiers": {"20": {"model": "resnext_lstm_20", "frames": 20, "checkpoint": "model_50_acc_20_frames_demo_random.pt",
-                            "checkpoint_accuracy": 50.0, "sha256": "...", "precision": "fp32", "demo": true,
+    {"classifiers": {"20": {"model": "resnext_lstm_20", "frames": 20,
+                            "checkpoint": "model_50_acc_20_frames_demo_random.pt", "checkpoint_accuracy": 50.0,
+                            "sha256": "...", "precision": "fp32", "demo": true,
                             "export": {...the whole export.json...}}, ...},
      "demo": true}
 
@@ -63,7 +64,7 @@ def read_model_info(repository: Path) -> dict[str, Any]:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"cannot read {path}: {exc}") from exc
         if not isinstance(export, dict) or not isinstance(export.get("checkpoint"), str):
-            raise ValueError(f"{path} has no \"checkpoint\" path")
+            raise ValueError(f'{path} has no "checkpoint" path')
         frames = parsed[1]
         classifiers[str(frames)] = {
             "model": model_dir.name,
@@ -91,9 +92,15 @@ class TritonPythonModel:
         except ValueError as exc:
             raise pb_utils.TritonModelException(f"{args['model_name']}: {exc}") from exc
         self._answer = np.array([json.dumps(info, sort_keys=True).encode("utf-8")], dtype=np.object_)
-        served = ", ".join(f"{n}: {c['checkpoint']}" for n, c in sorted(info["classifiers"].items(), key=lambda kv: int(kv[0])))
-        pb_utils.Logger.log_info(f"{args['model_name']}: classifiers {served or 'none exported'}"
-                                 + (" (DEMO checkpoints: random weights)" if info["demo"] else ""))
+        served = ", ".join(
+            f"{n}: {c['checkpoint']}" for n, c in sorted(info["classifiers"].items(), key=lambda kv: int(kv[0]))
+        )
+        pb_utils.Logger.log_info(
+            f"{args['model_name']}: classifiers {served or 'none exported'}"
+            + (" (DEMO checkpoints: random weights)" if info["demo"] else "")
+        )
 
     def execute(self, requests):
-        return [self._pb.InferenceResponse(output_tensors=[self._pb.Tensor(OUTPUT_NAME, self._answer)]) for _ in requests]
+        return [
+            self._pb.InferenceResponse(output_tensors=[self._pb.Tensor(OUTPUT_NAME, self._answer)]) for _ in requests
+        ]

@@ -21,7 +21,9 @@ def run_pipeline(pipeline, name: str, row: np.ndarray):
     except (RuntimeError, MemoryError, OSError) as exc:
         # Not the client's fault: say what broke, keep serving the next request.
         pb_utils.Logger.log_error(f"{name}: preprocessing failed: {type(exc).__name__}: {exc}")
-        return None, pb_utils.InferenceResponse(error=pb_utils.TritonError(f"preprocessing failed: {type(exc).__name__}: {exc}"))
+        return None, pb_utils.InferenceResponse(
+            error=pb_utils.TritonError(f"preprocessing failed: {type(exc).__name__}: {exc}")
+        )
 
 
 class VideoModel:

@@ -161,10 +161,10 @@ def flag_name(choice: str) -> str:
     return "--" + choice.replace("_", "-")
 
 
-def add_frames_option(parser: argparse.ArgumentParser, help: str = "sequence length N of the served model") -> None:
+def add_frames_option(parser: argparse.ArgumentParser, wording: str = "sequence length N of the served model") -> None:
     """``--frames N``, one positive length, :data:`contract.DEFAULT_FRAMES` by default."""
     parser.add_argument(
-        "--frames", type=positive_int, default=DEFAULT_FRAMES, metavar="N", help=f"{help} (default: %(default)s)"
+        "--frames", type=positive_int, default=DEFAULT_FRAMES, metavar="N", help=f"{wording} (default: %(default)s)"
     )
 
 

@@ -42,8 +42,9 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, 
         parser.error(str(error))
 
     def on_retry(error: ClientError, attempt: int, wait_s: float) -> None:
-        print(f"{args.video}: {error.status}: {error.message}; retry {attempt}/{args.retries} in {wait_s:.1f} s",
-              file=err)
+        print(
+            f"{args.video}: {error.status}: {error.message}; retry {attempt}/{args.retries} in {wait_s:.1f} s", file=err
+        )
 
     try:
         with client:

@@ -110,10 +110,13 @@ def format_result_line(record: dict, frames: int) -> str:
         f"faces {record['faces_found']}/{frames}  "
         f"frames decoded {record['frames_decoded']}  "
         f"{record['latency_ms']:.0f} ms"
-        + ("" if record.get("face_tracks") is None else
-           f"\n  any face fake {record['max_prob_fake']:.4f}  faces scored {len(record['face_tracks'])} "
-           f"of {record['faces_seen']} seen: "
-           + ", ".join(f"#{i + 1} {track['prob_fake']:.4f}" for i, track in enumerate(record["face_tracks"])))
+        + (
+            ""
+            if record.get("face_tracks") is None
+            else f"\n  any face fake {record['max_prob_fake']:.4f}  faces scored {len(record['face_tracks'])} "
+            f"of {record['faces_seen']} seen: "
+            + ", ".join(f"#{i + 1} {track['prob_fake']:.4f}" for i, track in enumerate(record["face_tracks"]))
+        )
     )
 
 
@@ -126,9 +129,11 @@ def check_results_model(done: dict[str, dict], model: str) -> None:
     others = other_models(done, model)
     if others:
         written = f"by {others[0]}" if others[0] is not None else "without the model's name"
-        raise ValueError(f"lines of it were written {written}, this run asks {model}; "
-                         "resume with the same options (--frames, --original, --all-faces, --verdict-only) "
-                         "or write to another file")
+        raise ValueError(
+            f"lines of it were written {written}, this run asks {model}; "
+            "resume with the same options (--frames, --original, --all-faces, --verdict-only) "
+            "or write to another file"
+        )
 
 
 @dataclass

@@ -29,28 +29,51 @@ def add_parser(commands, connection: argparse.ArgumentParser) -> None:
         "stream cleanly. Exit 0 when the stream ended, 1 when the server refused it, 130 when interrupted.",
     )
     stream.add_argument("source", metavar="SOURCE", help="file, URL or device")
-    add_frames_option(stream, help="window length N, the served model whose weights score the frames")
-    stream.add_argument("--hop", type=positive_int, default=None, metavar="H",
-                        help="a window ends every H frames (default: N, windows side by side)")
-    stream.add_argument("--realtime", action="store_true",
-                        help="send a file at its own frame rate (live sources always are); default: as fast as the "
-                        "server takes it")
-    stream.add_argument("--score-every", type=int_between(0, MAX_SCORE_EVERY), default=0, metavar="K",
-                        help="score every K-th frame; 0 lets the server choose K to keep up (default: %(default)s)")
-    stream.add_argument("--json", action="store_true",
-                        help="one JSON object per line: every frame, window, skipped list and the summary")
-    stream.add_argument("--transcode", action="store_true",
-                        help="re-encode to H.264 on this machine when SOURCE's codec is not one the server decodes")
-    stream.add_argument("--input-format", default=None, metavar="F",
-                        help="FFmpeg input format of SOURCE (e.g. v4l2 for a camera; default: guessed)")
+    add_frames_option(stream, wording="window length N, the served model whose weights score the frames")
+    stream.add_argument(
+        "--hop",
+        type=positive_int,
+        default=None,
+        metavar="H",
+        help="a window ends every H frames (default: N, windows side by side)",
+    )
+    stream.add_argument(
+        "--realtime",
+        action="store_true",
+        help="send a file at its own frame rate (live sources always are); default: as fast as the server takes it",
+    )
+    stream.add_argument(
+        "--score-every",
+        type=int_between(0, MAX_SCORE_EVERY),
+        default=0,
+        metavar="K",
+        help="score every K-th frame; 0 lets the server choose K to keep up (default: %(default)s)",
+    )
+    stream.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per line: every frame, window, skipped list and the summary",
+    )
+    stream.add_argument(
+        "--transcode",
+        action="store_true",
+        help="re-encode to H.264 on this machine when SOURCE's codec is not one the server decodes",
+    )
+    stream.add_argument(
+        "--input-format",
+        default=None,
+        metavar="F",
+        help="FFmpeg input format of SOURCE (e.g. v4l2 for a camera; default: guessed)",
+    )
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         from .. import stream_client as live
     except ImportError as error:
-        print(f"error: client stream needs the stream extra ({error}); install it with pip install '.[stream]'",
-              file=err)
+        print(
+            f"error: client stream needs the stream extra ({error}); install it with pip install '.[stream]'", file=err
+        )
         return Exit.USAGE
     try:
         source = live.open_source(args.source, transcode=args.transcode, input_format=args.input_format)

@@ -113,14 +113,19 @@ def score_missing(
     ):
         video = by_key[video_key(outcome.video)]
         if outcome.final:
-            record = outcome.record if outcome.ok else refused_record(
-                video.path, video.truth, video.group, model, outcome.record["error"]
+            record = (
+                outcome.record
+                if outcome.ok
+                else refused_record(video.path, video.truth, video.group, model, outcome.record["error"])
             )
             results.append(record)
             done[video_key(video.path)] = record
             unfinished -= 1
         if not outcome.ok:
-            console.note(f"{outcome.video}: {'refused' if outcome.final else 'failed'} {outcome.status}: {outcome.record['error']}")
+            console.note(
+                f"{outcome.video}: {'refused' if outcome.final else 'failed'} {outcome.status}: "
+                f"{outcome.record['error']}"
+            )
         console.advance(failed=not outcome.ok)
         if outcome.server_gone:
             server_gone = True
@@ -162,7 +167,9 @@ def run_evaluate(client_factory, args: argparse.Namespace, mode: Mode, out: Text
     console = Console(out, err, total=todo_count, show_bar=todo_count >= PROGRESS_MIN_VIDEOS and err.isatty())
     if results.cut_bytes:
         console.note(f"removed an incomplete last line ({results.cut_bytes} bytes) from {scores_path}")
-    console.note(f"{len(videos)} video(s) in {args.dataset}" + (f"; {already} already in {scores_path}" if already else ""))
+    console.note(
+        f"{len(videos)} video(s) in {args.dataset}" + (f"; {already} already in {scores_path}" if already else "")
+    )
     server_gone = False
     try:
         with client_factory() as client:

@@ -167,9 +167,7 @@ def _unique(videos: Iterable[LabelledVideo]) -> list[LabelledVideo]:
 
 
 def _media_files(folder: Path) -> list[Path]:
-    return sorted(
-        path for path in folder.rglob("*") if path.is_file() and path.suffix.lower() in MEDIA_SUFFIXES
-    )
+    return sorted(path for path in folder.rglob("*") if path.is_file() and path.suffix.lower() in MEDIA_SUFFIXES)
 
 
 def read_folders(source: str | os.PathLike) -> list[LabelledVideo]:

@@ -32,7 +32,7 @@ def one_class_reason(truth: Sequence[int]) -> str | None:
     """Why two-class metrics are undefined for ``truth``, or None when both classes are there."""
     if len(truth) == 0:
         return "no scored video"
-    present = set(int(value) for value in truth)
+    present = {int(value) for value in truth}
     if present == {1}:
         return "only fake videos: needs real ones too"
     if present == {0}:
@@ -92,7 +92,7 @@ def binary_metrics(
     """
     truth = np.asarray(truth, dtype=int)
     scores = np.asarray(scores, dtype=np.float64)
-    result: dict = {"n": int(len(truth)), "n_fake": int(truth.sum()), "n_real": int(len(truth) - truth.sum())}
+    result: dict = {"n": len(truth), "n_fake": int(truth.sum()), "n_real": int(len(truth) - truth.sum())}
     undefined: dict[str, str] = {}
     reason = one_class_reason(truth)
     if len(truth) == 0:
@@ -121,7 +121,9 @@ def binary_metrics(
         result["log_loss_refused_as_half"] = None
         undefined["log_loss_refused_as_half"] = "no video"
     result["undefined"] = undefined
-    return {key: result[key] for key in ("n", "n_fake", "n_real", *METRIC_NAMES, "log_loss_refused_as_half", "undefined")}
+    return {
+        key: result[key] for key in ("n", "n_fake", "n_real", *METRIC_NAMES, "log_loss_refused_as_half", "undefined")
+    }
 
 
 def frame_auc(truth: Sequence[int], frame_scores: Sequence[Sequence[float]]) -> tuple[float | None, str | None]:

@@ -96,7 +96,7 @@ def _metrics_of(
         reason = "; ".join(sorted(missing))
         for key in (*metrics.METRIC_NAMES, "log_loss_refused_as_half"):
             result[key] = None
-        result["undefined"] = {key: reason for key in (*metrics.METRIC_NAMES, "log_loss_refused_as_half")}
+        result["undefined"] = dict.fromkeys((*metrics.METRIC_NAMES, "log_loss_refused_as_half"), reason)
     elif missing:
         result["left_out"] = missing
     return result
@@ -135,9 +135,7 @@ def _choose_threshold(indices, videos, records, name: str, given: float) -> dict
     return {"value": metrics.best_threshold(truth, scores), "source": "validation"}
 
 
-def build_report(
-    videos: Sequence[LabelledVideo], records: Sequence[Mapping | None], settings: Settings
-) -> dict:
+def build_report(videos: Sequence[LabelledVideo], records: Sequence[Mapping | None], settings: Settings) -> dict:
     """The report of one evaluation.
 
     Args:
@@ -154,7 +152,9 @@ def build_report(
     evaluated = list(range(len(videos)))
     split = None
     if settings.val_fraction is not None:
-        validation, evaluated = metrics.validation_split([video.truth for video in videos], settings.val_fraction, settings.seed)
+        validation, evaluated = metrics.validation_split(
+            [video.truth for video in videos], settings.val_fraction, settings.seed
+        )
         split = {
             "val_fraction": settings.val_fraction,
             "seed": settings.seed,
@@ -244,7 +244,15 @@ def _number(value) -> str:
     return str(value)
 
 
-MD_METRICS = ("video_auc", "average_precision", "accuracy", "balanced_accuracy", "log_loss", "log_loss_refused_as_half", "eer")
+MD_METRICS = (
+    "video_auc",
+    "average_precision",
+    "accuracy",
+    "balanced_accuracy",
+    "log_loss",
+    "log_loss_refused_as_half",
+    "eer",
+)
 
 
 def render_markdown(report: Mapping) -> str:
@@ -272,7 +280,12 @@ def render_markdown(report: Mapping) -> str:
         ]
     lines += [f"Frame AUC (every frame of the main face, labelled with its video): {_number(report['frame_auc'])}", ""]
     names = list(report["aggregations"])
-    lines += ["## Aggregations side by side", "", "| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [
+        "## Aggregations side by side",
+        "",
+        "| metric | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
     for metric in ("n", "threshold", *MD_METRICS):
         cells = []
         for name in names:
@@ -288,10 +301,16 @@ def render_markdown(report: Mapping) -> str:
             by_reason.setdefault(reason, []).append(f"`{metric}`")
         for reason, names_ in by_reason.items():
             lines.append(f"  - {', '.join(names_)} {'is' if len(names_) == 1 else 'are'} null: {reason}")
-    lines += ["", "## Groups (faithful score)", "",
-              "A group's fakes are compared with all real videos (a group of reals only: with all fakes).", "",
-              "| group | videos | fake | real | scored | refused | compared with | video AUC | AP | accuracy | log-loss | EER | frame AUC |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Groups (faithful score)",
+        "",
+        "A group's fakes are compared with all real videos (a group of reals only: with all fakes).",
+        "",
+        "| group | videos | fake | real | scored | refused | compared with | "
+        "video AUC | AP | accuracy | log-loss | EER | frame AUC |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for group, counts in report["groups"].items():
         entry = report["aggregations"]["faithful"]["groups"][group]
         lines.append(
@@ -301,12 +320,24 @@ def render_markdown(report: Mapping) -> str:
             f"{_number(entry['eer'])} | {_number(counts['frame_auc'])} |"
         )
     lines += ["", "## Refused videos", ""]
-    lines += [f"- `{item['video']}` ({'fake' if item['truth'] else 'real'}, {item['group']}): {item['reason']}" for item in report["refused"]] or ["None."]
+    lines += [
+        f"- `{item['video']}` ({'fake' if item['truth'] else 'real'}, {item['group']}): {item['reason']}"
+        for item in report["refused"]
+    ] or ["None."]
     if report["unfinished"]:
         lines += ["", "## Unfinished videos (run the same command again to score them)", ""]
         lines += [f"- `{video}`" for video in report["unfinished"]]
-    lines += ["", "## Plots", "", f"![ROC per group]({ROC_PNG})", "", f"![Score histograms]({HISTOGRAMS_PNG})", "",
-              f"![Calibration]({CALIBRATION_PNG})", ""]
+    lines += [
+        "",
+        "## Plots",
+        "",
+        f"![ROC per group]({ROC_PNG})",
+        "",
+        f"![Score histograms]({HISTOGRAMS_PNG})",
+        "",
+        f"![Calibration]({CALIBRATION_PNG})",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -325,7 +356,9 @@ def write_plots(folder: Path, report: Mapping, videos, records) -> None:
 
     evaluated = list(range(len(videos)))
     if report["split"] is not None:
-        _, evaluated = metrics.validation_split([video.truth for video in videos], report["split"]["val_fraction"], report["split"]["seed"])
+        _, evaluated = metrics.validation_split(
+            [video.truth for video in videos], report["split"]["val_fraction"], report["split"]["seed"]
+        )
     evaluated_set = set(evaluated)
 
     figure, axes = plt.subplots(figsize=(6, 6))
@@ -336,10 +369,15 @@ def write_plots(folder: Path, report: Mapping, videos, records) -> None:
             continue
         fpr, tpr = metrics.roc_points([0] * len(real) + [1] * len(fake), real + fake)
         auc = report["video_auc"] if group is None else report["aggregations"][FAITHFUL]["groups"][group]["video_auc"]
-        axes.plot(fpr, tpr, label=f"{'all' if group is None else group} (AUC {auc:.3f})", linewidth=2 if group is None else 1)
+        axes.plot(
+            fpr, tpr, label=f"{'all' if group is None else group} (AUC {auc:.3f})", linewidth=2 if group is None else 1
+        )
     axes.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
-    axes.set(xlabel="false positive rate (reals called fake)", ylabel="true positive rate (fakes caught)",
-             title=f"ROC of the faithful score, {report['model']}")
+    axes.set(
+        xlabel="false positive rate (reals called fake)",
+        ylabel="true positive rate (fakes caught)",
+        title=f"ROC of the faithful score, {report['model']}",
+    )
     axes.legend(loc="lower right", fontsize="small")
     figure.savefig(folder / ROC_PNG, dpi=FIGURE_DPI)
     plt.close(figure)
@@ -365,10 +403,13 @@ def write_plots(folder: Path, report: Mapping, videos, records) -> None:
     for name in (FAITHFUL, "frame_mean"):
         real, fake = _scores_by_truth(videos, records, name, evaluated)
         if real or fake:
-            observed, predicted = calibration_curve([0] * len(real) + [1] * len(fake), real + fake, n_bins=CALIBRATION_BINS)
+            observed, predicted = calibration_curve(
+                [0] * len(real) + [1] * len(fake), real + fake, n_bins=CALIBRATION_BINS
+            )
             axes.plot(predicted, observed, marker="o", label=name)
-    axes.set(xlabel="mean fake score in bin", ylabel="share of fakes in bin", xlim=(0, 1), ylim=(0, 1),
-             title="Calibration")
+    axes.set(
+        xlabel="mean fake score in bin", ylabel="share of fakes in bin", xlim=(0, 1), ylim=(0, 1), title="Calibration"
+    )
     axes.legend(loc="upper left", fontsize="small")
     figure.savefig(folder / CALIBRATION_PNG, dpi=FIGURE_DPI)
     plt.close(figure)

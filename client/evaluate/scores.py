@@ -52,6 +52,7 @@ def _rounded(values) -> list[float]:
 
 def _track_record(track) -> dict:
     """A face track (a mapping or an object with the same fields) as plain JSON values."""
+
     def field(name):
         return track.get(name) if isinstance(track, Mapping) else getattr(track, name, None)
 

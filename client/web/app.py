@@ -55,17 +55,19 @@ UPLOAD_KINDS = ".mp4,.mov,.m4v,.webm,.mkv,.avi,.jpg,.jpeg,.png,video/*,image/jpe
 
 # No inline script or style, nothing from another origin; the local video plays from a blob: URL
 # and the heatmaps arrive as data: URLs.
-CONTENT_SECURITY_POLICY = "; ".join((
-    "default-src 'none'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data: blob:",
-    "media-src 'self' blob:",
-    "connect-src 'self'",
-    "form-action 'self'",
-    "base-uri 'none'",
-    "frame-ancestors 'none'",
-))
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: blob:",
+        "media-src 'self' blob:",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    )
+)
 SECURITY_HEADERS = {
     "content-security-policy": CONTENT_SECURITY_POLICY,
     "x-content-type-options": "nosniff",
@@ -81,7 +83,9 @@ SECURITY_HEADERS = {
 
 
 class ErrorResponse(BaseModel):
-    error: str = Field(description="what went wrong, in the words of whoever refused it (Triton's message for a refused video)")
+    error: str = Field(
+        description="what went wrong, in the words of whoever refused it (Triton's message for a refused video)"
+    )
     status: str = Field(description="gRPC status from Triton (e.g. INVALID_ARGUMENT, UNAVAILABLE) or the HTTP reason")
 
 
@@ -104,13 +108,21 @@ class ScoreResponse(BaseModel):
     face_boxes: list[list[float]] = Field(description="[N][x1, y1, x2, y2] in pixels of the upright frame")
     face_found: list[bool]
     frame_times: list[float] = Field(description="when each frame is shown, seconds from the video stream's start")
-    checkpoint: dict[str, Any] | None = Field(description="what the classifier was exported from (model_info), when served")
+    checkpoint: dict[str, Any] | None = Field(
+        description="what the classifier was exported from (model_info), when served"
+    )
     demo: bool | None = Field(description="true: demo checkpoints with random weights, the scores mean nothing")
-    max_prob_fake: float | None = Field(None, description="with all_faces: is any face fake (largest mean frame score of a face)")
-    faces_seen: int | None = Field(None, description="with all_faces: faces found in the clip, those not scored included")
+    max_prob_fake: float | None = Field(
+        None, description="with all_faces: is any face fake (largest mean frame score of a face)"
+    )
+    faces_seen: int | None = Field(
+        None, description="with all_faces: faces found in the clip, those not scored included"
+    )
     face_tracks: list[dict[str, Any]] | None = Field(
-        None, description="with all_faces: one object per face, the main face first (prob_fake, frame_prob_fake, "
-                          "face_boxes, face_found, prominence)")
+        None,
+        description="with all_faces: one object per face, the main face first (prob_fake, frame_prob_fake, "
+        "face_boxes, face_found, prominence)",
+    )
 
 
 class ExplainResponse(ScoreResponse):
@@ -141,21 +153,44 @@ class HealthResponse(BaseModel):
 
 def _multipart_body(with_verdict_only: bool) -> dict:
     properties: dict[str, Any] = {
-        FILE_FIELD: {"type": "string", "format": "binary", "description": "the video (mp4, mov, webm, mkv, avi) or still (JPEG, PNG)"},
-        FRAMES_FIELD: {"type": "integer", "default": DEFAULT_FRAMES, "description": "N, the sequence length of the model"},
+        FILE_FIELD: {
+            "type": "string",
+            "format": "binary",
+            "description": "the video (mp4, mov, webm, mkv, avi) or still (JPEG, PNG)",
+        },
+        FRAMES_FIELD: {
+            "type": "integer",
+            "default": DEFAULT_FRAMES,
+            "description": "N, the sequence length of the model",
+        },
     }
     if with_verdict_only:
         properties[VERDICT_ONLY_FIELD] = {
-            "type": "boolean", "default": False, "description": "the clip's score alone (verdict_<N>): no per-frame scores"}
+            "type": "boolean",
+            "default": False,
+            "description": "the clip's score alone (verdict_<N>): no per-frame scores",
+        }
         properties[ALL_FACES_FIELD] = {
-            "type": "boolean", "default": False,
-            "description": "every face scored (faces_<N>): adds max_prob_fake, faces_seen and face_tracks"}
+            "type": "boolean",
+            "default": False,
+            "description": "every face scored (faces_<N>): adds max_prob_fake, faces_seen and face_tracks",
+        }
         properties[ORIGINAL_FIELD] = {
-            "type": "boolean", "default": False,
-            "description": "the original app's answer (original_<N>): its frames, dlib's face detector and tight crops; "
-                           "slower, not with verdict_only or all_faces"}
-    return {"requestBody": {"required": True, "content": {"multipart/form-data": {
-        "schema": {"type": "object", "required": [FILE_FIELD], "properties": properties}}}}}
+            "type": "boolean",
+            "default": False,
+            "description": "the original app's answer (original_<N>): its frames, dlib's face detector and "
+            "tight crops; slower, not with verdict_only or all_faces",
+        }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": [FILE_FIELD], "properties": properties}
+                }
+            },
+        }
+    }
 
 
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 413, 415, 422, 502, 503, 504)}
@@ -182,9 +217,16 @@ def _from_client_error(error: ClientError, settings: WebSettings) -> ApiError:
     if error.status == NOT_FOUND:
         return ApiError(404, message, error.status)
     if error.status == DEADLINE_EXCEEDED:
-        return ApiError(504, f"the detection server did not answer within {settings.triton_timeout_s:g} s; retry later", error.status, True)
+        return ApiError(
+            504,
+            f"the detection server did not answer within {settings.triton_timeout_s:g} s; retry later",
+            error.status,
+            True,
+        )
     if error.retryable:
-        return ApiError(503, f"the detection server is unavailable or overloaded ({message}); retry in a moment", error.status, True)
+        return ApiError(
+            503, f"the detection server is unavailable or overloaded ({message}); retry in a moment", error.status, True
+        )
     if error.status == PERMISSION_DENIED:
         return ApiError(502, f"the detection server refused this page's credentials: {message}", error.status)
     return ApiError(502, f"the detection server failed: {message}", error.status)
@@ -237,17 +279,19 @@ def score_payload(result: ScoreResult, frames: int, model: str, info: dict | Non
     """The JSON answer: ``client score --json``'s record plus per-frame values and boxes."""
     record = result_record(result)
     entry = _classifier_entry(info, frames)
-    record.update({
-        "frames": frames,
-        MODEL_KEY: model,
-        "logits": [float(v) for v in result.logits],
-        "frame_prob_fake": None if result.frame_prob_fake is None else [float(v) for v in result.frame_prob_fake],
-        "face_boxes": [[float(v) for v in row] for row in result.face_boxes],
-        "face_found": [bool(v) for v in result.face_found],
-        "frame_times": [float(v) for v in result.frame_times],
-        "checkpoint": entry,
-        "demo": None if entry is None else bool(entry.get("demo")),
-    })
+    record.update(
+        {
+            "frames": frames,
+            MODEL_KEY: model,
+            "logits": [float(v) for v in result.logits],
+            "frame_prob_fake": None if result.frame_prob_fake is None else [float(v) for v in result.frame_prob_fake],
+            "face_boxes": [[float(v) for v in row] for row in result.face_boxes],
+            "face_found": [bool(v) for v in result.face_found],
+            "frame_times": [float(v) for v in result.frame_times],
+            "checkpoint": entry,
+            "demo": None if entry is None else bool(entry.get("demo")),
+        }
+    )
     return record
 
 
@@ -340,8 +384,11 @@ def create_app(settings: WebSettings) -> FastAPI:
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), settings.token.encode()):
-            raise ApiError(401, "this page needs its access token: enter it on the page, or send "
-                           "'Authorization: Bearer <token>'", "UNAUTHENTICATED")
+            raise ApiError(
+                401,
+                "this page needs its access token: enter it on the page, or send 'Authorization: Bearer <token>'",
+                "UNAUTHENTICATED",
+            )
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -359,18 +406,28 @@ def create_app(settings: WebSettings) -> FastAPI:
     async def index() -> FileResponse:
         return FileResponse(INDEX_FILE, media_type="text/html; charset=utf-8")
 
-    @app.get("/healthz", response_model=HealthResponse, responses={503: {"model": HealthResponse}},
-             summary="ready when Triton is live and ready")
+    @app.get(
+        "/healthz",
+        response_model=HealthResponse,
+        responses={503: {"model": HealthResponse}},
+        summary="ready when Triton is live and ready",
+    )
     async def healthz() -> JSONResponse:
         try:
             live, ready = await state.grpc().server_ready(timeout_s=PROBE_TIMEOUT_S)
         except ClientError as error:
-            return JSONResponse({"status": "unavailable", "live": False, "ready": False, "error": error.message}, status_code=503)
+            return JSONResponse(
+                {"status": "unavailable", "live": False, "ready": False, "error": error.message}, status_code=503
+            )
         body = {"status": "ok" if live and ready else "unavailable", "live": live, "ready": ready, "error": None}
         return JSONResponse(body, status_code=200 if live and ready else 503)
 
-    @app.get("/api/models", response_model=ModelsResponse, responses=_ERRORS,
-             summary="the lengths served, the upload limit and what the checkpoints are")
+    @app.get(
+        "/api/models",
+        response_model=ModelsResponse,
+        responses=_ERRORS,
+        summary="the lengths served, the upload limit and what the checkpoints are",
+    )
     async def models(request: Request) -> JSONResponse:
         check_token(request)
         try:
@@ -380,28 +437,33 @@ def create_app(settings: WebSettings) -> FastAPI:
             raise _from_client_error(error, settings) from None
         lengths = ready["score"]
         default = settings.default_frames if settings.default_frames in lengths else (lengths[0] if lengths else None)
-        return JSONResponse({
-            "lengths": lengths,
-            "verdict_lengths": ready["verdict"],
-            "explain_lengths": ready["explain"],
-            "default_frames": default,
-            "max_upload_bytes": settings.max_upload_bytes,
-            "max_upload": format_bytes(settings.max_upload_bytes),
-            "accept": UPLOAD_KINDS,
-            "model_info": info,
-            "demo": bool(info and info.get("demo")),
-            "warning": None if info is None else demo_warning(info),
-            "triton_url": settings.triton_url,
-        })
+        return JSONResponse(
+            {
+                "lengths": lengths,
+                "verdict_lengths": ready["verdict"],
+                "explain_lengths": ready["explain"],
+                "default_frames": default,
+                "max_upload_bytes": settings.max_upload_bytes,
+                "max_upload": format_bytes(settings.max_upload_bytes),
+                "accept": UPLOAD_KINDS,
+                "model_info": info,
+                "demo": bool(info and info.get("demo")),
+                "warning": None if info is None else demo_warning(info),
+                "triton_url": settings.triton_url,
+            }
+        )
 
     async def upload(request: Request, text_fields: frozenset[str]):
         check_token(request)
         if state.slots.locked():
-            raise ApiError(503, f"the page is busy with {settings.max_concurrent} uploads; retry in a moment", UNAVAILABLE, True)
+            raise ApiError(
+                503, f"the page is busy with {settings.max_concurrent} uploads; retry in a moment", UNAVAILABLE, True
+            )
         await state.slots.acquire()
         try:
-            return await read_form(request.headers, request.stream(), settings.max_upload_bytes, text_fields,
-                                   settings.upload_timeout_s)
+            return await read_form(
+                request.headers, request.stream(), settings.max_upload_bytes, text_fields, settings.upload_timeout_s
+            )
         except ClientDisconnect:
             state.slots.release()
             raise FormError(400, "the upload was interrupted before it was complete") from None
@@ -415,9 +477,13 @@ def create_app(settings: WebSettings) -> FastAPI:
         except ClientError as error:
             raise _from_client_error(error, settings) from None
 
-    @app.post("/api/score", response_model=ScoreResponse, responses=_ERRORS,
-              openapi_extra=_multipart_body(with_verdict_only=True),
-              summary="score one upload (the keys of `client score --json`, plus per-frame values)")
+    @app.post(
+        "/api/score",
+        response_model=ScoreResponse,
+        responses=_ERRORS,
+        openapi_extra=_multipart_body(with_verdict_only=True),
+        summary="score one upload (the keys of `client score --json`, plus per-frame values)",
+    )
     async def score(request: Request) -> JSONResponse:
         form = await upload(request, frozenset({FRAMES_FIELD, VERDICT_ONLY_FIELD, ALL_FACES_FIELD, ORIGINAL_FIELD}))
         try:
@@ -432,9 +498,13 @@ def create_app(settings: WebSettings) -> FastAPI:
         info = await _info_or_none(state)
         return JSONResponse(score_payload(result, frames, mode.model(frames), info))
 
-    @app.post("/api/explain", response_model=ExplainResponse, responses=_ERRORS,
-              openapi_extra=_multipart_body(with_verdict_only=False),
-              summary="score one upload and return each frame's face crop and heatmap as PNG")
+    @app.post(
+        "/api/explain",
+        response_model=ExplainResponse,
+        responses=_ERRORS,
+        openapi_extra=_multipart_body(with_verdict_only=False),
+        summary="score one upload and return each frame's face crop and heatmap as PNG",
+    )
     async def explain(request: Request) -> JSONResponse:
         form = await upload(request, frozenset({FRAMES_FIELD}))
         try:
@@ -462,4 +532,3 @@ async def _info_or_none(state: _State) -> dict | None:
         return await state.model_info()
     except ClientError:
         return None
-

@@ -72,8 +72,13 @@ def page_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/"
 
 
-def serve(settings: WebSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, out: TextIO = sys.stdout,
-          err: TextIO = sys.stderr) -> int:
+def serve(
+    settings: WebSettings,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
     """Serves the page until Ctrl-C or SIGTERM; prints its URL on ``out`` once it listens."""
     try:
         sock = listen(host, port)
@@ -94,10 +99,18 @@ def serve(settings: WebSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_P
         access_log=True,
     )
     server = uvicorn.Server(config)
-    print(f"web page on {page_url(host, bound_port)} (Triton at {settings.triton_url}); Ctrl-C stops it", file=out, flush=True)
+    print(
+        f"web page on {page_url(host, bound_port)} (Triton at {settings.triton_url}); Ctrl-C stops it",
+        file=out,
+        flush=True,
+    )
     if host in WILDCARD_HOSTS and settings.token is None:
-        print("note: listening on every address without an access token; set DEEPFAKE_WEB_TOKEN or put an "
-              "authenticating proxy in front", file=err, flush=True)
+        print(
+            "note: listening on every address without an access token; set DEEPFAKE_WEB_TOKEN or put an "
+            "authenticating proxy in front",
+            file=err,
+            flush=True,
+        )
     try:
         server.run(sockets=[sock])
     finally:

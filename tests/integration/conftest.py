@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from contract import Kind
 from serve import EmbeddedServer, ServeError, TritonDistribution, TritonNotFoundError, free_ports
 from serve.distribution import PROJECT_ROOT
-from contract import Kind
 from serve.repository import ONNX_FILE
 
 CLASSIFIER_PREFIX = Kind.CLASSIFIER.prefix
@@ -44,7 +44,9 @@ def _missing_classifiers(repository: Path) -> list[Path]:
 
 def _run_export(*args: str) -> None:
     command = [sys.executable, "-m", "export", *args]
-    completed = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, check=False)
+    completed = subprocess.run(
+        command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, check=False
+    )
     if completed.returncode != 0:
         pytest.fail(
             f"building the classifiers failed: {' '.join(command)} exited with {completed.returncode}\n"
@@ -64,7 +66,9 @@ def _ensure_classifiers(repository: Path, scratch: Path) -> None:
     _run_export("onnx", "--checkpoints", str(checkpoints), "--repository", str(repository), "--frames", *frames)
     still_missing = _missing_classifiers(repository)
     if still_missing:
-        pytest.fail(f"the exporter ran but these files are still missing: {', '.join(map(str, still_missing))}", pytrace=False)
+        pytest.fail(
+            f"the exporter ran but these files are still missing: {', '.join(map(str, still_missing))}", pytrace=False
+        )
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +104,10 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
     try:
         server.start(timeout=START_TIMEOUT_S)
     except ServeError as error:
-        pytest.fail(f"the session's tritonserver did not start: {error}\n\nits log:\n{server.log_text()[-LOG_SECTION_CHARS:]}", pytrace=False)
+        pytest.fail(
+            f"the session's tritonserver did not start: {error}\n\nits log:\n{server.log_text()[-LOG_SECTION_CHARS:]}",
+            pytrace=False,
+        )
     try:
         yield server
     finally:

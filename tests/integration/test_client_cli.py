@@ -115,13 +115,19 @@ def test_verdict_alone_gives_the_same_clip_score_without_frame_scores(detector, 
 
     assert verdict.frame_prob_fake is None and verdict.frame_prob_fake_mean is None
     assert verdict.prob_fake == pytest.approx(full.prob_fake, abs=SAME_SCORE_ATOL)
-    assert (verdict.label, verdict.faces_found, verdict.frames_decoded) == (full.label, full.faces_found, full.frames_decoded)
+    assert (verdict.label, verdict.faces_found, verdict.frames_decoded) == (
+        full.label,
+        full.faces_found,
+        full.frames_decoded,
+    )
     np.testing.assert_allclose(verdict.face_boxes, full.face_boxes, atol=1e-3)
 
 
 def test_score_cli_verdict_only(triton_server, clips):
     video = str(clips[0])
-    as_json = run_cli("score", video, "--frames", str(FRAMES), "--url", triton_server.grpc_url, "--json", "--verdict-only")
+    as_json = run_cli(
+        "score", video, "--frames", str(FRAMES), "--url", triton_server.grpc_url, "--json", "--verdict-only"
+    )
     human = run_cli("score", video, "--frames", str(FRAMES), "--url", triton_server.grpc_url, "--verdict-only")
 
     assert as_json.returncode == 0, as_json.stderr
@@ -186,8 +192,13 @@ def test_health_cli_and_api_report_every_model_ready(detector, triton_server):
     assert report["live"] and report["ready"] and report["error"] is None
     assert report["models_from"] in ("index", "names")
     for frames in (FRAMES, OTHER_FRAMES):
-        for model in (f"deepfake_{frames}", f"explain_{frames}", f"verdict_{frames}", f"preprocess_{frames}",
-                      f"resnext_lstm_{frames}"):
+        for model in (
+            f"deepfake_{frames}",
+            f"explain_{frames}",
+            f"verdict_{frames}",
+            f"preprocess_{frames}",
+            f"resnext_lstm_{frames}",
+        ):
             assert report["models"][model]["ready"], model
             assert model in completed.stdout
     assert json.loads(as_json.stdout)["models"].keys() == report["models"].keys()
@@ -240,8 +251,14 @@ def test_unserved_length_is_not_found_and_left_out_of_the_results(detector, trit
     with pytest.raises(ClientError) as caught:
         detector.score(clips[0], frames=UNSERVED_FRAMES)
     completed = run_cli(
-        "score", str(clips[0]), "--frames", str(UNSERVED_FRAMES), "--url", triton_server.grpc_url,
-        "--output", str(results),
+        "score",
+        str(clips[0]),
+        "--frames",
+        str(UNSERVED_FRAMES),
+        "--url",
+        triton_server.grpc_url,
+        "--output",
+        str(results),
     )
 
     assert caught.value.status == "NOT_FOUND"

@@ -76,7 +76,9 @@ def _ci() -> bool:
 
 
 def _run(command: list[str], env: dict[str, str], timeout: float = MAKE_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def _make(target: str, env: dict[str, str], *variables: str) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -84,7 +86,11 @@ def _make(target: str, env: dict[str, str], *variables: str) -> tuple[subprocess
     completed = _run(["make", "--no-print-directory", target, *variables], env)
     seconds = time.monotonic() - started
     if completed.returncode != 0:
-        pytest.fail(f"make {target} exited with {completed.returncode}\nstdout:\n{completed.stdout[-8000:]}\nstderr:\n{completed.stderr[-8000:]}", pytrace=False)
+        pytest.fail(
+            f"make {target} exited with {completed.returncode}\nstdout:\n{completed.stdout[-8000:]}\n"
+            f"stderr:\n{completed.stderr[-8000:]}",
+            pytrace=False,
+        )
     return completed, seconds
 
 
@@ -115,8 +121,15 @@ class Deployment:
     web: str
 
     def container(self) -> str:
-        ids = _docker(self.env, "ps", "-q", "--filter", f"label=com.docker.compose.project={self.project}",
-                      "--filter", f"label=com.docker.compose.service={SERVICE}").split()
+        ids = _docker(
+            self.env,
+            "ps",
+            "-q",
+            "--filter",
+            f"label=com.docker.compose.project={self.project}",
+            "--filter",
+            f"label=com.docker.compose.service={SERVICE}",
+        ).split()
         assert len(ids) == 1, f"expected one {SERVICE} container, found {ids}"
         return ids[0]
 
@@ -154,7 +167,13 @@ def _served_copy(target: Path) -> Path:
         length = SERVED_LENGTH_PATTERN.search(model.name)
         if not model.is_dir() or (length and int(length.group(1)) != FRAMES):
             continue
-        shutil.copytree(model, target / model.name, ignore=shutil.ignore_patterns("*.onnx", "*.onnx.data", "*.plan", "export.json", "tensorrt.json", "__pycache__"))
+        shutil.copytree(
+            model,
+            target / model.name,
+            ignore=shutil.ignore_patterns(
+                "*.onnx", "*.onnx.data", "*.plan", "export.json", "tensorrt.json", "__pycache__"
+            ),
+        )
     target.chmod(0o755)
     return target
 
@@ -189,19 +208,50 @@ def deployment(engine_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
         # timeout before the container can restart.
         "TRITON_EXIT_TIMEOUT_S": str(TEST_EXIT_TIMEOUT_S),
     }
-    variables = (f"REPOSITORY={repository}", f"CHECKPOINTS={checkpoints}", f"FRAMES={FRAMES}",
-                 f"HTTP_PORT={http}", f"GRPC_PORT={grpc_port}", f"METRICS_PORT={metrics}", f"WEB_PORT={web}")
+    variables = (
+        f"REPOSITORY={repository}",
+        f"CHECKPOINTS={checkpoints}",
+        f"FRAMES={FRAMES}",
+        f"HTTP_PORT={http}",
+        f"GRPC_PORT={grpc_port}",
+        f"METRICS_PORT={metrics}",
+        f"WEB_PORT={web}",
+    )
     _, build_s = _make("image", env)
     try:
         _, up_s = _make("container-up", env, *variables)
-        yield Deployment(env, variables, repository, admin_key, f"127.0.0.1:{http}", f"127.0.0.1:{grpc_port}",
-                         f"127.0.0.1:{metrics}", f"127.0.0.1:{prometheus}", project, build_s, up_s, f"127.0.0.1:{web}")
+        yield Deployment(
+            env,
+            variables,
+            repository,
+            admin_key,
+            f"127.0.0.1:{http}",
+            f"127.0.0.1:{grpc_port}",
+            f"127.0.0.1:{metrics}",
+            f"127.0.0.1:{prometheus}",
+            project,
+            build_s,
+            up_s,
+            f"127.0.0.1:{web}",
+        )
     finally:
         _run(["make", "--no-print-directory", "container-down", *variables], env)
 
 
 def _score(url: str, videos: list[Path], *extra: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "client", "score", *map(str, videos), "--frames", str(FRAMES), "--url", url, "--json", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "client",
+        "score",
+        *map(str, videos),
+        "--frames",
+        str(FRAMES),
+        "--url",
+        url,
+        "--json",
+        *extra,
+    ]
     return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)
 
 
@@ -230,13 +280,23 @@ def _http(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
 
 def test_image_builds_over_the_labelled_stand_in_and_rebuilds_from_cache(deployment: Deployment, capsys) -> None:
     env = deployment.env
-    base_label = _docker(env, "image", "inspect", "--format", '{{ index .Config.Labels "deepfake.standin" }}',
-                         "nvcr.io/nvidia/tritonserver:24.10-py3").strip()
+    base_label = _docker(
+        env,
+        "image",
+        "inspect",
+        "--format",
+        '{{ index .Config.Labels "deepfake.standin" }}',
+        "nvcr.io/nvidia/tritonserver:24.10-py3",
+    ).strip()
     assert base_label == "true", "the base tagged with NGC's name here must be the labelled stand-in"
     completed, warm_s = _make("image", env)
     assert "Using cache" in completed.stdout, "the second build must reuse the cached layers"
     size = int(_docker(env, "image", "inspect", "--format", "{{.Size}}", "deepfake-triton:local"))
-    _note(capsys, f"make image: {deployment.build_s:.1f} s first in this run, {warm_s:.1f} s again (cached); image {size / 1e9:.2f} GB")
+    _note(
+        capsys,
+        f"make image: {deployment.build_s:.1f} s first in this run, {warm_s:.1f} s again (cached); "
+        f"image {size / 1e9:.2f} GB",
+    )
     assert warm_s < WARM_BUILD_BOUND_S
 
 
@@ -258,7 +318,11 @@ def test_container_runs_locked_down_on_loopback(deployment: Deployment, capsys) 
     secrets_mounts = [mount for mount in config["Mounts"] if mount["Destination"] == "/run/secrets/triton_admin_key"]
     assert secrets_mounts, "the admin key must reach the container as a secret file"
     logs = deployment.logs()
-    for endpoint, address in (("GRPCInferenceService", deployment.grpc), ("HTTPService", deployment.http), ("Metrics Service", deployment.metrics)):
+    for endpoint, address in (
+        ("GRPCInferenceService", deployment.grpc),
+        ("HTTPService", deployment.http),
+        ("Metrics Service", deployment.metrics),
+    ):
         assert f'"Started {endpoint} at {address}"' in logs, f"{endpoint} must bind {address} only"
     assert "--model-config-name=cpu" in logs and "admin-key=<hidden>" in logs and deployment.admin_key not in logs
     processes = _docker(deployment.env, "top", container, "-eo", "pid,uid,args")
@@ -276,7 +340,9 @@ def test_healthcheck_of_the_image_reports_healthy(deployment: Deployment) -> Non
     assert last["ExitCode"] == 0 and "healthy:" in last["Output"]
 
 
-def test_scores_match_the_embedded_server_on_the_same_repository(deployment: Deployment, clip: Path, tmp_path: Path, capsys) -> None:
+def test_scores_match_the_embedded_server_on_the_same_repository(
+    deployment: Deployment, clip: Path, tmp_path: Path, capsys
+) -> None:
     completed = _score(deployment.grpc, [clip])
     assert completed.returncode == 0, completed.stderr
     (container_record,) = _records(completed.stdout).values()
@@ -287,8 +353,14 @@ def test_scores_match_the_embedded_server_on_the_same_repository(deployment: Dep
     (container_original,) = _records(original.stdout).values()
     grpc_port, http_port, metrics_port = free_ports(3)
     started = time.monotonic()
-    with EmbeddedServer(deployment.repository, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
-                        log_path=tmp_path / "embedded.log", stop_timeout=5) as embedded:
+    with EmbeddedServer(
+        deployment.repository,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
+        log_path=tmp_path / "embedded.log",
+        stop_timeout=5,
+    ) as embedded:
         ready_s = time.monotonic() - started
         completed = _score(embedded.grpc_url, [clip])
         original = _score(embedded.grpc_url, [clip], "--original")
@@ -299,11 +371,16 @@ def test_scores_match_the_embedded_server_on_the_same_repository(deployment: Dep
     assert container_original["faces_found"] == embedded_original["faces_found"] == FRAMES
     (embedded_record,) = _records(completed.stdout).values()
     assert container_record["prob_fake"] == pytest.approx(embedded_record["prob_fake"], abs=SAME_SCORE_ATOL)
-    assert container_record["frame_prob_fake_mean"] == pytest.approx(embedded_record["frame_prob_fake_mean"], abs=SAME_SCORE_ATOL)
+    assert container_record["frame_prob_fake_mean"] == pytest.approx(
+        embedded_record["frame_prob_fake_mean"], abs=SAME_SCORE_ATOL
+    )
     assert container_record["faces_found"] == embedded_record["faces_found"]
     difference = abs(container_record["prob_fake"] - embedded_record["prob_fake"])
-    _note(capsys, f"PROB_FAKE container {container_record['prob_fake']:.7f} vs embedded {embedded_record['prob_fake']:.7f} "
-                  f"(difference {difference:.1e}); embedded server ready in {ready_s:.1f} s")
+    _note(
+        capsys,
+        f"PROB_FAKE container {container_record['prob_fake']:.7f} vs embedded {embedded_record['prob_fake']:.7f} "
+        f"(difference {difference:.1e}); embedded server ready in {ready_s:.1f} s",
+    )
 
 
 def test_the_web_page_in_its_container_scores_like_the_cli(deployment: Deployment, clip: Path) -> None:
@@ -312,8 +389,12 @@ def test_the_web_page_in_its_container_scores_like_the_cli(deployment: Deploymen
 
     status, body = _http(f"http://{deployment.web}/healthz")
     assert status == 200, body
-    response = httpx.post(f"http://{deployment.web}/api/score", files={"file": (clip.name, clip.read_bytes(), "video/mp4")},
-                          data={"frames": str(FRAMES)}, timeout=CLI_TIMEOUT_S)
+    response = httpx.post(
+        f"http://{deployment.web}/api/score",
+        files={"file": (clip.name, clip.read_bytes(), "video/mp4")},
+        data={"frames": str(FRAMES)},
+        timeout=CLI_TIMEOUT_S,
+    )
     assert response.status_code == 200, response.text
     completed = _score(deployment.grpc, [clip])
     assert completed.returncode == 0, completed.stderr
@@ -334,7 +415,9 @@ def test_restricted_apis_need_the_admin_key(deployment: Deployment) -> None:
         with pytest.raises(InferenceServerException) as refused:
             client.get_inference_statistics(ENSEMBLE)
         assert refused.value.status() == str(grpc.StatusCode.UNAVAILABLE)
-        statistics = client.get_inference_statistics(ENSEMBLE, headers={f"triton-grpc-protocol-{ADMIN_HEADER}": deployment.admin_key})
+        statistics = client.get_inference_statistics(
+            ENSEMBLE, headers={f"triton-grpc-protocol-{ADMIN_HEADER}": deployment.admin_key}
+        )
         assert statistics.model_stats[0].name == ENSEMBLE
         assert client.is_model_ready(ENSEMBLE), "inference and metadata stay open"
 
@@ -348,7 +431,9 @@ def test_prometheus_scrapes_the_servers_metrics(deployment: Deployment, clip: Pa
         result = json.loads(body)["data"]["result"] if status == 200 else []
         if result and float(result[0]["value"][1]) >= 1:
             break
-        assert time.monotonic() < deadline, f"Prometheus has no successful {ENSEMBLE} request after {PROMETHEUS_BOUND_S:g} s: {status} {body[:300]!r}"
+        assert time.monotonic() < deadline, (
+            f"Prometheus has no successful {ENSEMBLE} request after {PROMETHEUS_BOUND_S:g} s: {status} {body[:300]!r}"
+        )
         time.sleep(POLL_S)
     assert result[0]["metric"]["instance"] == deployment.metrics
 
@@ -386,17 +471,37 @@ def _wait_healthy(deployment: Deployment, since: float) -> float:
         time.sleep(POLL_S)
 
 
-def test_a_killed_stub_restarts_the_container_and_the_batch_finishes(deployment: Deployment, tmp_path: Path, capsys) -> None:
+def test_a_killed_stub_restarts_the_container_and_the_batch_finishes(
+    deployment: Deployment, tmp_path: Path, capsys
+) -> None:
     videos = []
     for index in range(BATCH_VIDEOS):
         path = tmp_path / f"clip_{index:02d}.mp4"
         path.write_bytes(media.face_clip(frames=FRAMES + 2, seed=300 + index))
         videos.append(path)
     results = tmp_path / "results.jsonl"
-    restarts_before = json.loads(_docker(deployment.env, "inspect", "--format", "{{json .RestartCount}}", deployment.container()))
+    restarts_before = json.loads(
+        _docker(deployment.env, "inspect", "--format", "{{json .RestartCount}}", deployment.container())
+    )
     since = _docker(deployment.env, "info", "--format", "{{json .SystemTime}}").strip().strip('"')
-    command = [sys.executable, "-m", "client", "score", *map(str, videos), "--frames", str(FRAMES), "--url", deployment.grpc,
-               "--json", "--output", str(results), "--concurrency", str(BATCH_CONCURRENCY), "--retries", "12"]
+    command = [
+        sys.executable,
+        "-m",
+        "client",
+        "score",
+        *map(str, videos),
+        "--frames",
+        str(FRAMES),
+        "--url",
+        deployment.grpc,
+        "--json",
+        "--output",
+        str(results),
+        "--concurrency",
+        str(BATCH_CONCURRENCY),
+        "--retries",
+        "12",
+    ]
     batch = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         while not results.exists() or not results.read_text().strip():
@@ -416,18 +521,41 @@ def test_a_killed_stub_restarts_the_container_and_the_batch_finishes(deployment:
     assert sorted(record["video"] for record in records) == sorted(map(str, videos)), "every video exactly once"
     assert all(record["error"] is None for record in records), [record["error"] for record in records]
     until = _docker(deployment.env, "info", "--format", "{{json .SystemTime}}").strip().strip('"')
-    exits = _docker(deployment.env, "events", "--since", since, "--until", until, "--filter", f"container={deployment.container()}",
-                    "--filter", "event=die", "--format", "{{.Actor.Attributes.exitCode}}").split()
-    assert exits == [str(int(Exit.STUB_DIED))], f"the entrypoint must exit {int(Exit.STUB_DIED)} once when a stub dies, saw exits {exits}"
+    exits = _docker(
+        deployment.env,
+        "events",
+        "--since",
+        since,
+        "--until",
+        until,
+        "--filter",
+        f"container={deployment.container()}",
+        "--filter",
+        "event=die",
+        "--format",
+        "{{.Actor.Attributes.exitCode}}",
+    ).split()
+    assert exits == [str(int(Exit.STUB_DIED))], (
+        f"the entrypoint must exit {int(Exit.STUB_DIED)} once when a stub dies, saw exits {exits}"
+    )
     assert "python-backend stub of preprocess_20" in deployment.logs()
-    _note(capsys, f"killed a {PREPROCESS} stub mid-batch: container exited {exits[0]}, restarted and healthy {healthy_after:.1f} s "
-                  f"after the kill; batch of {BATCH_VIDEOS} finished with each video once (retries: {stderr.count('retry')})")
+    _note(
+        capsys,
+        f"killed a {PREPROCESS} stub mid-batch: container exited {exits[0]}, "
+        f"restarted and healthy {healthy_after:.1f} s "
+        f"after the kill; batch of {BATCH_VIDEOS} finished with each video once (retries: {stderr.count('retry')})",
+    )
 
 
 def _wait_healthy_after_restart(deployment: Deployment, restarts_before: int, killed_at: float) -> float:
     deadline = time.monotonic() + RESTART_BOUND_S
-    while json.loads(_docker(deployment.env, "inspect", "--format", "{{json .RestartCount}}", deployment.container())) <= restarts_before:
-        assert time.monotonic() < deadline, f"the container was not restarted within {RESTART_BOUND_S:g} s:\n{deployment.logs()}"
+    while (
+        json.loads(_docker(deployment.env, "inspect", "--format", "{{json .RestartCount}}", deployment.container()))
+        <= restarts_before
+    ):
+        assert time.monotonic() < deadline, (
+            f"the container was not restarted within {RESTART_BOUND_S:g} s:\n{deployment.logs()}"
+        )
         time.sleep(POLL_S)
     return _wait_healthy(deployment, killed_at)
 

@@ -66,15 +66,25 @@ class Answer:
         return ""
 
     def row(self) -> str:
-        outcome = f"score {float(self.outputs['PROB_FAKE'][0, 0]):.4f}" if self.scored else self.status.removeprefix("StatusCode.")
+        outcome = (
+            f"score {float(self.outputs['PROB_FAKE'][0, 0]):.4f}"
+            if self.scored
+            else self.status.removeprefix("StatusCode.")
+        )
         detail = "" if self.scored else self.message.split(": ", 1)[-1][:90]
         return f"{self.case.name:34s} {len(self.case.data):>10d} B {self.seconds:6.2f} s  {outcome:18s} {detail}"
 
 
 def _score_problem(outputs: dict[str, np.ndarray], frames_decoded: int | None) -> str:
     shapes = {name: array.shape for name, array in outputs.items()}
-    expected = {"PROB_FAKE": (1, 1), "LOGITS": (1, 2), "FRAME_PROB_FAKE": (1, FRAMES), "FACE_BOXES": (1, FRAMES, 4),
-                "FACE_FOUND": (1, FRAMES), "FRAMES_DECODED": (1, 1)}
+    expected = {
+        "PROB_FAKE": (1, 1),
+        "LOGITS": (1, 2),
+        "FRAME_PROB_FAKE": (1, FRAMES),
+        "FACE_BOXES": (1, FRAMES, 4),
+        "FACE_FOUND": (1, FRAMES),
+        "FRAMES_DECODED": (1, 1),
+    }
     if shapes != expected:
         return f"output shapes {shapes}, expected {expected}"
     for name in ("PROB_FAKE", "LOGITS", "FRAME_PROB_FAKE", "FACE_BOXES"):
@@ -128,8 +138,13 @@ def corpus_run(triton_server, client, good_clip, tmp_path_factory):
     answers = [ask(client, case) for case in cases]
     table = "\n".join(answer.row() for answer in answers)
     print(f"\n[corpus] {len(answers)} cases against {MODEL}:\n{table}")
-    return {"answers": answers, "before": before, "stubs": stubs_before, "recoveries": recoveries_before,
-            "target": scratch / "local_target.mp4"}
+    return {
+        "answers": answers,
+        "before": before,
+        "stubs": stubs_before,
+        "recoveries": recoveries_before,
+        "target": scratch / "local_target.mp4",
+    }
 
 
 def test_corpus_has_at_least_thirty_cases_of_both_kinds(tmp_path):
@@ -149,7 +164,9 @@ def test_server_is_unharmed_by_the_corpus(triton_server, client, good_clip, corp
     before = corpus_run["before"]
     assert before.scored and after.scored, (before.message, after.message)
     for name in SCORE_OUTPUTS:
-        np.testing.assert_allclose(after.outputs[name], before.outputs[name], atol=SAME_SCORE_ATOL, rtol=0, err_msg=name)
+        np.testing.assert_allclose(
+            after.outputs[name], before.outputs[name], atol=SAME_SCORE_ATOL, rtol=0, err_msg=name
+        )
     assert client.is_server_ready() and client.is_model_ready(MODEL)
     # Nothing crashed: the same stubs serve, and the watchdog had nothing to repair.
     assert triton_server.stub_pids() == corpus_run["stubs"]
@@ -177,8 +194,9 @@ def raw_stub(triton_server):
     channel.close()
 
 
-def _raw_request(inputs: list[tuple[str, str, list[int], bytes]], model: str = MODEL,
-                 outputs: tuple[str, ...] = ("PROB_FAKE",)) -> service_pb2.ModelInferRequest:
+def _raw_request(
+    inputs: list[tuple[str, str, list[int], bytes]], model: str = MODEL, outputs: tuple[str, ...] = ("PROB_FAKE",)
+) -> service_pb2.ModelInferRequest:
     request = service_pb2.ModelInferRequest(model_name=model)
     for name, datatype, shape, raw in inputs:
         tensor = request.inputs.add()
@@ -195,14 +213,23 @@ def _good_video() -> bytes:
 
 
 RAW_CASES = {
-    "wrong_dtype": (lambda v: _raw_request([("VIDEO", "FP32", [1, 4], np.zeros(4, np.float32).tobytes())]), "data-type"),
+    "wrong_dtype": (
+        lambda v: _raw_request([("VIDEO", "FP32", [1, 4], np.zeros(4, np.float32).tobytes())]),
+        "data-type",
+    ),
     "wrong_rank": (lambda v: _raw_request([("VIDEO", "UINT8", [1, 2, len(v) // 2], v[: len(v) // 2 * 2])]), "shape"),
     # Without the batch dimension the byte count is read as a batch size.
     "no_batch_dimension": (lambda v: _raw_request([("VIDEO", "UINT8", [len(v)], v)]), "batch-size"),
     "missing_input": (lambda v: _raw_request([]), "input"),
-    "unknown_input": (lambda v: _raw_request([("VIDEO", "UINT8", [1, len(v)], v), ("AUDIO", "UINT8", [1, 4], b"\0" * 4)]), "audio"),
+    "unknown_input": (
+        lambda v: _raw_request([("VIDEO", "UINT8", [1, len(v)], v), ("AUDIO", "UINT8", [1, 4], b"\0" * 4)]),
+        "audio",
+    ),
     "unknown_output": (lambda v: _raw_request([("VIDEO", "UINT8", [1, len(v)], v)], outputs=("HEATMAP",)), "heatmap"),
-    "batch_over_max": (lambda v: _raw_request([("VIDEO", "UINT8", [MAX_BATCH + 1, 4], b"\0" * 4 * (MAX_BATCH + 1))]), "batch"),
+    "batch_over_max": (
+        lambda v: _raw_request([("VIDEO", "UINT8", [MAX_BATCH + 1, 4], b"\0" * 4 * (MAX_BATCH + 1))]),
+        "batch",
+    ),
     "fewer_bytes_than_shape": (lambda v: _raw_request([("VIDEO", "UINT8", [1, len(v)], v[:-100])]), "byte"),
     "more_bytes_than_shape": (lambda v: _raw_request([("VIDEO", "UINT8", [1, 100], v)]), "byte"),
     "negative_dimension": (lambda v: _raw_request([("VIDEO", "UINT8", [1, -5], b"")]), "byte size"),

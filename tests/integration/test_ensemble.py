@@ -64,7 +64,9 @@ def pipeline():
     It runs with the served model's torch thread count too, so that the in-process path does the
     same arithmetic as the served one and the two can be compared to the bit.
     """
-    config = text_format.Parse((REPOSITORY / f"preprocess_{FRAMES}" / "configs" / "cpu.pbtxt").read_text(), mc.ModelConfig())
+    config = text_format.Parse(
+        (REPOSITORY / f"preprocess_{FRAMES}" / "configs" / "cpu.pbtxt").read_text(), mc.ModelConfig()
+    )
     params = {key: value.string_value for key, value in config.parameters.items()}
     threads = torch.get_num_threads()
     torch.set_num_threads(int(params["torch_threads"]))
@@ -113,8 +115,12 @@ def test_classifier_asked_for_the_score_alone_gives_the_full_score(client, clip,
     tensor.set_data_from_numpy(faces)
 
     def classify(outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
-        result = client.infer(f"resnext_lstm_{FRAMES}", [tensor], outputs=[grpcclient.InferRequestedOutput(n) for n in outputs],
-                              client_timeout=TIMEOUT_S)
+        result = client.infer(
+            f"resnext_lstm_{FRAMES}",
+            [tensor],
+            outputs=[grpcclient.InferRequestedOutput(n) for n in outputs],
+            client_timeout=TIMEOUT_S,
+        )
         return {name: result.as_numpy(name) for name in outputs}
 
     # LOGITS and PROB_FAKE alone run the trunk on the last frame only; with FRAME_PROB_FAKE on all N.
@@ -122,8 +128,9 @@ def test_classifier_asked_for_the_score_alone_gives_the_full_score(client, clip,
     full = classify(("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE"))
     np.testing.assert_allclose(score_only["LOGITS"], full["LOGITS"], atol=1e-5, rtol=0)
     np.testing.assert_allclose(score_only["PROB_FAKE"], full["PROB_FAKE"], atol=1e-6, rtol=0)
-    np.testing.assert_allclose(score_only["LOGITS"], original_scores(original, torch.from_numpy(faces.copy())).numpy(),
-                               atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        score_only["LOGITS"], original_scores(original, torch.from_numpy(faces.copy())).numpy(), atol=1e-4, rtol=0
+    )
     assert full["FRAME_PROB_FAKE"].shape == (1, FRAMES)
 
 
@@ -138,7 +145,9 @@ def test_verdict_gives_the_scoring_ensembles_clip_score(client, clip):
 
 
 def test_preprocess_model_is_callable_alone(client, clip, pipeline):
-    served = infer(client, clip, model=f"preprocess_{FRAMES}", outputs=("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED"))
+    served = infer(
+        client, clip, model=f"preprocess_{FRAMES}", outputs=("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED")
+    )
     local = pipeline(clip)
     # Same thread count, same arithmetic: the same crops to the bit.
     np.testing.assert_array_equal(served["FACE_BOXES"][0], local.boxes)

@@ -69,7 +69,16 @@ def foreign_face(frame: np.ndarray, box, blend: bool) -> np.ndarray:
     out = frame.astype(np.float32)
     if blend:
         mask = np.zeros(region.shape[:2], np.float32)
-        cv2.ellipse(mask, (mask.shape[1] // 2, mask.shape[0] // 2), (mask.shape[1] // 2 - 2, mask.shape[0] // 2 - 2), 0, 0, 360, 1.0, -1)
+        cv2.ellipse(
+            mask,
+            (mask.shape[1] // 2, mask.shape[0] // 2),
+            (mask.shape[1] // 2 - 2, mask.shape[0] // 2 - 2),
+            0,
+            0,
+            360,
+            1.0,
+            -1,
+        )
         sigma = FEATHER_SIGMA_FRACTION * max(mask.shape)
         mask = BLEND_ALPHA * cv2.GaussianBlur(mask, (0, 0), sigma)[..., None]
         out[top:bottom, left:right] = mask * foreign + (1 - mask) * region
@@ -98,9 +107,26 @@ def labelled_set(tmp_path_factory) -> Path:
 
 def evaluate(url: str, dataset: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "client", "evaluate", str(dataset), "--out", str(out), "--url", url,
-         "--frames", str(FRAMES), "--concurrency", "2", *extra],
-        cwd=CLIENT_ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+        [
+            sys.executable,
+            "-m",
+            "client",
+            "evaluate",
+            str(dataset),
+            "--out",
+            str(out),
+            "--url",
+            url,
+            "--frames",
+            str(FRAMES),
+            "--concurrency",
+            "2",
+            *extra,
+        ],
+        cwd=CLIENT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
     )
 
 
@@ -130,8 +156,13 @@ def test_evaluate_accounts_for_every_video_splits_groups_and_resumes(triton_serv
     assert (report["n_videos"], report["n_scored"], report["n_refused"], report["n_unfinished"]) == (8, 7, 1, 0)
     assert report["n_no_face"] == 1 and report["refused"][0]["reason"] == refused[0]["error"]
     assert isinstance(report["video_auc"], float) and isinstance(report["log_loss"], float)
-    assert report["groups"]["real"] == {**report["groups"]["real"], "n_videos": 4, "n_scored": 3, "n_refused": 1,
-                                        "compared_with": "all fakes"}
+    assert report["groups"]["real"] == {
+        **report["groups"]["real"],
+        "n_videos": 4,
+        "n_scored": 3,
+        "n_refused": 1,
+        "compared_with": "all fakes",
+    }
     faithful = report["aggregations"]["faithful"]
     for group in ("paste", "blend"):
         assert report["groups"][group]["n_fake"] == 2 and report["groups"][group]["compared_with"] == "all reals"
@@ -142,7 +173,9 @@ def test_evaluate_accounts_for_every_video_splits_groups_and_resumes(triton_serv
         assert (out / name).stat().st_size > 0
     with DeepfakeClient(triton_server.grpc_url) as detector:
         direct = detector.score(every[0], FRAMES)
-    assert next(line for line in scored if line["video"] == every[0])["prob_fake"] == pytest.approx(direct.prob_fake, abs=SAME_SCORE_ATOL)
+    assert next(line for line in scored if line["video"] == every[0])["prob_fake"] == pytest.approx(
+        direct.prob_fake, abs=SAME_SCORE_ATOL
+    )
 
     # An interrupted run: five lines survived, the sixth was cut mid-write.
     kept = (out / "scores.jsonl").read_text().splitlines(keepends=True)
@@ -189,7 +222,9 @@ def test_evaluate_all_faces_adds_the_mean_of_per_frame_face_maxima(triton_server
     lines = lines_of(out / "scores.jsonl")
     assert {line["model"] for line in lines} == {model}
     tracks = {Path(line["video"]).name: line["face_tracks"] for line in lines}
-    assert len(tracks["two_faces.mp4"]) == 2 and all(len(t["frame_prob_fake"]) == FRAMES for t in tracks["two_faces.mp4"])
+    assert len(tracks["two_faces.mp4"]) == 2 and all(
+        len(t["frame_prob_fake"]) == FRAMES for t in tracks["two_faces.mp4"]
+    )
     report = json.loads((out / "report.json").read_text())
     face_max = report["aggregations"]["face_max_mean"]
     assert face_max["n"] == 3 and isinstance(face_max["video_auc"], float)
@@ -199,4 +234,5 @@ def test_evaluate_all_faces_adds_the_mean_of_per_frame_face_maxima(triton_server
     expected = maxima[found.any(axis=0)].mean()
     assert report["aggregations"]["any_face"]["n"] == 3
     assert face_max["groups"]["two_faces"]["n"] == 2
-    assert scores.aggregate(next(l for l in lines if l["video"].endswith("two_faces.mp4")), "face_max_mean")[0] == pytest.approx(expected)
+    two_faces = next(line for line in lines if line["video"].endswith("two_faces.mp4"))
+    assert scores.aggregate(two_faces, "face_max_mean")[0] == pytest.approx(expected)

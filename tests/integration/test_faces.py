@@ -100,11 +100,14 @@ def test_one_face_clip_gives_one_track(api):
     assert result.max_prob_fake == pytest.approx(float(result.face_tracks[0].frame_prob_fake.mean()), abs=1e-6)
 
 
-@pytest.mark.parametrize(("data", "phrase"), [
-    (b"not a video at all " * 40, "unsupported input"),
-    (media.no_face_clip(frames=8), "no face found"),
-    (b"", "empty input"),
-])
+@pytest.mark.parametrize(
+    ("data", "phrase"),
+    [
+        (b"not a video at all " * 40, "unsupported input"),
+        (media.no_face_clip(frames=8), "no face found"),
+        (b"", "empty input"),
+    ],
+)
 def test_bad_uploads_are_invalid_argument_and_the_next_one_scores(api, grpc, data, phrase, two_faces):
     payload = np.frombuffer(data, dtype=np.uint8)[None, :]
     tensor = grpcclient.InferInput("VIDEO", list(payload.shape), "UINT8")
@@ -121,8 +124,20 @@ def test_cli_all_faces_json_lines(triton_server, tmp_path, two_faces):
     clip.write_bytes(two_faces)
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
-    command = [sys.executable, "-m", "client", "score", str(clip), str(broken), "--frames", str(FRAMES),
-               "--all-faces", "--json", "--url", triton_server.grpc_url]
+    command = [
+        sys.executable,
+        "-m",
+        "client",
+        "score",
+        str(clip),
+        str(broken),
+        "--frames",
+        str(FRAMES),
+        "--all-faces",
+        "--json",
+        "--url",
+        triton_server.grpc_url,
+    ]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     records = {Path(r["video"]).name: r for r in map(json.loads, completed.stdout.splitlines())}
     assert completed.returncode == 1, completed.stderr  # the broken file is refused
@@ -134,8 +149,14 @@ def test_cli_all_faces_json_lines(triton_server, tmp_path, two_faces):
     # faces_found keeps its meaning: frames with the main face.
     assert scored["faces_found"] == sum(scored["face_tracks"][0]["face_found"])
     assert refused["error"] and refused["face_tracks"] is None
-    both = subprocess.run([*command[:5], "--all-faces", "--verdict-only", "--url", triton_server.grpc_url],
-                          cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    both = subprocess.run(
+        [*command[:5], "--all-faces", "--verdict-only", "--url", triton_server.grpc_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
     assert both.returncode == 2 and "cannot be combined with --verdict-only" in both.stderr
 
 

@@ -101,7 +101,7 @@ def test_served_original_mode_gives_the_original_apps_answer(name, api, grpc, ap
     faces = served["FACES"]
     assert float(np.abs(faces[:count] - expected.faces).max()) <= FACES_ATOL
     # A short clip repeats its last frame: the app's score came from that frame.
-    assert np.array_equal(faces[count:], np.repeat(faces[count - 1:count], FRAMES - count, axis=0))
+    assert np.array_equal(faces[count:], np.repeat(faces[count - 1 : count], FRAMES - count, axis=0))
     for index, box in enumerate(expected.boxes):
         assert bool(served["FACE_FOUND"][index]) is (box is not None)
         if box is not None:
@@ -118,9 +118,24 @@ def test_served_original_mode_gives_the_original_apps_answer(name, api, grpc, ap
 def test_the_cli_prints_the_original_apps_score(triton_server, app_model, clip_files):
     expected = app_answer(clip_files["face"], FRAMES, app_model)
     completed = subprocess.run(
-        [sys.executable, "-m", "client", "score", str(clip_files["face"]), "--original", "--json",
-         "--frames", str(FRAMES), "--url", triton_server.grpc_url],
-        cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+        [
+            sys.executable,
+            "-m",
+            "client",
+            "score",
+            str(clip_files["face"]),
+            "--original",
+            "--json",
+            "--frames",
+            str(FRAMES),
+            "--url",
+            triton_server.grpc_url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr
     record = json.loads(completed.stdout)
@@ -128,12 +143,15 @@ def test_the_cli_prints_the_original_apps_score(triton_server, app_model, clip_f
     assert record["faces_found"] == FRAMES and record["error"] is None
 
 
-@pytest.mark.parametrize(("data", "phrase"), [
-    (b"not a video at all", "unsupported input"),
-    (media.hls_playlist("/etc/passwd"), "hls playlist"),
-    (media.face_clip(frames=FRAMES)[:200], "mp4"),
-    (media.no_face_clip(frames=FRAMES), "no face found"),
-])
+@pytest.mark.parametrize(
+    ("data", "phrase"),
+    [
+        (b"not a video at all", "unsupported input"),
+        (media.hls_playlist("/etc/passwd"), "hls playlist"),
+        (media.face_clip(frames=FRAMES)[:200], "mp4"),
+        (media.no_face_clip(frames=FRAMES), "no face found"),
+    ],
+)
 def test_bad_uploads_are_refused_and_the_next_one_scores(api, data, phrase):
     with pytest.raises(ClientError) as refused:
         api.score(data, FRAMES, mode=Mode.ORIGINAL)

@@ -89,8 +89,24 @@ def test_stub_killed_mid_batch_loses_and_duplicates_nothing(triton_server, tmp_p
         videos.append(path)
     results = tmp_path / "results.jsonl"
     recoveries_before = len(triton_server.recoveries)
-    command = [sys.executable, "-m", "client", "score", *map(str, videos), "--frames", str(FRAMES), "--url", triton_server.grpc_url,
-               "--json", "--output", str(results), "--concurrency", str(BATCH_CONCURRENCY), "--retries", "10"]
+    command = [
+        sys.executable,
+        "-m",
+        "client",
+        "score",
+        *map(str, videos),
+        "--frames",
+        str(FRAMES),
+        "--url",
+        triton_server.grpc_url,
+        "--json",
+        "--output",
+        str(results),
+        "--concurrency",
+        str(BATCH_CONCURRENCY),
+        "--retries",
+        "10",
+    ]
     batch = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         while not results.exists() or not results.read_text().strip():
@@ -119,9 +135,12 @@ def test_stub_killed_mid_batch_loses_and_duplicates_nothing(triton_server, tmp_p
     for record in records:
         assert record["prob_fake"] == pytest.approx(reference[record["video"]], abs=SAME_SCORE_ATOL), record["video"]
     with capsys.disabled():
-        print(f"\n[faults] killed a busy {PREPROCESS} stub mid-batch: seen after {seen_after:.1f} s, ready again "
-              f"{recovery.seconds:.1f} s later; batch of {BATCH_VIDEOS} finished {finished_at - killed_at:.1f} s after the kill, "
-              f"retries: {stderr.count('retry')}")
+        print(
+            f"\n[faults] killed a busy {PREPROCESS} stub mid-batch: seen after {seen_after:.1f} s, ready again "
+            f"{recovery.seconds:.1f} s later; batch of {BATCH_VIDEOS} finished "
+            f"{finished_at - killed_at:.1f} s after the kill, "
+            f"retries: {stderr.count('retry')}"
+        )
     assert seen_after + recovery.seconds < RECOVERY_BOUND_S
 
 
@@ -185,28 +204,36 @@ def test_a_burst_over_the_queue_limit_is_refused_quickly_with_unavailable(triton
 
         def callback(index: int, result, error) -> None:
             with lock:
-                answers.append((time.monotonic() - sent[index], None if result is None else result.as_numpy("LOGITS"), error))
+                answers.append(
+                    (time.monotonic() - sent[index], None if result is None else result.as_numpy("LOGITS"), error)
+                )
                 if len(answers) == BURST:
                     done.set()
 
         for index in range(BURST):
             sent[index] = time.monotonic()
-            client.async_infer(MODEL, [_video_input(still)], callback=lambda result, error, index=index: callback(index, result, error),
-                               client_timeout=REQUEST_TIMEOUT_S)
+            client.async_infer(
+                MODEL,
+                [_video_input(still)],
+                callback=lambda result, error, index=index: callback(index, result, error),
+                client_timeout=REQUEST_TIMEOUT_S,
+            )
         assert done.wait(REQUEST_TIMEOUT_S * 2), f"only {len(answers)} of {BURST} answers came back"
 
     refused = [(seconds, error) for seconds, _, error in answers if error is not None]
     served = [(seconds, logits) for seconds, logits, error in answers if error is None]
     assert refused, "the burst never reached the queue limit"
-    for seconds, error in refused:
+    for _, error in refused:
         assert error.status() == "StatusCode.UNAVAILABLE", error
         assert "queue" in error.message().lower(), error.message()
     for _, logits in served:
         np.testing.assert_allclose(logits, reference, atol=SAME_SCORE_ATOL, rtol=0)
     slowest_refusal = max(seconds for seconds, _ in refused)
     with capsys.disabled():
-        print(f"\n[overload] burst of {BURST}: {len(served)} served (slowest {max(s for s, _ in served):.1f} s), "
-              f"{len(refused)} refused with UNAVAILABLE (slowest refusal {slowest_refusal:.2f} s)")
+        print(
+            f"\n[overload] burst of {BURST}: {len(served)} served (slowest {max(s for s, _ in served):.1f} s), "
+            f"{len(refused)} refused with UNAVAILABLE (slowest refusal {slowest_refusal:.2f} s)"
+        )
     assert slowest_refusal < REJECTION_BOUND_S
     with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
         assert client.is_server_ready() and client.is_model_ready(MODEL)
@@ -228,8 +255,18 @@ def test_stubs_hold_no_video_in_files_while_working(triton_server):
     clip = media.face_clip(frames=FRAMES + 2, seed=9)
     # ONNX Runtime keeps a small database of its own under the user's cache folder.
     runtime_cache = str(Path.home() / ".cache" / "Microsoft")
-    allowed = ("/dev/shm/", "/proc/", "/dev/", "socket:", "pipe:", "anon_inode:", str(PROJECT_ROOT / ".venv"), sys.prefix,
-               str(triton_server.log_path), runtime_cache)
+    allowed = (
+        "/dev/shm/",
+        "/proc/",
+        "/dev/",
+        "socket:",
+        "pipe:",
+        "anon_inode:",
+        str(PROJECT_ROOT / ".venv"),
+        sys.prefix,
+        str(triton_server.log_path),
+        runtime_cache,
+    )
     seen: set[str] = set()
     with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
         futures = []
@@ -244,7 +281,11 @@ def test_stubs_hold_no_video_in_files_while_working(triton_server):
                     except (FileNotFoundError, PermissionError):
                         continue
             time.sleep(0.05)
-    suspicious = sorted(path for path in seen if path.startswith("/") and not path.startswith(allowed) and not path.endswith((".so", ".py", ".pyc")))
+    suspicious = sorted(
+        path
+        for path in seen
+        if path.startswith("/") and not path.startswith(allowed) and not path.endswith((".so", ".py", ".pyc"))
+    )
     assert suspicious == [], f"stubs had these files open: {suspicious}"
 
 
@@ -275,8 +316,14 @@ def test_session_servers_shared_memory_is_private(triton_server):
 def test_shared_memory_of_a_killed_server_is_removed(tmp_path, capsys):
     repository = write_echo_repository(tmp_path / "repository")
     grpc_port, http_port, metrics_port = free_ports(3)
-    server = EmbeddedServer(repository, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
-                            log_path=tmp_path / "tritonserver.log", stop_timeout=5.0)
+    server = EmbeddedServer(
+        repository,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
+        log_path=tmp_path / "tritonserver.log",
+        stop_timeout=5.0,
+    )
     with server:
         first = processes.shm_regions(pid for pids in server.stub_pids().values() for pid in pids)
         assert first and all(_private(region) for region in first)
@@ -291,8 +338,10 @@ def test_shared_memory_of_a_killed_server_is_removed(tmp_path, capsys):
         assert second and not second & first and all(_private(region) for region in second)
     assert [region for region in second if (processes.SHM_DIR / region).exists()] == []
     with capsys.disabled():
-        print(f"\n[faults] tritonserver killed: replaced after {replaced_after:.1f} s, "
-              f"its {len(first)} shared-memory region(s) removed")
+        print(
+            f"\n[faults] tritonserver killed: replaced after {replaced_after:.1f} s, "
+            f"its {len(first)} shared-memory region(s) removed"
+        )
 
 
 def test_neither_client_nor_server_writes_video_bytes_to_logs_or_results(triton_server, tmp_path):
@@ -305,9 +354,27 @@ def test_neither_client_nor_server_writes_video_bytes_to_logs_or_results(triton_
     results = tmp_path / "results.jsonl"
     log_size = triton_server.log_path.stat().st_size
     completed = subprocess.run(
-        [sys.executable, "-m", "client", "score", str(bad), str(good), "--frames", str(FRAMES), "--url", triton_server.grpc_url,
-         "--json", "--output", str(results), "--retries", "0"],
-        cwd=PROJECT_ROOT, capture_output=True, timeout=CLI_TIMEOUT_S, check=False,
+        [
+            sys.executable,
+            "-m",
+            "client",
+            "score",
+            str(bad),
+            str(good),
+            "--frames",
+            str(FRAMES),
+            "--url",
+            triton_server.grpc_url,
+            "--json",
+            "--output",
+            str(results),
+            "--retries",
+            "0",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
     )
     assert completed.returncode == 1, completed.stderr  # the bad file is reported, the good one scored
     written = completed.stdout + completed.stderr + results.read_bytes()

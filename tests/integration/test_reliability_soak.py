@@ -22,8 +22,16 @@ SHORT_RUN_RSS_GROWTH_PCT = 25.0
 
 
 def test_short_soak_gives_every_answer_right_and_loses_none(triton_server, capsys):
-    report = run_soak(triton_server.grpc_url, frames=FRAMES, concurrency=DEFAULT_CONCURRENCY, duration_s=None,
-                      requests=REQUESTS, bad_fraction=BAD_FRACTION, server_pid=triton_server.pid, warmup_rounds=0)
+    report = run_soak(
+        triton_server.grpc_url,
+        frames=FRAMES,
+        concurrency=DEFAULT_CONCURRENCY,
+        duration_s=None,
+        requests=REQUESTS,
+        bad_fraction=BAD_FRACTION,
+        server_pid=triton_server.pid,
+        warmup_rounds=0,
+    )
     with capsys.disabled():
         print("\n[soak] " + "\n[soak] ".join(report.lines()))
     assert report.requests == REQUESTS

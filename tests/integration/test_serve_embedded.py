@@ -247,7 +247,9 @@ def test_model_control_api_refuses_callers_without_the_key(tiny_server):
 
 def test_watchdog_loads_a_model_again_after_its_stub_is_killed(tiny_server, capsys, request):
     server_pid = tiny_server.pid
-    stubs = sorted(pid for pid, path in stub_processes(server_pid).items() if Path(path).parent.parent.name == "add_one")
+    stubs = sorted(
+        pid for pid, path in stub_processes(server_pid).items() if Path(path).parent.parent.name == "add_one"
+    )
     assert len(stubs) == 2, "add_one has two instances"
     victim, sibling = stubs
     recoveries_before = len(tiny_server.recoveries)
@@ -280,7 +282,10 @@ def test_watchdog_loads_a_model_again_after_its_stub_is_killed(tiny_server, caps
     assert f"ended stub {sibling} left over from the replaced instances of 'add_one'" in tiny_server.log_text()
     np.testing.assert_array_equal(infer(tiny_server.grpc_url, "plus_two", [1.0, 2.0]), [[3.0, 4.0]])
     with capsys.disabled():
-        print(f"\n[serve] killed python stub: served again after {seconds:.2f} s (watchdog: {recovery.seconds:.2f} s to reload)")
+        print(
+            f"\n[serve] killed python stub: served again after {seconds:.2f} s "
+            f"(watchdog: {recovery.seconds:.2f} s to reload)"
+        )
     assert seconds < RECOVERY_BOUND_S
 
 
@@ -316,7 +321,9 @@ def test_restart_serves_again_on_the_same_ports(tiny_server):
 
 
 def test_broken_model_stops_the_start_with_the_servers_message(tmp_path):
-    server = new_server(write_tiny_repository(tmp_path / "repository", ensemble=False, broken=True), tmp_path / "log.txt")
+    server = new_server(
+        write_tiny_repository(tmp_path / "repository", ensemble=False, broken=True), tmp_path / "log.txt"
+    )
 
     with pytest.raises(ModelLoadError) as raised:
         server.start(timeout=START_TIMEOUT_S)
@@ -346,7 +353,12 @@ def test_cli_exits_nonzero_with_the_servers_message_for_a_broken_model(tmp_path)
     repository = write_tiny_repository(tmp_path / "repository", ensemble=False, broken=True)
 
     completed = subprocess.run(
-        cli_command(repository, tmp_path / "log.txt"), env=cli_env(), capture_output=True, text=True, timeout=START_TIMEOUT_S, check=False
+        cli_command(repository, tmp_path / "log.txt"),
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+        check=False,
     )
 
     assert completed.returncode == 1
@@ -396,14 +408,19 @@ def make_certificates(folder: Path) -> dict[str, Path]:
     """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, with openssl."""
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command is not installed: cannot make test certificates")
-    paths = {name: folder / name for name in ("ca.key", "ca.pem", "server.key", "server.pem", "client.key", "client.pem")}
+    paths = {
+        name: folder / name for name in ("ca.key", "ca.pem", "server.key", "server.pem", "client.key", "client.pem")
+    }
     key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
 
     openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=serve test CA")
-    for role, extensions in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"), ("client", "extendedKeyUsage=clientAuth")):
+    for role, extensions in (
+        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
         (folder / f"{role}.ext").write_text(extensions + "\n")
         openssl("req", *key, "-keyout", f"{role}.key", "-out", f"{role}.csr", "-subj", f"/CN={role}")
         openssl(

@@ -42,7 +42,12 @@ def stub_of(server_pid: int, model: str) -> int:
     for line in sorted(listing.splitlines()):
         pid, state, *argv = line.split()
         # A zombie (a stub that died and is not reaped yet) is no longer running.
-        if not state.startswith("Z") and len(argv) > 1 and Path(argv[0]).name == STUB_NAME and Path(argv[1]).parent.parent.name == model:
+        if (
+            not state.startswith("Z")
+            and len(argv) > 1
+            and Path(argv[0]).name == STUB_NAME
+            and Path(argv[1]).parent.parent.name == model
+        ):
             return int(pid)
     raise LookupError(f"no python stub of '{model}' among the children of {server_pid}")
 
@@ -90,7 +95,10 @@ def test_watchdog_brings_a_real_model_back_after_its_stub_is_killed(triton_serve
         recovery = None
         while recovery is None and time.monotonic() - killed_at < RECOVERY_BOUND_S:
             time.sleep(POLL_S)
-            recovery = next((item for item in triton_server.recoveries if item.model == model and item.detected_at >= killed_at), None)
+            recovery = next(
+                (item for item in triton_server.recoveries if item.model == model and item.detected_at >= killed_at),
+                None,
+            )
         if recovery is None:
             pytest.fail(f"the watchdog did not bring '{model}' back within {RECOVERY_BOUND_S} s")
         seconds = recovery.recovered_at - killed_at
@@ -99,5 +107,8 @@ def test_watchdog_brings_a_real_model_back_after_its_stub_is_killed(triton_serve
     assert triton_server.pid == server_pid, "the model, not the server, should have been restarted"
     assert stub_of(server_pid, model) != victim
     with capsys.disabled():
-        print(f"\n[serve] killed the stub of {model}: ready again after {seconds:.2f} s (watchdog reload: {recovery.seconds:.2f} s)")
+        print(
+            f"\n[serve] killed the stub of {model}: ready again after {seconds:.2f} s "
+            f"(watchdog reload: {recovery.seconds:.2f} s)"
+        )
     assert seconds < RECOVERY_BOUND_S

@@ -63,8 +63,9 @@ def stream_events(url: str, path: Path, score_every: int = 1, hop: int = HOP) ->
     """Every event of ``path`` streamed alone, as fast as the server takes it."""
     source = open_source(str(path))
     events: list[dict] = []
-    with StreamSession(url, settings_for(source, FRAMES, hop, score_every), source.extradata,
-                       timeout_s=ANSWER_TIMEOUT_S) as session:
+    with StreamSession(
+        url, settings_for(source, FRAMES, hop, score_every), source.extradata, timeout_s=ANSWER_TIMEOUT_S
+    ) as session:
         play(session, source.packets, realtime=False, on_event=events.append)
     source.closer()
     return events
@@ -93,15 +94,20 @@ def wait_for_no_live_streams(server, bound_s: float) -> float:
 def classifier_session(classifier_repository):
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(str(classifier_repository / f"resnext_lstm_{FRAMES}" / "1" / "model.onnx"), options,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(classifier_repository / f"resnext_lstm_{FRAMES}" / "1" / "model.onnx"),
+        options,
+        providers=["CPUExecutionProvider"],
+    )
 
 
 def own_scores(session: ort.InferenceSession, frames: list[np.ndarray], boxes: list[list[float]]) -> np.ndarray:
     """The classifier's scores of the reported crops, one frame at a time."""
     crops = np.stack([sample_region(frame, box) for frame, box in zip(frames, boxes)])
     faces = _normalize(crops)[:, None]
-    return np.concatenate([session.run(["PROB_FAKE"], {"FACES": faces[i:i + 1]})[0].reshape(-1) for i in range(len(faces))])
+    return np.concatenate(
+        [session.run(["PROB_FAKE"], {"FACES": faces[i : i + 1]})[0].reshape(-1) for i in range(len(faces))]
+    )
 
 
 def test_frame_scores_are_the_classifiers_own_and_windows_follow(triton_server, classifier_session, tmp_path):
@@ -118,14 +124,19 @@ def test_frame_scores_are_the_classifiers_own_and_windows_follow(triton_server, 
     windows = of_type(events, "window")
     assert [w["start_frame"] for w in windows] == list(range(0, CLIP_FRAMES - FRAMES + 1, HOP))
     for window in windows:
-        inside = got[window["start_frame"]:window["start_frame"] + FRAMES]
+        inside = got[window["start_frame"] : window["start_frame"] + FRAMES]
         assert window["end_frame"] == window["start_frame"] + FRAMES - 1
         assert window["prob_fake"] == got[window["end_frame"]]
         assert window["frame_prob_fake_mean"] == float(np.float32(np.mean(inside, dtype=np.float64)))
         assert window["frames_scored"] == FRAMES
     (summary,) = of_type(events, "summary")
-    assert summary == {"type": "summary", "frames_received": CLIP_FRAMES, "frames_decoded": CLIP_FRAMES,
-                       "frames_scored": CLIP_FRAMES, "frames_skipped": 0}
+    assert summary == {
+        "type": "summary",
+        "frames_received": CLIP_FRAMES,
+        "frames_decoded": CLIP_FRAMES,
+        "frames_scored": CLIP_FRAMES,
+        "frames_skipped": 0,
+    }
 
 
 def _iou(a, b) -> float:
@@ -140,15 +151,21 @@ def test_streamed_and_uploaded_agree_where_the_crops_agree(triton_server, tmp_pa
     frames = of_type(stream_events(triton_server.grpc_url, path), "frame")
     with DeepfakeClient(triton_server.grpc_url, timeout_s=ANSWER_TIMEOUT_S) as detector:
         uploaded = detector.score(path, frames=FRAMES)
-    same = [i for i, frame in enumerate(frames) if np.allclose(frame["face_box"], uploaded.face_boxes[i], atol=BOX_ATOL, rtol=0)]
+    same = [
+        i
+        for i, frame in enumerate(frames)
+        if np.allclose(frame["face_box"], uploaded.face_boxes[i], atol=BOX_ATOL, rtol=0)
+    ]
     # Frame 0 is searched whole both ways, frame 1 in the same window: the same crops.
     assert {0, 1} <= set(same)
     for i in same:
         assert frames[i]["frame_prob_fake"] == pytest.approx(float(uploaded.frame_prob_fake[i]), abs=SCORE_ATOL)
     ious = [_iou(frame["face_box"], uploaded.face_boxes[i]) for i, frame in enumerate(frames)]
     with capsys.disabled():
-        print(f"\nonline vs offline crops, {FRAMES} frames: same crop in {len(same)}, IoU mean {np.mean(ious):.3f}, "
-              f"min {np.min(ious):.3f}")
+        print(
+            f"\nonline vs offline crops, {FRAMES} frames: same crop in {len(same)}, IoU mean {np.mean(ious):.3f}, "
+            f"min {np.min(ious):.3f}"
+        )
     assert min(ious) > 0.5
 
 
@@ -157,15 +174,17 @@ def test_two_streams_at_once_each_get_what_they_get_alone(triton_server, tmp_pat
     alone = [of_type(stream_events(triton_server.grpc_url, path), "frame") for path in paths]
     assert alone[0][0]["face_box"] != alone[1][0]["face_box"], "the two clips must differ"
     sources = [open_source(str(path)) for path in paths]
-    sessions = [StreamSession(triton_server.grpc_url, settings_for(s, FRAMES, HOP, 1), s.extradata, timeout_s=ANSWER_TIMEOUT_S)
-                for s in sources]
+    sessions = [
+        StreamSession(triton_server.grpc_url, settings_for(s, FRAMES, HOP, 1), s.extradata, timeout_s=ANSWER_TIMEOUT_S)
+        for s in sources
+    ]
     events: list[list[dict]] = [[], []]
     try:
         packets = [list(s.packets) for s in sources]
         # Both streams' requests are in flight together, so that the model meets them in one call.
         for start in range(0, CLIP_FRAMES, 4):
             for session, own in zip(sessions, packets):
-                session.send(own[start:start + 4])
+                session.send(own[start : start + 4])
         for session in sessions:
             session.send([], end=True)
         for session, got in zip(sessions, events):
@@ -177,13 +196,19 @@ def test_two_streams_at_once_each_get_what_they_get_alone(triton_server, tmp_pat
     for together, single in zip(events, alone):
         frames = of_type(together, "frame")
         assert [f["frame"] for f in frames] == [f["frame"] for f in single]
-        np.testing.assert_allclose([f["face_box"] for f in frames], [f["face_box"] for f in single], rtol=0, atol=BOX_ATOL)
-        np.testing.assert_allclose([f["frame_prob_fake"] for f in frames], [f["frame_prob_fake"] for f in single],
-                                   rtol=0, atol=SCORE_ATOL)
+        np.testing.assert_allclose(
+            [f["face_box"] for f in frames], [f["face_box"] for f in single], rtol=0, atol=BOX_ATOL
+        )
+        np.testing.assert_allclose(
+            [f["frame_prob_fake"] for f in frames], [f["frame_prob_fake"] for f in single], rtol=0, atol=SCORE_ATOL
+        )
 
 
 def _refused(url: str, settings: dict, extradata: bytes, packets: list[Packet]) -> ClientError:
-    with StreamSession(url, settings, extradata, timeout_s=ANSWER_TIMEOUT_S) as session, pytest.raises(ClientError) as caught:
+    with (
+        StreamSession(url, settings, extradata, timeout_s=ANSWER_TIMEOUT_S) as session,
+        pytest.raises(ClientError) as caught,
+    ):
         play(session, iter(packets), realtime=False, on_event=lambda event: None)
     return caught.value
 
@@ -197,7 +222,7 @@ def test_bad_streams_are_refused_and_the_others_go_on(triton_server, tmp_path):
     packets = list(source.packets)
     events = []
     try:
-        good.send(packets[:CLIP_FRAMES // 2])
+        good.send(packets[: CLIP_FRAMES // 2])
         events += good.drain(0)
 
         rng = np.random.default_rng(5)
@@ -219,15 +244,16 @@ def test_bad_streams_are_refused_and_the_others_go_on(triton_server, tmp_path):
                 orphan.drain(0)
         assert caught.value.status == "INVALID_ARGUMENT" and "START" in caught.value.message
 
-        good.send(packets[CLIP_FRAMES // 2:])
+        good.send(packets[CLIP_FRAMES // 2 :])
         good.send([], end=True)
         events += good.drain(0)
     finally:
         good.close()
         source.closer()
     frames = of_type(events, "frame")
-    np.testing.assert_allclose([f["frame_prob_fake"] for f in frames], [f["frame_prob_fake"] for f in reference],
-                               rtol=0, atol=SCORE_ATOL)
+    np.testing.assert_allclose(
+        [f["frame_prob_fake"] for f in frames], [f["frame_prob_fake"] for f in reference], rtol=0, atol=SCORE_ATOL
+    )
     assert of_type(events, "summary")[0]["frames_scored"] == CLIP_FRAMES
     assert wait_for_no_live_streams(triton_server, 5.0) < 5.0
 
@@ -236,7 +262,9 @@ def test_more_streams_than_the_cap_are_told_unavailable(triton_server, tmp_path)
     url = triton_server.grpc_url
     source = open_source(str(clip_file(tmp_path, "clip.mp4", frames=4, seed=31)))
     settings = settings_for(source, FRAMES, HOP, 1)
-    sessions = [StreamSession(url, settings, source.extradata, timeout_s=ANSWER_TIMEOUT_S) for _ in range(CPU_MAX_STREAMS + 1)]
+    sessions = [
+        StreamSession(url, settings, source.extradata, timeout_s=ANSWER_TIMEOUT_S) for _ in range(CPU_MAX_STREAMS + 1)
+    ]
     try:
         for session in sessions[:CPU_MAX_STREAMS]:
             session.send([])
@@ -290,15 +318,37 @@ def test_vanished_and_silent_clients_are_freed_after_the_idle_timeout(triton_ser
     with capsys.disabled():
         print(f"\nstreams freed {freed_after:.1f} s after their clients went (idle timeout {IDLE_S:g} s)")
     # The server is fine: a new stream is scored.
-    assert of_type(stream_events(url, clip_file(tmp_path, "after.mp4", frames=6, seed=42)), "summary")[0]["frames_scored"] == 6
+    assert (
+        of_type(stream_events(url, clip_file(tmp_path, "after.mp4", frames=6, seed=42)), "summary")[0]["frames_scored"]
+        == 6
+    )
 
 
 def test_cli_streams_a_file_in_real_time(triton_server, tmp_path):
     path = clip_file(tmp_path, "clip.mp4", frames=FRAMES + 2, seed=51)
     started = time.monotonic()
-    completed = subprocess.run([sys.executable, "-m", "client", "stream", str(path), "--url", triton_server.grpc_url,
-                                "--frames", str(FRAMES), "--hop", "2", "--realtime", "--json"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "client",
+            "stream",
+            str(path),
+            "--url",
+            triton_server.grpc_url,
+            "--frames",
+            str(FRAMES),
+            "--hop",
+            "2",
+            "--realtime",
+            "--json",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stderr
     assert time.monotonic() - started >= (FRAMES + 1) / 25.0, "--realtime sends at the clip's own rate"
     lines = [json.loads(line) for line in completed.stdout.splitlines()]
@@ -311,8 +361,14 @@ def test_cli_streams_a_file_in_real_time(triton_server, tmp_path):
     assert set(of_type(lines, "summary")[0]) >= {"frames_received", "frames_decoded", "frames_scored", "frames_skipped"}
     assert [w["start_frame"] for w in of_type(lines, "window")] == [0, 2]
 
-    health = subprocess.run([sys.executable, "-m", "client", "health", "--url", triton_server.grpc_url], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)
+    health = subprocess.run(
+        [sys.executable, "-m", "client", "health", "--url", triton_server.grpc_url],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
     assert re.search(rf"^\s+{STREAM_NAME}\s+ready", health.stdout, re.M), health.stdout
     assert re.search(rf"^\s+resnext_frame_{FRAMES}\s+ready", health.stdout, re.M), health.stdout
 

@@ -63,7 +63,9 @@ def _with_parameters(config: str, name: str, extra: dict[str, str]) -> str:
     config = re.sub(r"count: \d+", "count: 1", config, count=1)
     for key in extra:
         config = re.sub(rf'^parameters {{ key: "{key}" .*\n', "", config, flags=re.MULTILINE)
-    lines = "".join(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n' for key, value in extra.items())
+    lines = "".join(
+        f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n' for key, value in extra.items()
+    )
     return config + lines
 
 
@@ -109,7 +111,9 @@ def start_cli_server(command: list[str], log_path: Path) -> CliServer:
             printed.append(lines.get(timeout=max(deadline - time.monotonic(), 0.1)).rstrip("\n"))
         except queue.Empty:
             process.kill()
-            pytest.fail(f"python -m serve was not ready within {START_TIMEOUT_S:g} s:\n" + "\n".join(printed), pytrace=False)
+            pytest.fail(
+                f"python -m serve was not ready within {START_TIMEOUT_S:g} s:\n" + "\n".join(printed), pytrace=False
+            )
     grpc_line = next(line for line in printed if line.startswith("gRPC "))
     return CliServer(process, grpc_line.split("://", 1)[1], log_path, printed)
 
@@ -127,7 +131,9 @@ def stop_cli_server(server: CliServer) -> None:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory) -> certificates.CertificateSet:
     if shutil.which("openssl") is None:
-        pytest.fail("the openssl command is missing: it is a required test tool (Debian package 'openssl')", pytrace=False)
+        pytest.fail(
+            "the openssl command is missing: it is a required test tool (Debian package 'openssl')", pytrace=False
+        )
     return certificates.generate(tmp_path_factory.mktemp("certs"))
 
 
@@ -160,8 +166,13 @@ def mtls_server(certs, tmp_path_factory) -> Iterator[CliServer]:
 
 
 def mtls_client(server: CliServer, certs: certificates.CertificateSet) -> grpcclient.InferenceServerClient:
-    return grpcclient.InferenceServerClient(server.grpc_url, ssl=True, root_certificates=str(certs.ca_cert),
-                                            private_key=str(certs.client_key), certificate_chain=str(certs.client_cert))
+    return grpcclient.InferenceServerClient(
+        server.grpc_url,
+        ssl=True,
+        root_certificates=str(certs.ca_cert),
+        private_key=str(certs.client_key),
+        certificate_chain=str(certs.client_cert),
+    )
 
 
 def video_input(data: bytes) -> grpcclient.InferInput:
@@ -172,16 +183,33 @@ def video_input(data: bytes) -> grpcclient.InferInput:
 
 
 def run_client(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "client", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=CLI_TIMEOUT_S, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "client", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
 
 
 def test_client_cli_scores_over_mutual_tls_with_the_key(mtls_server, certs, tmp_path):
     video = tmp_path / "clip.mp4"
     video.write_bytes(media.face_clip(frames=FRAMES + 2, seed=21))
-    tls = ("--url", mtls_server.grpc_url, "--ssl", "--root-cert", str(certs.ca_cert),
-           "--client-cert", str(certs.client_cert), "--client-key", str(certs.client_key))
-    completed = run_client("score", str(video), "--frames", str(FRAMES), "--json", *tls, "--header", f"{API_KEY_HEADER}={API_KEY}")
+    tls = (
+        "--url",
+        mtls_server.grpc_url,
+        "--ssl",
+        "--root-cert",
+        str(certs.ca_cert),
+        "--client-cert",
+        str(certs.client_cert),
+        "--client-key",
+        str(certs.client_key),
+    )
+    completed = run_client(
+        "score", str(video), "--frames", str(FRAMES), "--json", *tls, "--header", f"{API_KEY_HEADER}={API_KEY}"
+    )
     assert completed.returncode == 0, completed.stderr
     record = json.loads(completed.stdout)
     assert record["error"] is None and 0.0 <= record["prob_fake"] <= 1.0 and record["frames_decoded"] == FRAMES
@@ -197,23 +225,35 @@ def test_api_scores_over_mutual_tls_and_refuses_without_the_key(mtls_server, cer
     video = media.face_clip(frames=FRAMES, seed=22)
     with mtls_client(mtls_server, certs) as client:
         assert client.is_server_ready(client_timeout=REFUSED_TIMEOUT_S)
-        result = client.infer(MODEL, [video_input(video)], headers={API_KEY_HEADER: API_KEY}, client_timeout=REQUEST_TIMEOUT_S)
+        result = client.infer(
+            MODEL, [video_input(video)], headers={API_KEY_HEADER: API_KEY}, client_timeout=REQUEST_TIMEOUT_S
+        )
         assert result.as_numpy("PROB_FAKE").shape == (1, 1)
         for headers in (None, {API_KEY_HEADER: "wrong"}):
             with pytest.raises(InferenceServerException, match="restricted"):
                 client.infer(MODEL, [video_input(video)], headers=headers, client_timeout=REFUSED_TIMEOUT_S)
 
 
-@pytest.mark.parametrize("who", ["no_client_certificate", "untrusted_client_certificate", "plaintext", "untrusted_server"])
+@pytest.mark.parametrize(
+    "who", ["no_client_certificate", "untrusted_client_certificate", "plaintext", "untrusted_server"]
+)
 def test_connections_without_the_right_certificates_are_refused(mtls_server, certs, other_ca, who):
     kwargs = {
         "no_client_certificate": {"ssl": True, "root_certificates": str(certs.ca_cert)},
-        "untrusted_client_certificate": {"ssl": True, "root_certificates": str(certs.ca_cert),
-                                         "private_key": str(other_ca.client_key), "certificate_chain": str(other_ca.client_cert)},
+        "untrusted_client_certificate": {
+            "ssl": True,
+            "root_certificates": str(certs.ca_cert),
+            "private_key": str(other_ca.client_key),
+            "certificate_chain": str(other_ca.client_cert),
+        },
         "plaintext": {},
         # The client trusts another CA only: it must not accept this server.
-        "untrusted_server": {"ssl": True, "root_certificates": str(other_ca.ca_cert),
-                             "private_key": str(certs.client_key), "certificate_chain": str(certs.client_cert)},
+        "untrusted_server": {
+            "ssl": True,
+            "root_certificates": str(other_ca.ca_cert),
+            "private_key": str(certs.client_key),
+            "certificate_chain": str(certs.client_cert),
+        },
     }[who]
     with grpcclient.InferenceServerClient(mtls_server.grpc_url, **kwargs) as client:
         with pytest.raises(InferenceServerException) as caught:
@@ -224,8 +264,22 @@ def test_connections_without_the_right_certificates_are_refused(mtls_server, cer
 def test_client_cli_names_the_connection_failure_without_a_client_certificate(mtls_server, certs, tmp_path):
     video = tmp_path / "clip.mp4"
     video.write_bytes(media.face_clip(frames=4))
-    completed = run_client("score", str(video), "--frames", str(FRAMES), "--json", "--url", mtls_server.grpc_url,
-                           "--ssl", "--root-cert", str(certs.ca_cert), "--retries", "0", "--timeout", str(REFUSED_TIMEOUT_S))
+    completed = run_client(
+        "score",
+        str(video),
+        "--frames",
+        str(FRAMES),
+        "--json",
+        "--url",
+        mtls_server.grpc_url,
+        "--ssl",
+        "--root-cert",
+        str(certs.ca_cert),
+        "--retries",
+        "0",
+        "--timeout",
+        str(REFUSED_TIMEOUT_S),
+    )
     assert completed.returncode == 1
     assert "UNAVAILABLE" in completed.stdout + completed.stderr
 
@@ -249,11 +303,17 @@ def test_each_limit_in_the_model_parameters_refuses_naming_the_value_seen(mtls_s
     with mtls_client(mtls_server, certs) as client:
         started = time.monotonic()
         with pytest.raises(InferenceServerException) as caught:
-            client.infer(MODEL, [video_input(data)], headers={API_KEY_HEADER: API_KEY}, client_timeout=REQUEST_TIMEOUT_S)
+            client.infer(
+                MODEL, [video_input(data)], headers={API_KEY_HEADER: API_KEY}, client_timeout=REQUEST_TIMEOUT_S
+            )
         seconds = time.monotonic() - started
         # Under the limits a normal clip still scores.
-        ok = client.infer(MODEL, [video_input(media.face_clip(frames=FRAMES))], headers={API_KEY_HEADER: API_KEY},
-                          client_timeout=REQUEST_TIMEOUT_S)
+        ok = client.infer(
+            MODEL,
+            [video_input(media.face_clip(frames=FRAMES))],
+            headers={API_KEY_HEADER: API_KEY},
+            client_timeout=REQUEST_TIMEOUT_S,
+        )
     assert caught.value.status() == INVALID_ARGUMENT
     message = caught.value.message()
     assert f"in ensemble '{MODEL}'" in message and f"input exceeds {limit}: {value}" in message, message
@@ -262,27 +322,50 @@ def test_each_limit_in_the_model_parameters_refuses_naming_the_value_seen(mtls_s
 
 
 def test_decode_time_limit_refuses_naming_the_time_spent(mtls_server, certs):
-    with mtls_client(mtls_server, certs) as client:
-        with pytest.raises(InferenceServerException) as caught:
-            client.infer(NO_TIME_MODEL, [video_input(media.face_clip(frames=FRAMES))], outputs=[grpcclient.InferRequestedOutput("FACES")],
-                         headers={API_KEY_HEADER: API_KEY}, client_timeout=REQUEST_TIMEOUT_S)
+    with mtls_client(mtls_server, certs) as client, pytest.raises(InferenceServerException) as caught:
+        client.infer(
+            NO_TIME_MODEL,
+            [video_input(media.face_clip(frames=FRAMES))],
+            outputs=[grpcclient.InferRequestedOutput("FACES")],
+            headers={API_KEY_HEADER: API_KEY},
+            client_timeout=REQUEST_TIMEOUT_S,
+        )
     assert caught.value.status() == INVALID_ARGUMENT
-    assert re.search(r"input exceeds decode_timeout_s: [0-9.e-]+ > 1e-06 \(seconds spent decoding\)", caught.value.message()), caught.value.message()
+    assert re.search(
+        r"input exceeds decode_timeout_s: [0-9.e-]+ > 1e-06 \(seconds spent decoding\)", caught.value.message()
+    ), caught.value.message()
 
 
 def test_plain_tls_serves_the_client_that_trusts_the_ca(certs, other_ca, tmp_path):
     """Server authentication only, through the embedded server's API and the client's health command."""
     repository = write_echo_repository(tmp_path / "repository")
     grpc_port, http_port, metrics_port = free_ports(3)
-    server = EmbeddedServer(repository, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
-                            log_path=tmp_path / "tritonserver.log", stop_timeout=STOP_TIMEOUT_S,
-                            grpc_tls=GrpcTls(certs.server_cert, certs.server_key))
+    server = EmbeddedServer(
+        repository,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
+        log_path=tmp_path / "tritonserver.log",
+        stop_timeout=STOP_TIMEOUT_S,
+        grpc_tls=GrpcTls(certs.server_cert, certs.server_key),
+    )
     with server:
-        report = run_client("health", "--json", "--url", server.grpc_url, "--ssl", "--root-cert", str(certs.ca_cert),
-                            "--timeout", str(REFUSED_TIMEOUT_S))
+        report = run_client(
+            "health",
+            "--json",
+            "--url",
+            server.grpc_url,
+            "--ssl",
+            "--root-cert",
+            str(certs.ca_cert),
+            "--timeout",
+            str(REFUSED_TIMEOUT_S),
+        )
         health = json.loads(report.stdout)
         assert health["live"] and health["ready"] and health["error"] is None, report.stdout + report.stderr
-        with grpcclient.InferenceServerClient(server.grpc_url, ssl=True, root_certificates=str(certs.ca_cert)) as client:
+        with grpcclient.InferenceServerClient(
+            server.grpc_url, ssl=True, root_certificates=str(certs.ca_cert)
+        ) as client:
             tensor = grpcclient.InferInput("X", [1, 3], "UINT8")
             tensor.set_data_from_numpy(np.array([[1, 2, 3]], dtype=np.uint8))
             np.testing.assert_array_equal(client.infer("echo", [tensor]).as_numpy("Y"), [[1, 2, 3]])
@@ -290,8 +373,17 @@ def test_plain_tls_serves_the_client_that_trusts_the_ca(certs, other_ca, tmp_pat
             with grpcclient.InferenceServerClient(server.grpc_url, **kwargs) as refused:
                 with pytest.raises(InferenceServerException):
                     refused.is_server_live(client_timeout=REFUSED_TIMEOUT_S)
-        untrusted = run_client("health", "--json", "--url", server.grpc_url, "--ssl", "--root-cert", str(other_ca.ca_cert),
-                               "--timeout", str(REFUSED_TIMEOUT_S))
+        untrusted = run_client(
+            "health",
+            "--json",
+            "--url",
+            server.grpc_url,
+            "--ssl",
+            "--root-cert",
+            str(other_ca.ca_cert),
+            "--timeout",
+            str(REFUSED_TIMEOUT_S),
+        )
         assert untrusted.returncode == 1
         assert json.loads(untrusted.stdout)["live"] is False
     assert "--grpc-use-ssl=true" in server.log_text()

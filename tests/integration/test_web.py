@@ -85,15 +85,35 @@ def grpc_client(triton_server) -> DeepfakeClient:
 
 def upload(web: WebProcess, path: str, data: bytes, name: str = "clip.mp4", **fields) -> httpx.Response:
     form = {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in fields.items()}
-    return httpx.post(web.url + path.lstrip("/"), files={"file": (name, data, "video/mp4")}, data=form, timeout=TIMEOUT_S)
+    return httpx.post(
+        web.url + path.lstrip("/"), files={"file": (name, data, "video/mp4")}, data=form, timeout=TIMEOUT_S
+    )
 
 
 def cli_json(triton_server, path: Path, *extra: str) -> tuple[dict, str]:
     """``python -m client score --json`` on one file: (its record, its stderr)."""
     completed = subprocess.run(
-        [sys.executable, "-m", "client", "score", str(path), "--json", "--frames", str(FRAMES),
-         "--url", triton_server.grpc_url, "--timeout", str(TIMEOUT_S), *extra],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=TIMEOUT_S * 2, check=False)
+        [
+            sys.executable,
+            "-m",
+            "client",
+            "score",
+            str(path),
+            "--json",
+            "--frames",
+            str(FRAMES),
+            "--url",
+            triton_server.grpc_url,
+            "--timeout",
+            str(TIMEOUT_S),
+            *extra,
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S * 2,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.splitlines()
     assert len(lines) == 1
@@ -184,10 +204,13 @@ def test_explain_gives_the_same_score_and_a_png_per_frame(web, clips):
     assert all(base64.b64decode(png).startswith(b"\x89PNG\r\n\x1a\n") for png in answer["heatmap_png"])
 
 
-@pytest.mark.parametrize("name, data, words", [
-    ("empty.mp4", b"", "is empty"),
-    ("garbage.mp4", b"this is not a video, only words\n" * 20, "unsupported input"),
-])
+@pytest.mark.parametrize(
+    "name, data, words",
+    [
+        ("empty.mp4", b"", "is empty"),
+        ("garbage.mp4", b"this is not a video, only words\n" * 20, "unsupported input"),
+    ],
+)
 def test_a_refused_upload_answers_422_with_the_servers_message(web, name, data, words):
     response = upload(web, "/api/score", data, name=name, frames=FRAMES)
 
@@ -230,8 +253,11 @@ def test_healthz_is_ready(web):
 def test_a_real_upload_never_touches_the_disk(web):
     before = len(web.audit_lines())
     # Without the shared sample, an intra-only (MJPEG) clip: large enough whatever the encoder's settings.
-    data = SHARED_SAMPLE.read_bytes() if SHARED_SAMPLE.is_file() else media.face_clip(
-        frames=60, size=(1280, 720), codec="mjpeg", container="avi", pix_fmt="yuvj420p")
+    data = (
+        SHARED_SAMPLE.read_bytes()
+        if SHARED_SAMPLE.is_file()
+        else media.face_clip(frames=60, size=(1280, 720), codec="mjpeg", container="avi", pix_fmt="yuvj420p")
+    )
     assert len(data) > 1_000_000  # over Starlette's spooling threshold
 
     response = upload(web, "/api/explain", data, frames=FRAMES)
@@ -247,7 +273,9 @@ def test_a_real_upload_never_touches_the_disk(web):
 def browser():
     for path in (CHROMIUM, CHROMEDRIVER):
         if not path.is_file():
-            pytest.fail(f"{path} is missing: `make install` installs chromium and chromium-driver (apt-dev)", pytrace=False)
+            pytest.fail(
+                f"{path} is missing: `make install` installs chromium and chromium-driver (apt-dev)", pytrace=False
+            )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -427,7 +455,9 @@ def test_every_face_on_the_page(page, triton_server, clips):
     assert text(card, ".model-name") == f"faces_{FRAMES}"
     assert text(card, ".prob-fake") == f"{record['prob_fake']:.4f}"
     faces = card.find_elements(By.CSS_SELECTOR, ".faces-list .face-track")
-    assert [float(face.get_attribute("data-prob-fake")) for face in faces] == [t["prob_fake"] for t in record["face_tracks"]]
+    assert [float(face.get_attribute("data-prob-fake")) for face in faces] == [
+        t["prob_fake"] for t in record["face_tracks"]
+    ]
     assert f"{record['max_prob_fake']:.4f}" in text(card, ".faces-summary")
     # Sought to a frame, the second face's box is drawn over the video with that frame's box.
     seen = page.execute_async_script(SEEK_AND_READ_BOX, 4 / FPS + 0.001)

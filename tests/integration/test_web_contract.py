@@ -85,7 +85,8 @@ def test_model_info_answers_the_served_export_files(detector):
         assert entry["demo"] is entry["checkpoint"].endswith("_demo_random.pt")
     assert info["demo"] is any(entry["demo"] for entry in info["classifiers"].values())
     assert demo_warning(info) == DEMO_WARNING.format(
-        checkpoints=", ".join(sorted(e["checkpoint"] for e in info["classifiers"].values() if e["demo"])))
+        checkpoints=", ".join(sorted(e["checkpoint"] for e in info["classifiers"].values() if e["demo"]))
+    )
 
 
 def test_the_cli_warns_on_stderr_and_keeps_its_json_lines(triton_server, tmp_path, clip):
