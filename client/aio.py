@@ -26,7 +26,7 @@ from .codec import (
     unpack_outputs,
     video_inputs,
 )
-from .connection import DEFAULT_URL, Connection
+from .connection import ConnectedClient
 from .errors import NOT_FOUND, ClientError
 from .results import ExplainResult, ScoreResult, explain_result, score_result
 
@@ -34,23 +34,13 @@ from .results import ExplainResult, ScoreResult, explain_result, score_result
 MODEL_KINDS = {"score": Kind.SCORE, "verdict": Kind.VERDICT, "explain": Kind.EXPLAIN}
 
 
-class AsyncDeepfakeClient:
+class AsyncDeepfakeClient(ConnectedClient):
     """Client of ``deepfake_<N>`` and the other modes, ``explain_<N>`` and ``model_info`` on asyncio.
 
     Args: as for :class:`client.DeepfakeClient`.
     """
 
-    def __init__(self, url: str | Connection = DEFAULT_URL, **settings) -> None:
-        self.connection = Connection.of(url, **settings)
-        self._client = grpcaio.InferenceServerClient(self.connection.url, **self.connection.client_options())
-
-    @property
-    def url(self) -> str:
-        return self.connection.url
-
-    @property
-    def timeout_s(self) -> float | None:
-        return self.connection.timeout_s
+    CHANNEL = grpcaio.InferenceServerClient
 
     async def __aenter__(self) -> AsyncDeepfakeClient:
         return self

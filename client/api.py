@@ -15,7 +15,17 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from contract import DEFAULT_FRAMES, EXPLAIN_OUTPUTS, SERVED_LENGTHS, Kind, Mode, lengths_of, model_name
+from contract import (
+    DEFAULT_FRAMES,
+    EXPLAIN_OUTPUTS,
+    PER_LENGTH_KINDS,
+    SERVED_LENGTHS,
+    SHARED_KINDS,
+    Kind,
+    Mode,
+    lengths_of,
+    model_name,
+)
 
 from .codec import (
     MODEL_INFO_MODEL,
@@ -28,7 +38,7 @@ from .codec import (
     unpack_outputs,
     video_inputs,
 )
-from .connection import DEFAULT_URL, Connection
+from .connection import ConnectedClient
 from .errors import NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE, ClientError
 from .results import ExplainResult, ScoreResult, explain_result, score_result
 
@@ -37,12 +47,9 @@ MODEL_STATE_READY = "READY"
 # meanwhile; a readiness probe (bounded by this deadline) tells that apart from a model that does
 # not exist.
 READINESS_PROBE_TIMEOUT_S = 5.0
-#: Models that serve every length, checked by name beside those of each length.
-SHARED_KINDS = tuple(kind for kind in Kind if not kind.per_length)
-PER_LENGTH_KINDS = tuple(kind for kind in Kind if kind.per_length)
 
 
-class DeepfakeClient:
+class DeepfakeClient(ConnectedClient):
     """Client of the served models: ``deepfake_<N>`` and the other modes, ``explain_<N>``, ``model_info``.
 
     Args:
@@ -54,17 +61,7 @@ class DeepfakeClient:
         ValueError: a malformed setting (see :class:`client.Connection`).
     """
 
-    def __init__(self, url: str | Connection = DEFAULT_URL, **settings) -> None:
-        self.connection = Connection.of(url, **settings)
-        self._client = grpcclient.InferenceServerClient(self.connection.url, **self.connection.client_options())
-
-    @property
-    def url(self) -> str:
-        return self.connection.url
-
-    @property
-    def timeout_s(self) -> float | None:
-        return self.connection.timeout_s
+    CHANNEL = grpcclient.InferenceServerClient
 
     def __enter__(self) -> DeepfakeClient:
         return self

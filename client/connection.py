@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 DEFAULT_URL = "localhost:8001"
 
@@ -116,6 +117,27 @@ class Connection:
 
     def _pem_files(self) -> tuple[str | None, str | None, str | None]:
         return self.root_certificates, self.private_key, self.certificate_chain
+
+
+class ConnectedClient:
+    """What the sync and asyncio clients share: a :class:`Connection` and the channel it opens.
+
+    Subclasses name their tritonclient flavour's ``InferenceServerClient`` in ``CHANNEL``.
+    """
+
+    CHANNEL: ClassVar[type]
+
+    def __init__(self, url: str | Connection = DEFAULT_URL, **settings) -> None:
+        self.connection = Connection.of(url, **settings)
+        self._client = self.CHANNEL(self.connection.url, **self.connection.client_options())
+
+    @property
+    def url(self) -> str:
+        return self.connection.url
+
+    @property
+    def timeout_s(self) -> float | None:
+        return self.connection.timeout_s
 
 
 def _path_or_none(path) -> str | None:

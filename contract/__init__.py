@@ -81,7 +81,8 @@ class Kind(Enum):
         return f"{self.value}_"
 
 
-SHARED_KINDS = frozenset({Kind.STREAM, Kind.MODEL_INFO})
+#: In the order of :class:`Kind` (clients list models in this order).
+SHARED_KINDS = (Kind.STREAM, Kind.MODEL_INFO)
 PER_LENGTH_KINDS = tuple(kind for kind in Kind if kind not in SHARED_KINDS)
 _PER_LENGTH_NAME = re.compile(r"^(?P<kind>[a-z_]+?)_(?P<frames>[1-9]\d*)$")
 
