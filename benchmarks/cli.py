@@ -49,7 +49,7 @@ from benchmarks.server import (
     video_input,
 )
 from benchmarks.video import PROJECT_ROOT, bench_video
-from contract import Kind, model_name
+from contract import EXPORT_METADATA_FILE, Kind, classifier_file, model_name
 from export.checkpoints import load_original_model
 from preprocessing import FacePipeline, PipelineConfig, crop_box, follow_face
 from preprocessing.track import iou_matrix
@@ -181,8 +181,8 @@ def served_pipeline_config(repository: Path, frames: int) -> tuple[PipelineConfi
 
 
 def _checkpoint(repository: Path, frames: int) -> tuple[Path, Path]:
-    folder = repository / f"resnext_lstm_{frames}" / "1"
-    onnx_path, metadata = folder / "model.onnx", folder / "export.json"
+    onnx_path = classifier_file(repository, frames)
+    metadata = classifier_file(repository, frames, EXPORT_METADATA_FILE)
     if not onnx_path.is_file() or not metadata.is_file():
         raise FileNotFoundError(
             f"{onnx_path} or its export.json is missing: run `make models` "

@@ -20,12 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from contract import classifier_file
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 FRAMES = 20
 CONFIG = ROOT / "model_repository" / f"faces_{FRAMES}" / "configs" / "cpu.pbtxt"
 GPU_CONFIG = ROOT / "model_repository" / f"faces_{FRAMES}" / "config.pbtxt"
-CLASSIFIER = ROOT / "model_repository" / f"resnext_lstm_{FRAMES}" / "1" / "model.onnx"
+CLASSIFIER = classifier_file(ROOT / "model_repository", FRAMES)
 SAMPLE = ROOT.parent / "shared" / "data" / "people_walking_1080p.mp4"
 FACE_COUNTS = (1, 2, 4)
 SERVER_CORES = 2

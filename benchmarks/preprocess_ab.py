@@ -28,11 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from contract import classifier_file
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 FRAMES = 20
 CONFIG = ROOT / "model_repository" / f"preprocess_{FRAMES}" / "configs" / "cpu.pbtxt"
-CLASSIFIER = ROOT / "model_repository" / f"resnext_lstm_{FRAMES}" / "1" / "model.onnx"
+CLASSIFIER = classifier_file(ROOT / "model_repository", FRAMES)
 SAMPLE = ROOT.parent / "shared" / "data" / "people_walking_1080p.mp4"
 
 

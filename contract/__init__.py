@@ -26,6 +26,7 @@ import re
 import sys
 from dataclasses import dataclass
 from enum import Enum, IntEnum
+from pathlib import Path
 
 # --------------------------------------------------------------------------------------------
 # Sizes the model fixes.
@@ -128,12 +129,22 @@ def lengths_of(kind: Kind, names) -> list[int]:
 
 #: The version folder every committed model is served from.
 DEFAULT_VERSION = "1"
+#: The classifier's files in its version folder: the exported graph everywhere, a TensorRT plan
+#: where one was built on the node's GPU.
+ONNX_FILE = "model.onnx"
+PLAN_FILE = "model.plan"
 #: What ``export`` writes beside each classifier it exports (source checkpoint, sha256, parity
 #: figures); ``model_info`` answers with them and the embedded server checks for them.
 EXPORT_METADATA_FILE = "export.json"
 #: The tag in the file name of a demo checkpoint (random weights: ``model_<acc>_acc_<N>_frames_<tag>.pt``),
 #: written by ``export demo-checkpoints``; clients warn when the served classifiers come from one.
 DEMO_CHECKPOINT_TAG = "demo_random"
+
+
+def classifier_file(repository: str | os.PathLike, frames: int, file: str = ONNX_FILE) -> Path:
+    """``<repository>/resnext_lstm_<N>/1/<file>``: where ``export`` writes a classifier and the server reads it."""
+    return Path(repository) / model_name(Kind.CLASSIFIER, frames) / DEFAULT_VERSION / file
+
 
 # --------------------------------------------------------------------------------------------
 # Tensors.

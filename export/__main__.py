@@ -9,11 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+from client.commands.args import positive_int
 from contract import (
     CLASSIFIER_INPUTS,
     CLASSIFIER_OUTPUTS,
     DEFAULT_VERSION,
     EXPORT_METADATA_FILE,
+    ONNX_FILE,
     SERVED_LENGTHS,
     TENSORS,
     Exit,
@@ -29,7 +31,6 @@ from export.checkpoints import (
     sha256_of,
     write_demo_checkpoints,
 )
-from export.configs import ONNX_FILE
 from export.onnx_export import (
     BATCH_TOLERANCE,
     DEFAULT_OPSET,
@@ -47,13 +48,6 @@ DEFAULT_FRAMES = SERVED_LENGTHS
 METADATA_FILE = EXPORT_METADATA_FILE
 
 
-def _frames(value: str) -> int:
-    frames = int(value)
-    if frames < 1:
-        raise argparse.ArgumentTypeError(f"frame count must be at least 1, got {frames}")
-    return frames
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=program_name("export"), description="Build the classifier artifacts Triton serves."
@@ -68,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out", type=Path, required=True, help="folder to write model_<acc>_acc_<N>_frames_<tag>.pt into"
     )
-    demo.add_argument("--frames", type=_frames, nargs="+", default=list(DEFAULT_FRAMES), help="sequence lengths")
+    demo.add_argument("--frames", type=positive_int, nargs="+", default=list(DEFAULT_FRAMES), help="sequence lengths")
 
     onnx = commands.add_parser(
         "onnx",
@@ -80,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     onnx.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
     onnx.add_argument(
-        "--frames", type=_frames, nargs="+", default=list(DEFAULT_FRAMES), help="sequence lengths to export"
+        "--frames", type=positive_int, nargs="+", default=list(DEFAULT_FRAMES), help="sequence lengths to export"
     )
     onnx.add_argument(
         "--precision",
@@ -97,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trt.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
     trt.add_argument(
-        "--frames", type=_frames, nargs="+", default=None, help="sequence lengths (default: every exported model)"
+        "--frames", type=positive_int, nargs="+", default=None, help="sequence lengths (default: every exported model)"
     )
     trt.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="engine precision")
     trt.add_argument("--max-batch", type=int, default=8, help="largest batch of the optimization profile")

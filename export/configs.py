@@ -47,16 +47,13 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 import contract
-from contract import Kind, model_name
+from contract import ONNX_FILE, PLAN_FILE, Kind, model_name
 
 ModelConfig = model_config_pb2.ModelConfig
 
 # --------------------------------------------------------------------------------------------
 # Deployment choices.
 
-#: The classifier's files in its version folder (ONNX everywhere, a TensorRT plan where built).
-ONNX_FILE = "model.onnx"
-PLAN_FILE = "model.plan"
 
 #: Faces scored per video by faces_<N> on the CPU server and on GPU nodes.
 CPU_MAX_FACES = 4

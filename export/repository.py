@@ -13,8 +13,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from contract import DEFAULT_VERSION, PER_LENGTH_KINDS, SERVED_LENGTHS, SHARED_KINDS, Kind, lengths_of, model_name
-from export.configs import ONNX_FILE, Config, ConfigFile, model_configs
+from contract import (
+    DEFAULT_VERSION,
+    ONNX_FILE,
+    PER_LENGTH_KINDS,
+    SERVED_LENGTHS,
+    SHARED_KINDS,
+    Kind,
+    lengths_of,
+    model_name,
+)
+from export.configs import Config, ConfigFile, model_configs
 
 ENTRY_FILE = "model.py"
 #: What keeps an ensemble's empty version folder in git.

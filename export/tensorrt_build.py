@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contract import DEFAULT_VERSION, Kind, model_name
-from export.configs import PLAN_FILE
+from contract import DEFAULT_VERSION, ONNX_FILE, PLAN_FILE, Kind, model_name
 from export.model import INPUT_NAME, OUTPUT_NAMES
 from export.onnx_export import onnx_session
 from export.repository import served_lengths
@@ -103,7 +102,7 @@ def build_all(
     failures = []
     for frames in frames_list or served_lengths(repository):
         version_dir = repository / model_name(Kind.CLASSIFIER, frames) / DEFAULT_VERSION
-        onnx_path = version_dir / "model.onnx"
+        onnx_path = version_dir / ONNX_FILE
         if not onnx_path.is_file():
             failures.append(f"{frames} frames: {onnx_path} is missing (run `python -m export onnx` first)")
             continue

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from client.commands.args import port_number, positive_seconds
 from contract import Exit, program_name
 from serve.errors import ServeError, SetupError
 from serve.flags import managed_clashes
@@ -48,20 +49,6 @@ class StopRequested(BaseException):
         self.signum = signum
 
 
-def _port(text: str) -> int:
-    port = int(text)
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(f"port must be between 1 and 65535, got {port}")
-    return port
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
-
-
 def _restriction(text: str) -> Restriction:
     try:
         return Restriction.parse(text)
@@ -87,9 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="Triton model repository folder",
     )
-    parser.add_argument("--grpc-port", type=_port, default=DEFAULT_GRPC_PORT, help="gRPC port")
-    parser.add_argument("--http-port", type=_port, default=DEFAULT_HTTP_PORT, help="HTTP port")
-    parser.add_argument("--metrics-port", type=_port, default=DEFAULT_METRICS_PORT, help="Prometheus metrics port")
+    parser.add_argument("--grpc-port", type=port_number, default=DEFAULT_GRPC_PORT, help="gRPC port")
+    parser.add_argument("--http-port", type=port_number, default=DEFAULT_HTTP_PORT, help="HTTP port")
+    parser.add_argument(
+        "--metrics-port", type=port_number, default=DEFAULT_METRICS_PORT, help="Prometheus metrics port"
+    )
     parser.add_argument(
         "--host",
         default=DEFAULT_HOST,
@@ -109,13 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--ready-timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=DEFAULT_READY_TIMEOUT_S,
         help="seconds to wait for the server and every model to be ready",
     )
     parser.add_argument(
         "--stop-timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=DEFAULT_STOP_TIMEOUT_S,
         help="seconds in-flight requests get to finish after Ctrl-C/SIGTERM before the server is killed",
     )

@@ -23,12 +23,10 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2
 
-from contract import DEFAULT_VERSION, EXPORT_METADATA_FILE, Kind
+from contract import DEFAULT_VERSION, EXPORT_METADATA_FILE, ONNX_FILE, PLAN_FILE, Kind
 
 CONFIG_FILE = "config.pbtxt"
 CUSTOM_CONFIG_DIR = "configs"
-ONNX_FILE = "model.onnx"
-PLAN_FILE = "model.plan"
 
 ONNX_PLATFORMS = frozenset({"onnxruntime_onnx"})
 ONNX_BACKENDS = frozenset({"onnxruntime"})

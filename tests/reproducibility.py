@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from contract import classifier_file
+
 ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY = ROOT / "model_repository"
 SAMPLE = ROOT.parent / "shared" / "data" / "people_walking_1080p.mp4"
@@ -31,7 +33,7 @@ CONFIGS = {
     "cpu": REPOSITORY / f"preprocess_{FRAMES}" / "configs" / "cpu.pbtxt",
     "gpu": REPOSITORY / f"preprocess_{FRAMES}" / "config.pbtxt",
 }
-CLASSIFIER = REPOSITORY / f"resnext_lstm_{FRAMES}" / "1" / "model.onnx"
+CLASSIFIER = classifier_file(REPOSITORY, FRAMES)
 # Adapter settings of the served configs that are not the library's.
 ADAPTER_KEYS = ("torch_threads",)
 

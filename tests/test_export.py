@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import contract
-from contract import DEFAULT_VERSION, SERVED_LENGTHS, Kind, model_name
+from contract import DEFAULT_VERSION, ONNX_FILE, SERVED_LENGTHS, Kind, model_name
 from export.checkpoints import (
     CheckpointError,
     best_checkpoint,
@@ -24,7 +24,6 @@ from export.checkpoints import (
     load_original_model,
     parse_checkpoint_name,
 )
-from export.configs import ONNX_FILE
 from export.model import FAKE_INDEX, INPUT_NAME, OUTPUT_NAMES, OriginalModel, ServedModel, original_scores
 from export.onnx_export import verify_onnx, write_onnx
 from export.repository import served_lengths

@@ -197,7 +197,7 @@ def test_classifier_configs_agree_with_each_other(frames):
     accelerator = gpu.optimization.execution_accelerators.gpu_execution_accelerator[0]
     assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
     assert cpu.backend == "python"
-    assert trt.platform == "tensorrt_plan" and trt.default_model_filename == configs.PLAN_FILE
+    assert trt.platform == "tensorrt_plan" and trt.default_model_filename == contract.PLAN_FILE
     for config in (gpu, cpu, trt):
         assert _io(config, "input") == {"FACES": _spec("FACES", frames)}
         assert _io(config, "output") == {name: _spec(name, frames) for name in contract.CLASSIFIER_OUTPUTS}
@@ -222,7 +222,7 @@ def test_each_frame_classifier_is_the_one_frame_classifier_renamed(frames):
 @pytest.mark.parametrize("frames", LENGTHS)
 def test_classifier_config_matches_the_onnx_graph(frames):
     version = REPOSITORY / model_name(Kind.CLASSIFIER, frames) / DEFAULT_VERSION
-    path = version / configs.ONNX_FILE
+    path = version / contract.ONNX_FILE
     if not path.is_file():
         pytest.fail(f"{path} is missing: `make models` exports it before the tests")
     graph = onnx.load(str(path), load_external_data=False).graph

@@ -121,7 +121,7 @@ def test_help_documents_every_flag():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--grpc-port", "70000"], "port must be between 1 and 65535"),
+        (["--grpc-port", "70000"], "expected an integer from 1 to 65535, got 70000"),
         (["--ready-timeout", "0"], "positive number of seconds"),
         (["--grpc-restricted-protocol", "inference"], "must look like <protocol>"),
         (["--grpc-restricted-protocol", "everything:k=v"], "unknown protocol"),

@@ -36,7 +36,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from docker_engine import Engine, EngineUnavailable, docker_host
 
-from contract import DEFAULT_VERSION, Exit, Kind, model_name
+from contract import DEFAULT_VERSION, Exit, Kind, classifier_file, model_name
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = os.environ.get("DEEPFAKE_IMAGE", "deepfake-triton:local")
@@ -184,11 +184,7 @@ def compose(
 
 
 def missing_classifiers(repository: Path, frames: Sequence[str]) -> list[str]:
-    return [
-        n
-        for n in frames
-        if not (repository / model_name(Kind.CLASSIFIER, int(n)) / DEFAULT_VERSION / "model.onnx").is_file()
-    ]
+    return [n for n in frames if not classifier_file(repository, int(n)).is_file()]
 
 
 def export(env: Mapping[str, str]) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from contract import CLASSIFIER_INPUTS, CLASSIFIER_OUTPUTS
+from contract import CLASSIFIER_INPUTS, CLASSIFIER_OUTPUTS, ONNX_FILE
 from triton_models.chunks import PER_FRAME_OUTPUTS, ChunkedSession, available_cores
 from triton_models.common import model_parameters, parse_config
 
@@ -34,7 +34,7 @@ class TritonPythonModel:
         config = parse_config(args)
         params = model_parameters(config)
         self.logger = pb_utils.Logger
-        path = os.path.join(args["model_repository"], args["model_version"], params.get("onnx_file", "model.onnx"))
+        path = os.path.join(args["model_repository"], args["model_version"], params.get("onnx_file", ONNX_FILE))
         if not os.path.isfile(path):
             raise pb_utils.TritonModelException(
                 f"{path} is missing: run `python -m export onnx --checkpoints <dir> --repository <repository>` first"

@@ -56,6 +56,10 @@ def int_between(low: int, high: int):
     return parse
 
 
+#: A TCP port (the embedded server's ``--grpc-port``, ``--http-port``, ``--metrics-port``).
+port_number = int_between(1, 65535)
+
+
 def positive_seconds(text: str) -> float:
     """A positive, finite number (``--timeout``; also ``web --max-upload-mib``, whose message says seconds too)."""
     try:

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from contract import Kind
+from contract import ONNX_FILE, Kind
 from serve import EmbeddedServer, ServeError, TritonDistribution, TritonNotFoundError, free_ports
 from serve.distribution import PROJECT_ROOT
-from serve.repository import ONNX_FILE
 
 CLASSIFIER_PREFIX = Kind.CLASSIFIER.prefix
 

@@ -13,13 +13,14 @@ import pytest
 
 from benchmarks.cli import main
 from benchmarks.video import generated_clip
+from contract import classifier_file
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 FRAMES = 10
 
 
 @pytest.mark.skipif(
-    not (REPOSITORY / f"resnext_lstm_{FRAMES}" / "1" / "model.onnx").is_file(),
+    not classifier_file(REPOSITORY, FRAMES).is_file(),
     reason="ONNX models not exported (make models)",
 )
 def test_smallest_bench_run_writes_the_whole_report(tmp_path):

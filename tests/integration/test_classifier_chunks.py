@@ -6,6 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from contract import classifier_file
 from triton_models.chunks import ChunkedSession
 
 FRAMES = 10
@@ -17,7 +18,7 @@ def session(classifier_repository) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
-    path = classifier_repository / f"resnext_lstm_{FRAMES}" / "1" / "model.onnx"
+    path = classifier_file(classifier_repository, FRAMES)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -28,7 +28,7 @@ import pytest
 
 from client import ClientError, DeepfakeClient
 from client.stream_client import Packet, StreamSession, open_source, play, settings_for
-from contract import STREAM_IDLE_US, Kind, model_name
+from contract import STREAM_IDLE_US, Kind, classifier_file, model_name
 from export.configs import CPU_MAX_STREAMS
 from preprocessing.crop import _normalize, sample_region
 from preprocessing.decode import decode_frames
@@ -95,7 +95,7 @@ def classifier_session(classifier_repository):
     options = ort.SessionOptions()
     options.log_severity_level = 3
     return ort.InferenceSession(
-        str(classifier_repository / f"resnext_lstm_{FRAMES}" / "1" / "model.onnx"),
+        str(classifier_file(classifier_repository, FRAMES)),
         options,
         providers=["CPUExecutionProvider"],
     )
