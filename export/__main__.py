@@ -45,7 +45,6 @@ from export.repository import RepositoryLayoutError, ensure_model_folders
 log = logging.getLogger("export")
 
 DEFAULT_FRAMES = SERVED_LENGTHS
-METADATA_FILE = EXPORT_METADATA_FILE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,7 +139,7 @@ def export_one(checkpoint_dir: Path, repository: Path, frames: int, precision: s
         "versions": library_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (target_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    (target_dir / EXPORT_METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     return [f"{frames} frames: {failure}" for failure in verification.failures]
 
 

@@ -71,26 +71,26 @@ def positive_seconds(text: str) -> float:
     return value
 
 
-def fraction(text: str) -> float:
-    """A number strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got '{text}'") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction strictly between 0 and 1, got {text}")
-    return value
+def unit_interval(noun: str, *, inclusive: bool):
+    """An argparse type accepting numbers from 0 to 1 (``inclusive``) or strictly between; ``noun`` names them."""
+    bounds = "between 0 and 1" if inclusive else "strictly between 0 and 1"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {noun} between 0 and 1, got '{text}'") from None
+        if not (0.0 <= value <= 1.0 if inclusive else 0.0 < value < 1.0):
+            raise argparse.ArgumentTypeError(f"expected a {noun} {bounds}, got {text}")
+        return value
+
+    return parse
 
 
-def probability(text: str) -> float:
-    """A score from 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a score between 0 and 1, got '{text}'") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a score between 0 and 1, got {text}")
-    return value
+#: A number strictly between 0 and 1 (``evaluate --val-fraction``).
+fraction = unit_interval("fraction", inclusive=False)
+#: A score from 0 to 1 (``evaluate --threshold``).
+probability = unit_interval("score", inclusive=True)
 
 
 def header(text: str) -> tuple[str, str]:
