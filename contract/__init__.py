@@ -68,6 +68,17 @@ class Kind(Enum):
     STREAM = "stream"
     #: What the served classifiers were exported from, one model for every N.
     MODEL_INFO = "model_info"
+    #: Calls the classifier version a request names (the latest served by default) and says which
+    #: version and checkpoint answered: the step every scoring ensemble runs instead of calling
+    #: resnext_lstm_<N> itself (an ensemble fixes its steps' versions).
+    SELECT = "classify"
+    #: A trained temporal model (the trunk on every frame, then attention over the N frames); its
+    #: folders are written by ``export`` when one is exported, never committed.
+    TEMPORAL_CLASSIFIER = "resnext_temporal"
+    #: The version-choosing step of the temporal models.
+    TEMPORAL_SELECT = "classify_temporal"
+    #: The client-facing temporal ensemble: video bytes -> faces -> the temporal model's scores.
+    TEMPORAL = "temporal"
 
     @property
     def per_length(self) -> bool:
@@ -85,6 +96,15 @@ class Kind(Enum):
 #: In the order of :class:`Kind` (clients list models in this order).
 SHARED_KINDS = (Kind.STREAM, Kind.MODEL_INFO)
 PER_LENGTH_KINDS = tuple(kind for kind in Kind if kind not in SHARED_KINDS)
+#: The per-length kinds that exist only once a temporal model was trained and exported.
+TEMPORAL_KINDS = (Kind.TEMPORAL_CLASSIFIER, Kind.TEMPORAL_SELECT, Kind.TEMPORAL)
+#: The per-length kinds every length is served with (committed for the served lengths).
+BASE_KINDS = tuple(kind for kind in PER_LENGTH_KINDS if kind not in TEMPORAL_KINDS)
+#: Models that serve several versions at once (``version_policy: all``), one per export: the
+#: classifiers, and the per-frame classifier that serves the classifier's files.
+VERSIONED_KINDS = (Kind.CLASSIFIER, Kind.FRAME_CLASSIFIER, Kind.TEMPORAL_CLASSIFIER)
+#: The model each version-choosing step calls.
+SELECTED_KINDS = {Kind.SELECT: Kind.CLASSIFIER, Kind.TEMPORAL_SELECT: Kind.TEMPORAL_CLASSIFIER}
 _PER_LENGTH_NAME = re.compile(r"^(?P<kind>[a-z_]+?)_(?P<frames>[1-9]\d*)$")
 
 
@@ -127,8 +147,14 @@ def lengths_of(kind: Kind, names) -> list[int]:
     return sorted(lengths)
 
 
-#: The version folder every committed model is served from.
+#: The version folder every committed model is served from, and the published checkpoint's.
 DEFAULT_VERSION = "1"
+#: The tag that starts the file name of a checkpoint ``train`` wrote
+#: (``model_<acc>_acc_<N>_frames_trained_<run>.pt``): ``export`` serves one only as the version it
+#: is told (``--checkpoint FILE --version V``), never as the published version 1.
+TRAINED_CHECKPOINT_TAG = "trained"
+#: File names of a temporal model's checkpoint: ``temporal_<acc>_acc_<N>_frames_<tag>.pt``.
+TEMPORAL_CHECKPOINT_PREFIX = "temporal"
 #: The classifier's files in its version folder: the exported graph everywhere, a TensorRT plan
 #: where one was built on the node's GPU.
 ONNX_FILE = "model.onnx"
@@ -141,9 +167,26 @@ EXPORT_METADATA_FILE = "export.json"
 DEMO_CHECKPOINT_TAG = "demo_random"
 
 
-def classifier_file(repository: str | os.PathLike, frames: int, file: str = ONNX_FILE) -> Path:
-    """``<repository>/resnext_lstm_<N>/1/<file>``: where ``export`` writes a classifier and the server reads it."""
-    return Path(repository) / model_name(Kind.CLASSIFIER, frames) / DEFAULT_VERSION / file
+def classifier_file(
+    repository: str | os.PathLike,
+    frames: int,
+    file: str = ONNX_FILE,
+    version: str | int = DEFAULT_VERSION,
+    kind: Kind = Kind.CLASSIFIER,
+) -> Path:
+    """``<repository>/resnext_lstm_<N>/<version>/<file>``: where ``export`` writes a classifier, the server reads it."""
+    return Path(repository) / model_name(kind, frames) / str(version) / file
+
+
+def version_folders(model_dir: str | os.PathLike) -> list[int]:
+    """The version numbers of a model folder (its subfolders named by a positive integer), ascending."""
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(int(child.name) for child in folder.iterdir() if child.is_dir() and _VERSION.fullmatch(child.name))
+
+
+_VERSION = re.compile(r"[1-9]\d*")
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,6 +270,13 @@ TENSORS: dict[str, Tensor] = {
         Tensor("FRAMES_SKIPPED", "TYPE_INT32", (1,)),
         # model_info: one JSON document, no inputs, no batch axis.
         Tensor("INFO", "TYPE_STRING", (1,)),
+        # The classifier version a request asks for (optional; absent: the latest served), and the
+        # version and checkpoint (sha256 of the .pt file) that answered.
+        Tensor("MODEL_VERSION", "TYPE_INT64", (1,)),
+        Tensor("CLASSIFIER_VERSION", "TYPE_INT64", (1,)),
+        Tensor("CHECKPOINT_SHA256", "TYPE_STRING", (1,)),
+        # A temporal model's attention over the frames: how much each frame counted (sums to 1).
+        Tensor("FRAME_WEIGHT", "TYPE_FP32", (FRAMES,)),
     )
 }
 
@@ -241,9 +291,33 @@ CLASSIFIER_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "HEATMAP")
 #: on the last frame only (the published weights score from it).
 PER_FRAME_OUTPUTS = frozenset(name for name in CLASSIFIER_OUTPUTS if TENSORS[name].per_frame)
 LAST_FRAME_OUTPUTS = tuple(name for name in CLASSIFIER_OUTPUTS if name not in PER_FRAME_OUTPUTS)
+#: The version a request may name, and what says which version and checkpoint answered.
+VERSION_INPUT = "MODEL_VERSION"
+VERSION_OUTPUTS = ("CLASSIFIER_VERSION", "CHECKPOINT_SHA256")
+#: Inputs a request may leave out.
+OPTIONAL_INPUTS = frozenset({VERSION_INPUT, "STREAM", "EXTRADATA"})
+# classify_<N>: the classifier's inputs and outputs, plus the version asked for and the one that answered.
+SELECT_INPUTS = (*CLASSIFIER_INPUTS, VERSION_INPUT)
+SELECT_OUTPUTS = (*CLASSIFIER_OUTPUTS, *VERSION_OUTPUTS)
+# resnext_temporal_<N>: faces -> the clip's score from all N frames, each frame's own score through
+# the same head, and how much each frame counted.
+TEMPORAL_CLASSIFIER_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "FRAME_WEIGHT")
+TEMPORAL_SELECT_OUTPUTS = (*TEMPORAL_CLASSIFIER_OUTPUTS, *VERSION_OUTPUTS)
+# The client-facing ensembles take the video and, optionally, the classifier version.
+ENSEMBLE_INPUTS = (VIDEO_INPUT, VERSION_INPUT)
 # The client-facing ensembles: deepfake_<N> (scores), explain_<N> (+ crops and heatmaps),
-# verdict_<N> (the clip's score alone: no per-frame scores, the last frame's trunk only).
-SCORE_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED", "FRAME_TIMES")
+# verdict_<N> (the clip's score alone: no per-frame scores, the last frame's trunk only). Every
+# answer names the classifier version and checkpoint that produced it.
+SCORE_OUTPUTS = (
+    "LOGITS",
+    "PROB_FAKE",
+    "FRAME_PROB_FAKE",
+    "FACE_BOXES",
+    "FACE_FOUND",
+    "FRAMES_DECODED",
+    "FRAME_TIMES",
+    *VERSION_OUTPUTS,
+)
 EXPLAIN_OUTPUTS = (*SCORE_OUTPUTS, "FACES", "HEATMAP")
 VERDICT_OUTPUTS = tuple(name for name in SCORE_OUTPUTS if name != "FRAME_PROB_FAKE")
 # faces_<N>: PROB_FAKE is the main face's faithful score (as deepfake_<N>'s); MAX_PROB_FAKE: "is any
@@ -269,7 +343,7 @@ MODEL_INFO_OUTPUTS = ("INFO",)
 # "skipped" (SKIPPED_FRAMES) and, at the end, "summary" (FRAMES_RECEIVED, FRAMES_DECODED, FRAMES_SCORED,
 # FRAMES_SKIPPED).
 STREAM_INPUTS = ("STREAM", "EXTRADATA", "PACKETS", "PACKET_SIZES", "PACKET_PTS")
-STREAM_OPTIONAL_INPUTS = ("STREAM", "EXTRADATA")
+STREAM_OPTIONAL_INPUTS = tuple(name for name in STREAM_INPUTS if name in OPTIONAL_INPUTS)
 STREAM_OUTPUTS = (
     "EVENT",
     "FRAME_INDEX",
@@ -293,16 +367,29 @@ STREAM_EVENTS = {
     "summary": ("FRAMES_RECEIVED", "FRAMES_DECODED", "FRAMES_SCORED", "FRAMES_SKIPPED"),
 }
 #: Keys of the JSON object a stream declares in ``STREAM`` at its start.
-STREAM_SETTINGS_KEYS = ("codec", "time_base", "frames", "hop", "score_every")
+STREAM_SETTINGS_KEYS = ("codec", "time_base", "frames", "hop", "score_every", "model_version")
+
+# temporal_<N>: the temporal model's scores, and what the preprocessing saw.
+TEMPORAL_OUTPUTS = (
+    *TEMPORAL_CLASSIFIER_OUTPUTS,
+    "FACE_BOXES",
+    "FACE_FOUND",
+    "FRAMES_DECODED",
+    "FRAME_TIMES",
+    *VERSION_OUTPUTS,
+)
 
 #: Inputs and outputs of each kind, as the configs declare them.
 MODEL_INPUTS: dict[Kind, tuple[str, ...]] = {
     **dict.fromkeys(
-        (Kind.SCORE, Kind.EXPLAIN, Kind.VERDICT, Kind.FACES, Kind.ORIGINAL, Kind.PREPROCESS, Kind.ORIGINAL_PREPROCESS),
-        PREPROCESS_INPUTS,
+        (Kind.SCORE, Kind.EXPLAIN, Kind.VERDICT, Kind.FACES, Kind.ORIGINAL, Kind.TEMPORAL), ENSEMBLE_INPUTS
     ),
+    **dict.fromkeys((Kind.PREPROCESS, Kind.ORIGINAL_PREPROCESS), PREPROCESS_INPUTS),
     Kind.CLASSIFIER: CLASSIFIER_INPUTS,
     Kind.FRAME_CLASSIFIER: CLASSIFIER_INPUTS,
+    Kind.TEMPORAL_CLASSIFIER: CLASSIFIER_INPUTS,
+    Kind.SELECT: SELECT_INPUTS,
+    Kind.TEMPORAL_SELECT: SELECT_INPUTS,
     Kind.STREAM: STREAM_INPUTS,
     Kind.MODEL_INFO: (),
 }
@@ -316,6 +403,10 @@ MODEL_OUTPUTS: dict[Kind, tuple[str, ...]] = {
     Kind.ORIGINAL_PREPROCESS: PREPROCESS_OUTPUTS,
     Kind.CLASSIFIER: CLASSIFIER_OUTPUTS,
     Kind.FRAME_CLASSIFIER: CLASSIFIER_OUTPUTS,
+    Kind.TEMPORAL_CLASSIFIER: TEMPORAL_CLASSIFIER_OUTPUTS,
+    Kind.SELECT: SELECT_OUTPUTS,
+    Kind.TEMPORAL_SELECT: TEMPORAL_SELECT_OUTPUTS,
+    Kind.TEMPORAL: TEMPORAL_OUTPUTS,
     Kind.STREAM: STREAM_OUTPUTS,
     Kind.MODEL_INFO: MODEL_INFO_OUTPUTS,
 }
@@ -365,6 +456,8 @@ class Mode(Enum):
     FACES = "faces"
     #: original_<N>: the original app's answer (its frames, dlib's detector, tight crops).
     ORIGINAL = "original"
+    #: temporal_<N>: a trained temporal model's answer (all N frames together), where one is served.
+    TEMPORAL = "temporal"
 
     @property
     def kind(self) -> Kind:
@@ -384,7 +477,12 @@ class Mode(Enum):
 
     @classmethod
     def from_choices(
-        cls, verdict_only: bool = False, all_faces: bool = False, original: bool = False, spell=None
+        cls,
+        verdict_only: bool = False,
+        all_faces: bool = False,
+        original: bool = False,
+        spell=None,
+        temporal: bool = False,
     ) -> Mode:
         """The mode of the three choices users make (CLI flags, JSON API fields).
 
@@ -396,6 +494,18 @@ class Mode(Enum):
             ModeError: choices that do not combine.
         """
         name = spell or (lambda choice: choice)
+        if temporal:
+            others = [
+                choice
+                for choice, chosen in (("all_faces", all_faces), ("verdict_only", verdict_only), ("original", original))
+                if chosen
+            ]
+            if others:
+                raise ModeError(
+                    f"{name('temporal')} asks the trained temporal model; it cannot be combined with "
+                    + " or ".join(name(choice) for choice in others)
+                )
+            return cls.TEMPORAL
         if all_faces and verdict_only:
             raise ModeError(
                 f"{name('all_faces')} scores every frame of every face; it cannot be combined with "
@@ -413,7 +523,13 @@ class Mode(Enum):
         return cls.VERDICT if verdict_only else cls.SCORE
 
 
-_MODE_KINDS = {Mode.SCORE: Kind.SCORE, Mode.VERDICT: Kind.VERDICT, Mode.FACES: Kind.FACES, Mode.ORIGINAL: Kind.ORIGINAL}
+_MODE_KINDS = {
+    Mode.SCORE: Kind.SCORE,
+    Mode.VERDICT: Kind.VERDICT,
+    Mode.FACES: Kind.FACES,
+    Mode.ORIGINAL: Kind.ORIGINAL,
+    Mode.TEMPORAL: Kind.TEMPORAL,
+}
 
 # --------------------------------------------------------------------------------------------
 # Answers as JSON: ``score --json`` lines, ``--output`` and ``evaluate``'s results files, the JSON API.
@@ -451,13 +567,26 @@ class AnswerFact:
 
 #: The key of the served model that answered, in every results line.
 MODEL_KEY = "model"
+#: The classifier version that answered and the sha256 of the checkpoint it was exported from.
+MODEL_VERSION_KEY = "model_version"
+CHECKPOINT_SHA256_KEY = "checkpoint_sha256"
 #: The facts every answer carries, by key. Results files are resumed only with the same facts.
 ANSWER_FACTS: dict[str, AnswerFact] = {
     fact.key: fact
     for fact in (
         AnswerFact(MODEL_KEY, "the served model that answered, e.g. deepfake_20 (a results file holds one model's)"),
+        AnswerFact(
+            MODEL_VERSION_KEY,
+            "the classifier version that answered (an integer; the latest served unless the request named one)",
+        ),
+        AnswerFact(
+            CHECKPOINT_SHA256_KEY,
+            "sha256 of the checkpoint file that version was exported from, to trace and reproduce the answer",
+        ),
     )
 }
+#: The tensor each answer fact is read from (the model key is the name the client called).
+ANSWER_FACT_TENSORS = {MODEL_VERSION_KEY: "CLASSIFIER_VERSION", CHECKPOINT_SHA256_KEY: "CHECKPOINT_SHA256"}
 
 # --------------------------------------------------------------------------------------------
 # Console commands (``[project.scripts]`` in pyproject.toml) and the module each also runs as.
