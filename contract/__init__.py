@@ -189,6 +189,12 @@ def version_folders(model_dir: str | os.PathLike) -> list[int]:
 _VERSION = re.compile(r"[1-9]\d*")
 
 
+#: Loading new versions into a running server goes through Triton's model-control API, restricted
+#: to callers sending this HTTP header (gRPC: ``triton-grpc-protocol-<header>``) with the admin key;
+#: deployments read the key from this environment variable (a Kubernetes secret, a compose variable).
+ADMIN_KEY_HEADER = "admin-key"
+ADMIN_KEY_ENV = "DEEPFAKE_ADMIN_KEY"
+
 # --------------------------------------------------------------------------------------------
 # Tensors.
 
@@ -534,7 +540,14 @@ _MODE_KINDS = {
 # --------------------------------------------------------------------------------------------
 # Answers as JSON: ``score --json`` lines, ``--output`` and ``evaluate``'s results files, the JSON API.
 
-#: Keys of one JSON line, in this order, nothing else.
+#: The key of the served model that answered, in every results line.
+MODEL_KEY = "model"
+#: The classifier version that answered and the sha256 of the checkpoint it was exported from.
+MODEL_VERSION_KEY = "model_version"
+CHECKPOINT_SHA256_KEY = "checkpoint_sha256"
+
+#: Keys of one JSON line, in this order, nothing else: what the answer says, then which classifier
+#: version and checkpoint gave it (both null for a video the server refused).
 SCORE_JSON_KEYS = (
     "video",
     "prob_fake",
@@ -545,11 +558,22 @@ SCORE_JSON_KEYS = (
     "frames_decoded",
     "latency_ms",
     "error",
+    MODEL_VERSION_KEY,
+    CHECKPOINT_SHA256_KEY,
 )
 #: Keys of a line of ``score --all-faces``: the same, then "is any face fake", the faces found in
 #: all, and every face (one object per face with :data:`FACE_TRACK_JSON_KEYS`).
 FACES_JSON_KEYS = (*SCORE_JSON_KEYS, "max_prob_fake", "faces_seen", "face_tracks")
 FACE_TRACK_JSON_KEYS = ("prob_fake", "frame_prob_fake", "face_boxes", "face_found", "prominence")
+#: Keys of a line of ``score --temporal``: the same, then how much each frame counted in the temporal
+#: model's answer (``FRAME_WEIGHT``: one weight per frame, summing to 1).
+TEMPORAL_JSON_KEYS = (*SCORE_JSON_KEYS, "frame_weight")
+_MODE_JSON_KEYS = {Mode.FACES: FACES_JSON_KEYS, Mode.TEMPORAL: TEMPORAL_JSON_KEYS}
+
+
+def json_keys(mode: Mode) -> tuple[str, ...]:
+    """The keys of a JSON line of ``mode``'s answers, in order (a refused video's line has them too, null)."""
+    return _MODE_JSON_KEYS.get(mode, SCORE_JSON_KEYS)
 
 
 @dataclass(frozen=True)
@@ -565,11 +589,6 @@ class AnswerFact:
     description: str
 
 
-#: The key of the served model that answered, in every results line.
-MODEL_KEY = "model"
-#: The classifier version that answered and the sha256 of the checkpoint it was exported from.
-MODEL_VERSION_KEY = "model_version"
-CHECKPOINT_SHA256_KEY = "checkpoint_sha256"
 #: The facts every answer carries, by key. Results files are resumed only with the same facts.
 ANSWER_FACTS: dict[str, AnswerFact] = {
     fact.key: fact

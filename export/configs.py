@@ -94,6 +94,14 @@ CLASSIFIER_QUEUE_DELAY_US = 2000
 # core (0 chunks: one per available core), run at once on single-threaded session runs.
 CPU_FRAME_CHUNKS = 0
 CPU_INTRA_OP_THREADS = 1
+# Every version folder of a classifier is served at once (Triton's default serves the latest only):
+# a new export goes live beside the published model, and a request names the one it wants.
+VERSION_POLICY_ALL = {"all": {}}
+# classify_<N>: the step that picks the classifier version. It batches like the classifier and
+# makes one call per version (and set of outputs) asked for in a batch; two instances let one
+# batch be gathered while the other waits on the classifier.
+SELECT_INSTANCES = 2
+SELECT_QUEUE_DELAY_US = 1000
 
 #: ONNX Runtime's TensorRT execution accelerator on GPU nodes (engines cached across restarts).
 TENSORRT_ACCELERATOR = {
@@ -169,6 +177,14 @@ _CLASSIFIER_CPU = (
     "549 ms with two intra-op threads; the same numbers to the bit). A second instance would only add\n"
     "a copy of the weights."
 )
+_SELECT = (
+    "Picks the version of {target} a request names in MODEL_VERSION (the latest ready one when it\n"
+    "names none), calls it through BLS with the outputs asked for, and answers with them plus\n"
+    "CLASSIFIER_VERSION and CHECKPOINT_SHA256 (from that version's export.json). An ensemble fixes its\n"
+    "steps' versions, and on GPU nodes the classifier runs no Python: this step is what lets a client\n"
+    "choose a version and what names the one that answered (see triton_models/select.py). A version\n"
+    "that is not served is refused with INVALID_ARGUMENT naming the served ones."
+)
 _STREAM = (
     "One slot per live stream; the oldest strategy hands the model one request of each of several\n"
     "streams at once, and their ready frames are scored in one classifier call.\n"
@@ -221,6 +237,15 @@ def _tensors(frames: int, names: tuple[str, ...]) -> list[dict]:
     return specs
 
 
+def _inputs(frames: int, names: tuple[str, ...]) -> list[dict]:
+    """The contract's tensors as inputs: those a request may leave out are marked optional."""
+    specs = _tensors(frames, names)
+    for spec in specs:
+        if spec["name"] in contract.OPTIONAL_INPUTS:
+            spec["optional"] = True
+    return specs
+
+
 def _instances(count: int, kind: str) -> list[dict]:
     return [{"count": count, "kind": kind}]
 
@@ -252,17 +277,17 @@ def _cpu_detection(max_followed: int) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# The classifiers: resnext_lstm_<N>, and resnext_frame_<N> on its file.
+# The classifiers: resnext_lstm_<N>, resnext_frame_<N> on its files, resnext_temporal_<N>.
 
 
-def _classifier(frames: int, comment: str, **fields) -> Config:
-    kind = Kind.CLASSIFIER
+def _classifier(frames: int, comment: str, kind: Kind = Kind.CLASSIFIER, **fields) -> Config:
     return _config(
         comment,
         name=model_name(kind, frames),
         max_batch_size=contract.MAX_BATCH,
-        input=_tensors(frames, contract.MODEL_INPUTS[kind]),
+        input=_inputs(frames, contract.MODEL_INPUTS[kind]),
         output=_tensors(frames, contract.MODEL_OUTPUTS[kind]),
+        version_policy=VERSION_POLICY_ALL,
         **fields,
     )
 
@@ -278,11 +303,12 @@ def _gpu_classifier_scheduling() -> dict:
     }
 
 
-def classifier_gpu_config(frames: int) -> Config:
+def classifier_gpu_config(frames: int, kind: Kind = Kind.CLASSIFIER, comment: str = "") -> Config:
     accelerator = {"name": "tensorrt", "parameters": {key: str(value) for key, value in TENSORRT_ACCELERATOR.items()}}
     return _classifier(
         frames,
-        _CLASSIFIER_GPU,
+        comment or _CLASSIFIER_GPU,
+        kind,
         platform="onnxruntime_onnx",
         **_gpu_classifier_scheduling(),
         optimization={"execution_accelerators": {"gpu_execution_accelerator": [accelerator]}},
@@ -299,10 +325,14 @@ def classifier_tensorrt_config(frames: int) -> Config:
     )
 
 
-def classifier_cpu_config(frames: int) -> Config:
+def classifier_cpu_config(frames: int, kind: Kind = Kind.CLASSIFIER, comment: str = "") -> Config:
+    # The published weights score every frame on its own, so a call's frames may be split over
+    # threads and the score taken from the last frame alone; a temporal model's frames meet.
+    independent = kind is not Kind.TEMPORAL_CLASSIFIER
     return _classifier(
         frames,
-        _CLASSIFIER_CPU,
+        comment or _CLASSIFIER_CPU,
+        kind,
         backend="python",
         instance_group=_instances(CLASSIFIER_INSTANCES, "KIND_CPU"),
         dynamic_batching={
@@ -310,7 +340,10 @@ def classifier_cpu_config(frames: int) -> Config:
             "default_queue_policy": CLASSIFIER_QUEUE.as_dict(),
         },
         parameters=_parameters(
-            onnx_file=ONNX_FILE, frame_chunks=CPU_FRAME_CHUNKS, intra_op_threads=CPU_INTRA_OP_THREADS
+            onnx_file=ONNX_FILE,
+            frame_chunks=CPU_FRAME_CHUNKS,
+            intra_op_threads=CPU_INTRA_OP_THREADS,
+            frames_independent=int(independent),
         ),
     )
 
@@ -321,8 +354,8 @@ def _frame_classifier(classifier: Config, frames: int) -> Config:
     message.CopyFrom(classifier.message)
     message.name = model_name(Kind.FRAME_CLASSIFIER, frames)
     comment = (
-        f"The frames of live streams, one per row, scored with {model_name(Kind.CLASSIFIER, frames)}'s file "
-        f"({contract.DEFAULT_VERSION}/{ONNX_FILE} links to it).\n{classifier.comment}"
+        f"The frames of live streams, one per row, scored with {model_name(Kind.CLASSIFIER, frames)}'s files "
+        f"(each <version>/{ONNX_FILE} links to that version's).\n{classifier.comment}"
     )
     return Config(message, comment)
 
@@ -333,6 +366,53 @@ def frame_classifier_gpu_config(frames: int) -> Config:
 
 def frame_classifier_cpu_config(frames: int) -> Config:
     return _frame_classifier(classifier_cpu_config(1), frames)
+
+
+_TEMPORAL_COMMENT = (
+    "A trained temporal model: the trunk on every frame, then attention over the N frames (see\n"
+    "export/temporal.py). Written by `python -m export onnx --checkpoint temporal_...pt --version V`."
+)
+
+
+def temporal_classifier_gpu_config(frames: int) -> Config:
+    return classifier_gpu_config(
+        frames, Kind.TEMPORAL_CLASSIFIER, f"{_TEMPORAL_COMMENT}\nGPU node: {_CLASSIFIER_GPU.split(': ', 1)[1]}"
+    )
+
+
+def temporal_classifier_cpu_config(frames: int) -> Config:
+    return classifier_cpu_config(
+        frames,
+        Kind.TEMPORAL_CLASSIFIER,
+        f"{_TEMPORAL_COMMENT}\nEmbedded CPU server: ONNX Runtime inside a python-backend model; the frames of\n"
+        "a video meet in the attention, so calls are split by video only.",
+    )
+
+
+def _select(kind: Kind, frames: int) -> Config:
+    target = model_name(contract.SELECTED_KINDS[kind], frames)
+    return _config(
+        _SELECT.format(target=target),
+        name=model_name(kind, frames),
+        backend="python",
+        max_batch_size=contract.MAX_BATCH,
+        input=_inputs(frames, contract.MODEL_INPUTS[kind]),
+        output=_tensors(frames, contract.MODEL_OUTPUTS[kind]),
+        instance_group=_instances(SELECT_INSTANCES, "KIND_CPU"),
+        dynamic_batching={
+            "max_queue_delay_microseconds": SELECT_QUEUE_DELAY_US,
+            "default_queue_policy": CLASSIFIER_QUEUE.as_dict(),
+        },
+        parameters=_parameters(classifier=target),
+    )
+
+
+def select_config(frames: int) -> Config:
+    return _select(Kind.SELECT, frames)
+
+
+def temporal_select_config(frames: int) -> Config:
+    return _select(Kind.TEMPORAL_SELECT, frames)
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,7 +427,7 @@ def _video_model(
         name=model_name(kind, frames),
         backend="python",
         max_batch_size=contract.MAX_BATCH,
-        input=_tensors(frames, contract.MODEL_INPUTS[kind]),
+        input=_inputs(frames, contract.MODEL_INPUTS[kind]),
         output=_tensors(frames, contract.MODEL_OUTPUTS[kind]),
         instance_group=_instances(count, device),
         dynamic_batching={"default_queue_policy": queue.as_dict()},
@@ -398,7 +478,7 @@ def _faces_parameters(frames: int, threads: int, max_faces: int) -> dict:
         "frames": frames,
         "selection": FRAME_SELECTION,
         "torch_threads": threads,
-        "classifier": model_name(Kind.CLASSIFIER, frames),
+        "classifier": model_name(Kind.SELECT, frames),
         "max_faces": max_faces,
     }
 
@@ -406,7 +486,8 @@ def _faces_parameters(frames: int, threads: int, max_faces: int) -> dict:
 def faces_gpu_config(frames: int) -> Config:
     comment = (
         "Every face of a video, each scored (see triton_models/faces.py): preprocessing with max_faces,\n"
-        f"then the classifier through BLS with one row per face. Every frame is searched whole.\n"
+        f"then classify_{frames} (the version asked for) through BLS with one row per face. Every frame is\n"
+        "searched whole.\n"
         f"{_REQUESTS}\n{_LIMITS}"
     )
     return _video_model(
@@ -473,18 +554,20 @@ def original_preprocess_cpu_config(frames: int) -> Config:
 
 
 # --------------------------------------------------------------------------------------------
-# The ensembles: deepfake_<N>, explain_<N>, verdict_<N>, original_<N>.
+# The ensembles: deepfake_<N>, explain_<N>, verdict_<N>, original_<N>, temporal_<N>.
 
 
 def _map(names) -> dict[str, str]:
     return {name: name for name in names}
 
 
-def _ensemble(kind: Kind, frames: int, comment: str, preprocess: Kind = Kind.PREPROCESS) -> Config:
+def _ensemble(
+    kind: Kind, frames: int, comment: str, preprocess: Kind = Kind.PREPROCESS, select: Kind = Kind.SELECT
+) -> Config:
     outputs = contract.MODEL_OUTPUTS[kind]
-    # The classifier is asked for the outputs the ensemble returns, and only those: it computes
-    # the trunk on the last frame alone when that is all they need.
-    asked = [name for name in contract.MODEL_OUTPUTS[Kind.CLASSIFIER] if name in outputs]
+    # The classifier is asked (through the version-choosing step) for the outputs the ensemble
+    # returns, and only those: it computes the trunk on the last frame alone when that is all they need.
+    asked = [name for name in contract.MODEL_OUTPUTS[select] if name in outputs]
     steps = [
         {
             "model_name": model_name(preprocess, frames),
@@ -493,9 +576,9 @@ def _ensemble(kind: Kind, frames: int, comment: str, preprocess: Kind = Kind.PRE
             "output_map": _map(contract.MODEL_OUTPUTS[preprocess]),
         },
         {
-            "model_name": model_name(Kind.CLASSIFIER, frames),
+            "model_name": model_name(select, frames),
             "model_version": -1,
-            "input_map": _map(contract.MODEL_INPUTS[Kind.CLASSIFIER]),
+            "input_map": _map(contract.MODEL_INPUTS[select]),
             "output_map": _map(asked),
         },
     ]
@@ -504,7 +587,7 @@ def _ensemble(kind: Kind, frames: int, comment: str, preprocess: Kind = Kind.PRE
         name=model_name(kind, frames),
         platform="ensemble",
         max_batch_size=contract.MAX_BATCH,
-        input=_tensors(frames, contract.MODEL_INPUTS[kind]),
+        input=_inputs(frames, contract.MODEL_INPUTS[kind]),
         output=_tensors(frames, outputs),
         ensemble_scheduling={"step": steps},
     )
@@ -537,6 +620,16 @@ def original_config(frames: int) -> Config:
     )
 
 
+def temporal_config(frames: int) -> Config:
+    return _ensemble(
+        Kind.TEMPORAL,
+        frames,
+        "A trained temporal model's answer: the faces of preprocess_<N>, then all N frames together\n"
+        "(FRAME_WEIGHT says how much each counted).",
+        select=Kind.TEMPORAL_SELECT,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # The models for every length: stream and model_info.
 
@@ -556,9 +649,7 @@ def _control(name: str, kind: str) -> dict:
 
 def _stream_inputs() -> list[dict]:
     inputs = []
-    for spec in _tensors(1, contract.MODEL_INPUTS[Kind.STREAM]):
-        if spec["name"] in contract.STREAM_OPTIONAL_INPUTS:
-            spec["optional"] = True
+    for spec in _inputs(1, contract.MODEL_INPUTS[Kind.STREAM]):
         if spec["name"] != "STREAM":
             # Each request has its own packet count and sizes: requests of several streams still
             # meet in one call (the model reads each request on its own).
@@ -623,9 +714,10 @@ def model_info_config() -> Config:
     # One small model for every length: clients ask it which checkpoints are served. It answers one
     # document per request: no batch axis (max_batch_size 0).
     return _config(
-        "What the served classifiers were exported from: every resnext_lstm_<N>/1/export.json, read when\n"
-        "this model loads and answered as one JSON string (see triton_models/model_info.py). Clients\n"
-        "warn when the checkpoints are the demo ones (random weights). No inputs; no batching.",
+        "What the served classifiers were exported from: the export.json of every version of every\n"
+        "resnext_lstm_<N> and resnext_temporal_<N>, read at each request and answered as one JSON string\n"
+        "(see triton_models/model_info.py). Clients warn when the checkpoints are the demo ones (random\n"
+        "weights). No inputs; no batching.",
         name=model_name(Kind.MODEL_INFO),
         backend="python",
         max_batch_size=0,
@@ -657,6 +749,13 @@ _BUILDERS: dict[Kind, dict[ConfigFile, Callable[..., Config]]] = {
         ConfigFile.DEFAULT: frame_classifier_gpu_config,
         ConfigFile.CPU: frame_classifier_cpu_config,
     },
+    Kind.SELECT: {ConfigFile.DEFAULT: select_config},
+    Kind.TEMPORAL_CLASSIFIER: {
+        ConfigFile.DEFAULT: temporal_classifier_gpu_config,
+        ConfigFile.CPU: temporal_classifier_cpu_config,
+    },
+    Kind.TEMPORAL_SELECT: {ConfigFile.DEFAULT: temporal_select_config},
+    Kind.TEMPORAL: {ConfigFile.DEFAULT: temporal_config},
     Kind.STREAM: {ConfigFile.DEFAULT: stream_gpu_config, ConfigFile.CPU: stream_cpu_config},
     Kind.MODEL_INFO: {ConfigFile.DEFAULT: model_info_config},
 }

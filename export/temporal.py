@@ -185,3 +185,80 @@ def build_temporal_model(state: dict[str, torch.Tensor]) -> TemporalModel:
 def is_temporal_checkpoint(path: Path) -> bool:
     """Whether a file name follows ``temporal_<acc>_acc_<N>_frames_<tag>.pt``."""
     return TEMPORAL_CHECKPOINT_PATTERN.match(Path(path).name) is not None
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX: written and checked against the PyTorch model, as the published classifier's export is.
+
+#: Max abs difference allowed between the ONNX graph and PyTorch, per output (fp32 only).
+TOLERANCES = {"LOGITS": 1e-4, "PROB_FAKE": 1e-4, "FRAME_PROB_FAKE": 1e-4, "FRAME_WEIGHT": 1e-5}
+#: Rows of a batch against the same videos one at a time, and the weights' sum against 1.
+BATCH_TOLERANCE = 1e-5
+WEIGHT_SUM_TOLERANCE = 1e-5
+
+
+def write_temporal_onnx(model: TemporalModel, path: Path, opset: int) -> None:
+    """Exports the temporal model traced with N-frame videos; the batch axis is dynamic, the frame axis fixed."""
+    import warnings
+
+    from contract import CLASSIFIER_INPUTS
+
+    (input_name,) = CLASSIFIER_INPUTS
+    example = torch.zeros(1, model.frames, 3, FACE_SIZE, FACE_SIZE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        torch.onnx.export(
+            model.eval(),
+            (example,),
+            str(path),
+            input_names=[input_name],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={name: {0: "batch"} for name in (input_name, *OUTPUT_NAMES)},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def verify_temporal_onnx(path: Path, model: TemporalModel, seed: int = 0):
+    """Checks the graph against PyTorch: its signature, each output on random and real face crops
+    (batch 1), a batch of four against the same videos one at a time, and weights summing to 1.
+
+    Returns:
+        an ``export.onnx_export.Verification``.
+    """
+    import numpy as np
+
+    from contract import CLASSIFIER_INPUTS, TENSORS
+    from export.onnx_export import BATCH_CHECK_SIZE, Verification, onnx_session
+    from export.samples import random_faces, real_face_videos
+
+    (input_name,) = CLASSIFIER_INPUTS
+    frames = model.frames
+    result = Verification(precision="fp32")
+    session = onnx_session(path)
+    want_outputs = [(name, ["batch", *TENSORS[name].dims(frames)]) for name in OUTPUT_NAMES]
+    got_outputs = [(t.name, list(t.shape)) for t in session.get_outputs()]
+    if got_outputs != want_outputs:
+        result.failures.append(f"signature: graph outputs are {got_outputs}, expected {want_outputs}")
+        return result
+    cases = {
+        "random": random_faces(BATCH_CHECK_SIZE, frames, seed=seed),
+        "real_faces": real_face_videos(BATCH_CHECK_SIZE, frames, seed=seed),
+    }
+    for case, videos in cases.items():
+        with torch.inference_mode():
+            want = [torch.cat(parts) for parts in zip(*(model(videos[i : i + 1]) for i in range(len(videos))))]
+        batched = session.run(list(OUTPUT_NAMES), {input_name: videos.numpy()})
+        singles = [session.run(list(OUTPUT_NAMES), {input_name: videos[i : i + 1].numpy()}) for i in range(len(videos))]
+        for index, name in enumerate(OUTPUT_NAMES):
+            single = np.concatenate([s[index] for s in singles])
+            result.record(f"{case}/batch1", name, single, want[index].numpy(), TOLERANCES[name])
+            result.record(f"{case}/batch4_vs_singles", name, batched[index], single, BATCH_TOLERANCE)
+        weight_sums = batched[OUTPUT_NAMES.index("FRAME_WEIGHT")].sum(axis=1)
+        result.record(
+            f"{case}/weights_sum", "FRAME_WEIGHT", weight_sums, np.ones_like(weight_sums), WEIGHT_SUM_TOLERANCE
+        )
+    return result

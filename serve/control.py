@@ -36,6 +36,7 @@ class ModelState:
     name: str
     state: str
     reason: str = ""
+    version: str = ""
 
 
 @dataclass
@@ -96,7 +97,12 @@ class ControlClient:
             raise ControlError(f"repository index: HTTP {status}: {_error_text(body)}")
         entries = json.loads(body)
         return [
-            ModelState(str(entry["name"]), str(entry.get("state", "")), str(entry.get("reason", "")))
+            ModelState(
+                str(entry["name"]),
+                str(entry.get("state", "")),
+                str(entry.get("reason", "")),
+                str(entry.get("version", "")),
+            )
             for entry in entries
         ]
 

@@ -127,6 +127,14 @@ def stub_model(pid: int) -> str | None:
     return Path(argv[1]).parent.parent.name
 
 
+def stub_folder(pid: int) -> Path | None:
+    """The version folder a live stub serves (``<repository>/<model>/<version>``); None once it has exited."""
+    argv = _cmdline(pid)
+    if len(argv) < 2 or Path(argv[0]).name != STUB_NAME:
+        return None
+    return Path(argv[1]).parent
+
+
 def is_stub_of(pid: int, backend_dir: Path) -> bool:
     """Whether a running process is a python-backend stub started from ``backend_dir``.
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from serve import processes
-from serve.control import STATE_READY, STATE_UNAVAILABLE, ControlClient
+from serve.control import STATE_READY, STATE_UNAVAILABLE, ControlClient, ModelState
 from serve.distribution import BACKEND_NAME, TritonDistribution, allocator_of, server_environment
 from serve.errors import (
     ArtifactsMissingError,
@@ -216,6 +216,8 @@ class EmbeddedServer:
         self._ready_timeout = DEFAULT_READY_TIMEOUT_S
         self._models: tuple[str, ...] = ()
         self._stubs: dict[str, set[int]] = {}
+        # Stub pid -> the version folder it serves, learnt while it runs.
+        self._stub_folders: dict[int, Path] = {}
         # Shared-memory regions of every stub the current server process started.
         self._shm_regions: set[str] = set()
         self._recoveries: list[Recovery] = []
@@ -622,9 +624,29 @@ class EmbeddedServer:
             self._replace_server(f"tritonserver exited unexpectedly with code {code}")
             return
         self._end_leftovers()
+        running = processes.python_stubs(process.pid)
+        for pids in running.values():
+            for pid in pids:
+                if pid not in self._stub_folders:
+                    folder = processes.stub_folder(pid)
+                    if folder is not None:
+                        self._stub_folders[pid] = folder
         dead: dict[str, list[int]] = {}
-        for model, pids in self._stubs.items():
+        for model, pids in list(self._stubs.items()):
+            fresh = running.get(model, set()) - pids - set(self._leftovers)
+            if fresh:
+                # Loaded again through the model-control API (a new version, a reload): Triton
+                # starts new instances, then ends the old ones of the same version folder once
+                # their requests are done. The new stubs are the model's now; that is no failure.
+                renewed = {self._stub_folders.get(pid) for pid in fresh}
+                self._stubs[model] = fresh | {pid for pid in pids if self._stub_folders.get(pid) not in renewed}
+                continue
             gone = sorted(pid for pid in pids if not processes.is_running(pid))
+            # A stub whose version folder went away served a version retired on purpose.
+            retired = {pid for pid in gone if pid in self._stub_folders and not self._stub_folders[pid].is_dir()}
+            if retired:
+                self._stubs[model] = pids - retired
+                gone = [pid for pid in gone if pid not in retired]
             if gone:
                 dead[model] = gone
         causes = {model: f"python stub process(es) {pids} of model '{model}' exited" for model, pids in dead.items()}
@@ -639,16 +661,27 @@ class EmbeddedServer:
             index = []
         else:
             self._unresponsive_since = None
+        # One entry per version of a loaded model: a model is served while one version is ready (a
+        # version retired through the API stays listed as UNAVAILABLE, unloaded on purpose).
+        by_model: dict[str, list[ModelState]] = {}
         for entry in index:
-            # Only the models served since the start: a folder added later is not loaded by itself.
-            if entry.name not in self._models or entry.name in causes or entry.state in TRANSIENT_STATES:
+            by_model.setdefault(entry.name, []).append(entry)
+        for name, entries in by_model.items():
+            states = {entry.state for entry in entries}
+            if name not in self._models and STATE_READY in states:
+                # A model first loaded after the start (the first temporal model of a length,
+                # loaded by `export reload`): supervised from now on, like the others.
+                self._models = (*self._models, name)
+                self._stubs[name] = running.get(name, set())
                 continue
-            if entry.state != STATE_READY:
-                causes[entry.name] = (
-                    f"model '{entry.name}' is {entry.state or 'not loaded'} ({entry.reason or 'no reason given'})"
-                )
-            elif not self._model_ready(entry.name):
-                causes[entry.name] = f"model '{entry.name}' reports not ready"
+            # Only the models served: a folder added later is not loaded by itself.
+            if name not in self._models or name in causes or states & TRANSIENT_STATES:
+                continue
+            if STATE_READY not in states:
+                entry = entries[-1]
+                causes[name] = f"model '{name}' is {entry.state or 'not loaded'} ({entry.reason or 'no reason given'})"
+            elif not self._model_ready(name):
+                causes[name] = f"model '{name}' reports not ready"
         for model, cause in sorted(causes.items()):
             if self._stop_event.is_set():
                 return

@@ -2,10 +2,10 @@
 
 Until commit 933dca4 every config was rendered as an f-string. The messages that replaced them must
 parse to exactly the same ``ModelConfig`` as the files of that commit, so that only comments and
-layout differ, but for the changes listed in :data:`CHANGED` with their reasons; the entry scripts
-and the empty folders' keep files are the same bytes (but for modules renamed since), and the
-per-frame classifiers' links point where they pointed. Skipped
-where that commit is not in the clone (a shallow clone).
+layout differ, but for the changes listed in :data:`CHANGED` with their reasons (each applied to the
+old message, so that any other difference fails); the entry scripts and the empty folders' keep
+files are the same bytes (but for modules renamed since), and the per-frame classifiers' links point
+where they pointed. Skipped where that commit is not in the clone (a shallow clone).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from contract import SERVED_LENGTHS
+import contract
+from contract import SERVED_LENGTHS, Kind, model_name, parse_model_name
 from export.repository import frame_classifier_link, render_model_folders, render_shared_folders
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,11 +36,68 @@ def _drop_classifier_prefix(config: model_config_pb2.ModelConfig) -> None:
     del config.parameters["classifier_prefix"]
 
 
+def _add_tensor(tensors, name: str, optional: bool = False) -> None:
+    spec = contract.TENSORS[name]
+    tensor = tensors.add(name=name, dims=list(spec.dims(1)))
+    if optional:
+        tensor.optional = True
+    tensor.data_type = model_config_pb2.DataType.Value(spec.data_type)
+
+
+def _choose_versions(config: model_config_pb2.ModelConfig) -> None:
+    # Classifier versions (issue 21): a client names the version in MODEL_VERSION, classify_<N> calls
+    # it and every answer says which version and checkpoint answered.
+    kind, frames = parse_model_name(config.name)
+    if kind in (Kind.CLASSIFIER, Kind.FRAME_CLASSIFIER):
+        # Every version folder is served, not only the latest.
+        config.version_policy.all.SetInParent()
+        if config.backend == "python":
+            config.parameters["frames_independent"].string_value = "1"
+        return
+    _add_tensor(config.input, contract.VERSION_INPUT, optional=True)
+    # After the scoring outputs (the contract's SCORE_OUTPUTS end with them), before the others.
+    outputs = list(config.output)
+    cut = [tensor.name for tensor in outputs].index("FRAME_TIMES") + 1
+    del config.output[:]
+    config.output.extend(outputs[:cut])
+    for name in contract.VERSION_OUTPUTS:
+        _add_tensor(config.output, name)
+    config.output.extend(outputs[cut:])
+    if kind is Kind.FACES:
+        config.parameters["classifier"].string_value = model_name(Kind.SELECT, frames)
+        return
+    step = config.ensemble_scheduling.step[1]
+    step.model_name = model_name(Kind.SELECT, frames)
+    step.input_map[contract.VERSION_INPUT] = contract.VERSION_INPUT
+    for name in contract.VERSION_OUTPUTS:
+        step.output_map[name] = name
+
+
+def _changes() -> dict:
+    changed = {
+        "stream/config.pbtxt": _drop_classifier_prefix,
+        "stream/configs/cpu.pbtxt": _drop_classifier_prefix,
+    }
+    versioned = (
+        Kind.SCORE,
+        Kind.EXPLAIN,
+        Kind.VERDICT,
+        Kind.ORIGINAL,
+        Kind.FACES,
+        Kind.CLASSIFIER,
+        Kind.FRAME_CLASSIFIER,
+    )
+    for frames in SERVED_LENGTHS:
+        for kind in versioned:
+            for file in ("config.pbtxt", "configs/cpu.pbtxt", "configs/tensorrt.pbtxt"):
+                changed[f"{model_name(kind, frames)}/{file}"] = _choose_versions
+    return changed
+
+
 #: Values changed on purpose since :data:`BEFORE`, by config file: each edits the old message.
-CHANGED = {
-    "stream/config.pbtxt": _drop_classifier_prefix,
-    "stream/configs/cpu.pbtxt": _drop_classifier_prefix,
-}
+CHANGED = _changes()
+#: Models added since :data:`BEFORE`: the step that picks the classifier version (issue 21).
+ADDED_KINDS = (Kind.SELECT,)
 #: Modules of the entry scripts renamed since :data:`BEFORE` (commit 51d52e9).
 RENAMED_MODULES = {"from triton_models.stream import": "from triton_models.live_stream import"}
 
@@ -75,9 +133,14 @@ def _rendered() -> dict[str, str]:
     return files
 
 
+def _added(relative: str) -> bool:
+    parsed = parse_model_name(relative.split("/", 1)[0])
+    return parsed is not None and parsed[0] in ADDED_KINDS
+
+
 RENDERED = _rendered()
-CONFIGS = sorted(path for path in RENDERED if path.endswith(".pbtxt"))
-OTHERS = sorted(path for path in RENDERED if not path.endswith(".pbtxt"))
+CONFIGS = sorted(path for path in RENDERED if path.endswith(".pbtxt") and not _added(path))
+OTHERS = sorted(path for path in RENDERED if not path.endswith(".pbtxt") and not _added(path))
 
 
 def _parse(text: str) -> model_config_pb2.ModelConfig:
@@ -86,7 +149,8 @@ def _parse(text: str) -> model_config_pb2.ModelConfig:
 
 def test_the_same_files_are_rendered():
     before = {path for path in _before_files() if path.endswith((".pbtxt", "model.py", ".gitkeep"))}
-    assert set(RENDERED) == before
+    assert {path for path in RENDERED if not _added(path)} == before
+    assert any(_added(path) for path in RENDERED)
 
 
 @pytest.mark.parametrize("relative", CONFIGS)

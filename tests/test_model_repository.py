@@ -15,7 +15,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 import contract
-from contract import DEFAULT_VERSION, PER_LENGTH_KINDS, SERVED_LENGTHS, SHARED_KINDS, Kind, model_name, parse_model_name
+from contract import BASE_KINDS, DEFAULT_VERSION, SERVED_LENGTHS, SHARED_KINDS, Kind, model_name, parse_model_name
 from export import configs
 from export.checkpoints import write_demo_checkpoints
 from export.repository import (
@@ -66,7 +66,7 @@ def test_repository_holds_the_default_lengths():
 def test_repository_holds_every_model_of_the_contract_and_nothing_else():
     folders = {child.name for child in REPOSITORY.iterdir() if child.is_dir()}
     expected = {model_name(kind) for kind in SHARED_KINDS}
-    expected |= {model_name(kind, frames) for kind in PER_LENGTH_KINDS for frames in LENGTHS}
+    expected |= {model_name(kind, frames) for kind in BASE_KINDS for frames in LENGTHS}
     assert folders == expected
     assert all(parse_model_name(folder) is not None for folder in folders)
 
@@ -273,12 +273,14 @@ def test_ensemble_maps_are_the_contracts(ensemble):
     preprocess_kind = Kind.ORIGINAL_PREPROCESS if kind is Kind.ORIGINAL else Kind.PREPROCESS
     preprocess, classifier = config.ensemble_scheduling.step
     assert preprocess.model_name == model_name(preprocess_kind, frames)
-    assert classifier.model_name == model_name(Kind.CLASSIFIER, frames)
+    # The classifier is reached through the step that picks its version.
+    assert classifier.model_name == model_name(Kind.SELECT, frames)
     assert dict(preprocess.input_map) == {name: name for name in contract.MODEL_INPUTS[preprocess_kind]}
     assert dict(preprocess.output_map) == {name: name for name in contract.MODEL_OUTPUTS[preprocess_kind]}
-    assert dict(classifier.input_map) == {name: name for name in contract.CLASSIFIER_INPUTS}
-    # The classifier is asked for what the ensemble returns and nothing more.
-    asked = {name for name in contract.CLASSIFIER_OUTPUTS if name in contract.MODEL_OUTPUTS[kind]}
+    assert dict(classifier.input_map) == {name: name for name in contract.SELECT_INPUTS}
+    # The classifier is asked for what the ensemble returns and nothing more; the answer names its version.
+    asked = {name for name in contract.SELECT_OUTPUTS if name in contract.MODEL_OUTPUTS[kind]}
+    assert set(contract.VERSION_OUTPUTS) <= asked
     assert dict(classifier.output_map) == {name: name for name in asked}
 
 
@@ -294,9 +296,10 @@ def test_verdict_ensemble_asks_the_classifier_for_the_clip_score_only():
     # With nothing per frame asked for, the classifier runs its trunk on the last frame alone.
     for frames in LENGTHS:
         config = parse(REPOSITORY / model_name(Kind.VERDICT, frames) / "config.pbtxt")
-        classifier = [s for s in config.ensemble_scheduling.step if s.model_name == model_name(Kind.CLASSIFIER, frames)]
+        classifier = [s for s in config.ensemble_scheduling.step if s.model_name == model_name(Kind.SELECT, frames)]
         assert len(classifier) == 1
-        assert set(classifier[0].output_map) == set(contract.LAST_FRAME_OUTPUTS) == {"LOGITS", "PROB_FAKE"}
+        scores = set(classifier[0].output_map) - set(contract.VERSION_OUTPUTS)
+        assert scores == set(contract.LAST_FRAME_OUTPUTS) == {"LOGITS", "PROB_FAKE"}
         assert tuple(o.name for o in config.output) == contract.VERDICT_OUTPUTS
 
 
@@ -345,5 +348,5 @@ def test_faces_models_name_their_classifier():
             (folder / "configs" / "cpu.pbtxt", configs.CPU_MAX_FACES),
         ):
             parameters = parse(path).parameters
-            assert parameters["classifier"].string_value == model_name(Kind.CLASSIFIER, frames)
+            assert parameters["classifier"].string_value == model_name(Kind.SELECT, frames)
             assert parameters["max_faces"].string_value == str(max_faces)

@@ -44,14 +44,19 @@ class ChunkedSession:
         session: An ONNX Runtime session of the exported classifier (best with one intra-op thread).
         input_name: Its input, ``[videos, frames, 3, 112, 112]``.
         chunks: Most threads one call uses (1: plain ``session.run``).
+        frames_independent: Whether each frame is computed on its own (the published weights); when
+            not (a temporal model), calls are split by video only.
     """
 
-    def __init__(self, session: ort.InferenceSession, input_name: str, chunks: int) -> None:
+    def __init__(
+        self, session: ort.InferenceSession, input_name: str, chunks: int, frames_independent: bool = True
+    ) -> None:
         if chunks < 1:
             raise ValueError(f"chunks must be at least 1, got {chunks}")
         self.session = session
         self.input_name = input_name
         self.chunks = chunks
+        self.frames_independent = frames_independent
         # The calling thread runs the last chunk itself.
         self._pool = ThreadPoolExecutor(max_workers=chunks - 1, thread_name_prefix="chunk") if chunks > 1 else None
 
@@ -59,7 +64,7 @@ class ChunkedSession:
         """``session.run(names, {input: faces})``, computed in chunks; same outputs, same order."""
         names = list(names)
         videos, frames = faces.shape[:2]
-        by_frame = frames > 1 and any(name in PER_FRAME_OUTPUTS for name in names)
+        by_frame = self.frames_independent and frames > 1 and any(name in PER_FRAME_OUTPUTS for name in names)
         count = frames if by_frame else videos
         chunks = min(self.chunks, count)
         if chunks <= 1 or self._pool is None:

@@ -8,6 +8,12 @@ its last frame (the LSTM quirk), so the other N-1 frames would be computed for n
 
 Each call is split into ``frame_chunks`` chunks of frames run at once on their own threads
 (:mod:`triton_models.chunks`; 0: one per core), each with ``intra_op_threads`` ONNX Runtime threads.
+
+The same adapter serves a trained temporal model (``resnext_temporal_<N>``): its config says
+``frames_independent: 0``, its outputs are its own, and since its frames meet in the attention it
+neither scores from the last frame alone nor splits a video's frames over threads.
+
+Each version folder is its own model instance: ``args["model_version"]`` picks the file.
 """
 
 from __future__ import annotations
@@ -19,14 +25,11 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from contract import CLASSIFIER_INPUTS, CLASSIFIER_OUTPUTS, ONNX_FILE
-from triton_models.chunks import PER_FRAME_OUTPUTS, ChunkedSession, available_cores
+from contract import CLASSIFIER_INPUTS, LAST_FRAME_OUTPUTS, ONNX_FILE
+from triton_models.chunks import ChunkedSession, available_cores
 from triton_models.common import model_parameters, parse_config
 
 (INPUT_NAME,) = CLASSIFIER_INPUTS
-OUTPUT_NAMES = CLASSIFIER_OUTPUTS
-# Outputs computed from the last frame alone (the graph's frame axis is dynamic).
-LAST_FRAME_OUTPUTS = frozenset(OUTPUT_NAMES) - PER_FRAME_OUTPUTS
 
 
 class TritonPythonModel:
@@ -55,14 +58,22 @@ class TritonPythonModel:
         chunks = params.get("frame_chunks", "1")
         if not chunks.isdigit():
             raise pb_utils.TritonModelException(f"parameter frame_chunks must be a whole number, got {chunks!r}")
+        independent = params.get("frames_independent", "1")
+        if independent not in ("0", "1"):
+            raise pb_utils.TritonModelException(f"parameter frames_independent must be 0 or 1, got {independent!r}")
+        self.output_names = tuple(output["name"] for output in config["output"])
+        # Outputs computed from the last frame alone (the graph's frame axis is dynamic).
+        self.last_frame_outputs = frozenset(LAST_FRAME_OUTPUTS if independent == "1" else ())
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        self.session = ChunkedSession(session, INPUT_NAME, int(chunks) or available_cores())
+        self.session = ChunkedSession(
+            session, INPUT_NAME, int(chunks) or available_cores(), frames_independent=independent == "1"
+        )
         graph_outputs = {o.name for o in session.get_outputs()}
-        missing = [name for name in OUTPUT_NAMES if name not in graph_outputs]
+        missing = [name for name in self.output_names if name not in graph_outputs]
         if missing:
             raise pb_utils.TritonModelException(f"{path} lacks outputs {missing}; re-export it")
         self.logger.log_info(
-            f"{args['model_name']}: ONNX Runtime {ort.__version__} session on {path}, "
+            f"{args['model_name']} version {args['model_version']}: ONNX Runtime {ort.__version__} session on {path}, "
             f"{self.session.chunks} frame chunk(s) of {options.intra_op_num_threads or 'all'} thread(s)"
         )
 
@@ -70,13 +81,13 @@ class TritonPythonModel:
         groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
             requested = set(request.requested_output_names())
-            wanted = tuple(name for name in OUTPUT_NAMES if name in requested) or OUTPUT_NAMES
+            wanted = tuple(name for name in self.output_names if name in requested) or self.output_names
             groups[wanted].append(index)
         responses: list = [None] * len(requests)
         for wanted, indices in groups.items():
             arrays = [pb_utils.get_input_tensor_by_name(requests[i], INPUT_NAME).as_numpy() for i in indices]
             sizes = [a.shape[0] for a in arrays]
-            if LAST_FRAME_OUTPUTS.issuperset(wanted):
+            if self.last_frame_outputs.issuperset(wanted):
                 arrays = [a[:, -1:] for a in arrays]  # the concatenation copies the last frames only
             faces = np.concatenate(arrays)
             try:

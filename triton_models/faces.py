@@ -1,9 +1,10 @@
 """Every face of a video, each scored: preprocessing with ``max_faces`` and the classifier through BLS.
 
 An ensemble cannot turn the ``[1, K, N, ...]`` crops of one video into a batch of K for the
-classifier, so this python model runs the preprocessing library itself and calls
-``resnext_lstm_<N>`` (the model named by its ``classifier`` parameter) once per video with the K
-faces as K rows: the exported graph scores rows independently, so each face scores as if alone.
+classifier, so this python model runs the preprocessing library itself and calls ``classify_<N>``
+(the model named by its ``classifier`` parameter: it picks the classifier version the request's
+optional ``MODEL_VERSION`` names) once per video with the K faces as K rows: the exported graph
+scores rows independently, so each face scores as if alone.
 K varies per video (the faces found, at most ``max_faces``): the face axis of every output is
 open, so no slot is ever unused.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from contract import VIDEO_INPUT
+from contract import VERSION_INPUT, VERSION_OUTPUTS, VIDEO_INPUT
 from triton_models.common import OutputTensors, parse_config
 from triton_models.preprocess import build_pipeline
 from triton_models.video import run_pipeline
@@ -21,6 +22,7 @@ from triton_models.video import run_pipeline
 # Adapter parameter: the classifier to call.
 CLASSIFIER = "classifier"
 _SCORES = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE")
+_ASKED = (*_SCORES, *VERSION_OUTPUTS)
 
 
 def video_score(frame_scores: np.ndarray, found: np.ndarray) -> float:
@@ -43,14 +45,20 @@ class TritonPythonModel:
     def execute(self, requests):
         return [self._respond(request) for request in requests]
 
-    def _score(self, faces: np.ndarray) -> dict[str, np.ndarray] | pb_utils.TritonError:
+    def _score(self, faces: np.ndarray, version) -> dict[str, np.ndarray] | pb_utils.TritonError:
+        inputs = [pb_utils.Tensor("FACES", faces)]
+        if version is not None:
+            # One version for every face row of this video.
+            asked = version.as_numpy().reshape(-1)[:1]
+            inputs.append(pb_utils.Tensor(VERSION_INPUT, np.repeat(asked, len(faces)).reshape(-1, 1)))
         request = pb_utils.InferenceRequest(
-            model_name=self.classifier, requested_output_names=list(_SCORES), inputs=[pb_utils.Tensor("FACES", faces)]
+            model_name=self.classifier, requested_output_names=list(_ASKED), inputs=inputs
         )
         response = request.exec()
         if response.has_error():
-            return pb_utils.TritonError(f"{self.classifier}: {response.error().message()}")
-        return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in _SCORES}
+            # The step's own code stays: a version that is not served is the client's mistake.
+            return pb_utils.TritonError(f"{self.classifier}: {response.error().message()}", response.error().code())
+        return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in _ASKED}
 
     def _respond(self, request):
         videos = pb_utils.get_input_tensor_by_name(request, VIDEO_INPUT).as_numpy()
@@ -65,7 +73,7 @@ class TritonPythonModel:
         if error is not None:
             return error
         faces = np.ascontiguousarray(np.stack([track.faces for track in result.tracks]), dtype=np.float32)
-        scores = self._score(faces)
+        scores = self._score(faces, pb_utils.get_input_tensor_by_name(request, VERSION_INPUT))
         if isinstance(scores, pb_utils.TritonError):
             return pb_utils.InferenceResponse(error=scores)
         found = np.stack([track.found for track in result.tracks])
@@ -89,5 +97,6 @@ class TritonPythonModel:
             tensor("FACES_SEEN", [[result.faces_seen]]),
             tensor("FRAMES_DECODED", [[result.frames_decoded]]),
             tensor("FRAME_TIMES", result.frame_times[None]),
+            *(tensor(name, scores[name][:1]) for name in VERSION_OUTPUTS),
         ]
         return pb_utils.InferenceResponse(output_tensors=outputs)
