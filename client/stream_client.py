@@ -31,7 +31,19 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from contract import LABEL_FAKE, LABEL_REAL, STREAM_CODECS, STREAM_EVENTS, STREAM_OUTPUTS, TENSORS, Kind, model_name
+from contract import (
+    CHECKPOINT_SHA256_KEY,
+    LABEL_FAKE,
+    LABEL_REAL,
+    MODEL_VERSION_KEY,
+    STREAM_CODECS,
+    STREAM_EVENTS,
+    STREAM_OUTPUTS,
+    TENSORS,
+    VERSION_OUTPUTS,
+    Kind,
+    model_name,
+)
 
 from .connection import Connection
 from .errors import DEAD_STUB_MESSAGE, DEADLINE_EXCEEDED, INTERNAL, INVALID_ARGUMENT, UNKNOWN_STATUS, ClientError
@@ -202,12 +214,27 @@ def parse_event(result, time_base: Fraction) -> dict | None:
             "frames_scored": int(_value(result, "FRAMES_SCORED")[0]),
             "label": label,
             "confidence": confidence,
+            **_version_facts(result),
         }
     if kind == "skipped":
         return {"type": "skipped", "frames": [int(v) for v in _value(result, "SKIPPED_FRAMES")]}
     if kind == "summary":
-        return {"type": "summary", **{name.lower(): int(_value(result, name)[0]) for name in STREAM_EVENTS["summary"]}}
+        counts = [name for name in STREAM_EVENTS["summary"] if name not in VERSION_OUTPUTS]
+        return {
+            "type": "summary",
+            **{name.lower(): int(_value(result, name)[0]) for name in counts},
+            **_version_facts(result),
+        }
     raise ClientError(INTERNAL, f"the server sent an event of unknown type {kind!r}")
+
+
+def _version_facts(result) -> dict:
+    """Which classifier version scored the stream and the sha256 of its checkpoint (the answer facts)."""
+    sha = _value(result, "CHECKPOINT_SHA256")[0]
+    return {
+        MODEL_VERSION_KEY: int(_value(result, "CLASSIFIER_VERSION")[0]),
+        CHECKPOINT_SHA256_KEY: sha.decode() if isinstance(sha, bytes) else str(sha),
+    }
 
 
 class StreamSession:

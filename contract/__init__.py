@@ -365,12 +365,21 @@ STREAM_OUTPUTS = (
     "FRAMES_RECEIVED",
     "FRAMES_DECODED",
     "FRAMES_SKIPPED",
+    *VERSION_OUTPUTS,
 )
 STREAM_EVENTS = {
     "frame": ("FRAME_INDEX", "FRAME_PTS", "FRAME_PROB_FAKE", "FACE_BOXES", "FACE_FOUND"),
-    "window": ("FRAME_INDEX", "FRAME_PTS", "WINDOW_START", "PROB_FAKE", "WINDOW_PROB_FAKE_MEAN", "FRAMES_SCORED"),
+    "window": (
+        "FRAME_INDEX",
+        "FRAME_PTS",
+        "WINDOW_START",
+        "PROB_FAKE",
+        "WINDOW_PROB_FAKE_MEAN",
+        "FRAMES_SCORED",
+        *VERSION_OUTPUTS,
+    ),
     "skipped": ("SKIPPED_FRAMES",),
-    "summary": ("FRAMES_RECEIVED", "FRAMES_DECODED", "FRAMES_SCORED", "FRAMES_SKIPPED"),
+    "summary": ("FRAMES_RECEIVED", "FRAMES_DECODED", "FRAMES_SCORED", "FRAMES_SKIPPED", *VERSION_OUTPUTS),
 }
 #: Keys of the JSON object a stream declares in ``STREAM`` at its start.
 STREAM_SETTINGS_KEYS = ("codec", "time_base", "frames", "hop", "score_every", "model_version")

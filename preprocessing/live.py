@@ -74,6 +74,8 @@ class StreamSettings:
         frames: N: the window length and the served classifier (``resnext_frame_<N>``) to score with.
         hop: A window ends every ``hop`` frames.
         score_every: Score every k-th frame; 0: adapt k to keep up (see :class:`Pace`).
+        model_version: The classifier version to score with; 0: the latest served when the stream
+            starts (a stream keeps the version it started with).
     """
 
     codec: str
@@ -81,6 +83,7 @@ class StreamSettings:
     frames: int
     hop: int
     score_every: int = 0
+    model_version: int = 0
 
     @classmethod
     def from_json(cls, text: str | bytes, served: Iterable[int]) -> StreamSettings:
@@ -122,7 +125,15 @@ class StreamSettings:
             raise InputError(
                 f"score_every must be an integer from 0 (adaptive) to {MAX_SCORE_EVERY}, got {score_every!r}"
             )
-        return cls(codec=codec, time_base=Fraction(*time_base), frames=frames, hop=hop, score_every=score_every)
+        model_version = _positive(raw, "model_version") if "model_version" in raw else 0
+        return cls(
+            codec=codec,
+            time_base=Fraction(*time_base),
+            frames=frames,
+            hop=hop,
+            score_every=score_every,
+            model_version=model_version,
+        )
 
 
 def _is_int(value: object) -> bool:
@@ -392,6 +403,7 @@ class ScoredFrame:
 
     frame: StreamFrame
     length: int
+    version: int
     faces: np.ndarray  # float32 [1, 3, 112, 112]
     box: np.ndarray  # float32 [4]: the region cropped
     found: bool
@@ -431,6 +443,10 @@ class LiveStream:
         self.crop = crop
         self.pace = Pace(settings.score_every, settings.time_base)
         self.windows = Windows(settings.frames, settings.hop)
+        # The classifier version that scores this stream, and its checkpoint's sha256: set by the
+        # server when the stream starts (the one asked for, or the latest served then).
+        self.version = settings.model_version
+        self.checkpoint_sha256 = ""
         self.received = 0
         self.scored = 0
         self.skipped = 0
@@ -470,7 +486,9 @@ class LiveStream:
             faces, cropped = crop_faces(
                 [frame.rgb], box[None], margin=self.crop.margin, square=self.crop.square, shift_y=self.crop.shift_y
             )
-        return ScoredFrame(frame=frame, length=self.settings.frames, faces=faces, box=cropped[0], found=found)
+        return ScoredFrame(
+            frame=frame, length=self.settings.frames, version=self.version, faces=faces, box=cropped[0], found=found
+        )
 
     def record(self, frame: StreamFrame, score: float | None) -> Window | None:
         """Counts a processed frame; the window it ends, if any."""

@@ -36,6 +36,13 @@ def _drop_classifier_prefix(config: model_config_pb2.ModelConfig) -> None:
     del config.parameters["classifier_prefix"]
 
 
+def _stream_versions(config: model_config_pb2.ModelConfig) -> None:
+    _drop_classifier_prefix(config)
+    # Windows and the summary of a stream name the classifier version that scored it (issue 21).
+    for name in contract.VERSION_OUTPUTS:
+        _add_tensor(config.output, name)
+
+
 def _add_tensor(tensors, name: str, optional: bool = False) -> None:
     spec = contract.TENSORS[name]
     tensor = tensors.add(name=name, dims=list(spec.dims(1)))
@@ -75,8 +82,8 @@ def _choose_versions(config: model_config_pb2.ModelConfig) -> None:
 
 def _changes() -> dict:
     changed = {
-        "stream/config.pbtxt": _drop_classifier_prefix,
-        "stream/configs/cpu.pbtxt": _drop_classifier_prefix,
+        "stream/config.pbtxt": _stream_versions,
+        "stream/configs/cpu.pbtxt": _stream_versions,
     }
     versioned = (
         Kind.SCORE,

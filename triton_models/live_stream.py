@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from contract import MAX_BATCH, Kind, lengths_of, model_name
+from contract import MAX_BATCH, Kind, lengths_of, model_name, version_folders
 from preprocessing import ConfigError, FaceDetector, InputError, PipelineConfig
 from preprocessing.live import (
     CropSettings,
@@ -42,6 +42,7 @@ from preprocessing.live import (
     check_limits,
 )
 from triton_models.common import OutputTensors, instance_device, model_parameters, parse_config
+from triton_models.versions import VersionError, checkpoint_sha256
 
 # Adapter parameters; the others are detection and crop settings (PipelineConfig).
 ADAPTER_KEYS = ("max_streams", "max_packets", "max_request_bytes", "torch_threads")
@@ -120,9 +121,9 @@ class TritonPythonModel:
         )
         self.crop = CropSettings(margin=cfg.margin, square=cfg.square, shift_y=cfg.shift_y)
         # The lengths served: the per-frame classifiers beside this model in the repository.
+        self.repository = Path(args["model_repository"]).parent
         self.served = lengths_of(
-            Kind.FRAME_CLASSIFIER,
-            (child.name for child in Path(args["model_repository"]).parent.iterdir() if child.is_dir()),
+            Kind.FRAME_CLASSIFIER, (child.name for child in self.repository.iterdir() if child.is_dir())
         )
         self.streams: dict[int, LiveStream] = {}
         self._lock = threading.Lock()
@@ -245,6 +246,7 @@ class TritonPythonModel:
                 )
             except InputError as exc:
                 raise StreamError(str(exc)) from None
+            stream.version, stream.checkpoint_sha256 = self._version(parsed.frames, parsed.model_version)
             self.streams[corrid] = stream
             self._live.set(len(self.streams))
         else:
@@ -265,6 +267,22 @@ class TritonPythonModel:
             self._drop(corrid)
             raise StreamError(str(exc)) from None
         return stream, frames, prepared, end
+
+    def _version(self, frames: int, asked: int) -> tuple[int, str]:
+        """The classifier version a stream is scored with (asked, or the latest ready) and its checkpoint."""
+        model = model_name(Kind.FRAME_CLASSIFIER, frames)
+        ready = [v for v in version_folders(self.repository / model) if pb_utils.is_model_ready(model, str(v))]
+        if not ready:
+            raise StreamError(f"no version of {model} is ready", _UNAVAILABLE)
+        if asked and asked not in ready:
+            served = ", ".join(map(str, ready))
+            raise StreamError(f"model_version {asked}: {model} serves version(s) {served}")
+        version = asked or ready[-1]
+        try:
+            sha = checkpoint_sha256(self.repository / model_name(Kind.CLASSIFIER, frames) / str(version))
+        except VersionError as exc:
+            raise StreamError(str(exc), _INTERNAL) from None
+        return version, sha
 
     def _packets(self, request) -> list[tuple[bytes, int]]:
         data, sizes, pts = (_row(request, name) for name in ("PACKETS", "PACKET_SIZES", "PACKET_PTS"))
@@ -288,19 +306,22 @@ class TritonPythonModel:
 
     def _score(self, prepared_lists: list[list[ScoredFrame | None]]) -> tuple[dict[int, float], StreamError | None]:
         """Every crop of the call scored, keyed by ``id(ScoredFrame)``; the error when the classifier failed."""
-        by_length: dict[int, list[ScoredFrame]] = {}
+        by_length: dict[tuple[int, int], list[ScoredFrame]] = {}
         for prepared in prepared_lists:
             for item in prepared:
                 if item is not None:
-                    by_length.setdefault(item.length, []).append(item)
+                    by_length.setdefault((item.length, item.version), []).append(item)
         scores: dict[int, float] = {}
-        for length, items in by_length.items():
+        for (length, version), items in by_length.items():
             model = model_name(Kind.FRAME_CLASSIFIER, length)
             for start in range(0, len(items), MAX_BATCH):
                 batch = items[start : start + MAX_BATCH]
                 faces = np.ascontiguousarray(np.stack([item.faces for item in batch]), dtype=np.float32)
                 response = pb_utils.InferenceRequest(
-                    model_name=model, requested_output_names=["PROB_FAKE"], inputs=[pb_utils.Tensor("FACES", faces)]
+                    model_name=model,
+                    model_version=version,
+                    requested_output_names=["PROB_FAKE"],
+                    inputs=[pb_utils.Tensor("FACES", faces)],
                 ).exec()
                 if response.has_error():
                     message = f"{model} failed: {response.error().message()}"
@@ -352,6 +373,8 @@ class TritonPythonModel:
                         PROB_FAKE=[window.prob_fake],
                         WINDOW_PROB_FAKE_MEAN=[window.mean],
                         FRAMES_SCORED=[window.scored],
+                        CLASSIFIER_VERSION=[stream.version],
+                        CHECKPOINT_SHA256=[stream.checkpoint_sha256.encode()],
                     )
                 )
         self._frames["scored"].increment(len(frames) - len(skipped))
@@ -366,6 +389,8 @@ class TritonPythonModel:
                     FRAMES_DECODED=[stream.decoder.frames],
                     FRAMES_SCORED=[stream.scored],
                     FRAMES_SKIPPED=[stream.skipped],
+                    CLASSIFIER_VERSION=[stream.version],
+                    CHECKPOINT_SHA256=[stream.checkpoint_sha256.encode()],
                 )
             )
             self._drop(corrid)

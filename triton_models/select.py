@@ -17,7 +17,6 @@ A version that is not served gets INVALID_ARGUMENT naming the served ones; a ver
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,35 +25,12 @@ import triton_python_backend_utils as pb_utils
 
 from contract import CLASSIFIER_INPUTS, EXPORT_METADATA_FILE, VERSION_INPUT, VERSION_OUTPUTS, version_folders
 from triton_models.common import OutputTensors, model_parameters, parse_config
+from triton_models.versions import VersionError, checkpoint_sha256
 
 (FACES_INPUT,) = CLASSIFIER_INPUTS
 VERSION_OUTPUT, CHECKPOINT_OUTPUT = VERSION_OUTPUTS
 # Adapter parameter: the model whose versions this step chooses between.
 CLASSIFIER = "classifier"
-
-
-class VersionError(Exception):
-    """A request's version cannot be served; ``invalid`` when the client asked for it (INVALID_ARGUMENT)."""
-
-    def __init__(self, message: str, invalid: bool) -> None:
-        super().__init__(message)
-        self.invalid = invalid
-
-
-def checkpoint_sha256(version_dir: Path) -> str:
-    """The ``sha256`` of the checkpoint a version folder was exported from, from its ``export.json``.
-
-    Raises:
-        VersionError: the file is missing, unreadable or names no sha256.
-    """
-    path = version_dir / EXPORT_METADATA_FILE
-    try:
-        sha = json.loads(path.read_text(encoding="utf-8")).get("sha256")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
-        raise VersionError(f"{path} cannot be read ({exc}): export this version again", invalid=False) from exc
-    if not isinstance(sha, str) or not sha:
-        raise VersionError(f"{path} names no checkpoint sha256: export this version again", invalid=False)
-    return sha
 
 
 class TritonPythonModel:
