@@ -100,6 +100,10 @@ docs: $(STAMP) ## build the documentation site from docs/ into site/ (offline, s
 bench: models ## side-by-side benchmark (original pipeline in process vs Triton over gRPC) -> benchmarks/results/
 	$(PY) -m benchmarks --frames $(BENCH_FRAMES) $(BENCH_ARGS)
 
+.PHONY: bench-versions
+bench-versions: models ## a classifier version 2 goes live and is rolled back while clients score: failures, latency, time to switch -> benchmarks/results/versions.*
+	$(PY) -m benchmarks.versions $(BENCH_ARGS)
+
 .PHONY: bench-stream
 bench-stream: models ## live streams: how many 480p/720p/1080p streams are followed in real time, latency, CPU per frame, perf_analyzer --streaming -> benchmarks/results/stream.*
 	$(PY) -m benchmarks.live_streams --model-repository $(REPOSITORY) $(BENCH_ARGS)

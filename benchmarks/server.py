@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from contract import Kind, model_name
+from contract import BASE_KINDS, SHARED_KINDS, Kind, model_name
 from serve import EmbeddedServer, free_ports, processes
 
 _NS_PER_MS = 1e6
@@ -35,7 +36,7 @@ def bench_repository(source: Path, frames: int, target: Path) -> Path:
         FileNotFoundError: A model folder is missing from ``source``.
     """
     target.mkdir(parents=True, exist_ok=True)
-    also = (Kind.VERDICT, Kind.ORIGINAL_PREPROCESS, Kind.ORIGINAL)
+    also = (Kind.SELECT, Kind.VERDICT, Kind.ORIGINAL_PREPROCESS, Kind.ORIGINAL)
     for name in (*models_of(frames), *(model_name(kind, frames) for kind in also)):
         folder = source / name
         if not folder.is_dir():
@@ -47,6 +48,42 @@ def bench_repository(source: Path, frames: int, target: Path) -> Path:
         if not link.exists():
             link.symlink_to(folder.resolve(), target_is_directory=True)
     return target
+
+
+#: Files linked, not copied, into a private repository: the exported graphs are large and read only.
+_ARTIFACT_SUFFIXES = (".onnx", ".plan")
+
+
+def private_repository(source: Path, frames: int, target: Path) -> Path:
+    """A repository of one length's models (every base kind) and the shared ones, that can gain versions:
+    folders and files copied, the exported graphs linked, links kept as links.
+
+    Raises:
+        FileNotFoundError: A model folder is missing from ``source``.
+    """
+    names = [model_name(kind, frames) for kind in BASE_KINDS] + [model_name(kind) for kind in SHARED_KINDS]
+    for name in names:
+        folder = source / name
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is missing (python -m export onnx --frames {frames})")
+        _copy_tree(folder, target / name)
+    return target
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for child in source.iterdir():
+        destination = target / child.name
+        if child.name == "__pycache__":
+            continue
+        if child.is_symlink():
+            destination.symlink_to(os.readlink(child))
+        elif child.is_dir():
+            _copy_tree(child, destination)
+        elif child.suffix in _ARTIFACT_SUFFIXES:
+            destination.symlink_to(child.resolve())
+        else:
+            shutil.copy2(child, destination)
 
 
 def start_server(repository: Path, log_path: Path) -> EmbeddedServer:

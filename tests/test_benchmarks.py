@@ -211,6 +211,7 @@ def test_bench_repository_links_only_the_requested_length(tmp_path):
     for name in (
         "preprocess_7",
         "resnext_lstm_7",
+        "classify_7",
         "deepfake_7",
         "explain_7",
         "verdict_7",
@@ -222,6 +223,7 @@ def test_bench_repository_links_only_the_requested_length(tmp_path):
         (source / name).mkdir(parents=True)
     target = bench_repository(source, 7, tmp_path / "bench")
     assert sorted(p.name for p in target.iterdir()) == [
+        "classify_7",
         "deepfake_7",
         "original_7",
         "preprocess_7",

@@ -72,7 +72,7 @@ def _with_parameters(config: str, name: str, extra: dict[str, str]) -> str:
 def write_repository(root: Path) -> Path:
     """N=10 classifier and ensemble linked from the project; preprocessing copies with tight limits."""
     root.mkdir(parents=True)
-    for name in (f"resnext_lstm_{FRAMES}", MODEL):
+    for name in (f"resnext_lstm_{FRAMES}", f"classify_{FRAMES}", MODEL):
         (root / name).symlink_to(REPOSITORY / name, target_is_directory=True)
     source = REPOSITORY / f"preprocess_{FRAMES}"
     config = (source / "configs" / "cpu.pbtxt").read_text()
