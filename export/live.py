@@ -64,10 +64,25 @@ def reload_server(
     ready = {entry.name for entry in index if entry.state == STATE_READY}
     ours = {entry.name for entry in index if parse_model_name(entry.name) is not None}
     wanted = set(models) if models is not None else {name for name in ours if _rank(name) == 0}
-    chosen = (wanted & ours) | (ours - ready)
-    for name in sorted(chosen, key=lambda n: (_rank(n), n)):
-        try:
-            control.load_model(name, timeout=timeout)
-        except ControlError as exc:
-            raise LiveError(str(exc)) from exc
-        yield f"loaded {name}"
+    # Versioned models first (their new versions), each on its own.
+    for name in sorted((wanted & ours) | {n for n in ours - ready if _rank(n) == 0}):
+        yield _load(control, name, timeout)
+    # Models that appeared: loading an ensemble loads the steps it calls, so the ensembles go
+    # first and each step is loaded once; then whatever is still not ready.
+    new = ours - ready - {name for name in ours if _rank(name) == 0}
+    for name in sorted(n for n in new if _rank(n) == 2):
+        yield _load(control, name, timeout)
+    try:
+        still = {entry.name for entry in control.repository_index() if entry.state == STATE_READY}
+    except ControlError as exc:
+        raise LiveError(str(exc)) from exc
+    for name in sorted(new - still):
+        yield _load(control, name, timeout)
+
+
+def _load(control: ControlClient, name: str, timeout: float) -> str:
+    try:
+        control.load_model(name, timeout=timeout)
+    except ControlError as exc:
+        raise LiveError(str(exc)) from exc
+    return f"loaded {name}"

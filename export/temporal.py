@@ -55,11 +55,13 @@ _LAYER_KEY = re.compile(r"^temporal\.layers\.(\d+)\.")
 class EncoderLayer(nn.Module):
     """Pre-norm self-attention over the frames, then a feed-forward block, each with a residual."""
 
-    def __init__(self, width: int, heads: int, dropout: float) -> None:
+    def __init__(self, width: int, heads: int, dropout: float, frames: int) -> None:
         super().__init__()
+        self.frames = frames
         if width % heads:
             raise ValueError(f"width {width} is not a multiple of {heads} heads")
         self.heads = heads
+        self.head_width = width // heads
         self.norm1 = nn.LayerNorm(width, eps=LAYER_NORM_EPS)
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)
@@ -69,15 +71,15 @@ class EncoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, frames, width = x.shape
-        head_width = width // self.heads
+        # Sizes as Python ints where the model fixes them, so that the exported graph's frame axis is N.
+        frames, width = self.frames, self.heads * self.head_width
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=2)
 
         def split(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(batch, frames, self.heads, head_width).transpose(1, 2)
+            return t.reshape(-1, frames, self.heads, self.head_width).transpose(1, 2)
 
-        scores = split(q) @ split(k).transpose(2, 3) / math.sqrt(head_width)
-        attended = (self.dropout(torch.softmax(scores, dim=3)) @ split(v)).transpose(1, 2).reshape(batch, frames, width)
+        scores = split(q) @ split(k).transpose(2, 3) * (1.0 / math.sqrt(self.head_width))
+        attended = (self.dropout(torch.softmax(scores, dim=3)) @ split(v)).transpose(1, 2).reshape(-1, frames, width)
         x = x + self.dropout(self.out(attended))
         return x + self.dropout(self.ff2(self.dropout(F.gelu(self.ff1(self.norm2(x))))))
 
@@ -100,14 +102,14 @@ class TemporalHead(nn.Module):
         self.frames = frames
         self.project = nn.Linear(feature_dim, width)
         self.position = nn.Parameter(torch.zeros(frames, width))
-        self.layers = nn.ModuleList(EncoderLayer(width, heads, dropout) for _ in range(layers))
+        self.layers = nn.ModuleList(EncoderLayer(width, heads, dropout, frames) for _ in range(layers))
         self.norm = nn.LayerNorm(width, eps=LAYER_NORM_EPS)
         self.attention = nn.Linear(width, 1)
         self.classifier = nn.Linear(width, NUM_CLASSES)
         nn.init.normal_(self.position, std=0.02)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.project(features) + self.position[: features.shape[1]]
+        x = self.project(features) + self.position  # features of exactly N frames
         for layer in self.layers:
             x = layer(x)
         x = self.norm(x)
@@ -136,9 +138,8 @@ class TemporalModel(nn.Module):
 
     def features(self, faces: torch.Tensor) -> torch.Tensor:
         """Pooled trunk features [batch, N, 2048] of faces [batch, N, 3, 112, 112]."""
-        batch, frames = faces.shape[0], faces.shape[1]
         fmap = self.model(faces.reshape(-1, 3, FACE_SIZE, FACE_SIZE))
-        return fmap.mean(dim=(2, 3)).reshape(batch, frames, FEATURE_DIM)
+        return fmap.mean(dim=(2, 3)).reshape(-1, self.frames, FEATURE_DIM)
 
     def forward(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         logits, frame_logits, weights = self.temporal(self.features(faces))
