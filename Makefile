@@ -43,7 +43,7 @@ $(STAMP): pyproject.toml tools/pins.py
 	$(PIP) install --quiet --no-deps $$($(PY) tools/pins.py no-deps) $$($(PY) tools/pins.py test-no-deps)
 	$(PIP) install --quiet --no-deps --no-build-isolation --editable .
 	$(PY) -c "import torch, torchvision, facenet_pytorch, av, cv2, dlib, onnx, onnxruntime, tritonclient.grpc, pytriton, fastapi, uvicorn, python_multipart, selenium, sklearn, face_recognition, mkdocs, client.stream_client"
-	$(VENV)/bin/deepfake --help >/dev/null && $(VENV)/bin/deepfake-serve --help >/dev/null && $(VENV)/bin/deepfake-export --help >/dev/null
+	$(VENV)/bin/deepfake --help >/dev/null && $(VENV)/bin/deepfake-serve --help >/dev/null && $(VENV)/bin/deepfake-export --help >/dev/null && $(VENV)/bin/deepfake-train --help >/dev/null
 	touch $(STAMP)
 
 .PHONY: apt-packages

@@ -619,7 +619,12 @@ ANSWER_FACT_TENSORS = {MODEL_VERSION_KEY: "CLASSIFIER_VERSION", CHECKPOINT_SHA25
 # --------------------------------------------------------------------------------------------
 # Console commands (``[project.scripts]`` in pyproject.toml) and the module each also runs as.
 
-CONSOLE_COMMANDS = {"deepfake": "client", "deepfake-serve": "serve", "deepfake-export": "export"}
+CONSOLE_COMMANDS = {
+    "deepfake": "client",
+    "deepfake-serve": "serve",
+    "deepfake-export": "export",
+    "deepfake-train": "train",
+}
 
 
 def program_name(module: str) -> str:

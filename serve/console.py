@@ -1,4 +1,4 @@
-"""The server-side console commands, ``deepfake-serve`` and ``deepfake-export``.
+"""The server-side console commands, ``deepfake-serve``, ``deepfake-export`` and ``deepfake-train``.
 
 ``pip install .`` installs the client alone (numpy and tritonclient); these two commands need the
 ``server`` extra (torch, ONNX, ONNX Runtime, PyAV, the pip tritonserver). Installed without it, they
@@ -21,6 +21,9 @@ SERVER_EXTRA = "server"
 #: Modules each command cannot start without (import names).
 SERVE_NEEDS = ("pytriton", "torch", "onnxruntime", "av", "google.protobuf")
 EXPORT_NEEDS = ("torch", "torchvision", "onnx", "onnxruntime")
+# Training asks the server for crops (tritonclient), makes re-encoded variants (PyAV) and reports
+# evaluate's metrics (scikit-learn, the eval extra).
+TRAIN_NEEDS = ("torch", "torchvision", "av", "sklearn", "tritonclient.grpc")
 
 
 def missing_modules(modules: Sequence[str]) -> list[str]:
@@ -36,13 +39,15 @@ def missing_modules(modules: Sequence[str]) -> list[str]:
     return missing
 
 
-def _run(command: str, needs: Sequence[str], entry: str, argv: Sequence[str] | None) -> int:
+def _run(
+    command: str, needs: Sequence[str], entry: str, argv: Sequence[str] | None, extras: str = SERVER_EXTRA
+) -> int:
     missing = missing_modules(needs)
     if missing:
         print(
-            f"{command}: this command needs the '{SERVER_EXTRA}' extra (missing: {', '.join(missing)}); "
-            f"install it with: pip install '{DISTRIBUTION}[{SERVER_EXTRA}]' (from a checkout: "
-            f"pip install '.[{SERVER_EXTRA}]', or `make install`)",
+            f"{command}: this command needs the '{extras}' extra (missing: {', '.join(missing)}); "
+            f"install it with: pip install '{DISTRIBUTION}[{extras}]' (from a checkout: "
+            f"pip install '.[{extras}]', or `make install`)",
             file=sys.stderr,
         )
         return Exit.USAGE
@@ -58,3 +63,8 @@ def serve(argv: Sequence[str] | None = None) -> int:
 def export(argv: Sequence[str] | None = None) -> int:
     """``deepfake-export``: checkpoints to verified ONNX and TensorRT artifacts (``python -m export``)."""
     return _run("deepfake-export", EXPORT_NEEDS, "export.__main__", argv)
+
+
+def train(argv: Sequence[str] | None = None) -> int:
+    """``deepfake-train``: fine-tune the detector on a labelled set (``python -m train``)."""
+    return _run("deepfake-train", TRAIN_NEEDS, "train.cli", argv, extras=f"{SERVER_EXTRA},eval")
