@@ -194,6 +194,9 @@ _VERSION = re.compile(r"[1-9]\d*")
 #: deployments read the key from this environment variable (a Kubernetes secret, a compose variable).
 ADMIN_KEY_HEADER = "admin-key"
 ADMIN_KEY_ENV = "DEEPFAKE_ADMIN_KEY"
+#: What an admin key may be: hex or URL-safe base64 of at least 16 characters (it goes into a
+#: tritonserver flag that is split on ',' ':' '=').
+ADMIN_KEY_PATTERN = r"[A-Za-z0-9_-]{16,512}"
 
 # --------------------------------------------------------------------------------------------
 # Tensors.

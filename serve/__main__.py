@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -11,11 +13,12 @@ from pathlib import Path
 from types import FrameType
 
 from client.commands.args import port_number, positive_seconds
-from contract import Exit, program_name
+from contract import ADMIN_KEY_ENV, ADMIN_KEY_HEADER, ADMIN_KEY_PATTERN, Exit, program_name
 from serve.errors import ServeError, SetupError
 from serve.flags import managed_clashes
-from serve.options import RESTRICTABLE, GrpcTls, Restriction
+from serve.options import RESTRICTABLE, GrpcTls, Restriction, covered
 from serve.server import (
+    CONTROL_PROTOCOL,
     DEFAULT_CONFIG_NAME,
     DEFAULT_GRPC_PORT,
     DEFAULT_HOST,
@@ -47,6 +50,20 @@ class StopRequested(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+def _with_admin_key(restrictions: list[Restriction]) -> list[Restriction]:
+    """The caller's restrictions, plus the model-control API restricted to $DEEPFAKE_ADMIN_KEY when it is
+    set and the caller did not restrict that API themselves."""
+    key = os.environ.get(ADMIN_KEY_ENV, "")
+    if not key or covered(tuple(restrictions), CONTROL_PROTOCOL):
+        return restrictions
+    if not re.fullmatch(ADMIN_KEY_PATTERN, key):
+        raise SystemExit(
+            f"${ADMIN_KEY_ENV} cannot be used as a key: use 16 to 512 letters, digits, '-' or '_' "
+            "(e.g. openssl rand -hex 16)"
+        )
+    return [*restrictions, Restriction((CONTROL_PROTOCOL,), ADMIN_KEY_HEADER, key)]
 
 
 def _restriction(text: str) -> Restriction:
@@ -137,8 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
         "restricted APIs",
         f"PROTOCOLS is a comma-separated list of: {', '.join(RESTRICTABLE)}. Callers of a restricted group "
         "must send VALUE in the HTTP header KEY, or in the gRPC metadata key triton-grpc-protocol-KEY (Triton "
-        "adds that prefix). The model-control API (model-repository) is always restricted: to a random key "
-        "known only to the watchdog unless you restrict it yourself.",
+        "adds that prefix). The model-control API (model-repository) is always restricted: to the key in "
+        f"${ADMIN_KEY_ENV} (header {ADMIN_KEY_HEADER}; what `deepfake-export reload|retire --url` send, to load "
+        "new model versions without a restart) when it is set, else to a random key known only to the watchdog, "
+        "unless you restrict it yourself.",
     )
     restricted.add_argument(
         "--grpc-restricted-protocol",
@@ -226,8 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         watchdog=not args.no_watchdog,
         host=args.host,
         grpc_tls=tls,
-        grpc_restrictions=args.grpc_restricted_protocol,
-        http_restrictions=args.http_restricted_api,
+        grpc_restrictions=_with_admin_key(args.grpc_restricted_protocol),
+        http_restrictions=_with_admin_key(args.http_restricted_api),
         stop_timeout=args.stop_timeout,
         auto_complete_config=args.auto_complete_config,
     )

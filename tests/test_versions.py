@@ -217,3 +217,20 @@ def test_a_stream_names_the_version_it_is_scored_with() -> None:
     for bad in (0, -1, "2", 1.5, True):
         with pytest.raises(InputError, match="model_version must be a positive integer"):
             StreamSettings.from_json(_settings(model_version=bad), [FRAMES])
+
+
+def test_the_admin_key_in_the_environment_restricts_the_model_control_api(monkeypatch) -> None:
+    from serve.__main__ import _with_admin_key
+    from serve.options import Restriction
+
+    monkeypatch.delenv("DEEPFAKE_ADMIN_KEY", raising=False)
+    assert _with_admin_key([]) == []
+    monkeypatch.setenv("DEEPFAKE_ADMIN_KEY", "k" * 20)
+    (added,) = _with_admin_key([])
+    assert (added.protocols, added.key, added.value) == (("model-repository",), "admin-key", "k" * 20)
+    own = Restriction.parse("model-repository,statistics:mine=secret")
+    assert _with_admin_key([own]) == [own]  # the caller's own restriction wins
+    monkeypatch.setenv("DEEPFAKE_ADMIN_KEY", "bad,key")
+    with pytest.raises(SystemExit, match="DEEPFAKE_ADMIN_KEY cannot be used") as raised:
+        _with_admin_key([])
+    assert "bad,key" not in str(raised.value)
