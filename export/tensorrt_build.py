@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contract import DEFAULT_VERSION, ONNX_FILE, PLAN_FILE, Kind, model_name
+from contract import DEFAULT_VERSION, ONNX_FILE, PLAN_FILE, Kind, model_name, version_folders
 from export.model import INPUT_NAME, OUTPUT_NAMES
 from export.onnx_export import onnx_session
 from export.repository import served_lengths
@@ -97,44 +97,52 @@ def run_plan(trt, plan: bytes, faces: np.ndarray) -> dict[str, np.ndarray]:
 def build_all(
     repository: Path, frames_list: list[int] | None, precision: str, max_batch: int, workspace_mib: int
 ) -> list[str]:
-    """Builds and verifies a plan for every exported length; returns the failures."""
+    """Builds and verifies a plan for every version of every exported length; returns the failures."""
     trt = _require_tensorrt()
     failures = []
     for frames in frames_list or served_lengths(repository):
-        version_dir = repository / model_name(Kind.CLASSIFIER, frames) / DEFAULT_VERSION
-        onnx_path = version_dir / ONNX_FILE
-        if not onnx_path.is_file():
-            failures.append(f"{frames} frames: {onnx_path} is missing (run `python -m export onnx` first)")
-            continue
-        started = time.perf_counter()
-        plan = build_plan(trt, onnx_path, frames, precision, max_batch, workspace_mib)
-        (version_dir / PLAN_FILE).write_bytes(plan)
-        log.info(
-            "%d frames: wrote %s (%.1f MB) in %.0f s",
-            frames,
-            version_dir / PLAN_FILE,
-            len(plan) / 1e6,
-            time.perf_counter() - started,
-        )
-        faces = real_face_videos(min(OPT_BATCH, max_batch), frames).numpy()
-        want = dict(zip(OUTPUT_NAMES, onnx_session(onnx_path).run(list(OUTPUT_NAMES), {INPUT_NAME: faces})))
-        got = run_plan(trt, plan, faces)
-        diffs = {}
-        for name in OUTPUT_NAMES:
-            diffs[name] = float(np.max(np.abs(got[name] - want[name])))
-            tolerance = TRT_TOLERANCES[precision][name]
-            log.info("  %-16s max abs diff vs ONNX Runtime %.3e (tolerance %.0e)", name, diffs[name], tolerance)
-            if diffs[name] > tolerance:
-                failures.append(f"{frames} frames: {name} max abs diff {diffs[name]:.3e} exceeds {tolerance:.0e}")
-        metadata = {
-            "onnx": str(onnx_path),
-            "frames": frames,
-            "precision": precision,
-            "max_batch": max_batch,
-            "tensorrt": trt.__version__,
-            "max_abs_diff_vs_onnxruntime": diffs,
-            "tolerances": TRT_TOLERANCES[precision],
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        (version_dir / PLAN_METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+        model_dir = repository / model_name(Kind.CLASSIFIER, frames)
+        for version in version_folders(model_dir) or [int(DEFAULT_VERSION)]:
+            failures += _build_version(trt, model_dir / str(version), frames, precision, max_batch, workspace_mib)
+    return failures
+
+
+def _build_version(trt, version_dir: Path, frames: int, precision: str, max_batch: int, workspace_mib: int) -> list:
+    """Builds and verifies the plan of one version folder; returns the failures."""
+    failures = []
+    onnx_path = version_dir / ONNX_FILE
+    if not onnx_path.is_file():
+        return [f"{frames} frames, version {version_dir.name}: {onnx_path} is missing (run `python -m export onnx` first)"]
+    started = time.perf_counter()
+    plan = build_plan(trt, onnx_path, frames, precision, max_batch, workspace_mib)
+    (version_dir / PLAN_FILE).write_bytes(plan)
+    log.info(
+        "%d frames, version %s: wrote %s (%.1f MB) in %.0f s",
+        frames,
+        version_dir.name,
+        version_dir / PLAN_FILE,
+        len(plan) / 1e6,
+        time.perf_counter() - started,
+    )
+    faces = real_face_videos(min(OPT_BATCH, max_batch), frames).numpy()
+    want = dict(zip(OUTPUT_NAMES, onnx_session(onnx_path).run(list(OUTPUT_NAMES), {INPUT_NAME: faces})))
+    got = run_plan(trt, plan, faces)
+    diffs = {}
+    for name in OUTPUT_NAMES:
+        diffs[name] = float(np.max(np.abs(got[name] - want[name])))
+        tolerance = TRT_TOLERANCES[precision][name]
+        log.info("  %-16s max abs diff vs ONNX Runtime %.3e (tolerance %.0e)", name, diffs[name], tolerance)
+        if diffs[name] > tolerance:
+            failures.append(f"{frames} frames, version {version_dir.name}: {name} max abs diff {diffs[name]:.3e} exceeds {tolerance:.0e}")
+    metadata = {
+        "onnx": str(onnx_path),
+        "frames": frames,
+        "precision": precision,
+        "max_batch": max_batch,
+        "tensorrt": trt.__version__,
+        "max_abs_diff_vs_onnxruntime": diffs,
+        "tolerances": TRT_TOLERANCES[precision],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (version_dir / PLAN_METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
     return failures
