@@ -110,9 +110,10 @@ def build_all(
 def _build_version(trt, version_dir: Path, frames: int, precision: str, max_batch: int, workspace_mib: int) -> list:
     """Builds and verifies the plan of one version folder; returns the failures."""
     failures = []
+    where = f"{frames} frames, version {version_dir.name}"
     onnx_path = version_dir / ONNX_FILE
     if not onnx_path.is_file():
-        return [f"{frames} frames, version {version_dir.name}: {onnx_path} is missing (run `python -m export onnx` first)"]
+        return [f"{where}: {onnx_path} is missing (run `python -m export onnx` first)"]
     started = time.perf_counter()
     plan = build_plan(trt, onnx_path, frames, precision, max_batch, workspace_mib)
     (version_dir / PLAN_FILE).write_bytes(plan)
@@ -133,7 +134,7 @@ def _build_version(trt, version_dir: Path, frames: int, precision: str, max_batc
         tolerance = TRT_TOLERANCES[precision][name]
         log.info("  %-16s max abs diff vs ONNX Runtime %.3e (tolerance %.0e)", name, diffs[name], tolerance)
         if diffs[name] > tolerance:
-            failures.append(f"{frames} frames, version {version_dir.name}: {name} max abs diff {diffs[name]:.3e} exceeds {tolerance:.0e}")
+            failures.append(f"{where}: {name} max abs diff {diffs[name]:.3e} exceeds {tolerance:.0e}")
     metadata = {
         "onnx": str(onnx_path),
         "frames": frames,
