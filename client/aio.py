@@ -29,9 +29,11 @@ from .codec import (
 from .connection import ConnectedClient
 from .errors import NOT_FOUND, ClientError
 from .results import ExplainResult, ScoreResult, explain_result, score_result
+from .versions import TEMPORAL_NOT_SERVED, check_answered, check_version
 
-#: The ensembles a length needs, by what they are used for.
-MODEL_KINDS = {"score": Kind.SCORE, "verdict": Kind.VERDICT, "explain": Kind.EXPLAIN}
+#: The ensembles a length needs, by what they are used for (``temporal``: where a trained temporal
+#: model is served).
+MODEL_KINDS = {"score": Kind.SCORE, "verdict": Kind.VERDICT, "explain": Kind.EXPLAIN, "temporal": Kind.TEMPORAL}
 
 
 class AsyncDeepfakeClient(ConnectedClient):
@@ -69,7 +71,7 @@ class AsyncDeepfakeClient(ConnectedClient):
         return live, ready
 
     async def ready_lengths(self, lengths: Sequence[int], timeout_s: float | None = None) -> dict[str, list[int]]:
-        """The lengths whose ensembles are ready, by use (``score``, ``verdict``, ``explain``).
+        """The lengths whose ensembles are ready, by use (``score``, ``verdict``, ``explain``, ``temporal``).
 
         Asked by name with ``is_model_ready``, as ``client health`` does where the repository index
         is restricted (both servers restrict it by key).
@@ -95,31 +97,55 @@ class AsyncDeepfakeClient(ConnectedClient):
         return parse_model_info(result)
 
     async def score(
-        self, video: bytes, frames: int = DEFAULT_FRAMES, *, name: str | None = None, mode: Mode = Mode.SCORE
+        self,
+        video: bytes,
+        frames: int = DEFAULT_FRAMES,
+        *,
+        name: str | None = None,
+        mode: Mode = Mode.SCORE,
+        version: int | None = None,
     ) -> ScoreResult:
         """Scores one video given as bytes (see :meth:`client.DeepfakeClient.score`)."""
         mode = check_mode(mode)
-        label, tensors, latency_ms = await self._request(mode.kind, mode.outputs, video, frames, name)
+        label, tensors, latency_ms = await self._request(mode.kind, mode.outputs, video, frames, name, version)
         return score_result(mode, label, tensors, latency_ms)
 
-    async def explain(self, video: bytes, frames: int = DEFAULT_FRAMES, *, name: str | None = None) -> ExplainResult:
+    async def explain(
+        self, video: bytes, frames: int = DEFAULT_FRAMES, *, name: str | None = None, version: int | None = None
+    ) -> ExplainResult:
         """Scores one video and returns its face crops and heatmaps (``explain_<N>``)."""
-        label, tensors, latency_ms = await self._request(Kind.EXPLAIN, EXPLAIN_OUTPUTS, video, frames, name)
+        label, tensors, latency_ms = await self._request(Kind.EXPLAIN, EXPLAIN_OUTPUTS, video, frames, name, version)
         return explain_result(label, tensors, latency_ms)
 
-    async def _request(self, kind: Kind, outputs: Sequence[str], video: bytes, frames: int, name: str | None):
+    async def _request(
+        self,
+        kind: Kind,
+        outputs: Sequence[str],
+        video: bytes,
+        frames: int,
+        name: str | None,
+        version: int | None = None,
+    ):
         frames = check_frames(frames)
+        version = check_version(version)
         if not isinstance(video, (bytes, bytearray, memoryview)):
             raise TypeError(f"video must be bytes here, got {type(video).__name__}")
         label, payload = load_video(video, name)
         model = model_name(kind, frames)
-        inputs, requested = video_inputs(payload, outputs)
+        inputs, requested = video_inputs(payload, outputs, version)
         start = time.perf_counter()
         try:
             result = await self._call(self._client.infer, model, inputs, outputs=requested)
         except ClientError as error:
             if error.status == NOT_FOUND:
-                raise ClientError(NOT_FOUND, f"{error.message}; the server does not serve {model}") from None
+                message = (
+                    TEMPORAL_NOT_SERVED.format(frames=frames)
+                    if kind is Kind.TEMPORAL
+                    else f"{error.message}; the server does not serve {model}"
+                )
+                raise ClientError(NOT_FOUND, message) from None
             raise
         latency_ms = (time.perf_counter() - start) * 1000.0
-        return label, unpack_outputs(model, result, outputs, frames), latency_ms
+        tensors = unpack_outputs(model, result, outputs, frames)
+        check_answered(model, version, tensors)
+        return label, tensors, latency_ms

@@ -21,10 +21,12 @@ from contract import (
     PER_LENGTH_KINDS,
     SERVED_LENGTHS,
     SHARED_KINDS,
+    TEMPORAL_KINDS,
     Kind,
     Mode,
     lengths_of,
     model_name,
+    parse_model_name,
 )
 
 from .codec import (
@@ -41,6 +43,7 @@ from .codec import (
 from .connection import ConnectedClient
 from .errors import NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE, ClientError
 from .results import ExplainResult, ScoreResult, explain_result, score_result
+from .versions import TEMPORAL_NOT_SERVED, check_answered, check_version
 
 MODEL_STATE_READY = "READY"
 # A server that is shutting down unloads its models before it closes its ports, answering NOT_FOUND
@@ -74,7 +77,13 @@ class DeepfakeClient(ConnectedClient):
         self._client.close()
 
     def score(
-        self, video: VideoSource, frames: int = DEFAULT_FRAMES, *, name: str | None = None, mode: Mode = Mode.SCORE
+        self,
+        video: VideoSource,
+        frames: int = DEFAULT_FRAMES,
+        *,
+        name: str | None = None,
+        mode: Mode = Mode.SCORE,
+        version: int | None = None,
     ) -> ScoreResult:
         """Scores one video with the N-frame model of ``mode``.
 
@@ -87,37 +96,48 @@ class DeepfakeClient(ConnectedClient):
                 ``frame_prob_fake`` None); ``FACES`` (``faces_<N>``: every face it follows scored,
                 ``face_tracks``, ``max_prob_fake`` and ``faces_seen`` set, the other fields describing the
                 main face); ``ORIGINAL`` (``original_<N>``: the original app's frames, dlib's face
-                detector and tight crops; slower, about 0.7 s of one core per 1080p frame).
+                detector and tight crops; slower, about 0.7 s of one core per 1080p frame); ``TEMPORAL``
+                (``temporal_<N>``: a trained temporal model, where one is served; ``frame_weight`` set).
+            version: the classifier version to answer (default: the latest the server serves); the
+                result's ``model_version`` and ``checkpoint_sha256`` say which answered either way.
 
         Raises:
-            ValueError: ``frames`` is not a positive integer.
+            ValueError: ``frames`` or ``version`` is not a positive integer.
             TypeError: ``mode`` is not a Mode.
-            ClientError: the request failed or was rejected.
+            ClientError: the request failed or was rejected (INVALID_ARGUMENT for a version the
+                server does not serve; NOT_FOUND for a length, or a temporal model, it does not serve).
         """
         mode = check_mode(mode)
-        label, tensors, latency_ms = self._request(mode.kind, mode.outputs, video, frames, name)
+        label, tensors, latency_ms = self._request(mode.kind, mode.outputs, video, frames, name, version)
         return score_result(mode, label, tensors, latency_ms)
 
-    def explain(self, video: VideoSource, frames: int = DEFAULT_FRAMES, *, name: str | None = None) -> ExplainResult:
+    def explain(
+        self, video: VideoSource, frames: int = DEFAULT_FRAMES, *, name: str | None = None, version: int | None = None
+    ) -> ExplainResult:
         """Scores one video and returns the face crops and heatmaps as well (``explain_<N>``).
 
         Args:
             video: path of the video file, or its raw bytes.
             frames: N, the sequence length of the served model.
             name: name reported in the result (default: the path).
+            version: the classifier version to answer (default: the latest served).
 
         Raises:
+            ValueError: ``frames`` or ``version`` is not a positive integer.
             ClientError: the request failed or was rejected.
         """
-        label, tensors, latency_ms = self._request(Kind.EXPLAIN, EXPLAIN_OUTPUTS, video, frames, name)
+        label, tensors, latency_ms = self._request(Kind.EXPLAIN, EXPLAIN_OUTPUTS, video, frames, name, version)
         return explain_result(label, tensors, latency_ms)
 
     def model_info(self) -> dict:
         """What the served classifiers were exported from (``model_info``; see :func:`client.codec.demo_warning`).
 
         Returns:
-            ``{"classifiers": {"<N>": {"checkpoint", "checkpoint_accuracy", "sha256",
-            "precision", "demo", "export", ...}}, "demo": bool}``.
+            ``{"classifiers": {"<N>": {<the latest served version's entry>, "versions": {"<V>":
+            {entry}, ...}}}, "temporal": {same shape, where a temporal model is served}, "demo": bool}``;
+            an entry has ``model``, ``frames``, ``version``, ``checkpoint``, ``checkpoint_accuracy``,
+            ``sha256``, ``precision``, ``demo``, ``lineage``, ``ready``, ``export``
+            (:mod:`client.versions` reads it).
 
         Raises:
             ClientError: NOT_FOUND from a server without ``model_info``, or another failure.
@@ -162,11 +182,22 @@ class DeepfakeClient(ConnectedClient):
             report["error"] = error.message
         return report
 
-    def _request(self, kind: Kind, outputs: Sequence[str], video: VideoSource, frames: int, name: str | None):
-        """Checks ``frames``, reads the video and runs the ``kind`` model for N = ``frames``."""
+    def _request(
+        self,
+        kind: Kind,
+        outputs: Sequence[str],
+        video: VideoSource,
+        frames: int,
+        name: str | None,
+        version: int | None = None,
+    ):
+        """Checks ``frames`` and ``version``, reads the video and runs the ``kind`` model for N = ``frames``."""
         frames = check_frames(frames)
+        version = check_version(version)
         label, payload = load_video(video, name)
-        tensors, latency_ms = self._infer(model_name(kind, frames), payload, outputs, frames)
+        model = model_name(kind, frames)
+        tensors, latency_ms = self._infer(model, payload, outputs, frames, version)
+        check_answered(model, version, tensors)
         return label, tensors, latency_ms
 
     def _models_from_index(self) -> dict[str, dict]:
@@ -180,12 +211,20 @@ class DeepfakeClient(ConnectedClient):
         return models
 
     def _models_by_name(self, lengths: Sequence[int]) -> dict[str, dict]:
-        names = [model_name(kind, length) for length in lengths for kind in PER_LENGTH_KINDS]
-        names += [model_name(kind) for kind in SHARED_KINDS]
-        return {
-            name: {"ready": bool(self._call(self._client.is_model_ready, name)), "versions": {}, "reason": ""}
-            for name in names
-        }
+        """Each model of ``lengths`` asked by name, in the contract's order.
+
+        The temporal models exist only where one was trained and exported, so they are listed only
+        when they are ready: a length without one is not a length with a model missing.
+        """
+        models = {}
+        for name, optional in [
+            *((model_name(kind, length), kind in TEMPORAL_KINDS) for length in lengths for kind in PER_LENGTH_KINDS),
+            *((model_name(kind), False) for kind in SHARED_KINDS),
+        ]:
+            ready = bool(self._call(self._client.is_model_ready, name))
+            if ready or not optional:
+                models[name] = {"ready": ready, "versions": {}, "reason": ""}
+        return models
 
     def _call(self, method, *args, timeout_s: float | None = None, **kwargs):
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
@@ -194,7 +233,7 @@ class DeepfakeClient(ConnectedClient):
         except InferenceServerException as error:
             raise ClientError.from_triton(error) from None
 
-    def _explain_not_found(self, error: ClientError) -> ClientError:
+    def _explain_not_found(self, error: ClientError, model: str) -> ClientError:
         """Tells a restarting server from a model the server does not have.
 
         Returns:
@@ -212,6 +251,9 @@ class DeepfakeClient(ConnectedClient):
             return error
         if not ready:
             return ClientError(UNAVAILABLE, f"{error.message} (the server is not ready)")
+        kind, frames = parse_model_name(model) or (None, None)
+        if kind is Kind.TEMPORAL:
+            return ClientError(NOT_FOUND, TEMPORAL_NOT_SERVED.format(frames=frames))
         try:
             index = self._call(self._client.get_model_repository_index, timeout_s=probe_s)
         except ClientError:
@@ -222,15 +264,15 @@ class DeepfakeClient(ConnectedClient):
         return ClientError(NOT_FOUND, f"{error.message}; sequence lengths served: {lengths}")
 
     def _infer(
-        self, model: str, payload: np.ndarray, outputs: Sequence[str], frames: int
+        self, model: str, payload: np.ndarray, outputs: Sequence[str], frames: int, version: int | None = None
     ) -> tuple[dict[str, np.ndarray], float]:
-        inputs, requested = video_inputs(payload, outputs)
+        inputs, requested = video_inputs(payload, outputs, version)
         start = time.perf_counter()
         try:
             result = self._call(self._client.infer, model, inputs, outputs=requested)
         except ClientError as error:
             if error.status == NOT_FOUND:
-                raise self._explain_not_found(error) from None
+                raise self._explain_not_found(error, model) from None
             raise
         latency_ms = (time.perf_counter() - start) * 1000.0
         return unpack_outputs(model, result, outputs, frames), latency_ms

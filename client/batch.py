@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract import FACES_JSON_KEYS, MODEL_KEY, SCORE_JSON_KEYS, Mode
+from contract import CHECKPOINT_SHA256_KEY, MODEL_KEY, MODEL_VERSION_KEY, Mode, json_keys
 
 from .errors import INVALID_ARGUMENT, RETRYABLE_STATUSES, ClientError
 from .results import ScoreResult
@@ -39,7 +39,10 @@ TAIL_CHUNK_BYTES = 1 << 16
 
 
 def result_record(result: ScoreResult) -> dict:
-    """The JSON line of a scored video: ``contract.SCORE_JSON_KEYS``, or ``FACES_JSON_KEYS`` with face tracks."""
+    """The JSON line of a scored video: the keys of ``contract.json_keys`` of the mode that answered.
+
+    ``SCORE_JSON_KEYS``; ``FACES_JSON_KEYS`` with face tracks, ``TEMPORAL_JSON_KEYS`` with frame weights.
+    """
     return {
         "video": result.video,
         "prob_fake": result.prob_fake,
@@ -50,6 +53,9 @@ def result_record(result: ScoreResult) -> dict:
         "frames_decoded": result.frames_decoded,
         "latency_ms": round(result.latency_ms, LATENCY_DECIMALS),
         "error": None,
+        MODEL_VERSION_KEY: result.model_version,
+        CHECKPOINT_SHA256_KEY: result.checkpoint_sha256,
+        **({} if result.frame_weight is None else {"frame_weight": [float(v) for v in result.frame_weight]}),
         **(
             {}
             if result.face_tracks is None
@@ -73,7 +79,7 @@ def result_record(result: ScoreResult) -> dict:
 
 def error_record(video: str, message: str, mode: Mode = Mode.SCORE) -> dict:
     """The JSON line of a video that could not be scored: the keys of ``mode``'s lines, null."""
-    record = dict.fromkeys(FACES_JSON_KEYS if mode is Mode.FACES else SCORE_JSON_KEYS)
+    record = dict.fromkeys(json_keys(mode))
     record["video"] = video
     record["error"] = message
     return record

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from contract import ANY, FRAMES, MODEL_INFO_OUTPUTS, TENSORS, VIDEO_INPUT, Kind, Mode, model_name
+from contract import ANY, FRAMES, MODEL_INFO_OUTPUTS, TENSORS, VERSION_INPUT, VIDEO_INPUT, Kind, Mode, model_name
 
 from .connection import MAX_GRPC_MESSAGE_BYTES
 from .errors import INTERNAL, INVALID_ARGUMENT, ClientError
+from .versions import CLASSIFIERS_SECTION, check_version, length_entry, version_entry
 
 # Room left for the protobuf framing around the raw video bytes.
 REQUEST_OVERHEAD_BYTES = 1 << 20
@@ -26,6 +27,9 @@ MAX_VIDEO_BYTES = MAX_GRPC_MESSAGE_BYTES - REQUEST_OVERHEAD_BYTES
 #: The wire type of ``VIDEO`` (the file's bytes) and the numpy type that holds it.
 VIDEO_DATATYPE = TENSORS[VIDEO_INPUT].datatype
 VIDEO_DTYPE = np.dtype(VIDEO_DATATYPE.lower())
+#: The wire type of ``MODEL_VERSION`` and the numpy type that holds it.
+VERSION_DATATYPE = TENSORS[VERSION_INPUT].datatype
+VERSION_DTYPE = np.dtype(VERSION_DATATYPE.lower())
 MODEL_INFO_MODEL = model_name(Kind.MODEL_INFO)
 (MODEL_INFO_OUTPUT,) = MODEL_INFO_OUTPUTS
 DEMO_WARNING = (
@@ -48,7 +52,7 @@ def check_frames(frames) -> int:
 def check_mode(mode) -> Mode:
     """Returns ``mode`` when it is a :class:`contract.Mode`, else raises TypeError."""
     if not isinstance(mode, Mode):
-        raise TypeError(f"mode must be a client.Mode (SCORE, VERDICT, FACES or ORIGINAL), got {mode!r}")
+        raise TypeError(f"mode must be a client.Mode ({', '.join(m.name for m in Mode)}), got {mode!r}")
     return mode
 
 
@@ -96,11 +100,27 @@ def _check_size(label: str, size: int) -> None:
         )
 
 
-def video_inputs(payload: np.ndarray, outputs: Sequence[str]):
-    """The ``VIDEO`` input and the requested ``outputs`` of one request (both tritonclient flavours take them)."""
+def video_inputs(payload: np.ndarray, outputs: Sequence[str], version: int | None = None):
+    """The inputs and the requested ``outputs`` of one request (both tritonclient flavours take them).
+
+    Args:
+        payload: the ``VIDEO`` tensor of :func:`load_video`.
+        outputs: the outputs to ask for.
+        version: the classifier version to ask for, sent as ``MODEL_VERSION`` [1, 1]; None sends no
+            such input, and the server answers with its latest version.
+
+    Raises:
+        ValueError: ``version`` is not a positive integer.
+    """
+    version = check_version(version)
     video_input = grpcclient.InferInput(VIDEO_INPUT, list(payload.shape), VIDEO_DATATYPE)
     video_input.set_data_from_numpy(payload)
-    return [video_input], [grpcclient.InferRequestedOutput(name) for name in outputs]
+    inputs = [video_input]
+    if version is not None:
+        version_input = grpcclient.InferInput(VERSION_INPUT, [1, 1], VERSION_DATATYPE)
+        version_input.set_data_from_numpy(np.array([[version]], dtype=VERSION_DTYPE))
+        inputs.append(version_input)
+    return inputs, [grpcclient.InferRequestedOutput(name) for name in outputs]
 
 
 def unpack_outputs(model: str, result, outputs: Sequence[str], frames: int) -> dict[str, np.ndarray]:
@@ -156,10 +176,23 @@ def parse_model_info(result) -> dict:
     return info
 
 
-def demo_warning(info: Mapping) -> str | None:
-    """The warning to show when ``model_info`` says the checkpoints are demo ones, else None."""
-    classifiers = info.get("classifiers") or {}
-    demo = sorted(entry["checkpoint"] for entry in classifiers.values() if entry.get("demo"))
+def demo_warning(
+    info: Mapping, frames: int | None = None, mode: Mode = Mode.SCORE, version: int | None = None
+) -> str | None:
+    """The warning to show when ``model_info`` says the checkpoints are demo ones, else None.
+
+    Args:
+        info: model_info's document.
+        frames: the length a run asks; None: every length's latest classifier.
+        mode: the run's mode (its section of the document: the classifiers, or the temporal models).
+        version: the version the run asks (default: the latest served).
+    """
+    if frames is None:
+        entries = [entry for entry in (info.get(CLASSIFIERS_SECTION) or {}).values() if isinstance(entry, Mapping)]
+    else:
+        entry = version_entry(info, frames, mode, version) or length_entry(info, frames, mode)
+        entries = [] if entry is None else [entry]
+    demo = sorted(str(entry.get("checkpoint")) for entry in entries if entry.get("demo"))
     if not demo:
         return None
     return DEMO_WARNING.format(checkpoints=", ".join(demo))

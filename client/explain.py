@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from contract import CHECKPOINT_SHA256_KEY, MODEL_VERSION_KEY
+
 from .errors import MissingExtraError
 from .results import ExplainResult
 
@@ -161,6 +163,8 @@ def write_explanation(
         "latency_ms": result.latency_ms,
         "heatmap_alpha": alpha,
         "per_frame": per_frame,
+        MODEL_VERSION_KEY: result.model_version,
+        CHECKPOINT_SHA256_KEY: result.checkpoint_sha256,
     }
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

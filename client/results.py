@@ -10,11 +10,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from contract import FAKE_INDEX, LABEL_FAKE, LABEL_REAL, NUM_CLASSES, REAL_INDEX, Mode
+from contract import (
+    ANSWER_FACT_TENSORS,
+    CHECKPOINT_SHA256_KEY,
+    FAKE_INDEX,
+    LABEL_FAKE,
+    LABEL_REAL,
+    MODEL_VERSION_KEY,
+    NUM_CLASSES,
+    REAL_INDEX,
+    Mode,
+)
 
 from .errors import INTERNAL, ClientError
 
 PERCENT = 100.0
+#: How far FRAME_WEIGHT may sum from 1 (float32 softmax over at most a few hundred frames).
+WEIGHT_SUM_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +73,10 @@ class ScoreResult:
         max_prob_fake: with :attr:`contract.Mode.FACES`: "is any face fake", the largest over the
             faces of each face's mean frame score where it was detected; else None.
         faces_seen: with :attr:`contract.Mode.FACES`: faces found in the clip, those not scored included.
+        model_version: the classifier version that answered (the latest served unless one was asked for).
+        checkpoint_sha256: sha256 of the checkpoint file that version was exported from.
+        frame_weight: with :attr:`contract.Mode.TEMPORAL`: [N] how much each frame counted in the
+            temporal model's answer (summing to 1); else None.
     """
 
     video: str
@@ -79,6 +95,9 @@ class ScoreResult:
     face_tracks: tuple[FaceTrack, ...] | None = field(default=None, kw_only=True)
     max_prob_fake: float | None = field(default=None, kw_only=True)
     faces_seen: int | None = field(default=None, kw_only=True)
+    model_version: int = field(kw_only=True)
+    checkpoint_sha256: str = field(kw_only=True)
+    frame_weight: np.ndarray | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,6 +138,8 @@ def label_and_confidence(logits) -> tuple[str, float]:
 
 def score_result(mode: Mode, video: str, tensors: dict[str, np.ndarray], latency_ms: float) -> ScoreResult:
     """A :class:`ScoreResult` from the unpacked outputs of ``mode``'s model (with ``face_tracks`` for FACES)."""
+    if mode is Mode.TEMPORAL:
+        return ScoreResult(**_score_fields(video, tensors, latency_ms), frame_weight=_frame_weight(video, tensors))
     if mode is not Mode.FACES:
         return ScoreResult(**_score_fields(video, tensors, latency_ms))
     track_scores = tensors["TRACK_PROB_FAKE"].astype(np.float32, copy=False)
@@ -186,4 +207,31 @@ def _score_fields(video: str, tensors: dict[str, np.ndarray], latency_ms: float)
         "faces_found": int(np.count_nonzero(face_found)),
         "frames_decoded": int(tensors["FRAMES_DECODED"][0]),
         "latency_ms": latency_ms,
+        **answer_facts(video, tensors),
     }
+
+
+def answer_facts(video: str, tensors: dict[str, np.ndarray]) -> dict:
+    """``{"model_version", "checkpoint_sha256"}``: which classifier version and checkpoint answered.
+
+    Raises:
+        ClientError: INTERNAL for a version below 1 or an empty checkpoint digest.
+    """
+    version = int(tensors[ANSWER_FACT_TENSORS[MODEL_VERSION_KEY]][0])
+    raw = tensors[ANSWER_FACT_TENSORS[CHECKPOINT_SHA256_KEY]][0]
+    try:
+        digest = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+    except UnicodeDecodeError:
+        digest = ""
+    if version < 1 or not digest:
+        raise ClientError(
+            INTERNAL, f"server named no usable classifier version or checkpoint for '{video}' ({version}, {raw!r})"
+        )
+    return {MODEL_VERSION_KEY: version, CHECKPOINT_SHA256_KEY: digest}
+
+
+def _frame_weight(video: str, tensors: dict[str, np.ndarray]) -> np.ndarray:
+    weight = tensors["FRAME_WEIGHT"].astype(np.float32, copy=False)
+    if not np.all(np.isfinite(weight)) or np.any(weight < 0) or abs(float(weight.sum()) - 1.0) > WEIGHT_SUM_TOLERANCE:
+        raise ClientError(INTERNAL, f"server returned frame weights for '{video}' that are not a distribution")
+    return weight

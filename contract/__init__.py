@@ -103,6 +103,8 @@ BASE_KINDS = tuple(kind for kind in PER_LENGTH_KINDS if kind not in TEMPORAL_KIN
 #: Models that serve several versions at once (``version_policy: all``), one per export: the
 #: classifiers, and the per-frame classifier that serves the classifier's files.
 VERSIONED_KINDS = (Kind.CLASSIFIER, Kind.FRAME_CLASSIFIER, Kind.TEMPORAL_CLASSIFIER)
+#: model_info's document: the section of each versioned kind it reports (see triton_models/model_info.py).
+MODEL_INFO_SECTIONS = {Kind.CLASSIFIER: "classifiers", Kind.TEMPORAL_CLASSIFIER: "temporal"}
 #: The model each version-choosing step calls.
 SELECTED_KINDS = {Kind.SELECT: Kind.CLASSIFIER, Kind.TEMPORAL_SELECT: Kind.TEMPORAL_CLASSIFIER}
 _PER_LENGTH_NAME = re.compile(r"^(?P<kind>[a-z_]+?)_(?P<frames>[1-9]\d*)$")

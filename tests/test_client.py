@@ -50,9 +50,10 @@ from client.batch import (
     unique_videos,
 )
 from client.cli import build_parser, main
-from client.codec import MAX_VIDEO_BYTES, load_video, unpack_outputs
+from client.codec import MAX_VIDEO_BYTES, demo_warning, load_video, unpack_outputs, video_inputs
+from client.commands import score as score_command
 from client.commands.args import connection_from_args
-from client.commands.health import all_ready
+from client.commands.health import all_ready, format_health, format_versions
 from client.commands.score import format_result_line
 from client.explain import (
     IMAGENET_MEAN,
@@ -64,19 +65,36 @@ from client.explain import (
 )
 from client.progress import CLEAR_LINE, Console, render_bar
 from client.results import score_result
+from client.versions import (
+    VersionKeeper,
+    batch_version,
+    check_answered,
+    check_served,
+    describe_versions,
+    latest_version,
+    no_longer_served,
+    other_versions,
+    served_versions,
+    version_entry,
+)
 from contract import (
+    ANSWER_FACTS,
     ANY,
     FACE_SIZE,
     FACE_TRACK_JSON_KEYS,
     FACES_JSON_KEYS,
     SCORE_JSON_KEYS,
     SCORE_OUTPUTS,
+    TEMPORAL_JSON_KEYS,
     TENSORS,
     Exit,
+    json_keys,
 )
 
 CLIENT_ROOT = Path(client.__file__).resolve().parents[1]
 LONG_WAIT_S = 60.0
+#: The checkpoint digest the made-up answers name.
+DIGEST = "0123456789abcdef" * 4
 # Modules the client must never load: the server side's heavy dependencies.
 SERVER_ONLY_MODULES = ("torch", "torchvision", "cv2", "av", "onnxruntime", "facenet_pytorch", "preprocessing", "export")
 # The eval extra's report libraries: only `evaluate` imports them, once it has scored.
@@ -106,7 +124,7 @@ def run(*argv: str) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-def make_score(video: str = "v.mp4", logits=(2.0, -1.0), frames: int = 4) -> ScoreResult:
+def make_score(video: str = "v.mp4", logits=(2.0, -1.0), frames: int = 4, version: int = 1) -> ScoreResult:
     label, confidence = label_and_confidence(logits)
     frame_prob = np.linspace(0.2, 0.8, frames, dtype=np.float32)
     found = np.arange(frames) % 2 == 0
@@ -124,6 +142,8 @@ def make_score(video: str = "v.mp4", logits=(2.0, -1.0), frames: int = 4) -> Sco
         faces_found=int(found.sum()),
         frames_decoded=frames,
         latency_ms=12.3456,
+        model_version=version,
+        checkpoint_sha256=DIGEST,
     )
 
 
@@ -317,9 +337,12 @@ def test_json_records_have_exactly_the_contract_keys():
             "frames_decoded",
             "latency_ms",
             "error",
+            "model_version",
+            "checkpoint_sha256",
         )
     )
     assert tuple(failed) == SCORE_JSON_KEYS
+    assert (scored["model_version"], scored["checkpoint_sha256"]) == (1, DIGEST)
     assert scored["error"] is None and scored["label"] == "REAL"
     assert scored["confidence"] == pytest.approx(100 / (1 + math.exp(-2.0)))
     assert failed["error"] == "in ensemble 'deepfake_20', cannot decode VIDEO"
@@ -432,12 +455,17 @@ class FakeAnswer:
         return self.arrays.get(name)
 
 
-def contract_answer(mode: Mode, frames: int, faces: int = 2) -> dict[str, np.ndarray]:
+def contract_answer(mode: Mode, frames: int, faces: int = 2, version: int = 1) -> dict[str, np.ndarray]:
     """Outputs of ``mode``'s model with the contract's shapes (``faces`` rows per face)."""
     answer = {}
     for name in mode.outputs:
         shape = [faces if axis == ANY else axis for axis in TENSORS[name].dims(frames)]
         answer[name] = np.full([1, *shape], 0.25, np.float32)
+    # Which version and checkpoint answered; every frame counted the same.
+    answer["CLASSIFIER_VERSION"] = np.array([[version]], np.int64)
+    answer["CHECKPOINT_SHA256"] = np.array([[DIGEST.encode()]], dtype=object)
+    if "FRAME_WEIGHT" in answer:
+        answer["FRAME_WEIGHT"] = np.full([1, frames], 1.0 / frames, np.float32)
     return answer
 
 
@@ -985,3 +1013,339 @@ def test_package_all_is_importable():
     for name in client.__all__:
         assert hasattr(client, name), name
     assert os.path.isfile(CLIENT_ROOT / "client" / "__main__.py")
+
+
+# ----------------------------------------------------------------------------- classifier versions
+
+
+def versioned_info(frames: int = 20, temporal: bool = False) -> dict:
+    """model_info's document with versions 1 (demo, published) and 2 (trained from it), the latest."""
+    first = {"version": 1, "checkpoint": "model_50_acc_20_frames_demo_random.pt", "sha256": "a" * 64, "demo": True}
+    second = {
+        "version": 2,
+        "checkpoint": "model_91_acc_20_frames_trained_run1.pt",
+        "sha256": "b" * 64,
+        "demo": False,
+        "ready": True,
+        "lineage": {"parent_sha256": "a" * 64, "manifest_sha256": "c" * 64, "metrics": {"video_auc": 0.91}},
+    }
+    section = {str(frames): {**second, "versions": {"1": {**first, "ready": True}, "2": second}}}
+    info = {"classifiers": section, "demo": True}
+    if temporal:
+        info["temporal"] = {str(frames): {**first, "version": 1, "demo": False}}
+    return info
+
+
+class StandInDetector:
+    """Answers like DeepfakeClient: model_info's document and a score from the version asked (or ``latest``)."""
+
+    def __init__(self, info: dict | None, latest: int | list[int] = 2) -> None:
+        self.info = info
+        # The version each answer without a version named comes from, in turn (a version loaded mid-run).
+        self.latest = list(latest) if isinstance(latest, list) else [latest]
+        self.asked: list[tuple[str, int | None]] = []
+
+    def __call__(self, connection):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return None
+
+    def model_info(self):
+        if self.info is None:
+            raise ClientError("NOT_FOUND", "no model_info")
+        return self.info
+
+    def score(self, video, frames, *, name=None, mode=Mode.SCORE, version=None):
+        self.asked.append((Path(video).name, version))
+        answered = version if version is not None else self.latest[min(len(self.asked), len(self.latest)) - 1]
+        return dataclasses.replace(make_score(str(video), frames=frames, version=answered))
+
+
+def test_a_version_must_be_a_positive_integer_before_anything_is_sent(closed_url, video, capsys):
+    with DeepfakeClient(closed_url) as api:
+        for version in (0, -1, True, 1.5, "2", 2**63):
+            with pytest.raises(ValueError, match="model version must be a positive integer"):
+                api.score(video, 20, version=version)
+            with pytest.raises(ValueError, match="model version"):
+                api.explain(video, 20, version=version)
+    for text in ("0", "latest", "-2", "1.0"):
+        with pytest.raises(SystemExit) as caught:
+            main(["score", str(video), "--model-version", text, "--url", closed_url])
+        assert caught.value.code == Exit.USAGE
+        assert f"expected a classifier version (a positive integer, e.g. 1 for the published model), got '{text}'" in (
+            capsys.readouterr().err
+        )
+
+
+def test_the_version_travels_as_one_int64_input_and_only_when_asked():
+    payload = load_video(b"abc")[1]
+
+    asked, outputs = video_inputs(payload, SCORE_OUTPUTS, 3)
+    latest, _ = video_inputs(payload, SCORE_OUTPUTS)
+
+    assert [tensor.name() for tensor in latest] == ["VIDEO"]
+    version = asked[1]
+    assert (version.name(), version.datatype(), version.shape()) == ("MODEL_VERSION", "INT64", [1, 1])
+    assert np.frombuffer(version._get_content(), np.int64).tolist() == [3]
+    assert [output.name() for output in outputs][-2:] == ["CLASSIFIER_VERSION", "CHECKPOINT_SHA256"]
+
+
+def test_every_answer_says_which_version_and_checkpoint_answered():
+    frames = 4
+    for mode in Mode:
+        tensors = unpack_outputs("m", FakeAnswer(contract_answer(mode, frames, version=2)), mode.outputs, frames)
+        result = score_result(mode, "v.mp4", tensors, 1.0)
+        record = result_record(result)
+        assert (result.model_version, result.checkpoint_sha256) == (2, DIGEST), mode
+        assert tuple(record) == json_keys(mode), mode
+        assert tuple(error_record("v.mp4", "refused", mode)) == json_keys(mode), mode
+    assert (*SCORE_JSON_KEYS, "frame_weight") == TEMPORAL_JSON_KEYS
+    assert SCORE_JSON_KEYS[-2:] == tuple(ANSWER_FACTS)[1:] == ("model_version", "checkpoint_sha256")
+
+    def refused(answer: dict, mode: Mode = Mode.SCORE) -> str:
+        with pytest.raises(ClientError) as caught:
+            score_result(mode, "v.mp4", unpack_outputs("m", FakeAnswer(answer), mode.outputs, frames), 1.0)
+        assert caught.value.status == "INTERNAL"
+        return caught.value.message
+
+    assert "no usable classifier version" in refused(contract_answer(Mode.SCORE, frames, version=0))
+    assert "no usable classifier version" in refused(
+        contract_answer(Mode.SCORE, frames) | {"CHECKPOINT_SHA256": np.array([[b""]], dtype=object)}
+    )
+    lopsided = contract_answer(Mode.TEMPORAL, frames) | {"FRAME_WEIGHT": np.full((1, frames), 0.5, np.float32)}
+    assert "not a distribution" in refused(lopsided, Mode.TEMPORAL)
+    with pytest.raises(ClientError, match="asked for classifier version 2 and answered with 1"):
+        check_answered("deepfake_4", 2, {"CLASSIFIER_VERSION": np.array([1], np.int64)})
+    check_answered("deepfake_4", None, {"CLASSIFIER_VERSION": np.array([1], np.int64)})
+
+
+def test_a_temporal_answer_shows_the_frames_that_counted_most():
+    result = dataclasses.replace(
+        make_score(frames=4, version=3), frame_weight=np.array([0.1, 0.5, 0.15, 0.25], np.float32)
+    )
+
+    record = result_record(result)
+    line = format_result_line(record, 4)
+
+    assert record["frame_weight"] == pytest.approx([0.1, 0.5, 0.15, 0.25]) and tuple(record) == TEMPORAL_JSON_KEYS
+    assert "version 3" in line
+    assert line.splitlines()[1] == "  frames that counted most: #2 50.0%, #4 25.0%, #3 15.0%"
+    assert "frames that counted" not in format_result_line(result_record(make_score()), 4)
+
+
+def test_temporal_is_one_mode_of_its_own(closed_url, video, capsys):
+    assert Mode.from_choices(temporal=True) is Mode.TEMPORAL and Mode.TEMPORAL.model(20) == "temporal_20"
+    for other in ("--all-faces", "--verdict-only", "--original"):
+        with pytest.raises(SystemExit) as caught:
+            main(["score", str(video), "--temporal", other, "--url", closed_url])
+        assert caught.value.code == Exit.USAGE and f"cannot be combined with {other}" in capsys.readouterr().err
+
+
+def test_model_info_says_which_versions_are_served():
+    info = versioned_info()
+    old = {"classifiers": {"20": {"checkpoint": "model_97_acc_20_frames_FF_data.pt", "demo": False}}}
+
+    assert served_versions(info, 20) == [1, 2] and latest_version(info, 20) == 2
+    assert version_entry(info, 20)["checkpoint"].endswith("trained_run1.pt")
+    assert version_entry(info, 20, version=1)["demo"] is True
+    # A server that predates versions serves its one classifier as version 1.
+    assert served_versions(old, 20) == [1] and latest_version(old, 20) == 1
+    assert served_versions(info, 10) == [] and latest_version(None, 20) is None
+    check_served(info, 20, Mode.SCORE, 1)
+    check_served(info, 20, Mode.SCORE, None)
+    check_served(info, 10, Mode.SCORE, 7)  # no entry for 10 frames: the request's NOT_FOUND names the lengths
+    check_served(None, 20, Mode.TEMPORAL, 9)  # nothing known, nothing refused
+
+    with pytest.raises(ClientError) as unserved:
+        check_served(info, 20, Mode.SCORE, 9)
+    assert (unserved.value.status, unserved.value.message) == (
+        "INVALID_ARGUMENT",
+        "version 9 of the 20-frame classifier is not served; versions served: 1, 2 (latest 2)",
+    )
+    unloaded = versioned_info()
+    unloaded["classifiers"]["20"]["versions"]["1"]["ready"] = False
+    with pytest.raises(ClientError, match="version 1 of the 20-frame classifier is listed but not loaded"):
+        check_served(unloaded, 20, Mode.SCORE, 1)
+    with pytest.raises(ClientError) as no_temporal:
+        check_served(info, 20, Mode.TEMPORAL, None)
+    assert no_temporal.value.status == "NOT_FOUND"
+    assert no_temporal.value.message == (
+        "no temporal model is served for 20 frames: train one with "
+        "python -m train SET --frames 20 --out DIR --head temporal and export it"
+    )
+    check_served(versioned_info(temporal=True), 20, Mode.TEMPORAL, 1)
+
+
+def test_the_demo_warning_follows_the_version_asked():
+    info = versioned_info()
+
+    assert demo_warning(info, 20) is None  # the latest, version 2, is trained
+    assert "model_50_acc_20_frames_demo_random.pt" in demo_warning(info, 20, version=1)
+    # Without a length: every length's latest, as before versions.
+    assert demo_warning(info) is None
+    assert demo_warning({"classifiers": {"20": {"checkpoint": "d.pt", "demo": True}}}).endswith(
+        "Export the published checkpoints to get real scores."
+    )
+
+
+def test_a_batch_keeps_to_one_version():
+    info = versioned_info()
+    done = {"a.mp4": {"video": "a.mp4", "error": None, "model_version": 1}, "b.mp4": {"video": "b.mp4", "error": "x"}}
+
+    assert batch_version(info, 20, Mode.SCORE, 1, done) == 1
+    assert batch_version(info, 20, Mode.SCORE, None, done) == 2  # the latest served now
+    assert batch_version(None, 20, Mode.SCORE, None, done) == 1  # the file's own, when the server cannot say
+    assert batch_version(None, 20, Mode.SCORE, None, {}) is None
+    # A refused video's line has no version: kept whatever the version.
+    assert other_versions(done, 1) == [] and other_versions(done, 2) == [1] and other_versions(done, None) == []
+    keeper = VersionKeeper(None)
+    assert keeper.admit({"error": None, "model_version": 3}) is None and keeper.version == 3
+    assert keeper.admit({"error": "refused", "model_version": None}) is None
+    refusal = keeper.admit({"error": None, "model_version": 4})
+    assert "answered with classifier version 4, but this run's lines come from version 3" in refusal
+    assert "--model-version 3" in refusal
+
+
+def test_resume_refuses_a_results_file_of_another_version(closed_url, tmp_path):
+    results = tmp_path / "results.jsonl"
+    write_lines(results, [file_line(result_record(make_score("a.mp4", version=1)))])
+    before = results.read_text()
+
+    refused = run("score", "a.mp4", "b.mp4", "--url", closed_url, "--output", str(results), "--model-version", "2")
+    same = run("score", "a.mp4", "--url", closed_url, "--output", str(results), "--model-version", "1")
+
+    assert refused[0] == Exit.USAGE
+    assert "lines of it were scored by version 1 of the classifier, this run's by version 2" in refused[2]
+    assert "resume with --model-version 1, or write to another file" in refused[2]
+    assert same[0] == Exit.OK and "nothing left to score" in same[2]
+    assert results.read_text() == before
+    old = tmp_path / "old.jsonl"
+    write_lines(old, [{**file_line(result_record(make_score("a.mp4"))), "model_version": None}])
+    status, _, err = run("score", "a.mp4", "b.mp4", "--url", closed_url, "--output", str(old), "--model-version", "1")
+    assert status == Exit.USAGE and "no version (written before answers named their version)" in err
+
+
+def test_score_asks_the_version_given_and_checks_it_first(monkeypatch, tmp_path):
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"v")
+    detector = StandInDetector(versioned_info())
+    monkeypatch.setattr(score_command, "DeepfakeClient", detector)
+
+    status, out, err = run("score", str(video), "--frames", "20", "--json", "--model-version", "1")
+
+    assert status == Exit.OK and detector.asked == [("a.mp4", 1)]
+    record = json.loads(out)
+    assert (record["model_version"], record["checkpoint_sha256"]) == (1, DIGEST)
+    assert "demo checkpoints" in err  # version 1 is the demo one
+    status, out, err = run("score", str(video), "--frames", "20", "--model-version", "9")
+    assert (status, out) == (Exit.USAGE, "") and detector.asked == [("a.mp4", 1)]
+    assert "error: version 9 of the 20-frame classifier is not served; versions served: 1, 2 (latest 2)" in err
+    status, _, err = run("score", str(video), "--frames", "20", "--temporal")
+    assert status == Exit.FAILED and "no temporal model is served for 20 frames" in err
+    assert len(detector.asked) == 1
+    # The latest (version 2, trained): no warning, and the line names version 2.
+    status, out, err = run("score", str(video), "--frames", "20", "--json")
+    assert status == Exit.OK and json.loads(out)["model_version"] == 2 and "WARNING" not in err
+
+
+def test_resume_of_a_latest_run_is_refused_once_another_version_is_the_latest(monkeypatch, tmp_path):
+    results = tmp_path / "results.jsonl"
+    write_lines(results, [file_line(result_record(make_score("a.mp4", version=1)))])
+    monkeypatch.setattr(score_command, "DeepfakeClient", StandInDetector(versioned_info()))
+
+    status, _, err = run("score", "a.mp4", "b.mp4", "--frames", "20", "--output", str(results))
+
+    assert status == Exit.USAGE
+    assert "scored by version 1 of the classifier, this run's by version 2; resume with --model-version 1" in err
+
+
+def test_a_version_loaded_mid_run_stops_the_batch_before_its_answer_is_written(monkeypatch, tmp_path):
+    results = tmp_path / "results.jsonl"
+    videos = []
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        videos.append(str(tmp_path / name))
+        Path(videos[-1]).write_bytes(b"v")
+    # model_info cannot say; the first answer is version 1's, then version 2 goes live.
+    monkeypatch.setattr(score_command, "DeepfakeClient", StandInDetector(None, latest=[1, 2, 2]))
+
+    status, _, err = run("score", *videos, "--output", str(results))
+
+    assert status == Exit.FAILED
+    assert "answered with classifier version 2, but this run's lines come from version 1" in err
+    assert [json.loads(line)["model_version"] for line in results.read_text().splitlines()] == [1]
+
+
+def test_health_lists_every_version_with_its_checkpoint_and_lineage():
+    described = describe_versions(versioned_info(temporal=True))
+    lines = format_health(
+        {
+            "url": "u",
+            "live": True,
+            "ready": True,
+            "error": None,
+            "models": {},
+            "models_from": "index",
+            "classifier_versions": described,
+        }
+    )
+    text = "\n".join(lines)
+
+    assert [row["version"] for row in described["classifiers"]["20"]] == [1, 2]
+    assert [row["latest"] for row in described["classifiers"]["20"]] == [False, True]
+    assert described["temporal"]["20"][0]["model"] == "resnext_temporal_20"
+    assert "resnext_lstm_20          v1   sha256 aaaaaaaaaaaa  model_50_acc_20_frames_demo_random.pt  (demo)" in text
+    assert "resnext_lstm_20          v2   sha256 bbbbbbbbbbbb  model_91_acc_20_frames_trained_run1.pt  (latest)" in text
+    assert "trained from aaaaaaaaaaaa, data cccccccccccc, video_auc 0.9100" in text
+    assert format_versions(None) == [] and format_versions({}) == ["classifier versions: model_info lists none"]
+
+
+def test_a_version_unloaded_mid_run_is_not_written_as_the_videos_refusal(monkeypatch, tmp_path):
+    results = tmp_path / "results.jsonl"
+    videos = [str(tmp_path / name) for name in ("a.mp4", "b.mp4")]
+    for path in videos:
+        Path(path).write_bytes(b"v")
+    info = versioned_info()
+    detector = StandInDetector(info)
+    unload_after_first = detector.score
+
+    def score(video, frames, **options):
+        if detector.asked:
+            # Version 1 is unloaded: the server refuses it like a bad video.
+            info["classifiers"]["20"]["versions"]["1"]["ready"] = False
+            raise ClientError("INVALID_ARGUMENT", "MODEL_VERSION 1: resnext_lstm_20 serves version(s) 2")
+        return unload_after_first(video, frames, **options)
+
+    detector.score = score
+    monkeypatch.setattr(score_command, "DeepfakeClient", detector)
+
+    status, _, err = run("score", *videos, "--frames", "20", "--model-version", "1", "--output", str(results))
+
+    assert status == Exit.FAILED
+    assert "classifier version 1 is no longer served (MODEL_VERSION 1: resnext_lstm_20 serves version(s) 2)" in err
+    assert [json.loads(line)["video"] for line in results.read_text().splitlines()] == [videos[0]]
+    assert no_longer_served(info, 20, Mode.SCORE, 1) and not no_longer_served(info, 20, Mode.SCORE, None)
+    assert not no_longer_served(None, 20, Mode.SCORE, 1)
+
+
+def test_health_by_name_lists_a_temporal_model_only_where_one_is_served(closed_url):
+    class Channel:
+        """Answers is_model_ready as a server with temporal_20 and none for 10 frames."""
+
+        def is_model_ready(self, name, headers=None, client_timeout=None):
+            return not name.startswith("resnext_temporal_10") and name not in ("temporal_10", "classify_temporal_10")
+
+        def close(self):
+            return None
+
+    with DeepfakeClient(closed_url) as api:
+        api._client.close()
+        api._client = Channel()
+        models = api._models_by_name([10, 20])
+
+    assert "temporal_20" in models and "resnext_temporal_20" in models and "classify_temporal_20" in models
+    assert not any("temporal_10" in name for name in models)
+    assert all(model["ready"] for model in models.values()) and "deepfake_10" in models

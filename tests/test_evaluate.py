@@ -7,6 +7,7 @@ server gone, resumed) is seen in a second.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -490,7 +491,7 @@ class StandInClient:
     def model_info(self):
         return {"classifiers": {"10": {"checkpoint": "model_50_acc_10_frames_demo.pt", "demo": True}}, "demo": True}
 
-    def score(self, video, frames, *, name=None, mode=Mode.SCORE):
+    def score(self, video, frames, *, name=None, mode=Mode.SCORE, version=None):
         self.asked.append(Path(video).name)
         self.modes.add(mode)
         answer = self.answers[Path(video).name]
@@ -511,6 +512,8 @@ class StandInClient:
             faces_found=frames,
             frames_decoded=frames,
             latency_ms=1.0,
+            model_version=1 if version is None else version,
+            checkpoint_sha256=f"{1 if version is None else version:064x}",
         )
 
 
@@ -614,3 +617,145 @@ def test_importing_evaluate_loads_neither_scikit_learn_nor_matplotlib():
     )
 
     assert json.loads(completed.stdout) == []
+
+
+# ----------------------------------------------------------------------------- classifier versions side by side
+
+
+class VersionedStandIn(StandInClient):
+    """Serves versions 1 and 2 (the latest): version 1 scores every video 0.5, version 2 gets them right."""
+
+    def __init__(self, answers: dict[str, object], info: dict | None = None, latest: list[int] | None = None) -> None:
+        super().__init__(answers)
+        self.info = info if info is not None else served(1, 2)
+        self.latest = latest or [2]
+        self.versions: list[int | None] = []
+
+    def model_info(self):
+        return self.info
+
+    def score(self, video, frames, *, name=None, mode=Mode.SCORE, version=None):
+        self.versions.append(version)
+        answered = version if version is not None else self.latest[min(len(self.versions), len(self.latest)) - 1]
+        result = super().score(video, frames, name=name, mode=mode, version=answered)
+        if answered == 1:
+            return dataclasses.replace(result, prob_fake=0.5, frame_prob_fake=np.full(frames, 0.5, np.float32))
+        return result
+
+
+def served(*versions: int) -> dict:
+    entries = {
+        str(v): {"version": v, "checkpoint": f"model_{v}.pt", "sha256": f"{v:064x}", "demo": False, "ready": True}
+        for v in versions
+    }
+    return {"classifiers": {str(FRAMES): {**entries[str(max(versions))], "versions": entries}}, "demo": False}
+
+
+def versioned_run(stand_in, argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    args = parse(["evaluate", *argv, "--retries", "0", "--frames", str(FRAMES)])
+    code = command.run_evaluate(lambda: stand_in, args, Mode.SCORE, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def scored_set(tmp_path):
+    for name in ("real/r1.mp4", "real/r2.mp4", "fake/f1.mp4", "fake/f2.mp4"):
+        touch(tmp_path / "set" / name)
+    return tmp_path / "set", {"r1.mp4": 0.2, "r2.mp4": 0.3, "f1.mp4": 0.9, "f2.mp4": 0.8}
+
+
+def test_two_versions_are_scored_side_by_side_each_in_its_own_folder(tmp_path, scored_set):
+    dataset, answers = scored_set
+    out_dir = tmp_path / "compared"
+    stand_in = VersionedStandIn(answers)
+
+    code, out, err = versioned_run(stand_in, [str(dataset), "--out", str(out_dir), "--model-version", "1", "2"])
+
+    assert code == Exit.OK, err
+    assert stand_in.versions == [1] * 4 + [2] * 4
+    for version in (1, 2):
+        lines = [json.loads(text) for text in (out_dir / f"v{version}" / "scores.jsonl").read_text().splitlines()]
+        assert {(line["model_version"], line["checkpoint_sha256"]) for line in lines} == {(version, f"{version:064x}")}
+        built = json.loads((out_dir / f"v{version}" / "report.json").read_text())
+        assert (built["model_version"], built["checkpoint_sha256"]) == (version, f"{version:064x}")
+        assert (
+            (out_dir / f"v{version}" / "report.md")
+            .read_text()
+            .startswith(
+                f"# Evaluation of deepfake_{FRAMES} on {dataset}\n\nClassifier version {version}, checkpoint sha256"
+            )
+        )
+    compared = json.loads((out_dir / "comparison.json").read_text())
+    assert compared["versions"] == [1, 2] and compared["runs"]["2"]["folder"] == "v2"
+    assert compared["overall"]["video_auc"] == {"1": pytest.approx(0.5), "2": pytest.approx(1.0)}
+    assert compared["difference"]["video_auc"] == {"2": pytest.approx(0.5)}
+    assert compared["groups"]["fake"]["video_auc"] == {"1": pytest.approx(0.5), "2": pytest.approx(1.0)}
+    markdown = (out_dir / "comparison.md").read_text()
+    assert "| metric | version 1 | version 2 | version 2 - 1 |" in markdown
+    assert "| video_auc | 0.5000 | 1.0000 | +0.5000 |" in markdown
+    assert "| group | video AUC v1 | video AUC v2 | AP v1 | AP v2 |" in markdown
+    assert "(deepfake_10, version 1)" in out and "(deepfake_10, version 2)" in out
+
+    again = VersionedStandIn(answers)
+    code, _, err = versioned_run(again, [str(dataset), "--out", str(out_dir), "--model-version", "1", "2"])
+    assert code == Exit.OK and again.asked == [], err
+
+
+def test_a_version_not_served_or_named_twice_is_refused_before_scoring(tmp_path, scored_set, capsys):
+    dataset, answers = scored_set
+    stand_in = VersionedStandIn(answers)
+
+    code, _, err = versioned_run(stand_in, [str(dataset), "--out", str(tmp_path / "r"), "--model-version", "1", "7"])
+
+    assert code == Exit.USAGE and stand_in.asked == []
+    assert "version 7 of the 10-frame classifier is not served; versions served: 1, 2 (latest 2)" in err
+    with pytest.raises(SystemExit) as caught:
+        main(["evaluate", str(dataset), "--out", str(tmp_path / "r"), "--model-version", "2", "2"])
+    assert caught.value.code == Exit.USAGE and "names a version twice: 2 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(dataset), "--out", str(tmp_path / "r"), "--model-version", "0"])
+
+
+def test_resume_keeps_to_the_version_of_the_results_file(tmp_path, scored_set):
+    dataset, answers = scored_set
+    out_dir = tmp_path / "report"
+    first = VersionedStandIn(answers, info=served(1), latest=[1])
+    code, _, err = versioned_run(first, [str(dataset), "--out", str(out_dir)])
+    assert code == Exit.OK and first.versions == [None] * 4, err
+
+    # Version 2 went live: resuming the "latest" run would mix versions, and so would asking version 2.
+    for extra in ([], ["--model-version", "2"]):
+        later = VersionedStandIn(answers)
+        code, _, err = versioned_run(later, [str(dataset), "--out", str(out_dir), *extra])
+        assert code == Exit.USAGE and later.asked == [], err
+        assert "holds scores of version 1 of the classifier, this run's come from version 2" in err
+        assert "give --model-version 1, or another --out folder" in err
+    same = VersionedStandIn(answers)
+    code, _, err = versioned_run(same, [str(dataset), "--out", str(out_dir), "--model-version", "1"])
+    assert code == Exit.OK and same.asked == [], err
+
+
+def test_a_version_change_mid_run_stops_before_the_other_versions_line(tmp_path, scored_set):
+    dataset, answers = scored_set
+    out_dir = tmp_path / "report"
+    # model_info lists nothing, so the first answer fixes the version; then version 2 goes live.
+    stand_in = VersionedStandIn(answers, info={"classifiers": {}}, latest=[1, 1, 2])
+
+    code, _, err = versioned_run(stand_in, [str(dataset), "--out", str(out_dir)])
+
+    assert code == Exit.FAILED
+    assert "answered with classifier version 2, but this run's lines come from version 1" in err
+    lines = [json.loads(text) for text in (out_dir / "scores.jsonl").read_text().splitlines()]
+    assert [line["model_version"] for line in lines] == [1, 1]
+    built = json.loads((out_dir / "report.json").read_text())
+    assert (built["n_scored"], built["n_unfinished"], built["model_version"]) == (2, 2, 1)
+
+
+def test_a_refused_run_leaves_no_folder_behind(tmp_path, scored_set):
+    dataset, answers = scored_set
+    out_dir = tmp_path / "never"
+
+    code, _, _ = versioned_run(VersionedStandIn(answers), [str(dataset), "--out", str(out_dir), "--model-version", "8"])
+
+    assert code == Exit.USAGE and not out_dir.exists()

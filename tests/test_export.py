@@ -230,7 +230,7 @@ def test_cli_reports_missing_length(tmp_path, checkpoint):
     assert "error: no checkpoint for 20 frames" in proc.stderr
     assert "Traceback" not in proc.stderr
     # The folders of the new length were written before the export looked for its checkpoint.
-    for kind in contract.PER_LENGTH_KINDS:
+    for kind in contract.BASE_KINDS:
         assert served_lengths(tmp_path / "repo", kind) == [20], kind
 
 

@@ -30,6 +30,7 @@ LIMIT_MIB = 1
 LIMIT = LIMIT_MIB << 20
 BOUNDARY = "testboundary7MA4YWxkTrZu0gW"
 TIMEOUT_S = 30.0
+VERSION_REFUSAL = "'model_version' must be a positive whole number (a served version)"
 
 
 def closed_port() -> int:
@@ -193,6 +194,11 @@ def test_missing_and_unknown_fields_are_named(web, fields, error):
         ({"frames": "twenty"}, "'frames' must be a positive whole number, got 'twenty'"),
         ({"frames": "0"}, "'frames' must be a positive whole number, got '0'"),
         ({"verdict_only": "maybe"}, "'verdict_only' must be true or false, got 'maybe'"),
+        ({"temporal": "maybe"}, "'temporal' must be true or false, got 'maybe'"),
+        *(
+            ({"model_version": text}, f"{VERSION_REFUSAL}, got '{text}'")
+            for text in ("latest", "0", "-1", "1.5", "99999999999999999999")
+        ),
     ],
 )
 def test_bad_field_values_are_named(web, fields, error):
@@ -215,7 +221,7 @@ def test_explain_takes_no_verdict_only_field(web):
     response = post(web, "/api/explain", multipart({"verdict_only": "true"}, b"x"))
 
     assert response.status_code == 400
-    assert response.json()["error"] == "unknown form field 'verdict_only' (fields: file, frames)"
+    assert response.json()["error"] == "unknown form field 'verdict_only' (fields: file, frames, model_version)"
 
 
 # ----------------------------------------------------------------------------- Triton unavailable
@@ -277,12 +283,22 @@ def test_the_openapi_schema_names_the_api(web):
 
     assert {"/api/score", "/api/explain", "/api/models", "/healthz"} <= set(schema["paths"])
     form = schema["paths"]["/api/score"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert set(form["properties"]) == {"file", "frames", "verdict_only", "all_faces", "original"} and form[
-        "required"
-    ] == ["file"]
+    assert set(form["properties"]) == {
+        "file",
+        "frames",
+        "verdict_only",
+        "all_faces",
+        "original",
+        "temporal",
+        "model_version",
+    } and form["required"] == ["file"]
+    explain = schema["paths"]["/api/explain"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert set(explain["properties"]) == {"file", "frames", "model_version"}
     score = schema["components"]["schemas"]["ScoreResponse"]["properties"]
     assert set(SCORE_JSON_KEYS) | {"frame_prob_fake", "face_boxes", "face_found", "frame_times"} <= set(score)
-    assert {"max_prob_fake", "faces_seen", "face_tracks"} <= set(score)
+    assert {"max_prob_fake", "faces_seen", "face_tracks", "frame_weight"} <= set(score)
+    models = schema["components"]["schemas"]["ModelsResponse"]["properties"]
+    assert {"versions", "temporal_lengths"} <= set(models)
     # The interactive docs would load scripts from a CDN: not served.
     assert httpx.get(web.url + "docs", timeout=TIMEOUT_S).status_code == 404
 
@@ -408,6 +424,14 @@ def test_the_payload_holds_the_cli_record_and_the_per_frame_values():
     payload = score_payload(
         result, 4, "deepfake_4", {"classifiers": {"4": {"checkpoint": "c.pt", "demo": True, "export": {}}}}
     )
+    versions = {
+        "1": {"version": 1, "checkpoint": "c.pt", "demo": True, "export": {}},
+        "2": {"version": 2, "checkpoint": "t.pt", "demo": False, "lineage": {"parent_sha256": "ab"}, "export": {}},
+    }
+    info = {"classifiers": {"4": {**versions["2"], "versions": versions}}}
+    # The card names the entry of the version that answered, not the latest's.
+    answered_by_1 = score_payload(result, 4, "deepfake_4", info)
+    answered_by_2 = score_payload(make_score(frames=4, version=2), 4, "deepfake_4", info)
 
     assert {key: payload[key] for key in SCORE_JSON_KEYS} == {
         "video": "v.mp4",
@@ -419,7 +443,12 @@ def test_the_payload_holds_the_cli_record_and_the_per_frame_values():
         "frames_decoded": 4,
         "latency_ms": 12.346,
         "error": None,
+        "model_version": 1,
+        "checkpoint_sha256": result.checkpoint_sha256,
     }
+    assert answered_by_1["checkpoint"] == {"version": 1, "checkpoint": "c.pt", "demo": True}
+    assert answered_by_1["demo"] is True and answered_by_2["demo"] is False
+    assert answered_by_2["checkpoint"]["lineage"] == {"parent_sha256": "ab"} and answered_by_2["model_version"] == 2
     assert payload["frame_times"] == [float(t) for t in np.arange(4, dtype=np.float32) / 25]
     assert payload["face_found"] == [True, False, True, False]
     assert len(payload["face_boxes"]) == 4 and len(payload["frame_prob_fake"]) == 4
@@ -466,3 +495,17 @@ def test_the_forms_choices_make_one_mode_or_a_422():
     )
     with pytest.raises(FormError):
         mode_of_form({"original": "maybe"})
+
+
+def test_the_form_names_a_version_or_the_latest():
+    from client.web.app import ApiError, mode_of_form, version_of_form
+
+    assert version_of_form({}) is None and version_of_form({"model_version": ""}) is None
+    assert version_of_form({"model_version": "2"}) == 2
+    for text in ("0", "-1", "two", "1.5", "²"):
+        with pytest.raises(FormError, match="'model_version' must be a positive whole number"):
+            version_of_form({"model_version": text})
+    assert mode_of_form({"temporal": "true"}) is Mode.TEMPORAL
+    with pytest.raises(ApiError) as refused:
+        mode_of_form({"temporal": "true", "all_faces": "true"})
+    assert refused.value.status_code == 422 and "cannot be combined with all_faces" in refused.value.message

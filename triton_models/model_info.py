@@ -36,7 +36,7 @@ from contract import (
     DEMO_CHECKPOINT_TAG,
     EXPORT_METADATA_FILE,
     MODEL_INFO_OUTPUTS,
-    Kind,
+    MODEL_INFO_SECTIONS,
     parse_model_name,
     version_folders,
 )
@@ -44,7 +44,7 @@ from contract import (
 DEMO_CHECKPOINT = re.compile(rf"^model_\d+(?:\.\d+)?_acc_\d+_frames_{DEMO_CHECKPOINT_TAG}\.pt$")
 (OUTPUT_NAME,) = MODEL_INFO_OUTPUTS
 #: The document's section for each versioned kind it reports.
-SECTIONS = {Kind.CLASSIFIER: "classifiers", Kind.TEMPORAL_CLASSIFIER: "temporal"}
+SECTIONS = MODEL_INFO_SECTIONS
 
 
 def is_demo_checkpoint(path: str) -> bool:

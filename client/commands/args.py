@@ -15,6 +15,7 @@ from contract import DEFAULT_FRAMES
 
 from ..batch import DEFAULT_RETRIES, backoff_delays
 from ..connection import DEFAULT_URL, Connection
+from ..versions import check_version
 
 DEFAULT_CONCURRENCY = 1
 #: The TLS file options and their names in the parsed arguments: each needs --ssl.
@@ -169,6 +170,40 @@ def add_frames_option(parser: argparse.ArgumentParser, wording: str = "sequence 
     """``--frames N``, one positive length, :data:`contract.DEFAULT_FRAMES` by default."""
     parser.add_argument(
         "--frames", type=positive_int, default=DEFAULT_FRAMES, metavar="N", help=f"{wording} (default: %(default)s)"
+    )
+
+
+def model_version(text: str) -> int:
+    """A classifier version: a positive integer (``--model-version``), checked as the Python API checks it."""
+    try:
+        return check_version(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a classifier version (a positive integer, e.g. 1 for the published model), got '{text}'"
+        ) from None
+
+
+def add_model_version_option(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
+    """``--model-version V`` (``several``: ``V [V ...]``): the classifier version(s) to ask for, default the latest."""
+    if several:
+        parser.add_argument(
+            "--model-version",
+            dest="model_versions",
+            type=model_version,
+            nargs="+",
+            default=None,
+            metavar="V",
+            help="the classifier version(s) to score with (default: the latest served); two or more score "
+            "the set once per version, side by side, and write a report comparing them",
+        )
+        return
+    parser.add_argument(
+        "--model-version",
+        type=model_version,
+        default=None,
+        metavar="V",
+        help="the classifier version to score with (default: the latest the server serves; "
+        "`health` lists the versions served)",
     )
 
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 from typing import TextIO
 
-from contract import Mode
+from contract import Mode, ModeError
 
 from ..api import DeepfakeClient
 from .args import (
     add_concurrency_option,
     add_frames_option,
+    add_model_version_option,
     add_retries_option,
     connection_from_args,
+    flag_name,
     fraction,
     non_negative_int,
     probability,
@@ -34,7 +36,9 @@ def add_parser(commands, connection: argparse.ArgumentParser) -> None:
         "scores.jsonl and PNG plots into --out. DATASET is a folder (real/ + fake/, FaceForensics++, "
         "a DFDC part with metadata.json, Celeb-DF) or a list file (CSV path,label[,group] with "
         "1/fake or 0/real; DFDC metadata.json; Celeb-DF List_of_testing_videos.txt, where 1 means "
-        "real). Running the same command again continues an interrupted run. Needs the eval "
+        "real). Running the same command again continues an interrupted run. With two or more "
+        "--model-version, the set is scored once per version (DIR/v<V>/, each a whole evaluation) and "
+        "DIR/comparison.md sets their metrics side by side. Needs the eval "
         "extra: pip install '.[eval]'. Exit 0 when every video was scored or refused, 1 when some "
         "are left for a rerun, 2 on bad arguments, an unreadable set or a results file of "
         "another model.",
@@ -64,6 +68,12 @@ def add_parser(commands, connection: argparse.ArgumentParser) -> None:
         action="store_true",
         help="score every face (faces_<N>): adds the mean-of-per-frame-max-over-faces aggregation",
     )
+    evaluate.add_argument(
+        "--temporal",
+        action="store_true",
+        help="score with the trained temporal model (temporal_<N>, where one is served)",
+    )
+    add_model_version_option(evaluate, several=True)
     evaluate.add_argument(
         "--threshold",
         type=probability,
@@ -99,4 +109,11 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, 
         except ValueError as error:
             parser.error(str(error))
 
-    return run_evaluate(client_factory, args, Mode.from_choices(all_faces=args.all_faces), out, err)
+    try:
+        mode = Mode.from_choices(all_faces=args.all_faces, temporal=args.temporal, spell=flag_name)
+    except ModeError as error:
+        parser.error(str(error))
+    versions = args.model_versions or []
+    if len(set(versions)) != len(versions):
+        parser.error(f"--model-version names a version twice: {' '.join(map(str, versions))}")
+    return run_evaluate(client_factory, args, mode, out, err)

@@ -6,14 +6,14 @@ import argparse
 import random
 from typing import TextIO
 
-from contract import Exit, Kind, model_name
+from contract import Exit, Kind, Mode, model_name
 
 from ..api import DeepfakeClient
 from ..batch import backoff_delays, call_with_retries
 from ..errors import ClientError, MissingExtraError
 from ..explain import require_pillow, write_explanation
-from .args import add_frames_option, add_retries_option, connection_from_args
-from .score import warn_if_demo
+from .args import add_frames_option, add_model_version_option, add_retries_option, connection_from_args
+from .score import RunRefused, prepare_version
 
 
 def add_parser(commands, connection: argparse.ArgumentParser) -> None:
@@ -27,6 +27,7 @@ def add_parser(commands, connection: argparse.ArgumentParser) -> None:
     explain.add_argument("video", metavar="VIDEO", help="video file")
     explain.add_argument("--out", required=True, metavar="DIR", help="folder for the files")
     add_frames_option(explain)
+    add_model_version_option(explain)
     add_retries_option(explain)
 
 
@@ -48,13 +49,17 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, 
 
     try:
         with client:
-            warn_if_demo(client, err)
+            # explain_<N> calls the classifiers deepfake_<N> calls: the same versions.
+            prepare_version(client, args.frames, Mode.SCORE, args.model_version, {}, err)
             result = call_with_retries(
-                lambda: client.explain(args.video, args.frames),
+                lambda: client.explain(args.video, args.frames, version=args.model_version),
                 backoff_delays(args.retries),
                 rng=random.Random(),
                 on_retry=on_retry,
             )
+    except RunRefused as refusal:
+        print(f"error: {refusal.message}", file=err)
+        return refusal.status
     except ClientError as error:
         print(f"{args.video}: error {error.status}: {error.message}", file=err)
         return Exit.FAILED
@@ -66,7 +71,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, 
     frames = len(result.frame_prob_fake)
     print(
         f"{result.video}: {result.label} {result.confidence:.1f}% "
-        f"(prob_fake {result.prob_fake:.4f}, frame mean {result.frame_prob_fake_mean:.4f}); "
+        f"(prob_fake {result.prob_fake:.4f}, frame mean {result.frame_prob_fake_mean:.4f}, "
+        f"version {result.model_version}); "
         f"wrote {2 * frames} PNG files and summary.json to {args.out}",
         file=out,
     )

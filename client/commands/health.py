@@ -1,4 +1,4 @@
-"""``python -m client health``: server liveness and readiness, and each model's."""
+"""``python -m client health``: server liveness and readiness, each model's, and the classifier versions served."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ from typing import TextIO
 from contract import SERVED_LENGTHS, Exit
 
 from ..api import DeepfakeClient
+from ..codec import demo_warning
 from ..errors import ClientError
+from ..versions import describe_versions, format_lineage, short_sha256
 from .args import connection_from_args, positive_int
+
+#: The key of the health report that lists the classifier versions model_info names.
+VERSIONS_KEY = "classifier_versions"
 
 
 def add_parser(commands, connection: argparse.ArgumentParser) -> None:
@@ -18,7 +23,8 @@ def add_parser(commands, connection: argparse.ArgumentParser) -> None:
         "health",
         parents=[connection],
         help="server and model readiness",
-        description="Show server liveness, readiness and each model's readiness. "
+        description="Show server liveness, readiness, each model's readiness and the classifier versions "
+        "served per length (from model_info: version, checkpoint, sha256, demo, lineage, which is latest). "
         "Exit 0 only when the server and every model are ready.",
     )
     health.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -53,6 +59,30 @@ def format_health(report: dict) -> list[str]:
         lines.append(line.rstrip())
     if report["error"] is None and not report["models"]:
         lines.append("  no models found")
+    lines += format_versions(report.get(VERSIONS_KEY))
+    return lines
+
+
+def format_versions(described: dict | None) -> list[str]:
+    """Human-readable lines of the classifier versions (:func:`client.versions.describe_versions`)."""
+    if described is None:
+        return []
+    rows = [row for lengths in described.values() for versions in lengths.values() for row in versions]
+    if not rows:
+        return ["classifier versions: model_info lists none"]
+    lines = ["classifier versions (model_info):"]
+    for row in rows:
+        flags = [
+            flag
+            for flag, shown in (("latest", row["latest"]), ("demo", row["demo"]), ("NOT LOADED", not row["ready"]))
+            if shown
+        ]
+        lines.append(
+            f"  {row['model']:<24} v{row['version']:<3} sha256 {short_sha256(row['sha256'])}  {row['checkpoint']}"
+            + (f"  ({', '.join(flags)})" if flags else "")
+        )
+        if row["lineage"] is not None:
+            lines.append(f"      {format_lineage(row['lineage'])}")
     return lines
 
 
@@ -74,11 +104,24 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, 
     try:
         with client:
             report = client.health(args.frames)
+            info = _model_info(client) if report["error"] is None else None
     except ClientError as error:
         print(f"error: {error.status}: {error.message}", file=err)
         return Exit.FAILED
+    report[VERSIONS_KEY] = None if info is None else describe_versions(info)
+    warning = None if info is None else demo_warning(info)
     if args.json:
         print(json.dumps(report), file=out)
     else:
         print("\n".join(format_health(report)), file=out)
+        if warning is not None:
+            print(warning, file=err)
     return Exit.OK if all_ready(report) else Exit.FAILED
+
+
+def _model_info(client: DeepfakeClient) -> dict | None:
+    """model_info's document; None where the server has none or will not say (health reports the models anyway)."""
+    try:
+        return client.model_info()
+    except ClientError:
+        return None

@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass
 from typing import TextIO
 
-from contract import MODEL_KEY, Exit, Mode, ModeError
+from contract import MODEL_KEY, MODEL_VERSION_KEY, Exit, Mode, ModeError
 
 from ..api import DeepfakeClient
 from ..batch import (
@@ -22,11 +22,21 @@ from ..batch import (
     video_key,
 )
 from ..codec import demo_warning
-from ..errors import ClientError
+from ..errors import INVALID_ARGUMENT, ClientError
 from ..progress import Console
+from ..versions import (
+    VersionKeeper,
+    batch_version,
+    check_served,
+    no_longer_served,
+    other_versions,
+    shown_version,
+    unloaded_message,
+)
 from .args import (
     add_concurrency_option,
     add_frames_option,
+    add_model_version_option,
     add_retries_option,
     connection_from_args,
     flag_name,
@@ -34,6 +44,17 @@ from .args import (
 
 #: Fewer videos than this finish too fast for a progress bar to help.
 PROGRESS_MIN_VIDEOS = 2
+#: The frames of a temporal answer named in its human-readable line, by weight.
+TOP_WEIGHTED_FRAMES = 3
+
+
+class RunRefused(Exception):
+    """A run that must not start (or go on): the message says why, ``status`` is the exit status."""
+
+    def __init__(self, status: Exit, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 def add_parser(commands, connection: argparse.ArgumentParser) -> None:
@@ -66,6 +87,13 @@ def add_parser(commands, connection: argparse.ArgumentParser) -> None:
         help="the original app's answer (original_<N>): its frames, dlib's face detector and tight "
         "crops, the first face dlib returns; slower (about 0.7 s of one core per 1080p frame)",
     )
+    score.add_argument(
+        "--temporal",
+        action="store_true",
+        help="a trained temporal model's answer (temporal_<N>, where one is served): all N frames "
+        "together; the --json line gains frame_weight (how much each frame counted)",
+    )
+    add_model_version_option(score)
     add_concurrency_option(score)
     score.add_argument(
         "--output",
@@ -77,27 +105,53 @@ def add_parser(commands, connection: argparse.ArgumentParser) -> None:
 
 
 def mode_of(args: argparse.Namespace) -> Mode:
-    """The mode of ``--verdict-only``, ``--all-faces`` and ``--original``.
+    """The mode of ``--verdict-only``, ``--all-faces``, ``--original`` and ``--temporal``.
 
     Raises:
         ModeError: flags that do not combine, named as the command line spells them.
     """
-    return Mode.from_choices(args.verdict_only, args.all_faces, args.original, spell=flag_name)
+    return Mode.from_choices(args.verdict_only, args.all_faces, args.original, spell=flag_name, temporal=args.temporal)
 
 
-def warn_if_demo(client: DeepfakeClient, err: TextIO) -> None:
-    """Prints the demo-checkpoint warning on ``err`` when ``model_info`` says so.
+def model_info_or_none(client: DeepfakeClient) -> dict | None:
+    """model_info's document, or None from a server without it (or one that cannot be asked now).
 
-    On stderr, so that ``--json`` lines stay as they are. A server without ``model_info`` (or one
-    that cannot be asked now) gets no warning: the request that follows reports the trouble.
+    The request that follows reports the trouble; the checks that need the document are skipped.
     """
     try:
-        info = client.model_info()
+        return client.model_info()
     except ClientError:
-        return
-    warning = demo_warning(info)
+        return None
+
+
+def prepare_version(
+    client: DeepfakeClient, frames: int, mode: Mode, asked: int | None, done: dict[str, dict], err: TextIO
+) -> int | None:
+    """Checks the version choice against model_info and the results file; warns of demo checkpoints.
+
+    Returns:
+        The version the run's lines must come from (:func:`client.versions.batch_version`), or None
+        when nothing says it before the first answer.
+
+    Raises:
+        RunRefused: a version not served (exit 2), a temporal model not served (exit 1), or a
+            results file of another version (exit 2).
+    """
+    info = model_info_or_none(client)
+    try:
+        check_served(info, frames, mode, asked)
+    except ClientError as error:
+        raise RunRefused(Exit.USAGE if error.status == INVALID_ARGUMENT else Exit.FAILED, error.message) from None
+    version = batch_version(info, frames, mode, asked, done)
+    try:
+        check_results_version(done, version)
+    except ValueError as error:
+        raise RunRefused(Exit.USAGE, f"cannot use this results file: {error}") from None
+    warning = None if info is None else demo_warning(info, frames, mode, version)
     if warning is not None:
+        # On stderr, so that --json lines stay as they are.
         print(warning, file=err)
+    return version
 
 
 def format_result_line(record: dict, frames: int) -> str:
@@ -110,6 +164,12 @@ def format_result_line(record: dict, frames: int) -> str:
         f"faces {record['faces_found']}/{frames}  "
         f"frames decoded {record['frames_decoded']}  "
         f"{record['latency_ms']:.0f} ms"
+        + ("" if record.get(MODEL_VERSION_KEY) is None else f"  version {record[MODEL_VERSION_KEY]}")
+        + (
+            ""
+            if record.get("frame_weight") is None
+            else "\n  frames that counted most: " + weighted_frames(record["frame_weight"])
+        )
         + (
             ""
             if record.get("face_tracks") is None
@@ -118,6 +178,27 @@ def format_result_line(record: dict, frames: int) -> str:
             + ", ".join(f"#{i + 1} {track['prob_fake']:.4f}" for i, track in enumerate(record["face_tracks"]))
         )
     )
+
+
+def weighted_frames(weights, top: int = TOP_WEIGHTED_FRAMES) -> str:
+    """The frames that counted most in a temporal answer: ``#12 31.0%, #3 20.1%, ...`` (1-based, by weight)."""
+    order = sorted(range(len(weights)), key=lambda index: (-weights[index], index))[:top]
+    return ", ".join(f"#{index + 1} {100.0 * weights[index]:.1f}%" for index in order)
+
+
+def check_results_version(done: dict[str, dict], version: int | None) -> None:
+    """Refuses to resume a results file whose scored lines come from another classifier version.
+
+    Raises:
+        ValueError: naming the version of the file's lines and the run's.
+    """
+    others = other_versions(done, version)
+    if others:
+        hint = "" if others[0] is None else f"resume with --model-version {others[0]}, or "
+        raise ValueError(
+            f"lines of it were scored by {shown_version(others[0])} of the classifier, this run's by version "
+            f"{version}; {hint}write to another file"
+        )
 
 
 def check_results_model(done: dict[str, dict], model: str) -> None:
@@ -131,7 +212,7 @@ def check_results_model(done: dict[str, dict], model: str) -> None:
         written = f"by {others[0]}" if others[0] is not None else "without the model's name"
         raise ValueError(
             f"lines of it were written {written}, this run asks {model}; "
-            "resume with the same options (--frames, --original, --all-faces, --verdict-only) "
+            "resume with the same options (--frames, --original, --all-faces, --verdict-only, --temporal) "
             "or write to another file"
         )
 
@@ -145,6 +226,7 @@ class _BatchTally:
     failed: int = 0
     unrecorded: int = 0
     server_gone: bool = False
+    version_changed: bool = False
 
     @property
     def not_attempted(self) -> int:
@@ -164,6 +246,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, 
         try:
             done = read_results(args.output)
             check_results_model(done, model)
+            check_results_version(done, args.model_version)
             results = ResultsFile(args.output)
         except (OSError, ValueError) as error:
             print(f"error: cannot use --output {args.output}: {error}", file=err)
@@ -189,9 +272,14 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, 
         )
     try:
         with client:
+            version = args.model_version
             if todo:
-                warn_if_demo(client, err)
-            tally = _run_batch(client, todo, args, mode, console, results)
+                version = prepare_version(client, args.frames, mode, args.model_version, done, err)
+            tally = _run_batch(client, todo, args, mode, console, results, VersionKeeper(version))
+    except RunRefused as refusal:
+        console.close()
+        console.note(f"error: {refusal.message}")
+        return refusal.status
     except KeyboardInterrupt:
         console.close()
         console.note("interrupted; rerun the same command to score the remaining videos")
@@ -202,7 +290,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, 
             results.close()
     _summarise(console, tally, args)
     all_scored = tally.not_attempted == 0 and tally.failed == 0 and earlier_failures == 0
-    return Exit.OK if all_scored else Exit.FAILED
+    return Exit.OK if all_scored and not tally.version_changed else Exit.FAILED
 
 
 def _run_batch(
@@ -212,6 +300,7 @@ def _run_batch(
     mode: Mode,
     console: Console,
     results: ResultsFile | None,
+    keeper: VersionKeeper,
 ) -> _BatchTally:
     tally = _BatchTally(planned=len(todo))
     model = mode.model(args.frames)
@@ -221,7 +310,7 @@ def _run_batch(
 
     console.draw()
     for outcome in run_batch(
-        lambda video: client.score(video, args.frames, mode=mode),
+        lambda video: client.score(video, args.frames, mode=mode, version=args.model_version),
         todo,
         concurrency=args.concurrency,
         delays=backoff_delays(args.retries),
@@ -229,6 +318,21 @@ def _run_batch(
         on_retry=on_retry,
         mode=mode,
     ):
+        refusal = None if results is None else keeper.admit(outcome.record)
+        if (
+            refusal is None
+            and results is not None
+            and args.model_version is not None
+            and outcome.final
+            and not outcome.ok
+            and no_longer_served(model_info_or_none(client), args.frames, mode, args.model_version)
+        ):
+            refusal = unloaded_message(args.model_version, outcome.record["error"])
+        if refusal is not None:
+            # A results file holds one version's answers: stop before writing another's.
+            console.note(f"{outcome.video}: {refusal}")
+            tally.version_changed = True
+            break
         if results is not None and outcome.final:
             # The file's lines also name the model, so that a resumed run cannot mix two modes.
             results.append({**outcome.record, MODEL_KEY: model})

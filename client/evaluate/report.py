@@ -46,6 +46,8 @@ class Settings:
         val_fraction: share of videos that choose the threshold, or None.
         seed: seed of the validation split.
         demo: whether the server said its checkpoints are demo ones (None: not asked).
+        model_version: the classifier version every scored line comes from (None: no line scored yet).
+        checkpoint_sha256: sha256 of that version's checkpoint, as the lines name it.
     """
 
     dataset: str
@@ -56,6 +58,8 @@ class Settings:
     val_fraction: float | None = None
     seed: int = 0
     demo: bool | None = None
+    model_version: int | None = None
+    checkpoint_sha256: str | None = None
 
 
 def _selection(videos: Sequence[LabelledVideo], group: str | None) -> list[int]:
@@ -203,6 +207,8 @@ def build_report(videos: Sequence[LabelledVideo], records: Sequence[Mapping | No
         "layout": settings.layout,
         "model": settings.model,
         "frames": settings.frames,
+        "model_version": settings.model_version,
+        "checkpoint_sha256": settings.checkpoint_sha256,
         "demo_checkpoints": settings.demo,
         "warning": DEMO_NOTE if settings.demo else None,
         "n_videos": len(videos),
@@ -258,6 +264,12 @@ MD_METRICS = (
 def render_markdown(report: Mapping) -> str:
     """``report.md``: the same facts as ``report.json``, for people."""
     lines = [f"# Evaluation of {report['model']} on {report['dataset']}", ""]
+    if report.get("model_version") is not None:
+        lines += [
+            f"Classifier version {report['model_version']}, checkpoint sha256 "
+            f"`{report.get('checkpoint_sha256') or 'not named'}`.",
+            "",
+        ]
     if report["warning"]:
         lines += [f"> **Warning.** {report['warning']}", ""]
     threshold = report["threshold"]
@@ -376,7 +388,8 @@ def write_plots(folder: Path, report: Mapping, videos, records) -> None:
     axes.set(
         xlabel="false positive rate (reals called fake)",
         ylabel="true positive rate (fakes caught)",
-        title=f"ROC of the faithful score, {report['model']}",
+        title=f"ROC of the faithful score, {report['model']}"
+        + ("" if report.get("model_version") is None else f" version {report['model_version']}"),
     )
     axes.legend(loc="lower right", fontsize="small")
     figure.savefig(folder / ROC_PNG, dpi=FIGURE_DPI)

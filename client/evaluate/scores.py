@@ -12,12 +12,13 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from contract import MODEL_KEY
+from contract import CHECKPOINT_SHA256_KEY, MODEL_KEY, MODEL_VERSION_KEY
 
 from ..results import ScoreResult
 
-#: Keys of a line, in this order; ``face_tracks`` only when the result had them. The model's key is
-#: the one every results file uses (a resumed run reads it to refuse another model's file).
+#: Keys of a line, in this order; ``face_tracks`` only when the result had them. The model's and the
+#: version's keys are the ones every results file uses (a resumed run reads them to refuse another
+#: model's or another version's file); a refused video's version and checkpoint are null.
 SCORE_KEYS = (
     "video",
     "truth",
@@ -28,6 +29,8 @@ SCORE_KEYS = (
     "faces_found",
     "frames_decoded",
     "error",
+    MODEL_VERSION_KEY,
+    CHECKPOINT_SHA256_KEY,
 )
 TRACKS_KEY = "face_tracks"
 #: The all-faces model's own "is any face fake" score.
@@ -92,6 +95,8 @@ def record_maker(truth_of: Callable[[str], tuple[int, str]], model: str) -> Call
             "faces_found": result.faces_found,
             "frames_decoded": result.frames_decoded,
             "error": None,
+            MODEL_VERSION_KEY: result.model_version,
+            CHECKPOINT_SHA256_KEY: result.checkpoint_sha256,
         }
         tracks = getattr(result, TRACKS_KEY, None)
         if tracks is not None:

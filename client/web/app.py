@@ -24,13 +24,14 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect
 
-from contract import DEFAULT_FRAMES, FACE_SIZE, MODEL_KEY, Kind, Mode, ModeError, model_name
+from contract import DEFAULT_FRAMES, FACE_SIZE, MODEL_KEY, MODEL_VERSION_KEY, Kind, Mode, ModeError, model_name
 
 from ..aio import AsyncDeepfakeClient
 from ..batch import result_record
 from ..codec import demo_warning
 from ..errors import DEADLINE_EXCEEDED, INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE, ClientError
 from ..results import ExplainResult, ScoreResult
+from ..versions import VERSIONS_KEY, check_served, check_version, describe_versions, version_entry
 from .form import FILE_FIELD, FormError, format_bytes, read_form
 from .images import as_base64, explanation_pngs
 from .settings import WebSettings
@@ -42,6 +43,10 @@ FRAMES_FIELD = "frames"
 VERDICT_ONLY_FIELD = "verdict_only"
 ALL_FACES_FIELD = "all_faces"
 ORIGINAL_FIELD = "original"
+TEMPORAL_FIELD = "temporal"
+MODEL_VERSION_FIELD = MODEL_VERSION_KEY
+#: The keys of model_info's entry left out of a result's ``checkpoint`` (big, and in /api/models).
+ENTRY_KEYS_LEFT_OUT = frozenset({"export", VERSIONS_KEY})
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 #: Deadline of the small calls (readiness, model list, model info).
@@ -101,6 +106,10 @@ class ScoreResponse(BaseModel):
     frames_decoded: int
     latency_ms: float = Field(description="gRPC round trip to Triton")
     error: None = None
+    model_version: int = Field(
+        description="the classifier version that answered (the latest served unless model_version was sent)"
+    )
+    checkpoint_sha256: str = Field(description="sha256 of the checkpoint file that version was exported from")
     frames: int
     model: str
     logits: list[float]
@@ -109,7 +118,7 @@ class ScoreResponse(BaseModel):
     face_found: list[bool]
     frame_times: list[float] = Field(description="when each frame is shown, seconds from the video stream's start")
     checkpoint: dict[str, Any] | None = Field(
-        description="what the classifier was exported from (model_info), when served"
+        description="model_info's entry of the version that answered (checkpoint, sha256, demo, lineage, ...)"
     )
     demo: bool | None = Field(description="true: demo checkpoints with random weights, the scores mean nothing")
     max_prob_fake: float | None = Field(
@@ -123,6 +132,9 @@ class ScoreResponse(BaseModel):
         description="with all_faces: one object per face, the main face first (prob_fake, frame_prob_fake, "
         "face_boxes, face_found, prominence)",
     )
+    frame_weight: list[float] | None = Field(
+        None, description="with temporal: how much each frame counted in the temporal model's answer (sums to 1)"
+    )
 
 
 class ExplainResponse(ScoreResponse):
@@ -134,6 +146,11 @@ class ModelsResponse(BaseModel):
     lengths: list[int] = Field(description="N with deepfake_<N> ready")
     verdict_lengths: list[int]
     explain_lengths: list[int]
+    temporal_lengths: list[int] = Field(description="N with a trained temporal model (temporal_<N>) ready")
+    versions: dict[str, dict[str, list[dict[str, Any]]]] = Field(
+        description="the versions model_info lists, by section (classifiers, temporal) and N: version, "
+        "checkpoint, sha256, demo, ready, latest, lineage"
+    )
     default_frames: int | None
     max_upload_bytes: int
     max_upload: str
@@ -163,6 +180,11 @@ def _multipart_body(with_verdict_only: bool) -> dict:
             "default": DEFAULT_FRAMES,
             "description": "N, the sequence length of the model",
         },
+        MODEL_VERSION_FIELD: {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the classifier version to answer (default: the latest served; GET /api/models lists them)",
+        },
     }
     if with_verdict_only:
         properties[VERDICT_ONLY_FIELD] = {
@@ -180,6 +202,12 @@ def _multipart_body(with_verdict_only: bool) -> dict:
             "default": False,
             "description": "the original app's answer (original_<N>): its frames, dlib's face detector and "
             "tight crops; slower, not with verdict_only or all_faces",
+        }
+        properties[TEMPORAL_FIELD] = {
+            "type": "boolean",
+            "default": False,
+            "description": "a trained temporal model's answer (temporal_<N>, where one is served): adds "
+            "frame_weight; not with the other choices",
         }
     return {
         "requestBody": {
@@ -250,6 +278,23 @@ def _flag_field(form_fields: dict[str, str], name: str) -> bool:
     raise FormError(400, f"'{name}' must be true or false, got '{text[:40]}'")
 
 
+def version_of_form(form_fields: dict[str, str]) -> int | None:
+    """The classifier version the form asks for (None: the latest served).
+
+    Raises:
+        FormError: 400, not a positive whole number.
+    """
+    text = form_fields.get(MODEL_VERSION_FIELD, "")
+    if not text:
+        return None
+    try:
+        return check_version(int(text) if text.isdigit() else text)
+    except ValueError:
+        raise FormError(
+            400, f"'{MODEL_VERSION_FIELD}' must be a positive whole number (a served version), got '{text[:40]}'"
+        ) from None
+
+
 def mode_of_form(form_fields: dict[str, str]) -> Mode:
     """The score mode the form's choices make (its fields spelled as the form names them).
 
@@ -257,28 +302,27 @@ def mode_of_form(form_fields: dict[str, str]) -> Mode:
         FormError: 400, a choice that is not true or false.
         ApiError: 422 INVALID_ARGUMENT, choices that do not combine.
     """
-    verdict_only, all_faces, original = (
-        _flag_field(form_fields, name) for name in (VERDICT_ONLY_FIELD, ALL_FACES_FIELD, ORIGINAL_FIELD)
+    verdict_only, all_faces, original, temporal = (
+        _flag_field(form_fields, name) for name in (VERDICT_ONLY_FIELD, ALL_FACES_FIELD, ORIGINAL_FIELD, TEMPORAL_FIELD)
     )
     try:
-        return Mode.from_choices(verdict_only, all_faces, original)
+        return Mode.from_choices(verdict_only, all_faces, original, temporal=temporal)
     except ModeError as error:
         raise ApiError(422, str(error), INVALID_ARGUMENT) from None
 
 
-def _classifier_entry(info: dict | None, frames: int) -> dict | None:
-    if info is None:
-        return None
-    entry = info.get("classifiers", {}).get(str(frames))
+def _classifier_entry(info: dict | None, frames: int, mode: Mode, version: int) -> dict | None:
+    """model_info's entry of the version that answered, without the keys left out of a result."""
+    entry = version_entry(info, frames, mode, version)
     if entry is None:
         return None
-    return {key: value for key, value in entry.items() if key != "export"}
+    return {key: value for key, value in entry.items() if key not in ENTRY_KEYS_LEFT_OUT}
 
 
-def score_payload(result: ScoreResult, frames: int, model: str, info: dict | None) -> dict:
+def score_payload(result: ScoreResult, frames: int, model: str, info: dict | None, mode: Mode = Mode.SCORE) -> dict:
     """The JSON answer: ``client score --json``'s record plus per-frame values and boxes."""
     record = result_record(result)
-    entry = _classifier_entry(info, frames)
+    entry = _classifier_entry(info, frames, mode, result.model_version)
     record.update(
         {
             "frames": frames,
@@ -310,10 +354,10 @@ class _State:
             raise ApiError(503, "the page is starting or stopping", UNAVAILABLE, True)
         return self.client
 
-    async def model_info(self) -> dict | None:
-        """model_info's document (cached), or None when the server has no model_info."""
+    async def model_info(self, fresh: bool = False) -> dict | None:
+        """model_info's document (cached unless ``fresh``), or None when the server has no model_info."""
         now = time.monotonic()
-        if now - self.info_at < MODEL_INFO_TTL_S:
+        if not fresh and now - self.info_at < MODEL_INFO_TTL_S:
             return self.info
         try:
             self.info = await self.grpc().model_info(timeout_s=PROBE_TIMEOUT_S)
@@ -442,6 +486,8 @@ def create_app(settings: WebSettings) -> FastAPI:
                 "lengths": lengths,
                 "verdict_lengths": ready["verdict"],
                 "explain_lengths": ready["explain"],
+                "temporal_lengths": ready["temporal"],
+                "versions": describe_versions(info),
                 "default_frames": default,
                 "max_upload_bytes": settings.max_upload_bytes,
                 "max_upload": format_bytes(settings.max_upload_bytes),
@@ -477,6 +523,21 @@ def create_app(settings: WebSettings) -> FastAPI:
         except ClientError as error:
             raise _from_client_error(error, settings) from None
 
+    async def check_choice(frames: int, mode: Mode, version: int | None) -> None:
+        """Refuses a version (or a temporal model) model_info says is not served, before the upload goes on.
+
+        A refusal by the cached document is checked again on a fresh one: a version loaded since
+        is taken.
+        """
+        for fresh in (False, True):
+            info = await _info_or_none(state, fresh)
+            try:
+                check_served(info, frames, mode, version)
+                return
+            except ClientError as error:
+                if fresh:
+                    raise _from_client_error(error, settings) from None
+
     @app.post(
         "/api/score",
         response_model=ScoreResponse,
@@ -485,18 +546,25 @@ def create_app(settings: WebSettings) -> FastAPI:
         summary="score one upload (the keys of `client score --json`, plus per-frame values)",
     )
     async def score(request: Request) -> JSONResponse:
-        form = await upload(request, frozenset({FRAMES_FIELD, VERDICT_ONLY_FIELD, ALL_FACES_FIELD, ORIGINAL_FIELD}))
+        form = await upload(
+            request,
+            frozenset(
+                {FRAMES_FIELD, VERDICT_ONLY_FIELD, ALL_FACES_FIELD, ORIGINAL_FIELD, TEMPORAL_FIELD, MODEL_VERSION_FIELD}
+            ),
+        )
         try:
             frames = _frames_field(form.fields, settings.default_frames)
             mode = mode_of_form(form.fields)
+            version = version_of_form(form.fields)
+            await check_choice(frames, mode, version)
             name = form.filename or "upload"
             data, form.data = form.data, b""
-            result = await run(state.grpc().score, data, frames, name=name, mode=mode)
+            result = await run(state.grpc().score, data, frames, name=name, mode=mode, version=version)
             del data
         finally:
             state.slots.release()
         info = await _info_or_none(state)
-        return JSONResponse(score_payload(result, frames, mode.model(frames), info))
+        return JSONResponse(score_payload(result, frames, mode.model(frames), info, mode))
 
     @app.post(
         "/api/explain",
@@ -506,12 +574,14 @@ def create_app(settings: WebSettings) -> FastAPI:
         summary="score one upload and return each frame's face crop and heatmap as PNG",
     )
     async def explain(request: Request) -> JSONResponse:
-        form = await upload(request, frozenset({FRAMES_FIELD}))
+        form = await upload(request, frozenset({FRAMES_FIELD, MODEL_VERSION_FIELD}))
         try:
             frames = _frames_field(form.fields, settings.default_frames)
+            version = version_of_form(form.fields)
+            await check_choice(frames, Mode.SCORE, version)
             name = form.filename or "upload"
             data, form.data = form.data, b""
-            result: ExplainResult = await run(state.grpc().explain, data, frames, name=name)
+            result: ExplainResult = await run(state.grpc().explain, data, frames, name=name, version=version)
             del data
         finally:
             state.slots.release()
@@ -526,9 +596,9 @@ def create_app(settings: WebSettings) -> FastAPI:
     return app
 
 
-async def _info_or_none(state: _State) -> dict | None:
+async def _info_or_none(state: _State, fresh: bool = False) -> dict | None:
     """model_info for a result card; a failure to ask leaves the card without it rather than failing the score."""
     try:
-        return await state.model_info()
+        return await state.model_info(fresh)
     except ClientError:
         return None

@@ -19,7 +19,8 @@ import pytest
 import client
 from client import ClientError, DeepfakeClient, Mode
 from client.explain import unnormalise_faces
-from contract import SCORE_JSON_KEYS
+from contract import EXPORT_METADATA_FILE, SCORE_JSON_KEYS, classifier_file
+from tests.integration.conftest import REPOSITORY
 from tests.media import face_clip
 
 pytestmark = pytest.mark.integration
@@ -334,3 +335,86 @@ def test_resume_and_server_restart_lose_and_duplicate_nothing(triton_server, cli
     assert again.returncode == 0, again.stderr
     assert again.stdout == ""
     assert len(results.read_text().splitlines()) == len(videos)
+
+
+# ----------------------------------------------------------------------------- classifier versions
+
+
+def exported_sha256(frames: int) -> str:
+    """The sha256 of the checkpoint ``resnext_lstm_<N>/1/`` was exported from, as its export.json says."""
+    return json.loads(classifier_file(REPOSITORY, frames, EXPORT_METADATA_FILE).read_text())["sha256"]
+
+
+def test_every_answer_names_the_version_and_checkpoint_that_gave_it(detector, clips):
+    latest = detector.score(clips[0], frames=FRAMES)
+    asked = detector.score(clips[0], frames=FRAMES, version=1)
+    verdict = detector.score(clips[0], frames=FRAMES, mode=Mode.VERDICT, version=1)
+    explained = detector.explain(clips[0], frames=FRAMES, version=1)
+
+    for result in (latest, asked, verdict, explained):
+        assert (result.model_version, result.checkpoint_sha256) == (1, exported_sha256(FRAMES))
+    assert asked.prob_fake == pytest.approx(latest.prob_fake, abs=SAME_SCORE_ATOL)
+    other = detector.score(clips[0], frames=OTHER_FRAMES)
+    assert other.checkpoint_sha256 == exported_sha256(OTHER_FRAMES)
+
+
+def test_a_version_not_served_is_refused_naming_the_versions_served(detector, triton_server, clips, tmp_path):
+    results = tmp_path / "results.jsonl"
+
+    with pytest.raises(ClientError) as caught:
+        detector.score(clips[0], frames=FRAMES, version=9)
+    completed = run_cli(
+        "score", str(clips[0]), "--frames", str(FRAMES), "--url", triton_server.grpc_url,
+        "--model-version", "9", "--output", str(results),
+    )  # fmt: skip
+
+    assert caught.value.status == "INVALID_ARGUMENT" and "9" in caught.value.message
+    assert "serves version(s) 1" in caught.value.message
+    assert completed.returncode == 2 and completed.stdout == ""
+    assert f"version 9 of the {FRAMES}-frame classifier is not served; versions served: 1 (latest 1)" in (
+        completed.stderr
+    )
+    assert results.read_text() == ""
+
+
+def test_score_cli_names_the_version_in_json_and_in_words(triton_server, clips):
+    common = ("score", str(clips[1]), "--frames", str(FRAMES), "--url", triton_server.grpc_url, "--model-version", "1")
+    as_json = run_cli(*common, "--json")
+    human = run_cli(*common)
+
+    assert as_json.returncode == 0, as_json.stderr
+    (record,) = json_lines(as_json.stdout)
+    assert tuple(record) == SCORE_JSON_KEYS
+    assert (record["model_version"], record["checkpoint_sha256"]) == (1, exported_sha256(FRAMES))
+    assert human.returncode == 0, human.stderr
+    assert human.stdout.rstrip().endswith("version 1")
+
+
+def test_a_server_without_a_temporal_model_says_how_to_get_one(detector, triton_server, clips):
+    message = (
+        f"no temporal model is served for {FRAMES} frames: train one with "
+        f"python -m train SET --frames {FRAMES} --out DIR --head temporal and export it"
+    )
+
+    with pytest.raises(ClientError) as caught:
+        detector.score(clips[0], frames=FRAMES, mode=Mode.TEMPORAL)
+    completed = run_cli("score", str(clips[0]), "--frames", str(FRAMES), "--url", triton_server.grpc_url, "--temporal")
+
+    assert (caught.value.status, caught.value.message) == ("NOT_FOUND", message)
+    assert completed.returncode == 1 and message in completed.stderr
+
+
+def test_health_lists_the_classifier_versions_served(triton_server):
+    as_json = run_cli("health", "--url", triton_server.grpc_url, "--json", "--frames", str(FRAMES))
+    human = run_cli("health", "--url", triton_server.grpc_url, "--frames", str(FRAMES))
+
+    assert as_json.returncode == 0, as_json.stderr
+    versions = json.loads(as_json.stdout)["classifier_versions"]
+    assert set(versions["classifiers"]) == {"10", "20", "30"} and "temporal" not in versions
+    [row] = versions["classifiers"][str(FRAMES)]
+    assert (row["model"], row["version"], row["sha256"]) == (f"resnext_lstm_{FRAMES}", 1, exported_sha256(FRAMES))
+    assert row["latest"] and row["ready"] and row["lineage"] is None
+    assert human.returncode == 0, human.stderr
+    listed = human.stdout.split("classifier versions (model_info):\n", 1)[1].splitlines()
+    line = next(text for text in listed if text.strip().startswith(f"resnext_lstm_{FRAMES} "))
+    assert f"v1   sha256 {exported_sha256(FRAMES)[:12]}  {row['checkpoint']}" in line and "latest" in line

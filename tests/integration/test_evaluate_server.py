@@ -22,7 +22,9 @@ import pytest
 import client
 from client import DeepfakeClient, Mode
 from client.evaluate import scores
+from contract import EXPORT_METADATA_FILE, classifier_file
 from tests import media
+from tests.integration.conftest import REPOSITORY
 
 pytestmark = pytest.mark.integration
 
@@ -130,6 +132,11 @@ def evaluate(url: str, dataset: Path, out: Path, *extra: str) -> subprocess.Comp
     )
 
 
+def exported_sha256() -> str:
+    """The sha256 of the checkpoint ``resnext_lstm_<N>/1/`` was exported from, as its export.json says."""
+    return json.loads(classifier_file(REPOSITORY, FRAMES, EXPORT_METADATA_FILE).read_text())["sha256"]
+
+
 def lines_of(path: Path) -> list[dict]:
     return [json.loads(text) for text in path.read_text().splitlines() if text.strip()]
 
@@ -148,6 +155,9 @@ def test_evaluate_accounts_for_every_video_splits_groups_and_resumes(triton_serv
         assert line["group"] == Path(line["video"]).parent.name
         assert line["model"] == f"deepfake_{FRAMES}"
         assert (line["prob_fake"] is None) == (line["error"] is not None)
+        # Every score names version 1 and its checkpoint; a refusal names none.
+        expected = (None, None) if line["error"] is not None else (1, exported_sha256())
+        assert (line["model_version"], line["checkpoint_sha256"]) == expected
     refused = [line for line in scored if line["error"] is not None]
     assert [Path(line["video"]).name for line in refused] == ["coffee_no_face.mp4"]
     assert "no face" in refused[0]["error"]
@@ -156,6 +166,7 @@ def test_evaluate_accounts_for_every_video_splits_groups_and_resumes(triton_serv
     assert (report["n_videos"], report["n_scored"], report["n_refused"], report["n_unfinished"]) == (8, 7, 1, 0)
     assert report["n_no_face"] == 1 and report["refused"][0]["reason"] == refused[0]["error"]
     assert isinstance(report["video_auc"], float) and isinstance(report["log_loss"], float)
+    assert (report["model_version"], report["checkpoint_sha256"]) == (1, exported_sha256())
     assert report["groups"]["real"] == {
         **report["groups"]["real"],
         "n_videos": 4,
@@ -200,6 +211,14 @@ def test_evaluate_accounts_for_every_video_splits_groups_and_resumes(triton_serv
     before = (out / "scores.jsonl").read_bytes()
     other = evaluate(triton_server.grpc_url, labelled_set, out, "--frames", str(OTHER_FRAMES))
     assert other.returncode == 2 and f"not deepfake_{OTHER_FRAMES}" in other.stderr
+    assert (out / "scores.jsonl").read_bytes() == before
+    # Version 1 by name resumes the file (nothing left); a version not served is refused before scoring.
+    named = evaluate(triton_server.grpc_url, labelled_set, out, "--model-version", "1")
+    assert named.returncode == 0 and "8 already in" in named.stderr, named.stderr
+    unserved = evaluate(triton_server.grpc_url, labelled_set, tmp_path / "compared", "--model-version", "1", "9")
+    assert unserved.returncode == 2
+    assert f"version 9 of the {FRAMES}-frame classifier is not served; versions served: 1 (latest 1)" in unserved.stderr
+    assert not (tmp_path / "compared").exists()
     assert (out / "scores.jsonl").read_bytes() == before
 
 

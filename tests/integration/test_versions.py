@@ -87,7 +87,8 @@ def _served_faces(server: EmbeddedServer, video: bytes) -> torch.Tensor:
     data = np.frombuffer(video, dtype=np.uint8)[None]
     tensor = grpcclient.InferInput("VIDEO", list(data.shape), "UINT8")
     tensor.set_data_from_numpy(data)
-    result = client.infer(model_name(Kind.PREPROCESS, FRAMES), [tensor], outputs=[grpcclient.InferRequestedOutput("FACES")])
+    wanted = [grpcclient.InferRequestedOutput("FACES")]
+    result = client.infer(model_name(Kind.PREPROCESS, FRAMES), [tensor], outputs=wanted)
     return torch.from_numpy(result.as_numpy("FACES").copy())
 
 
@@ -148,7 +149,9 @@ def test_evaluate_scores_two_versions_side_by_side(versions_server, version_two,
     command += ["--url", versions_server.grpc_url, "--out", str(tmp_path / "out"), "--model-version", "1", "2"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = [json.loads(line) for path in (tmp_path / "out").rglob("scores.jsonl") for line in path.read_text().splitlines()]
+    files = sorted((tmp_path / "out").rglob("scores.jsonl"))
+    assert [path.parent.name for path in files] == ["v1", "v2"]
+    lines = [json.loads(line) for path in files for line in path.read_text().splitlines()]
     assert {line["model_version"] for line in lines} == {1, 2}
 
 

@@ -515,3 +515,71 @@ def test_the_pages_zip_writer_makes_an_archive_zipfile_reads(page):
         assert archive.namelist() == ["frame_000_face.png", "summary.json"]
         assert archive.read("frame_000_face.png") == bytes([137, 80, 78, 71, 1, 2, 3])
         assert json.loads(archive.read("summary.json")) == {"label": "REAL"}
+
+
+# ----------------------------------------------------------------------------- classifier versions
+
+
+def test_the_api_names_the_version_that_answered_and_takes_a_chosen_one(web, triton_server, clips):
+    data = clips["face.mp4"].read_bytes()
+
+    latest = upload(web, "/api/score", data, name="face.mp4", frames=FRAMES)
+    asked = upload(web, "/api/score", data, name="face.mp4", frames=FRAMES, model_version=1)
+    explained = upload(web, "/api/explain", data, frames=FRAMES, model_version=1)
+    record, _ = cli_json(triton_server, clips["face.mp4"], "--model-version", "1")
+
+    for response in (latest, asked, explained):
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["model_version"] == 1 and answer["checkpoint"]["version"] == 1
+        assert answer["checkpoint_sha256"] == answer["checkpoint"]["sha256"] == record["checkpoint_sha256"]
+        assert "versions" not in answer["checkpoint"] and "export" not in answer["checkpoint"]
+    same_as_cli(asked.json(), record)
+
+
+def test_a_version_or_a_temporal_model_not_served_is_refused_in_words(web, clips):
+    data = clips["face.mp4"].read_bytes()
+
+    unserved = upload(web, "/api/score", data, frames=FRAMES, model_version=9)
+    malformed = upload(web, "/api/explain", data, frames=FRAMES, model_version="latest")
+    temporal = upload(web, "/api/score", data, frames=FRAMES, temporal=True)
+
+    assert unserved.status_code == 422
+    assert unserved.json() == {
+        "error": f"version 9 of the {FRAMES}-frame classifier is not served; versions served: 1 (latest 1)",
+        "status": "INVALID_ARGUMENT",
+    }
+    assert malformed.status_code == 400 and "'model_version' must be a positive whole number" in malformed.text
+    assert temporal.status_code == 404 and temporal.json()["error"].startswith(
+        f"no temporal model is served for {FRAMES} frames: train one with python -m train"
+    )
+
+
+def test_models_lists_each_lengths_versions(web):
+    body = httpx.get(web.url + "api/models", timeout=TIMEOUT_S).json()
+
+    assert body["temporal_lengths"] == [] and "temporal" not in body["versions"]
+    [row] = body["versions"]["classifiers"][str(FRAMES)]
+    entry = body["model_info"]["classifiers"][str(FRAMES)]
+    assert (row["version"], row["latest"], row["ready"], row["demo"]) == (1, True, True, True)
+    assert (row["checkpoint"], row["sha256"]) == (entry["checkpoint"], entry["sha256"])
+
+
+def test_the_page_offers_the_versions_served_and_shows_which_answered(page, clips):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    selector = Select(page.find_element(By.ID, "model-version"))
+    options = [option.text for option in selector.options]
+    assert options[0] == "latest (version 1)"
+    assert options[1:] == [f"version 1: model_50_acc_{FRAMES}_frames_demo_random.pt (demo weights)"]
+    # No temporal model is served: its mode cannot be chosen.
+    assert not page.find_element(By.CSS_SELECTOR, "input[name=mode][value=temporal]").is_enabled()
+
+    selector.select_by_value("1")
+    choose(page, clips["face.mp4"])
+    [card] = finished_cards(page, 1)
+
+    assert card.get_attribute("data-status") == "done", text(card, ".error-message")
+    assert text(card, ".model-version") == "1 (the version asked for)"
+    assert "sha256 " in text(card, ".checkpoint")

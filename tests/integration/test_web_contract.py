@@ -18,6 +18,7 @@ import pytest
 from client import DeepfakeClient, Mode
 from client.cli import main as cli_main
 from client.codec import DEMO_WARNING, demo_warning
+from client.versions import latest_version, served_versions
 from tests import media
 from tests.integration.conftest import REPOSITORY
 
@@ -114,3 +115,21 @@ def test_no_warning_when_the_server_cannot_say(tmp_path):
     status = cli_main(["score", str(video), "--url", f"127.0.0.1:{port}", "--retries", "0"], out=out, err=err)
 
     assert status == 1 and "WARNING" not in err.getvalue() and "UNAVAILABLE" in err.getvalue()
+
+
+def test_model_info_lists_every_version_of_each_length(detector, clip):
+    info = detector.model_info()
+
+    for frames, entry in info["classifiers"].items():
+        export = json.loads((REPOSITORY / f"resnext_lstm_{frames}" / "1" / "export.json").read_text())
+        assert entry["version"] == 1 and entry["ready"] is True and entry["lineage"] is None
+        assert set(entry["versions"]) == {"1"}
+        assert entry["versions"]["1"]["sha256"] == entry["sha256"] == export["sha256"]
+        assert served_versions(info, int(frames)) == [1] and latest_version(info, int(frames)) == 1
+    # The answer names the version and checkpoint model_info lists as the latest.
+    scored = detector.score(clip, FRAMES)
+    assert (scored.model_version, scored.checkpoint_sha256) == (1, info["classifiers"][str(FRAMES)]["sha256"])
+    # The demo warning of the version that answers is the one of every length's latest.
+    assert demo_warning(info, FRAMES, version=1) == DEMO_WARNING.format(
+        checkpoints=info["classifiers"][str(FRAMES)]["checkpoint"]
+    )

@@ -9,6 +9,9 @@
   const DEFAULT_FRAME_S = 1 / 25;
   const SVG_NS = "http://www.w3.org/2000/svg";
   const IMAGE_NAME = /\.(jpe?g|png)$/i;
+  // The frames of a temporal answer named under its verdict, by weight.
+  const TOP_WEIGHTED_FRAMES = 3;
+  const SHA256_SHOWN = 12;
 
   const state = { token: sessionStorage.getItem(TOKEN_KEY), models: null, queue: [], busy: false };
 
@@ -74,6 +77,7 @@
       select.append(option);
     }
     select.disabled = body.lengths.length === 0;
+    fillVersions();
     $("#size-limit").textContent = body.max_upload;
     $("#file-input").accept = body.accept;
     const banner = $("#demo-banner");
@@ -83,6 +87,40 @@
       ? `Connected to Triton at ${body.triton_url}: ${body.lengths.join(", ")}-frame models ready.`
       : `Connected to Triton at ${body.triton_url}, but no deepfake_<N> model is ready yet.`;
     if (!body.lengths.length) showServerError("No model is ready on the detection server yet.");
+  }
+
+  // The versions model_info lists for a length, in the section of the chosen analysis.
+  function versionRows(frames, mode) {
+    const section = mode === "temporal" ? "temporal" : "classifiers";
+    const sections = (state.models && state.models.versions) || {};
+    return ((sections[section] || {})[String(frames)] || []).filter((row) => row.ready);
+  }
+
+  // The version selector follows the chosen length and analysis: "latest" first, then every version served.
+  function fillVersions() {
+    const frames = Number($("#frames").value);
+    const temporal = $("input[name=mode][value=temporal]");
+    const temporalServed = Boolean(state.models && state.models.temporal_lengths.includes(frames));
+    temporal.disabled = !temporalServed;
+    if (temporal.checked && !temporalServed) $("input[name=mode][value=full]").checked = true;
+    const mode = $("input[name=mode]:checked").value;
+    const rows = versionRows(frames, mode);
+    const latest = rows.find((row) => row.latest);
+    const select = $("#model-version");
+    const chosen = select.value;
+    select.replaceChildren();
+    const first = document.createElement("option");
+    first.value = "";
+    first.textContent = latest ? `latest (version ${latest.version})` : "latest";
+    select.append(first);
+    for (const row of rows) {
+      const option = document.createElement("option");
+      option.value = String(row.version);
+      option.textContent = `version ${row.version}: ${row.checkpoint}${row.demo ? " (demo weights)" : ""}`;
+      option.selected = option.value === chosen;
+      select.append(option);
+    }
+    select.disabled = rows.length === 0;
   }
 
   // ------------------------------------------------------------------------- the queue
@@ -95,6 +133,7 @@
         card,
         frames: Number($("#frames").value) || (state.models && state.models.default_frames) || 20,
         mode: $("input[name=mode]:checked").value,
+        version: $("#model-version").value,
         status: "queued",
         result: null,
         selected: 0,
@@ -183,11 +222,15 @@
     const verdictOnly = entry.mode === "verdict";
     const allFaces = entry.mode === "faces";
     const original = entry.mode === "original";
+    const temporal = entry.mode === "temporal";
     if (verdictOnly) form.append("verdict_only", "true");
     if (allFaces) form.append("all_faces", "true");
     if (original) form.append("original", "true");
+    if (temporal) form.append("temporal", "true");
+    if (entry.version) form.append("model_version", entry.version);
     const started = performance.now();
-    const { status, body } = await send(verdictOnly || allFaces || original ? "/api/score" : "/api/explain", form, entry);
+    const scoreOnly = verdictOnly || allFaces || original || temporal;
+    const { status, body } = await send(scoreOnly ? "/api/score" : "/api/explain", form, entry);
     const elapsed = performance.now() - started;
     if (status === 200 && body) {
       entry.status = "done";
@@ -229,17 +272,32 @@
     $(".latency", card).textContent =
       `${Math.round(result.latency_ms)} ms on the detection server, ${Math.round(elapsed)} ms from upload to verdict`;
     $(".model-name", card).textContent = result.model;
+    $(".model-version", card).textContent =
+      `${result.model_version} (${entry.version ? "the version asked for" : "the latest served"})`;
     const checkpoint = result.checkpoint;
+    const sha256 = `sha256 ${String(result.checkpoint_sha256).slice(0, SHA256_SHOWN)}…`;
+    const lineage = checkpoint && checkpoint.lineage
+      ? `, trained from ${String(checkpoint.lineage.parent_sha256).slice(0, SHA256_SHOWN)}…` : "";
     $(".checkpoint", card).textContent = checkpoint
-      ? `${checkpoint.checkpoint} (accuracy ${checkpoint.checkpoint_accuracy} %, ${checkpoint.precision}, sha256 ${String(checkpoint.sha256).slice(0, 12)}…)`
-      : "not reported by the server";
+      ? `${checkpoint.checkpoint} (accuracy ${checkpoint.checkpoint_accuracy} %, ${checkpoint.precision}, ${sha256}${lineage})`
+      : sha256;
     $(".demo-note", card).hidden = !result.demo;
-    $(".explanation", card).textContent =
-      `PROB_FAKE is the probability of FAKE from the ${n}-frame model exactly as published: its LSTM takes one step per frame from a zero state, ` +
-      `so the verdict comes from frame ${n} alone.` +
-      (result.frame_prob_fake ? " The timeline scores every frame the same way, on its own." : "") +
+    const temporal = Boolean(result.frame_weight);
+    $(".explanation", card).textContent = (temporal
+      ? `PROB_FAKE is the trained temporal model's answer: it looks at the ${n} frames together and weighs each.` +
+        " The timeline scores every frame on its own through the same head."
+      : `PROB_FAKE is the probability of FAKE from the ${n}-frame model exactly as published: its LSTM takes one step per frame from a zero state, ` +
+        `so the verdict comes from frame ${n} alone.` +
+        (result.frame_prob_fake ? " The timeline scores every frame the same way, on its own." : "")) +
       (result.model.startsWith("original_")
         ? " Faces were found as the original app found them (dlib, the first face, tight crops; the whole frame where none)." : "");
+    const weights = $(".frame-weights", card);
+    weights.hidden = !temporal;
+    if (temporal) {
+      const order = result.frame_weight.map((weight, i) => [weight, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+      weights.textContent = "Frames that counted most: " + order.slice(0, TOP_WEIGHTED_FRAMES)
+        .map(([weight, i]) => `frame ${i + 1} (${(100 * weight).toFixed(1)} %)`).join(", ") + ".";
+    }
     if (result.frame_prob_fake) renderTimeline(entry);
     if (result.face_tracks) renderFaces(entry);
     renderMedia(entry);
@@ -585,6 +643,8 @@
       if (event.key === "Enter" || event.key === " ") input.click();
     });
     $("#server-retry").addEventListener("click", loadModels);
+    $("#frames").addEventListener("change", fillVersions);
+    for (const radio of document.querySelectorAll("input[name=mode]")) radio.addEventListener("change", fillVersions);
     $("#token-form").addEventListener("submit", (event) => {
       event.preventDefault();
       state.token = $("#token-input").value.trim();
