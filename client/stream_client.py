@@ -519,15 +519,20 @@ def play(
     return StreamOutcome(summary=summary, interrupted=interrupted, events=count)
 
 
-def settings_for(source: Source, frames: int, hop: int | None, score_every: int) -> dict:
-    """The ``STREAM`` declaration for a source."""
-    return {
+def settings_for(
+    source: Source, frames: int, hop: int | None, score_every: int, model_version: int | None = None
+) -> dict:
+    """The ``STREAM`` declaration for a source (``model_version`` only when one is chosen: else the latest)."""
+    settings = {
         "codec": source.codec,
         "time_base": [source.time_base.numerator, source.time_base.denominator],
         "frames": frames,
         "hop": hop if hop is not None else frames,
         "score_every": score_every,
     }
+    if model_version is not None:
+        settings["model_version"] = model_version
+    return settings
 
 
 def window_line(event: dict, frames: int) -> str:
@@ -543,5 +548,6 @@ def window_line(event: dict, frames: int) -> str:
 def summary_line(summary: dict) -> str:
     return (
         f"stream ended: {summary['frames_received']} frames received, {summary['frames_decoded']} decoded, "
-        f"{summary['frames_scored']} scored, {summary['frames_skipped']} skipped"
+        f"{summary['frames_scored']} scored, {summary['frames_skipped']} skipped; classifier version "
+        f"{summary[MODEL_VERSION_KEY]} (checkpoint {summary[CHECKPOINT_SHA256_KEY][:12]})"
     )

@@ -14,7 +14,7 @@ from typing import TextIO
 from contract import MAX_SCORE_EVERY, Exit
 
 from ..errors import ClientError
-from .args import add_frames_option, connection_from_args, int_between, positive_int
+from .args import add_frames_option, add_model_version_option, connection_from_args, int_between, positive_int
 
 
 def add_parser(commands, connection: argparse.ArgumentParser) -> None:
@@ -49,6 +49,7 @@ def add_parser(commands, connection: argparse.ArgumentParser) -> None:
         metavar="K",
         help="score every K-th frame; 0 lets the server choose K to keep up (default: %(default)s)",
     )
+    add_model_version_option(stream)
     stream.add_argument(
         "--json",
         action="store_true",
@@ -80,7 +81,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, 
     except ClientError as error:
         print(f"error: {error.status}: {error.message}", file=err)
         return Exit.FAILED
-    settings = live.settings_for(source, args.frames, args.hop, args.score_every)
+    settings = live.settings_for(source, args.frames, args.hop, args.score_every, args.model_version)
     timeout = args.timeout if args.timeout is not None else live.DEFAULT_ANSWER_TIMEOUT_S
 
     def on_event(event: dict) -> None:

@@ -28,7 +28,7 @@ import pytest
 
 from client import ClientError, DeepfakeClient
 from client.stream_client import Packet, StreamSession, open_source, play, settings_for
-from contract import STREAM_IDLE_US, Kind, classifier_file, model_name
+from contract import EXPORT_METADATA_FILE, STREAM_IDLE_US, Kind, classifier_file, model_name
 from export.configs import CPU_MAX_STREAMS
 from preprocessing.crop import _normalize, sample_region
 from preprocessing.decode import decode_frames
@@ -129,6 +129,10 @@ def test_frame_scores_are_the_classifiers_own_and_windows_follow(triton_server, 
         assert window["prob_fake"] == got[window["end_frame"]]
         assert window["frame_prob_fake_mean"] == float(np.float32(np.mean(inside, dtype=np.float64)))
         assert window["frames_scored"] == FRAMES
+    # The stream names the classifier version that scored it (the latest: 1) and its checkpoint.
+    export = json.loads(classifier_file(PROJECT_ROOT / "model_repository", FRAMES, EXPORT_METADATA_FILE).read_text())
+    facts = {"model_version": 1, "checkpoint_sha256": export["sha256"]}
+    assert all({key: window[key] for key in facts} == facts for window in windows)
     (summary,) = of_type(events, "summary")
     assert summary == {
         "type": "summary",
@@ -136,6 +140,7 @@ def test_frame_scores_are_the_classifiers_own_and_windows_follow(triton_server, 
         "frames_decoded": CLIP_FRAMES,
         "frames_scored": CLIP_FRAMES,
         "frames_skipped": 0,
+        **facts,
     }
 
 
@@ -236,6 +241,10 @@ def test_bad_streams_are_refused_and_the_others_go_on(triton_server, tmp_path):
 
         unserved = _refused(url, {**h264, "frames": 7}, source.extradata, packets[:2])
         assert unserved.status == "INVALID_ARGUMENT" and "frames=7 is not served" in unserved.message
+
+        version = _refused(url, {**h264, "model_version": 9}, source.extradata, packets[:2])
+        assert version.status == "INVALID_ARGUMENT" and "model_version 9" in version.message
+        assert "serves version(s) 1" in version.message
 
         with StreamSession(url, h264, source.extradata, timeout_s=ANSWER_TIMEOUT_S) as orphan:
             orphan.started = True  # its first request carries END and no START
