@@ -5,19 +5,33 @@ a plain ``docker run`` start exactly the same server; the flags come from the bu
 embedded server uses too (``serve/flags.py``), and dead stubs are found by its /proc reader
 (``serve/processes.py``):
 
-- ``--model-control-mode=none``: the repository is loaded once at start; nothing can load or
-  unload models later (model loading is code execution for python-backend models).
-- ``--exit-on-error=true`` and ``--strict-readiness=true``: a model that fails to load stops
-  the server, and ``/v2/health/ready`` is 503 until every model is ready.
+- ``--model-control-mode=explicit --load-model=*``: every model of the repository is loaded at
+  start, and a new classifier version goes live on the running server through Triton's
+  model-control API (``python -m export onnx --checkpoint FILE --version V --url ...``, rollback
+  ``python -m export retire ... --url ...``). Loading a model is code execution for python-backend
+  models (its ``model.py`` runs in the server's stubs), so that API is restricted: only callers
+  holding the admin key can load or unload anything.
+- ``--exit-on-error=true``: a model that fails to load at start stops the server (the container
+  exits, and its restart policy or the kubelet shows it); a load through the API that fails is
+  answered with the error and leaves the versions already served serving.
+- ``--strict-readiness=false``: with explicit model control, strict readiness reports the server
+  not ready while any version of any model is loading or unloading, and for good once a version
+  failed to load, although every other version serves (measured on Triton 2.51: the 3-5 s
+  unload of a retired version, the whole load of a new one, which takes minutes on a GPU that
+  builds TensorRT engines). The endpoints only answer once every model loaded at start, so
+  ``/v2/health/ready`` still means "started with every model"; that each model keeps a ready
+  version afterwards is checked by ``deploy/health.py --check ready``.
 - SageMaker and Vertex AI endpoints off; HTTP and gRPC APIs other than health, metadata and
   inference (gRPC also model-config, which perf_analyzer and tritonclient tools read) are
-  restricted to callers that send the admin key read from a secret file. HTTP inference is
-  restricted too: clients score over gRPC, HTTP serves probes and administration.
+  restricted to callers that send the admin key read from a secret file, in the header
+  :data:`contract.ADMIN_KEY_HEADER` (over gRPC ``triton-grpc-protocol-`` and that name). HTTP
+  inference is restricted too: clients score over gRPC, HTTP serves probes and administration.
 
 Triton 2.51 does not restart a python-backend stub that dies, and its health endpoints keep
 answering 200 (see ``deploy/health.py``). This entrypoint therefore stays as the parent of
 tritonserver, looks for dead stubs every few seconds, and stops the server when one appears, so
-that the container exits and its restart policy (compose) or the kubelet restarts it.
+that the container exits and its restart policy (compose) or the kubelet restarts it. A stub that
+ends because a load replaced it or its version was retired is no failure (:class:`StubWatch`).
 SIGTERM/SIGINT are passed on to tritonserver, which finishes in-flight requests first.
 
 Environment (defaults in brackets):
@@ -50,7 +64,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract import Exit
+from contract import ADMIN_KEY_HEADER, Exit
 from serve import processes
 from serve.flags import REDACTED, ServerFlags
 from serve.options import Restriction
@@ -58,15 +72,14 @@ from serve.options import Restriction
 log = logging.getLogger("deploy.entrypoint")
 
 DEFAULT_REPOSITORY = "/models"
+#: The environment variable naming the admin key's secret file, and its default.
+ADMIN_KEY_FILE_ENV = "TRITON_ADMIN_KEY_FILE"
 DEFAULT_ADMIN_KEY_FILE = "/run/secrets/triton_admin_key"
 DEFAULT_TRITONSERVER = "/opt/tritonserver/bin/tritonserver"
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 # "default" means no --model-config-name: Triton reads each model's config.pbtxt.
 MODEL_CONFIGS = ("default", "tensorrt", "cpu")
 
-# The header clients send with restricted calls. Triton expects it verbatim over HTTP and as
-# "triton-grpc-protocol-admin-key" over gRPC.
-ADMIN_HEADER = "admin-key"
 # Kept open: health (probes), metadata and inference (clients). gRPC model-config stays open
 # for perf_analyzer and tritonclient, which cannot send the admin header over gRPC.
 GRPC_RESTRICTED = ("model-repository", "shared-memory", "statistics", "trace", "logging")
@@ -117,7 +130,7 @@ class Settings:
             tritonserver=environ.get("TRITONSERVER", DEFAULT_TRITONSERVER),
             repository=Path(environ.get("MODEL_REPOSITORY", DEFAULT_REPOSITORY)),
             model_config=model_config,
-            admin_key_file=Path(environ.get("TRITON_ADMIN_KEY_FILE", DEFAULT_ADMIN_KEY_FILE)),
+            admin_key_file=Path(environ.get(ADMIN_KEY_FILE_ENV, DEFAULT_ADMIN_KEY_FILE)),
             ports=ports,
             bind_address=_address(environ.get("TRITON_BIND_ADDRESS", "")),
             exit_timeout_s=_positive_int(environ, "TRITON_EXIT_TIMEOUT_S", DEFAULT_EXIT_TIMEOUT_S),
@@ -136,13 +149,13 @@ class Settings:
                 grpc_port=self.ports["grpc"],
                 metrics_port=self.ports["metrics"],
                 host=self.bind_address,
-                model_control="none",
+                model_control="explicit",
                 exit_on_error=True,
-                strict_readiness=True,
+                strict_readiness=False,
                 exit_timeout_s=self.exit_timeout_s,
                 model_config_name=None if self.model_config == "default" else self.model_config,
-                grpc_restrictions=(Restriction(GRPC_RESTRICTED, ADMIN_HEADER, admin_key),),
-                http_restrictions=(Restriction(HTTP_RESTRICTED, ADMIN_HEADER, admin_key),),
+                grpc_restrictions=(Restriction(GRPC_RESTRICTED, ADMIN_KEY_HEADER, admin_key),),
+                http_restrictions=(Restriction(HTTP_RESTRICTED, ADMIN_KEY_HEADER, admin_key),),
                 extra_args=self.extra_args,
             )
         except ValueError as exc:
@@ -221,6 +234,79 @@ def _exit_status(returncode: int) -> int:
     return SIGNAL_EXIT_BASE - returncode if returncode < 0 else returncode
 
 
+@dataclass(frozen=True)
+class _Sighting:
+    """A stub as first seen running: the version folder it serves and the check that saw it."""
+
+    folder: Path | None
+    check: int
+
+
+class StubWatch:
+    """Tells the python-backend stubs of one tritonserver that died from those that ended on purpose.
+
+    Each stub's version folder (``<repository>/<model>/<version>``) is read from its command line
+    while it runs; a zombie's command line is empty. A stub that exited is no failure when:
+
+    - a stub of the same version folder, first seen after it, runs: a load through the
+      model-control API replaced it (Triton starts the new instances, then ends the old ones once
+      their requests are done);
+    - its version folder no longer exists: the version was retired (``export retire`` renames the
+      folder, then reloads).
+
+    Triton reaps the stubs it ends itself at once (it waits for each right after telling it to
+    finish), so such a stub is a zombie for an instant only; these rules keep that instant from
+    stopping the server. A stub that dies on its own stays a zombie until the server exits, and
+    another instance of the same version running beside it excuses nothing.
+    """
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self._seen: dict[int, _Sighting] = {}
+        self._ended: set[int] = set()
+        self._checks = 0
+
+    def model(self, pid: int) -> str:
+        """The model a stub served, as far as it was seen."""
+        sighting = self._seen.get(pid)
+        return sighting.folder.parent.name if sighting and sighting.folder else "unknown model"
+
+    def _replaced(self, sighting: _Sighting, running: list[int]) -> bool:
+        return any(
+            self._seen[pid].folder == sighting.folder and self._seen[pid].check > sighting.check for pid in running
+        )
+
+    def dead(self) -> list[int]:
+        """Looks at the server's stubs once; returns the pids of those that died (the rules above excuse the others)."""
+        self._checks += 1
+        stubs = processes.stubs(parent=self.server_pid)
+        running = [stub.pid for stub in stubs if not stub.dead]
+        for pid in running:
+            if pid not in self._seen:
+                self._seen[pid] = _Sighting(processes.stub_folder(pid), self._checks)
+        dead = []
+        for stub in stubs:
+            if not stub.dead or stub.pid in self._ended:
+                continue
+            sighting = self._seen.get(stub.pid)
+            if sighting is not None and sighting.folder is not None:
+                if not sighting.folder.is_dir():
+                    log.info("stub %d of %s ended: its version was retired", stub.pid, sighting.folder)
+                    self._ended.add(stub.pid)
+                    continue
+                if self._replaced(sighting, running):
+                    log.info("stub %d of %s ended: a reload replaced it", stub.pid, sighting.folder)
+                    self._ended.add(stub.pid)
+                    continue
+            dead.append(stub.pid)
+        # Forget the processes that are gone for good (reaped), so that a reused pid starts afresh.
+        present = {stub.pid for stub in stubs}
+        for pid in [pid for pid in self._seen if pid not in present]:
+            del self._seen[pid]
+            self._ended.discard(pid)
+        return dead
+
+
 def supervise(command: list[str], exit_timeout_s: int, watch_interval_s: float = WATCH_INTERVAL_S) -> int:
     """Runs tritonserver until it exits, stopping it when one of its python stubs dies.
 
@@ -243,7 +329,7 @@ def supervise(command: list[str], exit_timeout_s: int, watch_interval_s: float =
 
     signal.signal(signal.SIGTERM, pass_on)
     signal.signal(signal.SIGINT, pass_on)
-    models: dict[int, str] = {}
+    watch = StubWatch(server.pid)
     while True:
         try:
             return _exit_status(server.wait(timeout=watch_interval_s))
@@ -251,15 +337,9 @@ def supervise(command: list[str], exit_timeout_s: int, watch_interval_s: float =
             pass
         if stopping:
             continue
-        dead = []
-        for stub in processes.stubs(parent=server.pid):
-            if stub.dead:
-                dead.append(stub)
-            elif stub.pid not in models:
-                # A zombie's command line is empty, so learn each stub's model while it lives.
-                models[stub.pid] = processes.stub_model(stub.pid) or "unknown model"
+        dead = watch.dead()
         if dead:
-            names = ", ".join(f"{models.get(stub.pid, 'unknown model')} (pid {stub.pid})" for stub in dead)
+            names = ", ".join(f"{watch.model(pid)} (pid {pid})" for pid in dead)
             log.error(
                 "python-backend stub of %s died; Triton does not restart it and would keep failing "
                 "that model's requests: stopping the server so that the container is restarted",

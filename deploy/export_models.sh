@@ -16,6 +16,15 @@
 #   BUILD_TENSORRT       yes | no | auto; auto builds plans when TRITON_MODEL_CONFIG=tensorrt [auto]
 #   DEMO_CHECKPOINTS     yes: when CHECKPOINTS holds no checkpoint, export random-weight demo
 #                        checkpoints instead (their scores mean nothing) [no]
+#
+# Versions beyond the published one (version 1): every folder CHECKPOINTS/versions/<model>/<V>/,
+# <model> being resnext_lstm_<N> (a checkpoint model_<acc>_acc_<N>_frames_<tag>.pt) or
+# resnext_temporal_<N> (temporal_<acc>_acc_<N>_frames_<tag>.pt), holds the one checkpoint served
+# as version V of that model, with the report.json `train` wrote beside it (its lineage). Each is
+# exported as that version, so a pod or container that starts later serves the same versions as
+# those that loaded it live. A folder not named by a number (e.g. retired_2) is left out: that
+# is how a rollback reaches servers that start later. Lengths outside FRAMES are left out too.
+# TensorRT plans are built for version 1 only, so with BUILD_TENSORRT=yes no version is exported.
 set -euo pipefail
 
 fail() {
@@ -43,6 +52,7 @@ if [[ -n "${SEED_REPOSITORY:-}" ]]; then
     echo "export_models: copied the model configurations from $SEED_REPOSITORY"
 fi
 
+versions_dir="$checkpoints/versions"
 shopt -s nullglob
 found=("$checkpoints"/model_*_acc_*_frames_*.pt)
 shopt -u nullglob
@@ -57,5 +67,57 @@ fi
 python3 -m export onnx --checkpoints "$checkpoints" --repository "$repository" --frames "${frames[@]}"
 if [[ "$build_tensorrt" == yes ]]; then
     python3 -m export tensorrt --repository "$repository" --frames "${frames[@]}"
+fi
+
+# Prints "<version> <frames> <checkpoint>" for each version folder to export; fails on a folder
+# that cannot be one.
+version_checkpoints() {
+    local folder model version length pattern
+    local -a matches
+    shopt -s nullglob
+    for folder in "$versions_dir"/*/*/; do
+        folder="${folder%/}"
+        version="${folder##*/}"
+        model="$(basename "$(dirname "$folder")")"
+        if [[ ! "$version" =~ ^[1-9][0-9]*$ ]]; then
+            echo "export_models: $folder left out: its name is not a version number" >&2
+            continue
+        fi
+        ((version > 1)) || fail "$folder: version 1 is the published checkpoint's; number other versions from 2"
+        case "$model" in
+            resnext_lstm_[1-9]*)
+                pattern="model_<acc>_acc_<N>_frames_<tag>.pt"
+                matches=("$folder"/model_*_acc_*_frames_*.pt)
+                ;;
+            resnext_temporal_[1-9]*)
+                pattern="temporal_<acc>_acc_<N>_frames_<tag>.pt"
+                matches=("$folder"/temporal_*_acc_*_frames_*.pt)
+                ;;
+            *) fail "$folder: expected versions/resnext_lstm_<N>/<V>/ or versions/resnext_temporal_<N>/<V>/" ;;
+        esac
+        length="${model##*_}"
+        [[ "$length" =~ ^[1-9][0-9]*$ ]] || fail "$folder: $model does not end in a sequence length"
+        if [[ " ${frames[*]} " != *" $length "* ]]; then
+            echo "export_models: $folder left out: $length frames is not in FRAMES (${frames[*]})" >&2
+            continue
+        fi
+        ((${#matches[@]} == 1)) \
+            || fail "$folder must hold exactly one $pattern file (found ${#matches[@]})"
+        echo "$version $length ${matches[0]}"
+    done
+    shopt -u nullglob
+}
+
+if [[ -d "$versions_dir" ]]; then
+    if [[ "$build_tensorrt" == yes ]]; then
+        echo "export_models: WARNING: $versions_dir left out: TensorRT plans are built for version 1 only" >&2
+    else
+        listed="$(version_checkpoints)"
+        while read -r version length checkpoint; do
+            [[ -n "$version" ]] || continue
+            python3 -m export onnx --checkpoint "$checkpoint" --version "$version" \
+                --repository "$repository" --frames "$length"
+        done <<< "$listed"
+    fi
 fi
 echo "export_models: $repository is ready for TRITON_MODEL_CONFIG=$model_config (frames: ${frames[*]})"

@@ -173,7 +173,13 @@ def _live_options(parser: argparse.ArgumentParser, url_help: str, required: bool
     parser.add_argument("--url", required=required, metavar="HOST:PORT", help=f"{url_help} (Triton's HTTP port)")
     parser.add_argument(
         "--admin-key",
-        help=f"the key of the restricted model-control API (default: ${ADMIN_KEY_ENV}; never shown)",
+        help=f"the key of the restricted model-control API (default: ${ADMIN_KEY_ENV}, else a key file; never shown)",
+    )
+    parser.add_argument(
+        "--admin-key-file",
+        type=Path,
+        help="a file holding the key, e.g. the container's secret (default: $TRITON_ADMIN_KEY_FILE, else "
+        "/run/secrets/triton_admin_key when it exists)",
     )
     parser.add_argument(
         "--admin-header", default=ADMIN_KEY_HEADER, help="the HTTP header the server reads the key from"
@@ -409,7 +415,35 @@ def _maybe_reload(args: argparse.Namespace, kind: Kind, frames: int) -> int:
 
 
 def _admin_key(args: argparse.Namespace) -> str | None:
-    return args.admin_key or os.environ.get(ADMIN_KEY_ENV) or None
+    """The model-control key: ``--admin-key``, ``--admin-key-file``, ``$DEEPFAKE_ADMIN_KEY``, the file
+    ``$TRITON_ADMIN_KEY_FILE`` names, or the container's secret file when it exists; None without one.
+
+    The container and the pods mount the key as a secret file and name it in ``TRITON_ADMIN_KEY_FILE``
+    (``deploy/entrypoint.py``), so that ``export`` run inside them needs no key on its command line,
+    where the process list would show it.
+
+    Raises:
+        LiveError: a key file that is named cannot be read, or is empty.
+    """
+    secret_file_env = "TRITON_ADMIN_KEY_FILE"
+    container_secret = Path("/run/secrets/triton_admin_key")
+    if args.admin_key:
+        return args.admin_key
+    path = args.admin_key_file
+    if path is None:
+        if os.environ.get(ADMIN_KEY_ENV):
+            return os.environ[ADMIN_KEY_ENV]
+        named = os.environ.get(secret_file_env)
+        path = Path(named) if named else container_secret
+        if not named and not path.is_file():
+            return None
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LiveError(f"admin key file {path} cannot be read: {exc}") from exc
+    if not key:
+        raise LiveError(f"admin key file {path} is empty")
+    return key
 
 
 def _version_change(args: argparse.Namespace, change) -> int:

@@ -25,7 +25,7 @@ import pytest
 import tomllib
 import yaml
 
-from contract import Exit
+from contract import ADMIN_KEY_ENV, ADMIN_KEY_HEADER, Exit
 from deploy import entrypoint, health
 from serve import processes
 from serve.flags import MANAGED_FLAGS, ServerFlags
@@ -381,9 +381,10 @@ def test_server_command_carries_the_secure_flags(tmp_path: Path, admin_key_file:
     settings = entrypoint.Settings.from_environ(environ_for(tmp_path, admin_key_file))
     command = entrypoint.build_command(settings, entrypoint.read_admin_key(admin_key_file))
     for flag in (
-        "--model-control-mode=none",
+        "--model-control-mode=explicit",
+        "--load-model=*",
         "--exit-on-error=true",
-        "--strict-readiness=true",
+        "--strict-readiness=false",
         "--allow-sagemaker=false",
         "--allow-vertex-ai=false",
         f"--http-port={SERVED_PORTS['http']}",
@@ -397,7 +398,8 @@ def test_server_command_carries_the_secure_flags(tmp_path: Path, admin_key_file:
         protocols, key = flag.split("=", 1)[1].split(":", 1)
         assert {"model-repository", "shared-memory", "statistics"} <= set(protocols.split(","))
         assert "health" not in protocols, "probes must reach the health endpoints without a key"
-        assert key == "admin-key=0123456789abcdef0123456789abcdef"
+        assert key == f"{ADMIN_KEY_HEADER}=0123456789abcdef0123456789abcdef"
+    assert "model-repository" in http_flag.split(":")[0], "loading a model runs its code: the key guards it"
     assert "inference" in http_flag and "inference" not in grpc_flag.split(":")[0]
     assert not any(part.startswith("--model-config-name") for part in command)
 
@@ -517,6 +519,150 @@ def test_health_check_reports_a_dead_stub_and_an_unreachable_server(zombie_stub:
     assert "did not answer" in problems[1]
 
 
+class FakeStubs:
+    """Real processes named like Triton's python stub, with its command line
+    (``<stub> <repository>/<model>/<version>/model.py``), children of this test process."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.binary = tmp_path / "bin" / processes.STUB_NAME
+        self.binary.parent.mkdir()
+        # bash runs the "model.py" as a script that sleeps; its command line stays the stub's.
+        shutil.copy(shutil.which("bash"), self.binary)
+        self.repository = tmp_path / "repository"
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, model: str, version: str) -> int:
+        script = self.repository / model / version / "model.py"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text("sleep 60\ntrue\n")
+        process = subprocess.Popen([str(self.binary), str(script)])
+        self.started.append(process)
+        deadline = time.monotonic() + 10
+        while processes.stub_folder(process.pid) != script.parent:
+            assert time.monotonic() < deadline, "the fake stub never showed its command line"
+            time.sleep(0.05)
+        return process.pid
+
+    def end(self, pid: int) -> None:
+        """Kills a stub and leaves it unreaped (a zombie), as Triton leaves a stub that died."""
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not any(stub.pid == pid and stub.dead for stub in processes.stubs(os.getpid())):
+            assert time.monotonic() < deadline, "the killed stub never showed up as a zombie"
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        for process in self.started:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def fake_stubs(tmp_path: Path) -> Iterator[FakeStubs]:
+    stubs = FakeStubs(tmp_path)
+    yield stubs
+    stubs.close()
+
+
+def test_a_stub_replaced_by_a_reload_or_retired_is_no_death(fake_stubs: FakeStubs) -> None:
+    watch = entrypoint.StubWatch(os.getpid())
+    old = [fake_stubs.start("resnext_lstm_20", "1") for _ in range(2)]
+    retired = fake_stubs.start("resnext_lstm_20", "2")
+    assert watch.dead() == []
+    # A reload: new instances of version 1 start, then the old ones end.
+    fresh = [fake_stubs.start("resnext_lstm_20", "1") for _ in range(2)]
+    assert watch.dead() == []
+    for pid in old:
+        fake_stubs.end(pid)
+    # `export retire` renames the version folder, then the reload ends its stubs.
+    version_2 = fake_stubs.repository / "resnext_lstm_20" / "2"
+    version_2.rename(version_2.with_name("retired_2_20261203T000000Z"))
+    fake_stubs.end(retired)
+    assert watch.dead() == [], "replaced stubs and a retired version's stub ended on purpose"
+    assert watch.dead() == [], "and they stay excused"
+    # One of the new instances dies beside its twin of the same load: nothing replaced it.
+    fake_stubs.end(fresh[0])
+    assert watch.dead() == [fresh[0]]
+    assert watch.model(fresh[0]) == "resnext_lstm_20"
+
+
+def test_a_stub_that_dies_unseen_or_alone_is_dead(fake_stubs: FakeStubs) -> None:
+    watch = entrypoint.StubWatch(os.getpid())
+    alone = fake_stubs.start("preprocess_20", "1")
+    assert watch.dead() == []
+    fake_stubs.end(alone)
+    assert watch.dead() == [alone]
+    unseen = fake_stubs.start("model_info", "1")
+    fake_stubs.end(unseen)
+    assert set(watch.dead()) == {alone, unseen}
+    assert watch.model(unseen) == "unknown model"
+
+
+# --- export inside the container: the admin key --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def export_cli() -> Any:
+    """``python -m export``'s module (imported here: it brings PyTorch, seconds to import)."""
+    from export import __main__ as cli
+
+    return cli
+
+
+def test_export_reads_the_admin_key_from_flag_environment_and_secret_file(
+    export_cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def key(*argv: str) -> str | None:
+        return export_cli._admin_key(export_cli.build_parser().parse_args(["reload", "--url", "127.0.0.1:1", *argv]))
+
+    secret = tmp_path / "triton_admin_key"
+    secret.write_text("key-from-the-secret-file\n")
+    other = tmp_path / "other_key"
+    other.write_text("key-from-another-file\n")
+    monkeypatch.delenv(ADMIN_KEY_ENV, raising=False)
+    monkeypatch.setenv(entrypoint.ADMIN_KEY_FILE_ENV, str(secret))
+    assert key() == "key-from-the-secret-file"
+    monkeypatch.setenv(ADMIN_KEY_ENV, "key-from-the-environment")
+    assert key() == "key-from-the-environment"
+    assert key("--admin-key-file", str(other)) == "key-from-another-file"
+    assert key("--admin-key", "key-given") == "key-given"
+    monkeypatch.delenv(ADMIN_KEY_ENV)
+    monkeypatch.delenv(entrypoint.ADMIN_KEY_FILE_ENV)
+    if not Path(entrypoint.DEFAULT_ADMIN_KEY_FILE).exists():
+        assert key() is None, "no key anywhere: the server refuses the call, and export says how to give one"
+
+
+@pytest.mark.parametrize("content", [None, "  \n"], ids=["missing", "empty"])
+def test_export_names_a_bad_key_file_and_exits_1(
+    export_cli: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    content: str | None,
+) -> None:
+    path = tmp_path / "key"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.delenv(ADMIN_KEY_ENV, raising=False)
+    monkeypatch.setenv(entrypoint.ADMIN_KEY_FILE_ENV, str(path))
+    assert export_cli.main(["reload", "--url", "127.0.0.1:1"]) == Exit.FAILED
+    assert f"admin key file {path}" in caplog.text
+
+
+def test_export_never_shows_the_key_it_read(
+    export_cli: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from serve import free_port
+
+    key = "s3cret-key-from-the-secret-file"
+    path = tmp_path / "key"
+    path.write_text(key + "\n")
+    status = export_cli.main(["reload", "--url", f"127.0.0.1:{free_port()}", "--admin-key-file", str(path)])
+    assert status == Exit.FAILED, "nothing answers on that port"
+    shown = capsys.readouterr()
+    assert caplog.text and key not in caplog.text + shown.out + shown.err
+
+
 # --- scripts -------------------------------------------------------------------------------------
 
 
@@ -589,6 +735,84 @@ def test_export_script_names_what_is_missing(tmp_path: Path, extra: dict[str, st
     completed = run(["bash", str(DEPLOY / "export_models.sh")], env=env)
     assert completed.returncode == 1
     assert message in completed.stderr
+
+
+def _export_script_with_versions(tmp_path: Path, folders: dict[str, list[str]], **extra: str):
+    """Runs export_models.sh with a python3 on PATH that only records its arguments.
+
+    ``folders`` maps each folder under CHECKPOINTS/versions to the files it holds.
+    """
+    bin_dir, repository, checkpoints = tmp_path / "bin", tmp_path / "repo", tmp_path / "checkpoints"
+    for folder in (bin_dir, repository, checkpoints):
+        folder.mkdir(parents=True)
+    (checkpoints / "model_50_acc_20_frames_published.pt").touch()
+    for folder, files in folders.items():
+        (checkpoints / "versions" / folder).mkdir(parents=True)
+        for name in files:
+            (checkpoints / "versions" / folder / name).touch()
+    calls = tmp_path / "calls"
+    (bin_dir / "python3").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    (bin_dir / "python3").chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "MODEL_REPOSITORY": str(repository),
+        "CHECKPOINTS": str(checkpoints),
+        "FRAMES": "10 20",
+        **extra,
+    }
+    completed = run(["bash", str(DEPLOY / "export_models.sh")], env=env)
+    exports = calls.read_text().splitlines() if calls.exists() else []
+    return completed, exports, checkpoints
+
+
+def test_export_script_exports_each_version_folder_as_its_version(tmp_path: Path) -> None:
+    completed, exports, checkpoints = _export_script_with_versions(
+        tmp_path,
+        {
+            "resnext_lstm_20/2": ["model_61_acc_20_frames_trained_x.pt", "report.json"],
+            "resnext_lstm_20/retired_3": ["model_62_acc_20_frames_trained_y.pt"],
+            "resnext_temporal_10/4": ["temporal_70_acc_10_frames_trained_z.pt", "report.json"],
+            "resnext_lstm_40/2": ["model_60_acc_40_frames_trained_w.pt"],
+        },
+    )
+    assert completed.returncode == 0, completed.stderr
+    versions = checkpoints / "versions"
+    assert exports == [
+        f"-m export onnx --checkpoints {checkpoints} --repository {tmp_path / 'repo'} --frames 10 20",
+        f"-m export onnx --checkpoint {versions}/resnext_lstm_20/2/model_61_acc_20_frames_trained_x.pt --version 2 "
+        f"--repository {tmp_path / 'repo'} --frames 20",
+        f"-m export onnx --checkpoint {versions}/resnext_temporal_10/4/temporal_70_acc_10_frames_trained_z.pt "
+        f"--version 4 --repository {tmp_path / 'repo'} --frames 10",
+    ]
+    assert "resnext_lstm_20/retired_3 left out: its name is not a version number" in completed.stderr
+    assert "resnext_lstm_40/2 left out: 40 frames is not in FRAMES" in completed.stderr
+    _, exports, _ = _export_script_with_versions(
+        tmp_path / "tensorrt", {"resnext_lstm_20/2": ["model_61_acc_20_frames_trained_x.pt"]}, BUILD_TENSORRT="yes"
+    )
+    assert [call.split()[2] for call in exports] == ["onnx", "tensorrt"], "plans exist for version 1 only"
+
+
+@pytest.mark.parametrize(
+    ("folders", "message"),
+    [
+        ({"resnext_lstm_20/1": ["model_61_acc_20_frames_trained_x.pt"]}, "version 1 is the published checkpoint's"),
+        ({"resnext_lstm_20/2": []}, "must hold exactly one model_<acc>_acc_<N>_frames_<tag>.pt file (found 0)"),
+        (
+            {"resnext_lstm_20/2": ["model_61_acc_20_frames_trained_x.pt", "model_62_acc_20_frames_trained_y.pt"]},
+            "(found 2)",
+        ),
+        ({"resnext_temporal_20/2": ["model_61_acc_20_frames_trained_x.pt"]}, "exactly one temporal_<acc>_acc"),
+        ({"deepfake_20/2": ["model_61_acc_20_frames_trained_x.pt"]}, "expected versions/resnext_lstm_<N>/<V>/"),
+    ],
+)
+def test_export_script_refuses_a_version_folder_it_cannot_serve(
+    tmp_path: Path, folders: dict[str, list[str]], message: str
+) -> None:
+    completed, exports, _ = _export_script_with_versions(tmp_path, folders)
+    assert completed.returncode == 1
+    assert message in completed.stderr
+    assert not any("--checkpoint " in call for call in exports)
 
 
 def test_sample_video_decodes_to_the_frames_written(tmp_path: Path) -> None:
@@ -675,6 +899,24 @@ def test_export_service_is_a_one_shot_build_profile(compose: dict[str, Any]) -> 
     assert not mounts["/models"].get("read_only", False), "the export service writes into the repository"
     assert mounts["/checkpoints"]["read_only"] is True
     assert export["deploy"] == compose["services"]["triton"]["deploy"], "plans must be built on the serving GPU"
+
+
+def test_versions_service_writes_the_served_repository_and_reaches_either_server(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    versions, export, triton = services["versions"], services["export"], services["triton"]
+    assert versions["profiles"] == ["build"] and versions["restart"] == "no"
+    assert versions["entrypoint"][-3:] == ["python3", "-m", "export"]
+    assert versions["user"] == export["user"], "files written into the host's repository stay the host user's"
+    assert versions["network_mode"] == "host", "127.0.0.1 reaches the GPU server's published port and the CPU one"
+    mounts = {volume["target"]: volume for volume in versions["volumes"]}
+    served = next(volume for volume in triton["volumes"] if volume["target"] == "/models")
+    assert mounts["/models"]["source"] == served["source"] and not mounts["/models"].get("read_only", False)
+    assert mounts["/checkpoints"] == next(v for v in export["volumes"] if v["target"] == "/checkpoints")
+    assert versions["secrets"] == ["triton_admin_key"]
+    assert versions["environment"]["TRITON_ADMIN_KEY_FILE"] == f"/run/secrets/{versions['secrets'][0]}"
+    for key in ("read_only", "cap_drop", "security_opt"):
+        assert versions[key] == export[key], key
+    assert "deploy" not in versions, "ONNX is exported and verified on the CPU"
 
 
 def test_monitoring_profile_mounts_files_that_exist(compose: dict[str, Any]) -> None:
@@ -899,8 +1141,9 @@ def test_pods_run_non_root_on_a_gpu_with_shm_and_read_only_root(rendered: list[d
         assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
         assert "/tmp" in mounts
     (triton,) = pod["containers"]
-    models_mount = next(mount for mount in triton["volumeMounts"] if mount["mountPath"] == "/models")
-    assert models_mount["readOnly"] is True
+    mounts = {mount["mountPath"]: mount for mount in triton["volumeMounts"]}
+    assert not mounts["/models"].get("readOnly", False), "kubectl exec ... export onnx writes new versions there"
+    assert mounts["/checkpoints"]["readOnly"] is True and mounts["/checkpoints"]["name"] == "checkpoints"
     (init,) = pod["initContainers"]
     assert init["command"][-1] == "/opt/deepfake/deploy/export_models.sh"
     assert {env["name"]: env["value"] for env in init["env"]}["SEED_REPOSITORY"] == "/opt/deepfake/model_repository"
@@ -910,11 +1153,15 @@ def test_probes_wait_for_a_slow_start_and_liveness_catches_dead_stubs(rendered: 
     pod = by_kind(rendered, "Deployment")["spec"]["template"]["spec"]
     (triton,) = pod["containers"]
     startup, readiness, liveness = triton["startupProbe"], triton["readinessProbe"], triton["livenessProbe"]
-    for probe in (startup, readiness):
-        assert probe["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert startup["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert startup["periodSeconds"] * startup["failureThreshold"] >= MIN_STARTUP_BUDGET_S
+    # Without strict readiness Triton's ready says "started"; deploy.health says "every model served".
+    assert readiness["exec"]["command"][:5] == ["python3", "-m", "deploy.health", "--check", "ready"]
     assert liveness["exec"]["command"][:5] == ["python3", "-m", "deploy.health", "--check", "live"]
-    assert liveness["timeoutSeconds"] < liveness["periodSeconds"]
+    for probe in (readiness, liveness):
+        assert probe["timeoutSeconds"] < probe["periodSeconds"]
+        timeout = float(probe["exec"]["command"][probe["exec"]["command"].index("--timeout") + 1])
+        assert timeout < probe["timeoutSeconds"], "the check's HTTP timeout must end before the kubelet's"
     assert pod["terminationGracePeriodSeconds"] > entrypoint.DEFAULT_EXIT_TIMEOUT_S
     ports = {port["name"]: port["containerPort"] for port in triton["ports"]}
     assert ports == SERVED_PORTS

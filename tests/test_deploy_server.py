@@ -4,8 +4,10 @@ The entrypoint starts the server exactly as the GPU container does (same flags, 
 secret file), pointed at the pip-installed binary through ``TRITONSERVER``, over a one-model
 python-backend repository. This checks what cannot be read off the files: the flag syntax that
 Triton 2.51 accepts, which calls the admin key guards over HTTP and gRPC, the metric names the
-dashboard and the autoscaler use, the release the image tag must match, and that a dead python
-stub is caught and ends in a restart.
+dashboard and the autoscaler use, the release the image tag must match, that a dead python
+stub is caught and ends in a restart, and what explicit model control does: a new version loaded
+and a version retired on the running server (neither stops it, neither turns it not ready), a
+version that fails to load leaving the others serving, a model that fails at start stopping it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contract import Exit
+from contract import ADMIN_KEY_HEADER, Exit
 from deploy import entrypoint, health
 from serve import TritonDistribution, TritonNotFoundError, free_ports, processes
 from serve.distribution import server_environment
@@ -48,6 +50,12 @@ max_batch_size: 8
 input [ {{ name: "X" data_type: TYPE_FP32 dims: [ 4 ] }} ]
 output [ {{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }} ]
 instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+"""
+# The same model serving every version folder it has, as the classifiers do.
+VERSIONED_CONFIG = ECHO_CONFIG.replace("max_batch_size: 8", "max_batch_size: 8\nversion_policy: { all { } }")
+BROKEN_MODEL = """class TritonPythonModel:
+    def initialize(self, args):
+        raise RuntimeError("this version cannot load")
 """
 ECHO_MODEL = """import triton_python_backend_utils as pb_utils
 
@@ -82,15 +90,16 @@ def http_status(url: str, method: str = "GET", headers: dict[str, str] | None = 
         return exc.code
 
 
-def start(tmp_path: Path) -> Server:
+def launch(tmp_path: Path, config: str = ECHO_CONFIG, model: str = ECHO_MODEL) -> Server:
+    """Starts the entrypoint over a repository of one python model; returns at once."""
     try:
         distribution = TritonDistribution.locate()
     except TritonNotFoundError as error:
         pytest.fail(f"tritonserver is not installed: {error}", pytrace=False)
     repository = tmp_path / "repository"
     (repository / MODEL / "1").mkdir(parents=True)
-    (repository / MODEL / "config.pbtxt").write_text(ECHO_CONFIG)
-    (repository / MODEL / "1" / "model.py").write_text(ECHO_MODEL)
+    (repository / MODEL / "config.pbtxt").write_text(config)
+    (repository / MODEL / "1" / "model.py").write_text(model)
     key_file = tmp_path / "triton_admin_key"
     key_file.write_text(ADMIN_KEY + "\n")
     backends = distribution.build_backend_directory(tmp_path)
@@ -103,6 +112,7 @@ def start(tmp_path: Path) -> Server:
         TRITON_HTTP_PORT=str(http),
         TRITON_GRPC_PORT=str(grpc),
         TRITON_METRICS_PORT=str(metrics),
+        TRITON_BIND_ADDRESS="127.0.0.1",
         TRITON_EXIT_TIMEOUT_S=str(TEST_EXIT_TIMEOUT_S),
         TRITON_EXTRA_ARGS=f"--backend-directory={backends} --pinned-memory-pool-byte-size=0",
         PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
@@ -116,7 +126,13 @@ def start(tmp_path: Path) -> Server:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    server = Server(process, f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}", log)
+    return Server(process, f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}", log)
+
+
+def start(tmp_path: Path, config: str = ECHO_CONFIG) -> Server:
+    """Starts the entrypoint and waits until the server is ready."""
+    server = launch(tmp_path, config)
+    process = server.process
     deadline = time.monotonic() + START_TIMEOUT_S
     while http_status_or_none(f"http://{server.http}/v2/health/ready") != 200:
         if process.poll() is not None:
@@ -165,8 +181,8 @@ def test_health_and_metadata_are_open_and_admin_http_apis_need_the_key(server: S
     base = f"http://{server.http}"
     assert http_status(f"{base}/v2/health/ready") == 200
     assert http_status(f"{base}/v2/models/{MODEL}") == 200
-    key = {entrypoint.ADMIN_HEADER: ADMIN_KEY}
-    wrong = {entrypoint.ADMIN_HEADER: "not-the-key-at-all"}
+    key = {ADMIN_KEY_HEADER: ADMIN_KEY}
+    wrong = {ADMIN_KEY_HEADER: "not-the-key-at-all"}
     infer = json.dumps({"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}).encode()
     for method, path, body in (
         ("POST", "/v2/repository/index", None),
@@ -193,7 +209,7 @@ def test_grpc_inference_is_open_and_admin_protocols_need_the_key(server: Server)
     for call in (client.get_model_repository_index, lambda **kw: client.get_inference_statistics(MODEL, **kw)):
         with pytest.raises(InferenceServerException, match="restricted"):
             call()
-        call(headers={f"triton-grpc-protocol-{entrypoint.ADMIN_HEADER}": ADMIN_KEY})
+        call(headers={f"triton-grpc-protocol-{ADMIN_KEY_HEADER}": ADMIN_KEY})
 
 
 def test_dashboard_and_autoscaler_use_metrics_this_triton_exports(server: Server) -> None:
@@ -233,3 +249,100 @@ def test_a_dead_stub_fails_the_health_check_and_restarts_the_container(tmp_path:
         assert f"python-backend stub of {MODEL} (pid {stub.pid}) died" in server.log_text()
     finally:
         stop(server)
+
+
+def _infer(server: Server, version: str | None = None) -> tuple[int, dict]:
+    """One HTTP inference (restricted: with the key), of a version or the latest; (status, answer)."""
+    path = f"/v2/models/{MODEL}" + (f"/versions/{version}" if version else "") + "/infer"
+    body = json.dumps({"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
+    request = urllib.request.Request(
+        f"http://{server.http}{path}", method="POST", headers={ADMIN_KEY_HEADER: ADMIN_KEY}, data=body.encode()
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def _load(server: Server, model: str = MODEL, action: str = "load") -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"http://{server.http}/v2/repository/models/{model}/{action}",
+        method="POST",
+        headers={ADMIN_KEY_HEADER: ADMIN_KEY},
+        data=b"",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _still_serving(server: Server) -> None:
+    """One watch of the entrypoint later: the server still runs, and nothing was called a dead stub."""
+    time.sleep(entrypoint.WATCH_INTERVAL_S + 1)
+    assert server.process.poll() is None, server.log_text()
+    assert "died" not in server.log_text()
+
+
+def test_versions_go_live_and_are_retired_on_the_running_server(tmp_path: Path) -> None:
+    server = start(tmp_path, VERSIONED_CONFIG)
+    url = f"http://{server.http}"
+    model_dir = tmp_path / "repository" / MODEL
+    try:
+        (server_pid,) = processes.children(server.process.pid)
+        _still_serving(server)
+        # A new version: its folder, then a load through the restricted API.
+        (model_dir / "2").mkdir()
+        (model_dir / "2" / "model.py").write_text(ECHO_MODEL)
+        assert http_status(f"{url}/v2/repository/models/{MODEL}/load", "POST", body=b"") == 403, "needs the key"
+        assert _load(server)[0] == 200
+        assert _infer(server, "2")[1]["model_version"] == "2"
+        assert _infer(server)[1]["model_version"] == "2", "the latest version answers by default"
+        assert _infer(server, "1")[1]["model_version"] == "1"
+        # A version that fails to load: the load says so, the served versions keep serving, and the
+        # server stays ready (strict readiness would report it not ready from now on).
+        (model_dir / "3").mkdir()
+        (model_dir / "3" / "model.py").write_text(BROKEN_MODEL)
+        status, answer = _load(server)
+        assert status == 400 and "version 3" in answer["error"], answer
+        assert [_infer(server, version)[0] for version in ("1", "2")] == [200, 200]
+        assert http_status(f"{url}/v2/health/ready") == 200
+        assert health.check(url, "ready", 5.0, server_pid=server_pid, admin_key=ADMIN_KEY) == []
+        # The rollback: the version folders renamed away (export retire), then a load.
+        for version in ("3", "2"):
+            (model_dir / version).rename(model_dir / f"retired_{version}_20261203T000000Z")
+        assert _load(server)[0] == 200
+        status, answer = _infer(server, "2")
+        assert status != 200 and "version" in answer["error"], answer
+        assert _infer(server)[1]["model_version"] == "1"
+        assert http_status(f"{url}/v2/health/ready") == 200
+        _still_serving(server)
+        assert processes.dead_stubs(server_pid) == [], "Triton reaps the stubs it ends itself"
+        # A model left with no version is not served: Triton's ready does not say so, the check does.
+        assert _load(server, action="unload")[0] == 200
+        deadline = time.monotonic() + 30
+        while not (problems := health.check(url, "ready", 5.0, server_pid=server_pid, admin_key=ADMIN_KEY)):
+            assert time.monotonic() < deadline, "the unloaded model was never reported"
+            time.sleep(POLL_S)
+        assert problems == [
+            f"model '{MODEL}' has no ready version (version 1: unloaded; version 2: unloaded; "
+            "version 3: Internal: RuntimeError: this version cannot load)"
+        ]
+        assert http_status(f"{url}/v2/health/ready") == 200
+        assert health.check(url, "ready", 5.0, server_pid=server_pid) == [], "without the key: Triton's ready only"
+        wrong = health.check(url, "ready", 5.0, server_pid=server_pid, admin_key="not-the-admin-key")
+        assert len(wrong) == 1 and "repository index cannot be read" in wrong[0]
+    finally:
+        stop(server)
+
+
+def test_a_model_that_fails_to_load_at_start_stops_the_server(tmp_path: Path) -> None:
+    server = launch(tmp_path, model=BROKEN_MODEL)
+    try:
+        returncode = server.process.wait(timeout=START_TIMEOUT_S)
+    finally:
+        stop(server)
+    assert returncode != 0
+    assert "failed to load all models" in server.log_text()

@@ -8,7 +8,9 @@ Dockerfile with ``make image``, and deploys with ``make container-up``: the comp
 the repository, and the compose ``triton-cpu`` service serves it as compose runs it (uid 10001,
 read-only root, no capabilities, no-new-privileges, the admin key as a secret, the repository
 mounted read-only, host networking bound to 127.0.0.1) together with Prometheus (the
-``monitoring`` profile). Every connection goes to 127.0.0.1.
+``monitoring`` profile). Every connection goes to 127.0.0.1. A second classifier version then goes
+live on the running container through the compose ``versions`` service (export, then a load through
+the model-control API with the admin key from the secret) and is retired again, while requests run.
 
 The tests skip only where no Docker engine can start (not root, no dockerd); with ``CI=true``
 they fail instead.
@@ -16,6 +18,7 @@ they fail instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -24,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -37,7 +41,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from contract import Exit
+from contract import ADMIN_KEY_HEADER, TRAINED_CHECKPOINT_TAG, Exit, Kind, model_name
 from serve import EmbeddedServer, free_ports, processes
 from serve.distribution import PROJECT_ROOT
 from tests import media
@@ -50,6 +54,8 @@ SERVED_LENGTH_PATTERN = re.compile(r"_(\d+)$")
 PREPROCESS = f"preprocess_{FRAMES}"
 ENSEMBLE = f"deepfake_{FRAMES}"
 SERVICE = "triton-cpu"
+# How the compose deployment is given on this machine: the file and its CPU override.
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.cpu.yml")
 # What the tests allow (and what the README states): generous for a 2-core machine shared with
 # other jobs; the figures measured are printed.
 READY_BOUND_S = 300.0
@@ -68,7 +74,12 @@ HTTP_TIMEOUT_S = 10.0
 HEALTH_INTERVAL = "2s"
 HEALTH_START_PERIOD = "5s"
 TEST_EXIT_TIMEOUT_S = 5
-ADMIN_HEADER = "admin-key"
+# The version that goes live and is retired again; its weights are seeded apart from version 1's
+# demo weights (seeded by the length), so that its answers differ.
+NEW_VERSION = 2
+NEW_VERSION_SEED = 1000 + FRAMES
+# The versions service exports (about 45 s of PyTorch on 2 cores) and loads.
+VERSION_BOUND_S = 300.0
 
 
 def _ci() -> bool:
@@ -110,6 +121,7 @@ class Deployment:
     env: dict[str, str]
     make_variables: tuple[str, ...]
     repository: Path
+    checkpoints: Path
     admin_key: str
     http: str
     grpc: str
@@ -224,6 +236,7 @@ def deployment(engine_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
             env,
             variables,
             repository,
+            checkpoints,
             admin_key,
             f"127.0.0.1:{http}",
             f"127.0.0.1:{grpc_port}",
@@ -408,7 +421,7 @@ def test_the_web_page_in_its_container_scores_like_the_cli(deployment: Deploymen
 def test_restricted_apis_need_the_admin_key(deployment: Deployment) -> None:
     config_url = f"http://{deployment.http}/v2/models/{ENSEMBLE}/config"
     assert _http(config_url)[0] == 403
-    status, body = _http(config_url, {ADMIN_HEADER: deployment.admin_key})
+    status, body = _http(config_url, {ADMIN_KEY_HEADER: deployment.admin_key})
     assert status == 200 and json.loads(body)["name"] == ENSEMBLE
     assert _http(f"http://{deployment.http}/v2/health/ready")[0] == 200, "probes need no key"
     with grpcclient.InferenceServerClient(deployment.grpc) as client:
@@ -416,7 +429,7 @@ def test_restricted_apis_need_the_admin_key(deployment: Deployment) -> None:
             client.get_inference_statistics(ENSEMBLE)
         assert refused.value.status() == str(grpc.StatusCode.UNAVAILABLE)
         statistics = client.get_inference_statistics(
-            ENSEMBLE, headers={f"triton-grpc-protocol-{ADMIN_HEADER}": deployment.admin_key}
+            ENSEMBLE, headers={f"triton-grpc-protocol-{ADMIN_KEY_HEADER}": deployment.admin_key}
         )
         assert statistics.model_stats[0].name == ENSEMBLE
         assert client.is_model_ready(ENSEMBLE), "inference and metadata stay open"
@@ -436,6 +449,143 @@ def test_prometheus_scrapes_the_servers_metrics(deployment: Deployment, clip: Pa
         )
         time.sleep(POLL_S)
     assert result[0]["metric"]["instance"] == deployment.metrics
+
+
+def _versions(deployment: Deployment, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``docker-compose ... --profile build run --rm versions ARGS`` (python3 -m export in the image), as the
+    docs give it, against the deployment's repository and checkpoints; returns the run and its seconds."""
+    env = {
+        **deployment.env,
+        "MODEL_REPOSITORY": str(deployment.repository),
+        "CHECKPOINTS": str(deployment.checkpoints),
+        "DEPLOY_UID": str(deployment.repository.stat().st_uid),
+        "DEPLOY_GID": str(deployment.repository.stat().st_gid),
+    }
+    files = [
+        arg for name in ("docker-compose.yml", "docker-compose.cpu.yml") for arg in ("-f", str(PROJECT_ROOT / name))
+    ]
+    command = [shutil.which("docker-compose") or "docker-compose", "--project-directory", str(PROJECT_ROOT), *files]
+    started = time.monotonic()
+    completed = _run([*command, "--profile", "build", "run", "--rm", "versions", *args], env, timeout=VERSION_BOUND_S)
+    seconds = time.monotonic() - started
+    assert completed.returncode == 0, (
+        f"versions {' '.join(args)}:\n{completed.stdout[-6000:]}\n{completed.stderr[-6000:]}"
+    )
+    return completed, seconds
+
+
+class Traffic:
+    """Scores one clip over and over in a background thread while the versions change, asking in turn for
+    version 1 and for the latest; every outcome is kept as (asked, answered) or a failure.
+
+    Args:
+        url: the server's gRPC address.
+        clip: the video.
+        after: a folder whose appearance starts the requests (none: they start at once); the export
+            writes the version's folder right before the load, and requests before it would only
+            take CPU time from the export.
+    """
+
+    ASKED = (1, None)
+
+    def __init__(self, url: str, clip: Path, after: Path | None = None) -> None:
+        self.url, self.clip, self.after = url, clip, after
+        self.answers: list[tuple[int | None, int]] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        from client import DeepfakeClient
+        from client.errors import ClientError
+
+        while self.after is not None and not self.after.exists():
+            if self._stop.wait(POLL_S / 5):
+                return
+        with DeepfakeClient(self.url) as client:
+            while not self._stop.is_set():
+                version = self.ASKED[(len(self.answers) + len(self.failures)) % len(self.ASKED)]
+                try:
+                    result = client.score(self.clip, FRAMES, version=version)
+                except ClientError as error:
+                    self.failures.append(f"asked {version}: {error}")
+                    continue
+                self.answers.append((version, result.model_version))
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=CLI_TIMEOUT_S)
+
+
+def _restarts(deployment: Deployment) -> tuple[int, str]:
+    """How often compose restarted the server container, and when it last started."""
+    state = deployment.state()
+    restarts = json.loads(
+        _docker(deployment.env, "inspect", "--format", "{{json .RestartCount}}", deployment.container())
+    )
+    return restarts, state["StartedAt"]
+
+
+def test_a_new_version_goes_live_without_a_restart_and_retiring_it_rolls_back(
+    deployment: Deployment, clip: Path, capsys
+) -> None:
+    import torch
+
+    from client import DeepfakeClient
+    from client.errors import ClientError
+    from export.checkpoints import demo_state_dict
+
+    classifier = model_name(Kind.CLASSIFIER, FRAMES)
+    folder = deployment.checkpoints / "versions" / classifier / str(NEW_VERSION)
+    folder.mkdir(parents=True)
+    checkpoint = folder / f"model_61_acc_{FRAMES}_frames_{TRAINED_CHECKPOINT_TAG}_container.pt"
+    torch.save(demo_state_dict(seed=NEW_VERSION_SEED), checkpoint)
+    sha256 = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    before = _restarts(deployment)
+    client = DeepfakeClient(deployment.grpc)
+    published = client.score(clip, FRAMES)
+    assert published.model_version == 1
+    inside = f"/checkpoints/versions/{classifier}/{NEW_VERSION}/{checkpoint.name}"
+    live = ("--repository", "/models", "--url", deployment.http)
+    with Traffic(deployment.grpc, clip, after=deployment.repository / classifier / str(NEW_VERSION)) as during_load:
+        loaded, load_s = _versions(deployment, "onnx", "--checkpoint", inside, "--version", str(NEW_VERSION), *live)
+    assert f"loaded {classifier}" in loaded.stdout + loaded.stderr
+    assert deployment.admin_key not in loaded.stdout + loaded.stderr
+    answers = {asked: client.score(clip, FRAMES, version=asked) for asked in (NEW_VERSION, 1, None)}
+    assert answers[NEW_VERSION].model_version == NEW_VERSION and answers[NEW_VERSION].checkpoint_sha256 == sha256
+    assert answers[NEW_VERSION].prob_fake != pytest.approx(published.prob_fake, abs=SAME_SCORE_ATOL), (
+        "version 2 holds other weights than version 1"
+    )
+    assert answers[1].model_version == 1
+    assert answers[1].prob_fake == pytest.approx(published.prob_fake, abs=SAME_SCORE_ATOL)
+    assert answers[None].model_version == NEW_VERSION, "the latest version answers by default"
+    # The rollback: one command.
+    with Traffic(deployment.grpc, clip) as during_retire:
+        _, retire_s = _versions(deployment, "retire", "--frames", str(FRAMES), "--version", str(NEW_VERSION), *live)
+    with pytest.raises(ClientError, match="serves version"):
+        client.score(clip, FRAMES, version=NEW_VERSION)
+    rolled_back = client.score(clip, FRAMES)
+    client.close()
+    assert rolled_back.model_version == 1
+    assert rolled_back.prob_fake == pytest.approx(published.prob_fake, abs=SAME_SCORE_ATOL)
+    for traffic in (during_load, during_retire):
+        assert traffic.failures == [], traffic.failures
+        assert traffic.answers, "the requests meanwhile must have been answered"
+        assert all(answered == asked for asked, answered in traffic.answers if asked is not None)
+    assert _restarts(deployment) == before, "the server was neither restarted nor replaced"
+    assert "died" not in deployment.logs()
+    retired = sorted(path.name for path in (deployment.repository / classifier).glob("retired_*"))
+    assert len(retired) == 1 and retired[0].startswith(f"retired_{NEW_VERSION}_")
+    _note(
+        capsys,
+        f"version {NEW_VERSION} exported and loaded by `compose run versions onnx` in {load_s:.1f} s, "
+        f"retired by `versions retire` in {retire_s:.1f} s; requests meanwhile: {len(during_load.answers)} "
+        f"during the load, {len(during_retire.answers)} during the rollback, none failed; no restart",
+    )
 
 
 def _stub_pids(deployment: Deployment, model: str) -> list[int]:
