@@ -196,6 +196,9 @@ _VERSION = re.compile(r"[1-9]\d*")
 #: deployments read the key from this environment variable (a Kubernetes secret, a compose variable).
 ADMIN_KEY_HEADER = "admin-key"
 ADMIN_KEY_ENV = "DEEPFAKE_ADMIN_KEY"
+#: Containers and pods mount the key as a secret file, named by this variable (default path below).
+ADMIN_KEY_FILE_ENV = "TRITON_ADMIN_KEY_FILE"
+ADMIN_KEY_FILE_DEFAULT = "/run/secrets/triton_admin_key"
 #: What an admin key may be: hex or URL-safe base64 of at least 16 characters (it goes into a
 #: tritonserver flag that is split on ',' ':' '=').
 ADMIN_KEY_PATTERN = r"[A-Za-z0-9_-]{16,512}"

@@ -64,7 +64,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract import ADMIN_KEY_HEADER, Exit
+from contract import ADMIN_KEY_FILE_DEFAULT, ADMIN_KEY_FILE_ENV, ADMIN_KEY_HEADER, Exit
 from serve import processes
 from serve.flags import REDACTED, ServerFlags
 from serve.options import Restriction
@@ -73,8 +73,8 @@ log = logging.getLogger("deploy.entrypoint")
 
 DEFAULT_REPOSITORY = "/models"
 #: The environment variable naming the admin key's secret file, and its default.
-ADMIN_KEY_FILE_ENV = "TRITON_ADMIN_KEY_FILE"
-DEFAULT_ADMIN_KEY_FILE = "/run/secrets/triton_admin_key"
+# The secret file holding the admin key, and the variable naming another (contract).
+DEFAULT_ADMIN_KEY_FILE = ADMIN_KEY_FILE_DEFAULT
 DEFAULT_TRITONSERVER = "/opt/tritonserver/bin/tritonserver"
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 # "default" means no --model-config-name: Triton reads each model's config.pbtxt.

@@ -24,7 +24,7 @@
 # exported as that version, so a pod or container that starts later serves the same versions as
 # those that loaded it live. A folder not named by a number (e.g. retired_2) is left out: that
 # is how a rollback reaches servers that start later. Lengths outside FRAMES are left out too.
-# TensorRT plans are built for version 1 only, so with BUILD_TENSORRT=yes no version is exported.
+# With BUILD_TENSORRT=yes the plans are built after every version is exported, one per version folder.
 set -euo pipefail
 
 fail() {
@@ -65,9 +65,6 @@ if ((${#found[@]} == 0)); then
 fi
 
 python3 -m export onnx --checkpoints "$checkpoints" --repository "$repository" --frames "${frames[@]}"
-if [[ "$build_tensorrt" == yes ]]; then
-    python3 -m export tensorrt --repository "$repository" --frames "${frames[@]}"
-fi
 
 # Prints "<version> <frames> <checkpoint>" for each version folder to export; fails on a folder
 # that cannot be one.
@@ -109,15 +106,15 @@ version_checkpoints() {
 }
 
 if [[ -d "$versions_dir" ]]; then
-    if [[ "$build_tensorrt" == yes ]]; then
-        echo "export_models: WARNING: $versions_dir left out: TensorRT plans are built for version 1 only" >&2
-    else
-        listed="$(version_checkpoints)"
-        while read -r version length checkpoint; do
-            [[ -n "$version" ]] || continue
-            python3 -m export onnx --checkpoint "$checkpoint" --version "$version" \
-                --repository "$repository" --frames "$length"
-        done <<< "$listed"
-    fi
+    listed="$(version_checkpoints)"
+    while read -r version length checkpoint; do
+        [[ -n "$version" ]] || continue
+        python3 -m export onnx --checkpoint "$checkpoint" --version "$version" \
+            --repository "$repository" --frames "$length"
+    done <<< "$listed"
+fi
+# After every version is exported: the plans are built for each version folder of each classifier.
+if [[ "$build_tensorrt" == yes ]]; then
+    python3 -m export tensorrt --repository "$repository" --frames "${frames[@]}"
 fi
 echo "export_models: $repository is ready for TRITON_MODEL_CONFIG=$model_config (frames: ${frames[*]})"

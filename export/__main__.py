@@ -22,6 +22,8 @@ from pathlib import Path
 
 from client.commands.args import positive_int, positive_seconds
 from contract import (
+    ADMIN_KEY_FILE_DEFAULT,
+    ADMIN_KEY_FILE_ENV,
     CLASSIFIER_INPUTS,
     CLASSIFIER_OUTPUTS,
     DEFAULT_VERSION,
@@ -178,8 +180,8 @@ def _live_options(parser: argparse.ArgumentParser, url_help: str, required: bool
     parser.add_argument(
         "--admin-key-file",
         type=Path,
-        help="a file holding the key, e.g. the container's secret (default: $TRITON_ADMIN_KEY_FILE, else "
-        "/run/secrets/triton_admin_key when it exists)",
+        help=f"a file holding the key, e.g. the container's secret (default: ${ADMIN_KEY_FILE_ENV}, else "
+        f"{ADMIN_KEY_FILE_DEFAULT} when it exists)",
     )
     parser.add_argument(
         "--admin-header", default=ADMIN_KEY_HEADER, help="the HTTP header the server reads the key from"
@@ -425,8 +427,8 @@ def _admin_key(args: argparse.Namespace) -> str | None:
     Raises:
         LiveError: a key file that is named cannot be read, or is empty.
     """
-    secret_file_env = "TRITON_ADMIN_KEY_FILE"
-    container_secret = Path("/run/secrets/triton_admin_key")
+    secret_file_env = ADMIN_KEY_FILE_ENV
+    container_secret = Path(ADMIN_KEY_FILE_DEFAULT)
     if args.admin_key:
         return args.admin_key
     path = args.admin_key_file

@@ -3,8 +3,9 @@
 The server must run in explicit model-control mode (the embedded server does; the container does
 with ``--model-control-mode=explicit --load-model=*``). Loading a model that is already loaded makes
 Triton read its folder again: versions that appeared are loaded, versions whose folder went away
-(``export retire``) are unloaded, and versions that did not change keep their instances and keep
-serving, so requests in flight are not failed (measured under load: ``benchmarks/versions.py``).
+(``export retire``) are unloaded, and the versions that did not change get new instances too (Triton
+2.51), the old ones serving until the new ones are ready, so requests in flight are not failed
+(measured under load: ``benchmarks/versions.py``).
 Models that appeared (the first temporal model of a length) are loaded in dependency order: the
 classifiers, then the steps that call them, then the ensembles.
 
@@ -58,7 +59,7 @@ def reload_server(
     try:
         index = control.repository_index()
     except ControlError as exc:
-        hint = "" if admin_key else f" (no admin key given: --admin-key or ${ADMIN_KEY_ENV})"
+        hint = "" if admin_key else f" (no admin key given: --admin-key, --admin-key-file or ${ADMIN_KEY_ENV})"
         raise LiveError(f"{exc}{hint}") from exc
     # The index has one entry per version of a loaded model: a model is ready when one of them is.
     ready = {entry.name for entry in index if entry.state == STATE_READY}

@@ -209,13 +209,26 @@ def retire_version(repository: Path, kind: Kind, frames: int, version: int, stam
     if versions == [version]:
         raise RepositoryLayoutError(f"version {version} is the only version of {name}: nothing would be served")
     moved = []
+    retired = f"{RETIRED_PREFIX}{version}_{stamp}"
     for model_dir in _version_folders_of(repository, kind, frames):
         source = model_dir / str(version)
         if source.is_dir():
-            target = model_dir / f"{RETIRED_PREFIX}{version}_{stamp}"
+            target = model_dir / retired
             os.rename(source, target)
             moved.append(target)
+    _point_frame_link(repository, kind, frames, retired)
     return moved
+
+
+def _point_frame_link(repository: Path, kind: Kind, frames: int, folder: str) -> None:
+    """Points the per-frame classifier's link in ``folder`` at the classifier's file in the folder of the
+    same name, so that a retired version's link is not left dangling (Triton logs each dangling one)."""
+    if kind is not Kind.CLASSIFIER:
+        return
+    link = repository / model_name(Kind.FRAME_CLASSIFIER, frames) / folder / ONNX_FILE
+    if link.is_symlink():
+        link.unlink()
+        link.symlink_to(f"../../{model_name(Kind.CLASSIFIER, frames)}/{folder}/{ONNX_FILE}")
 
 
 def restore_version(repository: Path, kind: Kind, frames: int, version: int) -> list[Path]:
@@ -236,6 +249,7 @@ def restore_version(repository: Path, kind: Kind, frames: int, version: int) -> 
             restored.append(target)
     if not restored:
         raise RepositoryLayoutError(f"{name} has no retired version {version}")
+    _point_frame_link(repository, kind, frames, str(version))
     return restored
 
 

@@ -74,12 +74,17 @@ def test_retire_and_restore_move_both_folders_and_refuse_what_cannot_be(reposito
     assert [path.name for path in moved] == [f"{RETIRED_PREFIX}2_20261203T000000Z"] * 2
     assert served_versions(repository, Kind.CLASSIFIER, FRAMES) == [1]
     assert served_versions(repository, Kind.FRAME_CLASSIFIER, FRAMES) == [1]
+    # The retired per-frame folder's link follows its classifier's file, not a folder that is gone.
+    link = repository / model_name(Kind.FRAME_CLASSIFIER, FRAMES) / moved[1].name / "model.onnx"
+    assert str(link.readlink()) == f"../../{model_name(Kind.CLASSIFIER, FRAMES)}/{moved[1].name}/model.onnx"
     with pytest.raises(RepositoryLayoutError, match="only version"):
         retire_version(repository, Kind.CLASSIFIER, FRAMES, 1, stamp="x")
     with pytest.raises(RepositoryLayoutError, match="has no version 7"):
         retire_version(repository, Kind.CLASSIFIER, FRAMES, 7, stamp="x")
     restore_version(repository, Kind.CLASSIFIER, FRAMES, 2)
     assert served_versions(repository, Kind.CLASSIFIER, FRAMES) == [1, 2]
+    relative, target = frame_classifier_link(FRAMES, 2)
+    assert str((repository / relative).readlink()) == target
     assert served_versions(repository, Kind.FRAME_CLASSIFIER, FRAMES) == [1, 2]
     with pytest.raises(RepositoryLayoutError, match="served already"):
         restore_version(repository, Kind.CLASSIFIER, FRAMES, 2)

@@ -20,6 +20,7 @@ import pytest
 from contract import ONNX_FILE, Kind
 from serve import EmbeddedServer, ServeError, TritonDistribution, TritonNotFoundError, free_ports
 from serve.distribution import PROJECT_ROOT
+from tests.integration.training_fixtures import trained_runs  # noqa: F401 (a session fixture: pytest finds it here)
 
 CLASSIFIER_PREFIX = Kind.CLASSIFIER.prefix
 
