@@ -305,17 +305,17 @@ def read_lineage(checkpoint: Path, sha256: str) -> dict | None:
         return None
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
-        output = report["output"]
+        written = report["checkpoint"]
         lineage = {
             "parent_sha256": report["parent"]["sha256"],
             "manifest_sha256": report["data"]["manifest_sha256"],
             "metrics": report["after"]["overall"],
-            "head": report.get("hyperparameters", {}).get("head"),
+            "head": report.get("head"),
             "report": str(path.resolve()),
         }
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path} (the training report beside {checkpoint.name}) cannot be read: {exc}") from exc
-    if output.get("sha256") not in (None, sha256):
+    if written.get("sha256") != sha256:
         raise CheckpointError(f"{path} describes another checkpoint than {checkpoint.name} (its sha256 differs)")
     return lineage
 

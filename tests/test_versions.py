@@ -106,11 +106,11 @@ def test_version_one_never_takes_a_trained_checkpoint(tmp_path: Path, caplog) ->
 
 def _report(folder: Path, sha: str | None) -> None:
     report = {
-        "output": {"sha256": sha},
+        "checkpoint": {"file": "model_90_acc_10_frames_trained_abc.pt", "sha256": sha},
         "parent": {"sha256": "p" * 64},
         "data": {"manifest_sha256": "m" * 64},
         "after": {"overall": {"video_auc": 0.9}},
-        "hyperparameters": {"head": "published"},
+        "head": "published",
     }
     (folder / "report.json").write_text(json.dumps(report))
 
