@@ -39,9 +39,7 @@ def missing_modules(modules: Sequence[str]) -> list[str]:
     return missing
 
 
-def _run(
-    command: str, needs: Sequence[str], entry: str, argv: Sequence[str] | None, extras: str = SERVER_EXTRA
-) -> int:
+def _run(command: str, needs: Sequence[str], entry: str, argv: Sequence[str] | None, extras: str = SERVER_EXTRA) -> int:
     missing = missing_modules(needs)
     if missing:
         print(

@@ -95,7 +95,7 @@ def _served_faces(server: EmbeddedServer, video: bytes) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def version_two(versions_server, trained_runs) -> Path:
     """The trained published-head checkpoint, exported as version 2 and loaded on the running server."""
-    checkpoint = trained_runs.published_checkpoint
+    checkpoint = trained_runs.checkpoint("published")
     done = _export(versions_server, "onnx", "--checkpoint", str(checkpoint), "--version", "2")
     assert done.returncode == 0, done.stderr[-4000:]
     assert f"loaded {model_name(Kind.CLASSIFIER, FRAMES)}" in done.stderr
@@ -156,7 +156,7 @@ def test_evaluate_scores_two_versions_side_by_side(versions_server, version_two,
 
 
 def test_a_trained_temporal_model_is_served_as_its_own_ensemble(versions_server, version_two, trained_runs) -> None:
-    checkpoint = trained_runs.temporal_checkpoint
+    checkpoint = trained_runs.checkpoint("temporal")
     done = _export(versions_server, "onnx", "--checkpoint", str(checkpoint), "--version", "1")
     assert done.returncode == 0, done.stderr[-4000:]
     video = _clip()
