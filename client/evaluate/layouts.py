@@ -9,8 +9,8 @@ layout                    what is read
 ``folders``               ``real/`` and ``fake/`` subfolders (searched recursively); a video in a
                           subfolder of either belongs to the group named after it
                           (``fake/faceswap/a.mp4``: group ``faceswap``), else to ``real``/``fake``
-``csv``                   ``path,label[,group]`` rows; label ``1``/``fake`` or ``0``/``real``; an
-                          optional header row; paths relative to the CSV's folder
+``csv``                   ``path,label[,group[,source]]`` rows; label ``1``/``fake`` or
+                          ``0``/``real``; an optional header row; paths relative to the CSV's folder
 ``dfdc``                  the DFDC ``metadata.json``: ``{"name.mp4": {"label": "FAKE"|"REAL", ...}}``,
                           one per folder (a folder of ``dfdc_train_part_*`` folders works too);
                           group: the folder of the file
@@ -22,6 +22,24 @@ layout                    what is read
 ``celebdf``               Celeb-DF's ``List_of_testing_videos.txt``: ``<digit> <path>`` lines where
                           **1 means real and 0 means fake** (the opposite of ``truth``); group: the
                           top folder (``Celeb-real``, ``YouTube-real``, ``Celeb-synthesis``)
+========================  ===========================================================================
+
+Every video also has a ``source``: what ties videos that must stay on the same side of a
+train/test split (``python -m train``). It is one or more keys joined by ``+``; two videos sharing a
+key are connected, and whatever is connected stays together:
+
+========================  ===========================================================================
+layout                    source
+========================  ===========================================================================
+``folders``               the file's own path (every video stands alone)
+``csv``                   the optional 4th column (``+`` joins several keys); else the video's path
+``dfdc``                  a fake's ``original`` (its original's file name); a real's own file name
+``ffpp``                  the identities in the name: original ``000.mp4`` is ``000``, a fake
+                          ``000_003.mp4`` (target 000, face of 003) is ``000+003``; the
+                          DeepFakeDetection actors' ``01__scene.mp4`` and ``01_02__scene__id.mp4``
+                          are ``actors/01`` and ``actors/01+actors/02``
+``celebdf``               the identities: ``id0_0000.mp4`` is ``id0``, a fake ``id0_id1_0000.mp4``
+                          ``id0+id1``; other names (YouTube-real) their own path
 ========================  ===========================================================================
 
 Nothing here needs more than the standard library.
@@ -67,6 +85,16 @@ FFPP_VIDEOS = "videos"
 FFPP_COMPRESSION = re.compile(r"raw|c\d+")
 FFPP_REAL_GROUPS = {"youtube": "original", "actors": "actors"}
 
+#: Joins the keys of a video's ``source`` (a FaceForensics++ fake has two identities).
+SOURCE_SEPARATOR = "+"
+#: FaceForensics++ names: an original ``000``, a fake ``000_003`` (target, then the face's source); the
+#: DeepFakeDetection actors ``01__walking`` and ``01_02__walking__ABCD1234``.
+FFPP_YOUTUBE_NAME = re.compile(r"(?P<target>\d+)(?:_(?P<source>\d+))?")
+FFPP_ACTORS_NAME = re.compile(r"(?P<target>\d+)(?:_(?P<source>\d+))?__.+")
+FFPP_ACTORS_KEY = "actors/"
+#: Celeb-DF names: a real ``id0_0000``, a fake ``id0_id1_0000`` (id0's video with id1's face).
+CELEBDF_NAME = re.compile(r"(?P<target>id\d+)_(?:(?P<source>id\d+)_)?\d+")
+
 CSV_LABELS = {"1": FAKE, "fake": FAKE, "0": REAL, "real": REAL}
 CSV_PATH_HEADERS = frozenset({"path", "video", "file", "filename", "name"})
 
@@ -83,11 +111,24 @@ class LabelledVideo:
         path: the file (joined to the set's folder; may not exist, the server then refuses it).
         truth: 1 fake, 0 real.
         group: the group it is reported in.
+        source: what ties it to other videos that must stay on its side of a split: keys joined by
+            ``+`` (see the module's table); empty: the video's own path.
     """
 
     path: str
     truth: int
     group: str
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            object.__setattr__(self, "source", self.path)
+
+    @property
+    def source_keys(self) -> tuple[str, ...]:
+        """The keys of ``source``: two videos sharing one are connected."""
+        keys = tuple(key.strip() for key in self.source.split(SOURCE_SEPARATOR) if key.strip())
+        return keys or (self.path,)
 
 
 def detect_layout(source: str | os.PathLike) -> str:
@@ -195,7 +236,8 @@ def _csv_label(text: str, where: str) -> int:
 
 
 def read_csv(source: str | os.PathLike) -> list[LabelledVideo]:
-    """``path,label[,group]`` rows (1/fake, 0/real); the default group is ``real``/``fake``."""
+    """``path,label[,group[,source]]`` rows (1/fake, 0/real); the default group is ``real``/``fake``,
+    the default source the video's path."""
     path = Path(source)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -209,11 +251,12 @@ def read_csv(source: str | os.PathLike) -> list[LabelledVideo]:
         if number == 1 and cells[0].lower() in CSV_PATH_HEADERS:
             continue
         where = f"{path}: line {number}"
-        if len(cells) not in (2, 3) or not cells[0]:
-            raise LayoutError(f"{where}: expected path,label[,group], got {len(cells)} field(s)")
+        if len(cells) not in (2, 3, 4) or not cells[0]:
+            raise LayoutError(f"{where}: expected path,label[,group[,source]], got {len(cells)} field(s)")
         truth = _csv_label(cells[1], where)
-        group = cells[2] if len(cells) == 3 and cells[2] else (FAKE_FOLDER if truth else REAL_FOLDER)
-        videos.append(LabelledVideo(str(path.parent / cells[0]), truth, group))
+        group = cells[2] if len(cells) >= 3 and cells[2] else (FAKE_FOLDER if truth else REAL_FOLDER)
+        source = cells[3] if len(cells) == 4 else ""
+        videos.append(LabelledVideo(str(path.parent / cells[0]), truth, group, source))
     return videos
 
 
@@ -225,7 +268,10 @@ def _dfdc_files(source: Path) -> list[Path]:
 
 
 def read_dfdc(source: str | os.PathLike) -> list[LabelledVideo]:
-    """DFDC ``metadata.json`` files: ``{"x.mp4": {"label": "FAKE"|"REAL", ...}}``."""
+    """DFDC ``metadata.json`` files: ``{"x.mp4": {"label": "FAKE"|"REAL", "original": "y.mp4", ...}}``.
+
+    A fake's source is its ``original`` (the real video it was made from), a real's its own name.
+    """
     files = _dfdc_files(Path(source))
     if not files:
         raise LayoutError(f"{source}: no {DFDC_METADATA}")
@@ -242,7 +288,9 @@ def read_dfdc(source: str | os.PathLike) -> list[LabelledVideo]:
             label = entry.get("label") if isinstance(entry, dict) else None
             if label not in DFDC_LABELS:
                 raise LayoutError(f"{file}: '{name}' has label {label!r}, expected FAKE or REAL")
-            videos.append(LabelledVideo(str(file.parent / name), DFDC_LABELS[label], group))
+            original = entry.get("original") if label == "FAKE" else None
+            source = original if isinstance(original, str) and original else name
+            videos.append(LabelledVideo(str(file.parent / name), DFDC_LABELS[label], group, source))
     return videos
 
 
@@ -277,6 +325,19 @@ def _in_ffpp_split(path: Path, truth: int, pairs: set[tuple[str, str]]) -> bool:
     return (target, source) in pairs or (source, target) in pairs
 
 
+def ffpp_source(path: str | os.PathLike) -> str:
+    """The identities a FaceForensics++ video shows, as a source (``000``, ``000+003``, ``actors/01+actors/02``).
+
+    A name that follows neither pattern is its own source.
+    """
+    stem = Path(path).stem
+    for pattern, prefix in ((FFPP_YOUTUBE_NAME, ""), (FFPP_ACTORS_NAME, FFPP_ACTORS_KEY)):
+        match = pattern.fullmatch(stem)
+        if match is not None:
+            return SOURCE_SEPARATOR.join(prefix + key for key in (match["target"], match["source"]) if key)
+    return str(path)
+
+
 def read_ffpp(
     source: str | os.PathLike, *, compression: str | None = None, split: str | os.PathLike | None = None
 ) -> list[LabelledVideo]:
@@ -309,11 +370,19 @@ def read_ffpp(
                 continue
             group = FFPP_REAL_GROUPS.get(name, f"original_{name}") if truth == REAL else name
             videos.extend(
-                LabelledVideo(str(path), truth, group)
+                LabelledVideo(str(path), truth, group, ffpp_source(path))
                 for path in _media_files(folder)
                 if pairs is None or _in_ffpp_split(path, truth, pairs)
             )
     return videos
+
+
+def celebdf_source(path: str | os.PathLike) -> str:
+    """The identities a Celeb-DF video shows (``id0``, ``id0+id1``); other names are their own source."""
+    match = CELEBDF_NAME.fullmatch(Path(path).stem)
+    if match is None:
+        return str(path)
+    return SOURCE_SEPARATOR.join(key for key in (match["target"], match["source"]) if key)
 
 
 def read_celebdf(source: str | os.PathLike) -> list[LabelledVideo]:
@@ -342,7 +411,8 @@ def read_celebdf(source: str | os.PathLike) -> list[LabelledVideo]:
                 f"{where}: '{relative}' is marked {digit}, but in Celeb-DF's list 1 means real and "
                 f"0 means fake, and {folder}/ holds {'fake' if expected else 'real'} videos only"
             )
-        videos.append(LabelledVideo(str(path.parent / relative), truth, folder))
+        video_path = str(path.parent / relative)
+        videos.append(LabelledVideo(video_path, truth, folder, celebdf_source(video_path)))
     return videos
 
 
