@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from contract import BASE_KINDS, SHARED_KINDS, Kind, model_name
+from contract import ADMIN_KEY_HEADER, BASE_KINDS, SHARED_KINDS, Kind, model_name
 from serve import EmbeddedServer, free_ports, processes
+from serve.options import Restriction
+from serve.server import CONTROL_PROTOCOL
 
 _NS_PER_MS = 1e6
 _KIB_PER_MIB = 1024.0
@@ -86,9 +88,11 @@ def _copy_tree(source: Path, target: Path) -> None:
             shutil.copy2(child, destination)
 
 
-def start_server(repository: Path, log_path: Path) -> EmbeddedServer:
-    """The embedded server (CPU configs) on free ports, every model ready."""
+def start_server(repository: Path, log_path: Path, admin_key: str | None = None) -> EmbeddedServer:
+    """The embedded server (CPU configs) on free ports, every model ready; its model-control API
+    restricted to ``admin_key`` (header ``admin-key``) when one is given."""
     grpc_port, http_port, metrics_port = free_ports(3)
+    restrictions = [Restriction((CONTROL_PROTOCOL,), ADMIN_KEY_HEADER, admin_key)] if admin_key else []
     server = EmbeddedServer(
         repository,
         grpc_port=grpc_port,
@@ -96,6 +100,7 @@ def start_server(repository: Path, log_path: Path) -> EmbeddedServer:
         metrics_port=metrics_port,
         log_path=log_path,
         stop_timeout=STOP_TIMEOUT_S,
+        http_restrictions=restrictions,
     )
     server.start(timeout=START_TIMEOUT_S)
     return server

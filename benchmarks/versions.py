@@ -32,19 +32,14 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from benchmarks.server import private_repository
-from contract import ADMIN_KEY_HEADER, Kind, model_name
+from benchmarks.server import private_repository, start_server
+from contract import Kind, model_name
 from serve.distribution import PROJECT_ROOT
-from serve.options import Restriction
-from serve.ports import free_ports
-from serve.server import EmbeddedServer
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 FRAMES = 10
 PHASE_S = 20.0
 CLIENTS = 2
-START_TIMEOUT_S = 600.0
-CONTROL_PROTOCOL = "model-repository"
 
 
 class Recorder:
@@ -110,16 +105,7 @@ def run(checkpoint: Path, phase_s: float, clients: int) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="bench_versions_"))
     repository = private_repository(PROJECT_ROOT / "model_repository", FRAMES, scratch / "repository")
     key = secrets.token_urlsafe(24)
-    grpc_port, http_port, metrics_port = free_ports(3)
-    server = EmbeddedServer(
-        repository,
-        grpc_port=grpc_port,
-        http_port=http_port,
-        metrics_port=metrics_port,
-        log_path=scratch / "tritonserver.log",
-        http_restrictions=[Restriction((CONTROL_PROTOCOL,), ADMIN_KEY_HEADER, key)],
-    )
-    server.start(timeout=START_TIMEOUT_S)
+    server = start_server(repository, scratch / "tritonserver.log", admin_key=key)
     recorder, stop = Recorder(), threading.Event()
     video = media.face_clip(frames=FRAMES + 2)
     threads = [

@@ -14,13 +14,12 @@ checkpoint.
 from __future__ import annotations
 
 import importlib.metadata
-import math
 import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from client.evaluate.metrics import METRIC_NAMES
-from client.evaluate.report import Settings, build_report
+from client.evaluate.report import Settings, as_text, build_report
 from client.evaluate.scores import FAITHFUL
 
 from .data import REFUSED, SPLITS, Video
@@ -94,14 +93,6 @@ def write_report(folder: Path, report: Mapping) -> None:
     write_text_atomic(folder / REPORT_MD, render_markdown(report))
 
 
-def _number(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, float):
-        return f"{value:.4f}" if math.isfinite(value) else str(value)
-    return str(value)
-
-
 MD_METRICS = ("video_auc", "average_precision", "accuracy", "balanced_accuracy", "log_loss", "eer", "frame_auc")
 
 
@@ -118,14 +109,14 @@ def render_markdown(report: Mapping) -> str:
         "",
         "## Held-out test split: before and after",
         "",
-        f"Faithful score (`PROB_FAKE`) at threshold {_number(after['threshold'])}, "
+        f"Faithful score (`PROB_FAKE`) at threshold {as_text(after['threshold'])}, "
         f"{after['overall']['n']} test videos; `evaluate`'s metrics.",
         "",
         "| metric | before | after |",
         "|---|---|---|",
     ]
     for metric in MD_METRICS:
-        lines.append(f"| {metric} | {_number(before['overall'][metric])} | {_number(after['overall'][metric])} |")
+        lines.append(f"| {metric} | {as_text(before['overall'][metric])} | {as_text(after['overall'][metric])} |")
     lines += [
         "",
         "### Per group (a group's fakes against every real video of the test split)",
@@ -136,8 +127,8 @@ def render_markdown(report: Mapping) -> str:
     for group, entry in after["groups"].items():
         old = before["groups"][group]
         lines.append(
-            f"| {group} | {entry['n']} | {_number(old['video_auc'])} | {_number(entry['video_auc'])} | "
-            f"{_number(old['accuracy'])} | {_number(entry['accuracy'])} |"
+            f"| {group} | {entry['n']} | {as_text(old['video_auc'])} | {as_text(entry['video_auc'])} | "
+            f"{as_text(old['accuracy'])} | {as_text(entry['accuracy'])} |"
         )
     lines += [
         "",
@@ -167,11 +158,11 @@ def render_markdown(report: Mapping) -> str:
         for group, counts in groups.items():
             lines.append(f"| {split} | {group} | {counts['real']} | {counts['fake']} |")
     lines += ["", "### Hyper-parameters", "", "| name | value |", "|---|---|"]
-    lines += [f"| {name} | {_number(value)} |" for name, value in report["hyperparameters"].items()]
+    lines += [f"| {name} | {as_text(value)} |" for name, value in report["hyperparameters"].items()]
     lines += ["", "### Epochs", "", "| epoch | loss | validation AUC | validation log-loss | best |"]
     lines.append("|---|---|---|---|---|")
     lines += [
-        f"| {row['epoch']} | {_number(row['loss'])} | {_number(row['val_auc'])} | {_number(row['val_log_loss'])} | "
+        f"| {row['epoch']} | {as_text(row['loss'])} | {as_text(row['val_auc'])} | {as_text(row['val_log_loss'])} | "
         f"{'yes' if row['best'] else ''} |"
         for row in training["history"]
     ]

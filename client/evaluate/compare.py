@@ -13,20 +13,13 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
+from .report import MD_METRICS
+
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"
 JSON_INDENT = 2
 #: The faithful score's metrics compared overall, in this order (``report.json``'s top-level keys).
-OVERALL_METRICS = (
-    "video_auc",
-    "frame_auc",
-    "average_precision",
-    "accuracy",
-    "balanced_accuracy",
-    "log_loss",
-    "log_loss_refused_as_half",
-    "eer",
-)
+OVERALL_METRICS = (MD_METRICS[0], "frame_auc", *MD_METRICS[1:])
 #: The metrics compared per group (each group's entry of the faithful aggregation), with their column names.
 GROUP_METRICS = {
     "video_auc": "video AUC",

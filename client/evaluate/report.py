@@ -242,7 +242,8 @@ def build_report(videos: Sequence[LabelledVideo], records: Sequence[Mapping | No
     return report
 
 
-def _number(value) -> str:
+def as_text(value) -> str:
+    """A metric as the markdown reports write it: 4 decimals, ``null`` for an undefined one."""
     if value is None:
         return "null"
     if isinstance(value, float):
@@ -290,7 +291,7 @@ def render_markdown(report: Mapping) -> str:
             f"{split['seed']}) chose each threshold; the metrics are of the other {split['n_test']}.",
             "",
         ]
-    lines += [f"Frame AUC (every frame of the main face, labelled with its video): {_number(report['frame_auc'])}", ""]
+    lines += [f"Frame AUC (every frame of the main face, labelled with its video): {as_text(report['frame_auc'])}", ""]
     names = list(report["aggregations"])
     lines += [
         "## Aggregations side by side",
@@ -302,7 +303,7 @@ def render_markdown(report: Mapping) -> str:
         cells = []
         for name in names:
             entry = report["aggregations"][name]
-            cells.append(_number(entry["threshold"]["value"] if metric == "threshold" else entry[metric]))
+            cells.append(as_text(entry["threshold"]["value"] if metric == "threshold" else entry[metric]))
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
     lines.append("")
     for name in names:
@@ -327,9 +328,9 @@ def render_markdown(report: Mapping) -> str:
         entry = report["aggregations"]["faithful"]["groups"][group]
         lines.append(
             f"| {group} | {counts['n_videos']} | {counts['n_fake']} | {counts['n_real']} | {counts['n_scored']} | "
-            f"{counts['n_refused']} | {counts['compared_with']} | {_number(entry['video_auc'])} | "
-            f"{_number(entry['average_precision'])} | {_number(entry['accuracy'])} | {_number(entry['log_loss'])} | "
-            f"{_number(entry['eer'])} | {_number(counts['frame_auc'])} |"
+            f"{counts['n_refused']} | {counts['compared_with']} | {as_text(entry['video_auc'])} | "
+            f"{as_text(entry['average_precision'])} | {as_text(entry['accuracy'])} | {as_text(entry['log_loss'])} | "
+            f"{as_text(entry['eer'])} | {as_text(counts['frame_auc'])} |"
         )
     lines += ["", "## Refused videos", ""]
     lines += [

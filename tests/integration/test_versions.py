@@ -29,22 +29,20 @@ import torch
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from benchmarks.server import private_repository
+from benchmarks.server import private_repository, start_server
 from client import DeepfakeClient, Mode
 from client.errors import ClientError
-from contract import ADMIN_KEY_HEADER, FAKE_INDEX, Kind, model_name
+from contract import FAKE_INDEX, Kind, model_name
 from export.checkpoints import load_original_model, read_state_dict, sha256_of
 from export.model import ServedModel
 from export.temporal import build_temporal_model
-from serve import EmbeddedServer, free_ports
+from serve import EmbeddedServer
 from serve.distribution import PROJECT_ROOT
-from serve.options import Restriction
 from tests import media
 
 FRAMES = 10
 #: The export's own fp32 tolerance for ONNX Runtime against PyTorch (export/onnx_export.py).
 TOLERANCE = 1e-4
-START_TIMEOUT_S = 600.0
 EXPORT_TIMEOUT_S = 900
 
 pytestmark = pytest.mark.integration
@@ -56,17 +54,8 @@ def versions_server(tmp_path_factory, triton_server) -> EmbeddedServer:
     scratch = tmp_path_factory.mktemp("versions")
     repository = private_repository(PROJECT_ROOT / "model_repository", FRAMES, scratch / "repository")
     key = secrets.token_urlsafe(24)
-    grpc_port, http_port, metrics_port = free_ports(3)
-    server = EmbeddedServer(
-        repository,
-        grpc_port=grpc_port,
-        http_port=http_port,
-        metrics_port=metrics_port,
-        log_path=scratch / "tritonserver.log",
-        http_restrictions=[Restriction(("model-repository",), ADMIN_KEY_HEADER, key)],
-    )
+    server = start_server(repository, scratch / "tritonserver.log", admin_key=key)
     server.admin_key = key
-    server.start(timeout=START_TIMEOUT_S)
     yield server
     server.stop()
 
