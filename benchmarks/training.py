@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -193,7 +194,8 @@ def render_markdown(results: dict) -> str:
         "# Training (`python -m benchmarks.training`)",
         "",
         f"Machine: {results['cpu']}, {results['cores']} cores; torch {results['torch']}; {results['date']}. "
-        f"N = {tuning['frames']} frames; {steps['threads']} threads.",
+        f"N = {tuning['frames']} frames; {steps['threads']} threads. Load average (1, 5, 15 min) "
+        f"{results['load_average_at_start']} at the start, {results['load_average_at_end']} at the end.",
         "",
         "## Frames per second",
         "",
@@ -239,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = min(cpu_count(), 8)
     results = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        # Other work on the machine slows every figure down: the load it had is part of the result.
+        "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
         "cpu": _cpu_model(),
         "cores": cpu_count(),
         "torch": torch.__version__,
@@ -246,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="bench-training-") as work:
         results["fine_tuning"] = measure_fine_tuning(args.videos, args.frames, args.url, Path(work))
+    results["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "training.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (args.out / "training.md").write_text(render_markdown(results), encoding="utf-8")

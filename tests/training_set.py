@@ -17,9 +17,10 @@ checkpoint: moving the face by 30 levels along red, green or blue moved its fait
 -0.023, -0.017 and -0.011 (the spread between clips is 0.015), so along ``(-1, 2, -1)`` the moves
 cancel (about 0.000): the demo cannot rank the fakes. The random trunk's pooled features still
 shift with the cast, and the heads learn it: over four random splits of 32 clips (8 real and 8
-fake to train), held-out AUC 0.81-1.0 for the published head and 0.88-1.0 for the temporal head,
-against 0.56-0.72 for the demo. Texture alterations were tried first: a texture the demo cannot rank
-either was learnt unreliably (0.5-1.0), and a stronger one hid the face from MTCNN. Each clip is
+fake to train, one mask), held-out AUC 0.81-1.0 for the published head and 0.88-1.0 for the
+temporal head, against 0.56-0.72 for the demo; on this set of 40 clips, split as the end-to-end test
+splits it, 0.92 and 1.0 against 0.47. Texture alterations were tried first: a texture the demo
+cannot rank either was learnt unreliably (0.5-1.0), and a stronger one hid the face from MTCNN. Each clip is
 its own source: the whole set shows one face, so a split by identity is not what is tested here
 (see ENVIRONMENT.md: a random trunk does not carry to unseen faces).
 """

@@ -120,13 +120,14 @@ class PublishedTrainee(nn.Module):
 
     def checkpoint_state(self, parent: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The published state_dict of the trained model: ``parent`` with the trained tensors replaced."""
-        state = {key: value.clone() for key, value in parent.items()}
-        _, gate_f, _, _ = parent[LSTM_INPUT_KEY].chunk(GATES, dim=0)
-        state[LSTM_INPUT_KEY] = torch.cat([self.gate_i, gate_f, self.gate_g, self.gate_o]).detach().clone()
+        state = {key: value.detach().cpu().clone() for key, value in parent.items()}
+        _, gate_f, _, _ = state[LSTM_INPUT_KEY].chunk(GATES, dim=0)
+        gates = [gate.detach().cpu() for gate in (self.gate_i, self.gate_g, self.gate_o)]
+        state[LSTM_INPUT_KEY] = torch.cat([gates[0], gate_f, gates[1], gates[2]])
         for key, value in self.linear1.state_dict().items():
-            state[LINEAR_PREFIX + key] = value.detach().clone()
+            state[LINEAR_PREFIX + key] = value.detach().cpu().clone()
         for key, value in self.tail.state_dict().items():
-            state[TRUNK_PREFIX + key] = value.detach().clone()
+            state[TRUNK_PREFIX + key] = value.detach().cpu().clone()
         return state
 
 
@@ -188,9 +189,9 @@ class TemporalTrainee(nn.Module):
 
     def checkpoint_state(self, parent: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The ``TemporalModel`` state_dict: the starting trunk's ``model.*`` and the folded head's ``temporal.*``."""
-        state = {key: value.clone() for key, value in parent.items() if key.startswith(TRUNK_PREFIX)}
+        state = {key: value.detach().cpu().clone() for key, value in parent.items() if key.startswith(TRUNK_PREFIX)}
         for key, value in self.folded_head().state_dict().items():
-            state[TEMPORAL_PREFIX + key] = value.detach().clone()
+            state[TEMPORAL_PREFIX + key] = value.detach().cpu().clone()
         return state
 
 
