@@ -100,6 +100,10 @@ docs: $(STAMP) ## build the documentation site from docs/ into site/ (offline, s
 bench: models ## side-by-side benchmark (original pipeline in process vs Triton over gRPC) -> benchmarks/results/
 	$(PY) -m benchmarks --frames $(BENCH_FRAMES) $(BENCH_ARGS)
 
+.PHONY: bench-train
+bench-train: models ## training: frames per second per head, 100 videos of 20 frames fine-tuned end to end, peak memory -> benchmarks/results/training.*
+	$(PY) -m benchmarks.training $(BENCH_ARGS)
+
 .PHONY: bench-versions
 bench-versions: models ## a classifier version 2 goes live and is rolled back while clients score: failures, latency, time to switch -> benchmarks/results/versions.*
 	$(PY) -m benchmarks.versions $(BENCH_ARGS)
