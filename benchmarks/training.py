@@ -235,7 +235,14 @@ def render_markdown(results: dict) -> str:
             f"{run['epochs_run']} | {run['preprocessing']['calls']} | {run['training_videos_with_variants']} | "
             f"{run['video_auc_before']:.3f} | {run['video_auc_after']:.3f} |"
         )
-    lines.append("")
+    lines += [
+        "",
+        "The AUCs are of the demo checkpoints (random weights) and of what training made of them on the "
+        "generated set: they show the run learnt, nothing about real fakes. The set's colour cast was "
+        "chosen so that the 10-frame demo checkpoint cannot rank it; other random weights, like the "
+        f"{tuning['frames']}-frame demo's, may.",
+        "",
+    ]
     return "\n".join(lines)
 
 

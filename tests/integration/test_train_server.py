@@ -16,14 +16,12 @@ import pytest
 from client.evaluate.metrics import METRIC_NAMES
 from export.checkpoints import load_original_model, read_state_dict, sha256_of
 from export.temporal import build_temporal_model
-from tests.integration import training_fixtures
 from tests.integration.training_fixtures import FRAMES, PER_CLASS, PROJECT, TrainedRuns
 from train.crops import CropCache, PreprocessClient
 from train.files import read_json
 
-# The session's runs; once tests/integration/conftest.py imports the fixture, this line goes (two
-# definitions would be two fixtures, and the set would be trained twice).
-trained_runs = training_fixtures.trained_runs
+# ``trained_runs`` (tests/integration/training_fixtures.py) comes through conftest.py: one session
+# fixture shared with the version tests, so the set is trained once per session.
 DEMO_10 = PROJECT / "checkpoints" / "model_50_acc_10_frames_demo_random.pt"
 
 BEFORE_AT_MOST = 0.75
