@@ -37,10 +37,13 @@ from client.commands.args import (
     connection_parent,
     fraction,
     non_negative_int,
+    non_negative_number,
     positive_int,
+    positive_number,
 )
 from client.errors import NOT_FOUND, ClientError
 from client.evaluate.layouts import AUTO, LAYOUTS
+from client.evaluate.report import as_text
 from contract import DEFAULT_FRAMES, TRAINED_CHECKPOINT_TAG, Exit, program_name
 from export.checkpoints import (
     CheckpointError,
@@ -132,26 +135,6 @@ def default_cache() -> Path:
 
 def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_THREADS))
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
-    if not value > 0.0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'") from None
-    if not 0.0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fitting.add_argument(
         "--lr",
-        type=_positive_float,
+        type=positive_number,
         default=None,
         metavar="LR",
         help=f"learning rate of linear1 (default: {DEFAULT_LR[PUBLISHED]}) / of the temporal head "
@@ -269,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fitting.add_argument(
         "--backbone-lr",
-        type=_positive_float,
+        type=positive_number,
         default=None,
         metavar="LR",
         help=f"--head published: learning rate of the LSTM's input weights and unfrozen stages "
@@ -277,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fitting.add_argument(
         "--weight-decay",
-        type=_non_negative_float,
+        type=non_negative_number,
         default=DEFAULT_WEIGHT_DECAY,
         metavar="W",
         help="AdamW weight decay of linear1 / the temporal head (default: %(default)s)",
@@ -746,7 +729,7 @@ class TrainingRun:
         auc_before, auc_after = before["overall"]["video_auc"], after["overall"]["video_auc"]
         self.out_stream.write(
             f"checkpoint: {path}\n"
-            f"held-out test video AUC: before {_number(auc_before)}, after {_number(auc_after)} "
+            f"held-out test video AUC: before {as_text(auc_before)}, after {as_text(auc_after)} "
             f"({after['overall']['n']} videos)\n"
             f"report: {self.folder / REPORT_MD}\n"
         )
@@ -835,10 +818,6 @@ class TrainingRun:
             "seconds": round(time.monotonic() - self.clock, 3),
             "stage_seconds": self.stages.seconds,
         }
-
-
-def _number(value) -> str:
-    return "null" if value is None else f"{value:.4f}"
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -72,6 +72,28 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def positive_number(text: str) -> float:
+    """A positive, finite number (``train``'s learning rates)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
+    if not value > 0.0 or value == math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def non_negative_number(text: str) -> float:
+    """A finite number of at least 0 (``train --weight-decay``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'") from None
+    if not 0.0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
 def unit_interval(noun: str, *, inclusive: bool):
     """An argparse type accepting numbers from 0 to 1 (``inclusive``) or strictly between; ``noun`` names them."""
     bounds = "between 0 and 1" if inclusive else "strictly between 0 and 1"
