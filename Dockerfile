@@ -66,6 +66,7 @@ RUN groupadd --gid 10001 deepfake \
 # Every package a model.py, the entrypoint or the health check imports is here; a test checks
 # the imports against this list and .dockerignore (tests/test_deploy.py).
 COPY contract/ contract/
+COPY calibration/ calibration/
 COPY client/ client/
 COPY preprocessing/ preprocessing/
 COPY triton_models/ triton_models/

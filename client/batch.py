@@ -19,7 +19,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract import CHECKPOINT_SHA256_KEY, MODEL_KEY, MODEL_VERSION_KEY, Mode, json_keys
+from contract import (
+    CHECKPOINT_SHA256_KEY,
+    DECISION_KEY,
+    MODEL_KEY,
+    MODEL_VERSION_KEY,
+    OPERATING_POINT_KEY,
+    PROB_FAKE_CALIBRATED_KEY,
+    Mode,
+    json_keys,
+)
 
 from .errors import INVALID_ARGUMENT, RETRYABLE_STATUSES, ClientError
 from .results import ScoreResult
@@ -55,6 +64,9 @@ def result_record(result: ScoreResult) -> dict:
         "error": None,
         MODEL_VERSION_KEY: result.model_version,
         CHECKPOINT_SHA256_KEY: result.checkpoint_sha256,
+        DECISION_KEY: result.decision,
+        PROB_FAKE_CALIBRATED_KEY: result.prob_fake_calibrated,
+        OPERATING_POINT_KEY: result.operating_point,
         **({} if result.frame_weight is None else {"frame_weight": [float(v) for v in result.frame_weight]}),
         **(
             {}

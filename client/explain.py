@@ -12,7 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from contract import CHECKPOINT_SHA256_KEY, MODEL_VERSION_KEY
+from contract import (
+    CHECKPOINT_SHA256_KEY,
+    DECISION_KEY,
+    MODEL_VERSION_KEY,
+    OPERATING_POINT_KEY,
+    PROB_FAKE_CALIBRATED_KEY,
+)
 
 from .errors import MissingExtraError
 from .results import ExplainResult
@@ -165,6 +171,9 @@ def write_explanation(
         "per_frame": per_frame,
         MODEL_VERSION_KEY: result.model_version,
         CHECKPOINT_SHA256_KEY: result.checkpoint_sha256,
+        DECISION_KEY: result.decision,
+        PROB_FAKE_CALIBRATED_KEY: result.prob_fake_calibrated,
+        OPERATING_POINT_KEY: result.operating_point,
     }
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

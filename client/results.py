@@ -5,6 +5,7 @@ numpy only; the tensors come checked against the serving contract (:func:`client
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -13,11 +14,16 @@ import numpy as np
 from contract import (
     ANSWER_FACT_TENSORS,
     CHECKPOINT_SHA256_KEY,
+    DECISION_KEY,
+    DECISIONS,
     FAKE_INDEX,
     LABEL_FAKE,
     LABEL_REAL,
     MODEL_VERSION_KEY,
     NUM_CLASSES,
+    OPERATING_POINT_KEY,
+    OPERATING_POINT_KEYS,
+    PROB_FAKE_CALIBRATED_KEY,
     REAL_INDEX,
     Mode,
 )
@@ -77,6 +83,12 @@ class ScoreResult:
         checkpoint_sha256: sha256 of the checkpoint file that version was exported from.
         frame_weight: with :attr:`contract.Mode.TEMPORAL`: [N] how much each frame counted in the
             temporal model's answer (summing to 1); else None.
+        decision: FAKE, REAL or UNCERTAIN at the served operating point (not :attr:`label`, the
+            original app's argmax at 0.5).
+        prob_fake_calibrated: ``prob_fake`` through the version's calibration (equal to it when
+            the version is uncalibrated).
+        operating_point: the point the decision was made at (:data:`contract.OPERATING_POINT_KEYS`);
+            :func:`calibration.point.describe` puts it into words.
     """
 
     video: str
@@ -98,6 +110,14 @@ class ScoreResult:
     model_version: int = field(kw_only=True)
     checkpoint_sha256: str = field(kw_only=True)
     frame_weight: np.ndarray | None = field(default=None, kw_only=True)
+    decision: str = field(kw_only=True)
+    prob_fake_calibrated: float = field(kw_only=True)
+    operating_point: dict = field(kw_only=True)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the decision was made at a calibrated operating point (else at 0.5)."""
+        return bool(self.operating_point.get("calibrated"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -212,10 +232,12 @@ def _score_fields(video: str, tensors: dict[str, np.ndarray], latency_ms: float)
 
 
 def answer_facts(video: str, tensors: dict[str, np.ndarray]) -> dict:
-    """``{"model_version", "checkpoint_sha256"}``: which classifier version and checkpoint answered.
+    """The answer facts (:data:`contract.ANSWER_FACTS` but the model): which classifier version and
+    checkpoint answered, and the decision, calibrated probability and operating point.
 
     Raises:
-        ClientError: INTERNAL for a version below 1 or an empty checkpoint digest.
+        ClientError: INTERNAL for a version below 1, an empty checkpoint digest, an unknown decision
+            or an operating point that is not the contract's document.
     """
     version = int(tensors[ANSWER_FACT_TENSORS[MODEL_VERSION_KEY]][0])
     raw = tensors[ANSWER_FACT_TENSORS[CHECKPOINT_SHA256_KEY]][0]
@@ -227,7 +249,35 @@ def answer_facts(video: str, tensors: dict[str, np.ndarray]) -> dict:
         raise ClientError(
             INTERNAL, f"server named no usable classifier version or checkpoint for '{video}' ({version}, {raw!r})"
         )
-    return {MODEL_VERSION_KEY: version, CHECKPOINT_SHA256_KEY: digest}
+    decision = _text(tensors[ANSWER_FACT_TENSORS[DECISION_KEY]][0])
+    calibrated = float(tensors[ANSWER_FACT_TENSORS[PROB_FAKE_CALIBRATED_KEY]][0])
+    try:
+        point = json.loads(_text(tensors[ANSWER_FACT_TENSORS[OPERATING_POINT_KEY]][0]))
+    except json.JSONDecodeError:
+        point = None
+    if (
+        decision not in DECISIONS
+        or not (math.isfinite(calibrated) and 0.0 <= calibrated <= 1.0)
+        or not isinstance(point, dict)
+        or set(point) < set(OPERATING_POINT_KEYS)
+    ):
+        raise ClientError(INTERNAL, f"server returned no usable decision for '{video}' ({decision!r}, {point!r})")
+    return {
+        MODEL_VERSION_KEY: version,
+        CHECKPOINT_SHA256_KEY: digest,
+        DECISION_KEY: decision,
+        PROB_FAKE_CALIBRATED_KEY: calibrated,
+        OPERATING_POINT_KEY: point,
+    }
+
+
+def _text(raw) -> str:
+    if isinstance(raw, bytes):
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return ""
+    return str(raw)
 
 
 def _frame_weight(video: str, tensors: dict[str, np.ndarray]) -> np.ndarray:

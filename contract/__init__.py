@@ -72,6 +72,9 @@ class Kind(Enum):
     #: version and checkpoint answered: the step every scoring ensemble runs instead of calling
     #: resnext_lstm_<N> itself (an ensemble fixes its steps' versions).
     SELECT = "classify"
+    #: The version-choosing step of original_<N>: the same classifier as classify_<N>, on the
+    #: original app's crops, so its scores have their own calibration (:class:`Score`).
+    ORIGINAL_SELECT = "classify_original"
     #: A trained temporal model (the trunk on every frame, then attention over the N frames); its
     #: folders are written by ``export`` when one is exported, never committed.
     TEMPORAL_CLASSIFIER = "resnext_temporal"
@@ -106,7 +109,11 @@ VERSIONED_KINDS = (Kind.CLASSIFIER, Kind.FRAME_CLASSIFIER, Kind.TEMPORAL_CLASSIF
 #: model_info's document: the section of each versioned kind it reports (see triton_models/model_info.py).
 MODEL_INFO_SECTIONS = {Kind.CLASSIFIER: "classifiers", Kind.TEMPORAL_CLASSIFIER: "temporal"}
 #: The model each version-choosing step calls.
-SELECTED_KINDS = {Kind.SELECT: Kind.CLASSIFIER, Kind.TEMPORAL_SELECT: Kind.TEMPORAL_CLASSIFIER}
+SELECTED_KINDS = {
+    Kind.SELECT: Kind.CLASSIFIER,
+    Kind.ORIGINAL_SELECT: Kind.CLASSIFIER,
+    Kind.TEMPORAL_SELECT: Kind.TEMPORAL_CLASSIFIER,
+}
 _PER_LENGTH_NAME = re.compile(r"^(?P<kind>[a-z_]+?)_(?P<frames>[1-9]\d*)$")
 
 
@@ -291,6 +298,12 @@ TENSORS: dict[str, Tensor] = {
         Tensor("CHECKPOINT_SHA256", "TYPE_STRING", (1,)),
         # A temporal model's attention over the frames: how much each frame counted (sums to 1).
         Tensor("FRAME_WEIGHT", "TYPE_FP32", (FRAMES,)),
+        # The decision at the served operating point: PROB_FAKE through the calibration fitted for
+        # the version that answered, FAKE / REAL / UNCERTAIN, and the operating point in force as
+        # one JSON document (:data:`OPERATING_POINT_KEYS`).
+        Tensor("PROB_FAKE_CALIBRATED", "TYPE_FP32", (1,)),
+        Tensor("DECISION", "TYPE_STRING", (1,)),
+        Tensor("OPERATING_POINT", "TYPE_STRING", (1,)),
     )
 }
 
@@ -310,13 +323,16 @@ VERSION_INPUT = "MODEL_VERSION"
 VERSION_OUTPUTS = ("CLASSIFIER_VERSION", "CHECKPOINT_SHA256")
 #: Inputs a request may leave out.
 OPTIONAL_INPUTS = frozenset({VERSION_INPUT, "STREAM", "EXTRADATA"})
-# classify_<N>: the classifier's inputs and outputs, plus the version asked for and the one that answered.
+#: The decision made at the served operating point (beside the raw outputs, which stay as they were).
+DECISION_OUTPUTS = ("PROB_FAKE_CALIBRATED", "DECISION", "OPERATING_POINT")
+# classify_<N>: the classifier's inputs and outputs, plus the version asked for and the one that
+# answered, and the decision.
 SELECT_INPUTS = (*CLASSIFIER_INPUTS, VERSION_INPUT)
-SELECT_OUTPUTS = (*CLASSIFIER_OUTPUTS, *VERSION_OUTPUTS)
+SELECT_OUTPUTS = (*CLASSIFIER_OUTPUTS, *VERSION_OUTPUTS, *DECISION_OUTPUTS)
 # resnext_temporal_<N>: faces -> the clip's score from all N frames, each frame's own score through
 # the same head, and how much each frame counted.
 TEMPORAL_CLASSIFIER_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "FRAME_WEIGHT")
-TEMPORAL_SELECT_OUTPUTS = (*TEMPORAL_CLASSIFIER_OUTPUTS, *VERSION_OUTPUTS)
+TEMPORAL_SELECT_OUTPUTS = (*TEMPORAL_CLASSIFIER_OUTPUTS, *VERSION_OUTPUTS, *DECISION_OUTPUTS)
 # The client-facing ensembles take the video and, optionally, the classifier version.
 ENSEMBLE_INPUTS = (VIDEO_INPUT, VERSION_INPUT)
 # The client-facing ensembles: deepfake_<N> (scores), explain_<N> (+ crops and heatmaps),
@@ -331,6 +347,7 @@ SCORE_OUTPUTS = (
     "FRAMES_DECODED",
     "FRAME_TIMES",
     *VERSION_OUTPUTS,
+    *DECISION_OUTPUTS,
 )
 EXPLAIN_OUTPUTS = (*SCORE_OUTPUTS, "FACES", "HEATMAP")
 VERDICT_OUTPUTS = tuple(name for name in SCORE_OUTPUTS if name != "FRAME_PROB_FAKE")
@@ -400,6 +417,7 @@ TEMPORAL_OUTPUTS = (
     "FRAMES_DECODED",
     "FRAME_TIMES",
     *VERSION_OUTPUTS,
+    *DECISION_OUTPUTS,
 )
 
 #: Inputs and outputs of each kind, as the configs declare them.
@@ -412,6 +430,7 @@ MODEL_INPUTS: dict[Kind, tuple[str, ...]] = {
     Kind.FRAME_CLASSIFIER: CLASSIFIER_INPUTS,
     Kind.TEMPORAL_CLASSIFIER: CLASSIFIER_INPUTS,
     Kind.SELECT: SELECT_INPUTS,
+    Kind.ORIGINAL_SELECT: SELECT_INPUTS,
     Kind.TEMPORAL_SELECT: SELECT_INPUTS,
     Kind.STREAM: STREAM_INPUTS,
     Kind.MODEL_INFO: (),
@@ -428,6 +447,7 @@ MODEL_OUTPUTS: dict[Kind, tuple[str, ...]] = {
     Kind.FRAME_CLASSIFIER: CLASSIFIER_OUTPUTS,
     Kind.TEMPORAL_CLASSIFIER: TEMPORAL_CLASSIFIER_OUTPUTS,
     Kind.SELECT: SELECT_OUTPUTS,
+    Kind.ORIGINAL_SELECT: SELECT_OUTPUTS,
     Kind.TEMPORAL_SELECT: TEMPORAL_SELECT_OUTPUTS,
     Kind.TEMPORAL: TEMPORAL_OUTPUTS,
     Kind.STREAM: STREAM_OUTPUTS,
@@ -489,6 +509,11 @@ class Mode(Enum):
     @property
     def outputs(self) -> tuple[str, ...]:
         return MODEL_OUTPUTS[self.kind]
+
+    @property
+    def score(self) -> Score:
+        """The score this mode's PROB_FAKE is (the calibration its decision uses)."""
+        return {Mode.ORIGINAL: Score.ORIGINAL, Mode.TEMPORAL: Score.TEMPORAL}.get(self, Score.DEEPFAKE)
 
     @property
     def frame_scores(self) -> bool:
@@ -555,6 +580,86 @@ _MODE_KINDS = {
 }
 
 # --------------------------------------------------------------------------------------------
+# Decisions: calibrations, operating points and what watches them (see calibration/).
+
+
+class Score(Enum):
+    """Which served score a calibration is fitted for: one per way a score is made.
+
+    deepfake_<N>, verdict_<N>, explain_<N> and faces_<N>'s main face return the same PROB_FAKE (the
+    faithful score of preprocess_<N>'s crops), so they share one; original_<N> scores the original
+    app's crops and temporal_<N> another model, so each has its own. Each calibration also belongs
+    to one classifier length and version (it sits in that version's folder).
+    """
+
+    DEEPFAKE = "deepfake"
+    ORIGINAL = "original"
+    TEMPORAL = "temporal"
+
+
+#: The score each version-choosing step applies its calibration to.
+SELECT_SCORES = {Kind.SELECT: Score.DEEPFAKE, Kind.ORIGINAL_SELECT: Score.ORIGINAL, Kind.TEMPORAL_SELECT: Score.TEMPORAL}
+DECISION_FAKE = LABEL_FAKE
+DECISION_REAL = LABEL_REAL
+DECISION_UNCERTAIN = "UNCERTAIN"
+DECISIONS = (DECISION_FAKE, DECISION_UNCERTAIN, DECISION_REAL)
+#: Without a calibration the decision is the original app's rule: FAKE at PROB_FAKE >= 0.5
+#: (argmax with a tie to FAKE), marked uncalibrated.
+UNCALIBRATED_THRESHOLD = 0.5
+#: Calibrations sit in the classifier version's folder they were fitted for, one per :class:`Score`.
+CALIBRATION_PREFIX = "calibration_"
+CALIBRATION_SUFFIX = ".json"
+#: Each version folder's record of installs and rollbacks (JSON lines), and the installed files kept.
+CALIBRATION_HISTORY_FILE = "calibration_history.jsonl"
+CALIBRATION_ARCHIVE_DIR = "calibrations"
+
+
+def calibration_file(score: Score) -> str:
+    """The file name of ``score``'s calibration in a version folder: ``calibration_deepfake.json``."""
+    return f"{CALIBRATION_PREFIX}{score.value}{CALIBRATION_SUFFIX}"
+
+
+#: Keys of ``OPERATING_POINT``'s JSON document (and of the ``operating_point`` object of answers):
+#: whether a calibration is in force, its two thresholds on PROB_FAKE (FAKE at or above
+#: ``fake_threshold``, REAL below ``real_threshold``, UNCERTAIN between), the targets they were
+#: chosen for, the FPR / TPR they gave on the set with 95 % intervals, the set, and the file's sha256.
+OPERATING_POINT_KEYS = (
+    "calibrated",
+    "score",
+    "fake_threshold",
+    "real_threshold",
+    "target_fpr",
+    "target_fnr",
+    "fpr",
+    "tpr",
+    "set",
+    "real_videos",
+    "fake_videos",
+    "prior",
+    "calibration_sha256",
+)
+
+#: Custom metrics of the python models (Triton's metrics port), for drift watching. Labels: ``model``
+#: (the classifier, or the preprocessing model for videos), ``version``, ``score`` (:class:`Score`),
+#: ``decision`` (:data:`DECISIONS`), ``calibrated`` (yes / no), ``faces`` (found / none).
+METRIC_SCORE = "deepfake_score"
+METRIC_DECISIONS = "deepfake_decisions_total"
+METRIC_VIDEOS = "deepfake_videos_total"
+METRIC_CALIBRATION_SHARE = "deepfake_calibration_decision_share"
+METRIC_CALIBRATION_MEAN = "deepfake_calibration_score_mean"
+METRIC_CALIBRATION_TARGET_FPR = "deepfake_calibration_target_fpr"
+DRIFT_METRICS = (
+    METRIC_SCORE,
+    METRIC_DECISIONS,
+    METRIC_VIDEOS,
+    METRIC_CALIBRATION_SHARE,
+    METRIC_CALIBRATION_MEAN,
+    METRIC_CALIBRATION_TARGET_FPR,
+)
+#: The score histogram's upper bounds (Prometheus adds +Inf).
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+# --------------------------------------------------------------------------------------------
 # Answers as JSON: ``score --json`` lines, ``--output`` and ``evaluate``'s results files, the JSON API.
 
 #: The key of the served model that answered, in every results line.
@@ -562,6 +667,10 @@ MODEL_KEY = "model"
 #: The classifier version that answered and the sha256 of the checkpoint it was exported from.
 MODEL_VERSION_KEY = "model_version"
 CHECKPOINT_SHA256_KEY = "checkpoint_sha256"
+#: The decision at the served operating point, the calibrated probability, and the point itself.
+DECISION_KEY = "decision"
+PROB_FAKE_CALIBRATED_KEY = "prob_fake_calibrated"
+OPERATING_POINT_KEY = "operating_point"
 
 #: Keys of one JSON line, in this order, nothing else: what the answer says, then which classifier
 #: version and checkpoint gave it (both null for a video the server refused).
@@ -577,6 +686,9 @@ SCORE_JSON_KEYS = (
     "error",
     MODEL_VERSION_KEY,
     CHECKPOINT_SHA256_KEY,
+    DECISION_KEY,
+    PROB_FAKE_CALIBRATED_KEY,
+    OPERATING_POINT_KEY,
 )
 #: Keys of a line of ``score --all-faces``: the same, then "is any face fake", the faces found in
 #: all, and every face (one object per face with :data:`FACE_TRACK_JSON_KEYS`).
@@ -619,10 +731,31 @@ ANSWER_FACTS: dict[str, AnswerFact] = {
             CHECKPOINT_SHA256_KEY,
             "sha256 of the checkpoint file that version was exported from, to trace and reproduce the answer",
         ),
+        AnswerFact(
+            DECISION_KEY,
+            "FAKE, REAL or UNCERTAIN at the operating point served for that version (not `label`, the "
+            "original app's argmax): without a calibration, FAKE at prob_fake >= 0.5, marked uncalibrated",
+        ),
+        AnswerFact(
+            PROB_FAKE_CALIBRATED_KEY,
+            "prob_fake through the version's calibration (the share of fakes among videos so scored, at the "
+            "calibration set's share of fakes or the prior given); equal to prob_fake when uncalibrated",
+        ),
+        AnswerFact(
+            OPERATING_POINT_KEY,
+            "the operating point the decision was made at: its thresholds, the false-positive rate it was "
+            "chosen for, the rates it gave on the calibration set with 95 % intervals, and that set",
+        ),
     )
 }
 #: The tensor each answer fact is read from (the model key is the name the client called).
-ANSWER_FACT_TENSORS = {MODEL_VERSION_KEY: "CLASSIFIER_VERSION", CHECKPOINT_SHA256_KEY: "CHECKPOINT_SHA256"}
+ANSWER_FACT_TENSORS = {
+    MODEL_VERSION_KEY: "CLASSIFIER_VERSION",
+    CHECKPOINT_SHA256_KEY: "CHECKPOINT_SHA256",
+    DECISION_KEY: "DECISION",
+    PROB_FAKE_CALIBRATED_KEY: "PROB_FAKE_CALIBRATED",
+    OPERATING_POINT_KEY: "OPERATING_POINT",
+}
 
 # --------------------------------------------------------------------------------------------
 # Console commands (``[project.scripts]`` in pyproject.toml) and the module each also runs as.

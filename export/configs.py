@@ -101,6 +101,9 @@ VERSION_POLICY_ALL = {"all": {}}
 # makes one call per version (and set of outputs) asked for in a batch; two instances let one
 # batch be gathered while the other waits on the classifier.
 SELECT_INSTANCES = 2
+# classify_original_<N> serves original_<N>, whose dlib preprocessing takes seconds per video: one
+# instance never waits on the other.
+ORIGINAL_SELECT_INSTANCES = 1
 SELECT_QUEUE_DELAY_US = 1000
 
 #: ONNX Runtime's TensorRT execution accelerator on GPU nodes (engines cached across restarts).
@@ -183,7 +186,10 @@ _SELECT = (
     "CLASSIFIER_VERSION and CHECKPOINT_SHA256 (from that version's export.json). An ensemble fixes its\n"
     "steps' versions, and on GPU nodes the classifier runs no Python: this step is what lets a client\n"
     "choose a version and what names the one that answered (see triton_models/select.py). A version\n"
-    "that is not served is refused with INVALID_ARGUMENT naming the served ones."
+    "that is not served is refused with INVALID_ARGUMENT naming the served ones.\n"
+    "It also decides: PROB_FAKE_CALIBRATED, DECISION and OPERATING_POINT from the version's\n"
+    "calibration_{score}.json (none: FAKE at 0.5, marked uncalibrated), and counts what it served\n"
+    "in the drift metrics."
 )
 _STREAM = (
     "One slot per live stream; the oldest strategy hands the model one request of each of several\n"
@@ -389,26 +395,31 @@ def temporal_classifier_cpu_config(frames: int) -> Config:
     )
 
 
-def _select(kind: Kind, frames: int) -> Config:
+def _select(kind: Kind, frames: int, instances: int = SELECT_INSTANCES) -> Config:
     target = model_name(contract.SELECTED_KINDS[kind], frames)
+    score = contract.SELECT_SCORES[kind].value
     return _config(
-        _SELECT.format(target=target),
+        _SELECT.format(target=target, score=score),
         name=model_name(kind, frames),
         backend="python",
         max_batch_size=contract.MAX_BATCH,
         input=_inputs(frames, contract.MODEL_INPUTS[kind]),
         output=_tensors(frames, contract.MODEL_OUTPUTS[kind]),
-        instance_group=_instances(SELECT_INSTANCES, "KIND_CPU"),
+        instance_group=_instances(instances, "KIND_CPU"),
         dynamic_batching={
             "max_queue_delay_microseconds": SELECT_QUEUE_DELAY_US,
             "default_queue_policy": CLASSIFIER_QUEUE.as_dict(),
         },
-        parameters=_parameters(classifier=target),
+        parameters=_parameters(classifier=target, score=score),
     )
 
 
 def select_config(frames: int) -> Config:
     return _select(Kind.SELECT, frames)
+
+
+def original_select_config(frames: int) -> Config:
+    return _select(Kind.ORIGINAL_SELECT, frames, ORIGINAL_SELECT_INSTANCES)
 
 
 def temporal_select_config(frames: int) -> Config:
@@ -617,6 +628,7 @@ def original_config(frames: int) -> Config:
         "The original app's answer: its frames, dlib's face detector and crops (preprocess_original_<N>),\n"
         "then the same classifier as deepfake_<N>, with the same outputs.",
         preprocess=Kind.ORIGINAL_PREPROCESS,
+        select=Kind.ORIGINAL_SELECT,
     )
 
 
@@ -750,6 +762,7 @@ _BUILDERS: dict[Kind, dict[ConfigFile, Callable[..., Config]]] = {
         ConfigFile.CPU: frame_classifier_cpu_config,
     },
     Kind.SELECT: {ConfigFile.DEFAULT: select_config},
+    Kind.ORIGINAL_SELECT: {ConfigFile.DEFAULT: original_select_config},
     Kind.TEMPORAL_CLASSIFIER: {
         ConfigFile.DEFAULT: temporal_classifier_gpu_config,
         ConfigFile.CPU: temporal_classifier_cpu_config,

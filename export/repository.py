@@ -79,6 +79,10 @@ ENTRY_POINTS: dict[Kind, str] = {
     Kind.SELECT: _entry(
         "Triton entry point of classify_<N>: calls the classifier version a request names.", "triton_models.select"
     ),
+    Kind.ORIGINAL_SELECT: _entry(
+        "Triton entry point of classify_original_<N>: the classifier version a request names, for original_<N>.",
+        "triton_models.select",
+    ),
     Kind.TEMPORAL_CLASSIFIER: _entry(
         "Triton entry point of a temporal model on the embedded CPU server (ONNX Runtime in python).",
         "triton_models.classifier",

@@ -14,15 +14,18 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from contract import VERSION_INPUT, VERSION_OUTPUTS, VIDEO_INPUT
+from contract import DECISION_OUTPUTS, VERSION_INPUT, VERSION_OUTPUTS, VIDEO_INPUT
 from triton_models.common import OutputTensors, parse_config
+from triton_models.metrics import VideoCounter
 from triton_models.preprocess import build_pipeline
 from triton_models.video import run_pipeline
 
 # Adapter parameter: the classifier to call.
 CLASSIFIER = "classifier"
 _SCORES = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE")
-_ASKED = (*_SCORES, *VERSION_OUTPUTS)
+# The decision (calibrated, of each face's faithful score) comes with the scores; the answer's is
+# the main face's, which is what deepfake_<N>'s calibration was fitted on.
+_ASKED = (*_SCORES, *VERSION_OUTPUTS, *DECISION_OUTPUTS)
 
 
 def video_score(frame_scores: np.ndarray, found: np.ndarray) -> float:
@@ -41,6 +44,7 @@ class TritonPythonModel:
             )
         self.classifier = own[CLASSIFIER]
         self.tensor = OutputTensors(parse_config(args))
+        self.videos = VideoCounter(self.name)
 
     def execute(self, requests):
         return [self._respond(request) for request in requests]
@@ -69,7 +73,7 @@ class TritonPythonModel:
                     f"{self.name} scores one video per request, got {len(videos)}", pb_utils.TritonError.INVALID_ARG
                 )
             )
-        result, error = run_pipeline(self.pipeline, self.name, videos[0])
+        result, error = run_pipeline(self.pipeline, self.name, videos[0], self.videos)
         if error is not None:
             return error
         faces = np.ascontiguousarray(np.stack([track.faces for track in result.tracks]), dtype=np.float32)
@@ -97,6 +101,6 @@ class TritonPythonModel:
             tensor("FACES_SEEN", [[result.faces_seen]]),
             tensor("FRAMES_DECODED", [[result.frames_decoded]]),
             tensor("FRAME_TIMES", result.frame_times[None]),
-            *(tensor(name, scores[name][:1]) for name in VERSION_OUTPUTS),
+            *(tensor(name, scores[name][:1]) for name in (*VERSION_OUTPUTS, *DECISION_OUTPUTS)),
         ]
         return pb_utils.InferenceResponse(output_tensors=outputs)

@@ -18,8 +18,12 @@ The document::
 An entry: ``model``, ``frames``, ``version``, ``checkpoint`` (file name), ``checkpoint_accuracy``,
 ``sha256``, ``precision``, ``demo``, ``lineage`` (null for a published checkpoint; for a trained
 one its parent's sha256, the data manifest's hash and the held-out metrics), ``ready`` (loaded and
-ready on this server) and ``export`` (the whole ``export.json``). ``demo`` at the top is true when
-the latest ready classifier of any length is a demo one.
+ready on this server), ``export`` (the whole ``export.json``) and ``calibrations``: per score the
+version serves (``deepfake`` and ``original`` for a classifier, ``temporal`` for a temporal model),
+the operating point in force (:data:`contract.OPERATING_POINT_KEYS`, with ``fitted`` and ``eer``
+from the calibration file), the uncalibrated point when there is none, or ``error`` when the file
+there is refused (``classify_<N>`` then keeps serving the one it had). ``demo`` at the top is true
+when the latest ready classifier of any length is a demo one.
 """
 
 from __future__ import annotations
@@ -32,11 +36,17 @@ from typing import Any
 
 import numpy as np
 
+from calibration.point import CalibrationError, load, uncalibrated_point
 from contract import (
     DEMO_CHECKPOINT_TAG,
     EXPORT_METADATA_FILE,
     MODEL_INFO_OUTPUTS,
     MODEL_INFO_SECTIONS,
+    SELECT_SCORES,
+    SELECTED_KINDS,
+    Kind,
+    Score,
+    calibration_file,
     parse_model_name,
     version_folders,
 )
@@ -52,7 +62,26 @@ def is_demo_checkpoint(path: str) -> bool:
     return DEMO_CHECKPOINT.match(Path(path).name) is not None
 
 
-def _entry(model_dir: Path, frames: int, version: int, ready: bool) -> dict[str, Any] | None:
+def scores_of(kind: Kind) -> list[Score]:
+    """The scores answered with versions of ``kind`` (each has a calibration of its own)."""
+    return [SELECT_SCORES[step] for step, target in SELECTED_KINDS.items() if target is kind]
+
+
+def calibration_entry(version_dir: Path, score: Score, model: str, sha256: str | None) -> dict[str, Any]:
+    """The operating point a version folder holds for ``score`` (see the module docstring)."""
+    path = version_dir / calibration_file(score)
+    if not path.exists():
+        return uncalibrated_point(score)
+    try:
+        calibration = load(path)
+        calibration.check_for(score, model, sha256 or "", int(version_dir.name))
+    except CalibrationError as exc:
+        return {**uncalibrated_point(score), "error": str(exc)}
+    document = calibration.document
+    return {**calibration.operating_point(), "fitted": document.get("fitted"), "eer": document.get("eer")}
+
+
+def _entry(model_dir: Path, frames: int, version: int, ready: bool, kind: Kind) -> dict[str, Any] | None:
     path = model_dir / str(version) / EXPORT_METADATA_FILE
     if not path.is_file():
         return None
@@ -74,6 +103,10 @@ def _entry(model_dir: Path, frames: int, version: int, ready: bool) -> dict[str,
         "lineage": export.get("lineage"),
         "ready": ready,
         "export": export,
+        "calibrations": {
+            score.value: calibration_entry(model_dir / str(version), score, model_dir.name, export.get("sha256"))
+            for score in scores_of(kind)
+        },
     }
 
 
@@ -97,7 +130,7 @@ def read_model_info(repository: Path, is_ready: Callable[[str, int], bool] | Non
         versions = {}
         for version in version_folders(model_dir):
             ready = True if is_ready is None else is_ready(model_dir.name, version)
-            entry = _entry(model_dir, frames, version, ready)
+            entry = _entry(model_dir, frames, version, ready, kind)
             if entry is not None:
                 versions[str(version)] = entry
         if not versions:

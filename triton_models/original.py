@@ -12,6 +12,7 @@ import triton_python_backend_utils as pb_utils
 from preprocessing.errors import ConfigError
 from preprocessing.original import OriginalConfig, OriginalPipeline
 from triton_models.common import OutputTensors, model_parameters, parse_config
+from triton_models.metrics import VideoCounter
 from triton_models.video import VideoModel
 
 
@@ -20,6 +21,7 @@ class TritonPythonModel(VideoModel):
         self.name = args["model_name"]
         self.logger = pb_utils.Logger
         self.tensor = OutputTensors(parse_config(args))
+        self.videos = VideoCounter(self.name)
         try:
             config = OriginalConfig.from_parameters(model_parameters(parse_config(args)))
         except ConfigError as exc:

@@ -7,6 +7,7 @@ import triton_python_backend_utils as pb_utils
 
 from preprocessing import FacePipeline, InputError, PipelineConfig
 from triton_models.common import OutputTensors, instance_device, model_parameters, parse_config
+from triton_models.metrics import VideoCounter
 from triton_models.video import VideoModel
 
 # Adapter settings; every other parameter goes to PipelineConfig.from_parameters.
@@ -43,3 +44,4 @@ class TritonPythonModel(VideoModel):
         self.logger = pb_utils.Logger
         self.pipeline, _ = build_pipeline(args)
         self.tensor = OutputTensors(parse_config(args))
+        self.videos = VideoCounter(self.name)

@@ -13,24 +13,62 @@ Requests of one call asking the same version and the same outputs are concatenat
 call and split back by their batch sizes, so the classifier's dynamic batcher still sees batches.
 A version that is not served gets INVALID_ARGUMENT naming the served ones; a version without an
 ``export.json`` (copied in by hand) is refused too, since its answers could not be traced.
+
+The decision. Each answer also gains ``PROB_FAKE_CALIBRATED``, ``DECISION`` and ``OPERATING_POINT``
+from the calibration installed in the answering version's folder for this step's score (its
+``score`` parameter: ``calibration_<score>.json``, see :mod:`calibration`); without one, the
+decision is the original app's 0.5, marked uncalibrated. This is the one step every scoring
+ensemble runs after the classifier, on the CPU server and on GPU nodes alike, so it is where the
+calibration is applied (baking it into the exported graph would tie a calibration to an export,
+and a new calibration would mean a new model version). A calibration fitted for another
+checkpoint, score or model fails the load with the reason; one replaced while serving is read on
+the next batch (the file's modification time is checked), and a replacement that is refused is
+logged and the one in force stays. Every row served is counted in the drift metrics
+(:mod:`triton_models.metrics`).
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from contract import CLASSIFIER_INPUTS, EXPORT_METADATA_FILE, VERSION_INPUT, VERSION_OUTPUTS, version_folders
+from calibration.point import Calibration, CalibrationError, decide_uncalibrated, load, uncalibrated_point
+from contract import (
+    CLASSIFIER_INPUTS,
+    DECISION_OUTPUTS,
+    EXPORT_METADATA_FILE,
+    VERSION_INPUT,
+    VERSION_OUTPUTS,
+    Score,
+    calibration_file,
+    version_folders,
+)
 from triton_models.common import OutputTensors, model_parameters, parse_config
+from triton_models.metrics import DecisionMetrics
 from triton_models.versions import VersionError, checkpoint_sha256
 
 (FACES_INPUT,) = CLASSIFIER_INPUTS
 VERSION_OUTPUT, CHECKPOINT_OUTPUT = VERSION_OUTPUTS
-# Adapter parameter: the model whose versions this step chooses between.
+CALIBRATED_OUTPUT, DECISION_OUTPUT, POINT_OUTPUT = DECISION_OUTPUTS
+# Adapter parameters: the model whose versions this step chooses between, and the score it
+# returns (which calibration applies).
 CLASSIFIER = "classifier"
+SCORE = "score"
+#: Needed from the classifier for the decision, whether or not the ensemble returns it.
+PROB_FAKE = "PROB_FAKE"
+
+
+class ServedCalibration:
+    """The calibration in force for one version, re-read when its file changes."""
+
+    def __init__(self, stamp: int | None, calibration: Calibration | None, score: Score) -> None:
+        self.stamp = stamp
+        self.calibration = calibration
+        self.point = json.dumps(uncalibrated_point(score) if calibration is None else calibration.operating_point())
 
 
 class TritonPythonModel:
@@ -41,13 +79,70 @@ class TritonPythonModel:
         if CLASSIFIER not in params:
             raise pb_utils.TritonModelException(f"{self.name}: parameter {CLASSIFIER!r} (the model to call) is missing")
         self.classifier = params[CLASSIFIER]
+        try:
+            self.score = Score(params.get(SCORE, Score.DEEPFAKE.value))
+        except ValueError:
+            raise pb_utils.TritonModelException(f"{self.name}: parameter {SCORE!r}: unknown score") from None
         # args["model_repository"] is this model's own folder; the classifier is its sibling.
         self.classifier_dir = Path(args["model_repository"]).parent / self.classifier
         self.outputs = [output["name"] for output in config["output"]]
-        self.classifier_outputs = [name for name in self.outputs if name not in VERSION_OUTPUTS]
+        self.classifier_outputs = [
+            name for name in self.outputs if name not in VERSION_OUTPUTS and name not in DECISION_OUTPUTS
+        ]
         self.tensor = OutputTensors(config)
         # (version, export.json's modification time) -> sha256: read again when a version is re-exported.
         self._shas: dict[tuple[int, int], str] = {}
+        self.metrics = DecisionMetrics(self.classifier, self.score)
+        self._calibrations: dict[int, ServedCalibration] = {}
+        # A calibration fitted for another checkpoint fails the load, naming it.
+        for version in version_folders(self.classifier_dir):
+            try:
+                self._calibration(version, strict=True)
+            except (CalibrationError, VersionError) as exc:
+                raise pb_utils.TritonModelException(f"{self.name}: version {version}: {exc}") from None
+
+    def _calibration(self, version: int, strict: bool = False) -> ServedCalibration:
+        """The calibration in force for ``version``, read again when its file changed.
+
+        Raises:
+            CalibrationError: with ``strict``, a file that cannot be used (else it is logged and the
+                one in force stays).
+        """
+        folder = self.classifier_dir / str(version)
+        path = folder / calibration_file(self.score)
+        try:
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        served = self._calibrations.get(version)
+        if served is not None and served.stamp == stamp:
+            return served
+        try:
+            calibration = None
+            if stamp is not None:
+                calibration = load(path)
+                calibration.check_for(self.score, self.classifier, checkpoint_sha256(folder), version)
+        except (CalibrationError, VersionError) as exc:
+            if strict:
+                raise
+            message = f"{self.name}: {path} refused: {exc}"
+            if served is None:
+                pb_utils.Logger.log_error(f"{message}; version {version} is served uncalibrated")
+                served = ServedCalibration(stamp, None, self.score)
+            else:
+                pb_utils.Logger.log_error(f"{message}; the calibration in force stays")
+                served = ServedCalibration(stamp, served.calibration, self.score)
+            self._calibrations[version] = served
+            return served
+        served = ServedCalibration(stamp, calibration, self.score)
+        if calibration is not None:
+            pb_utils.Logger.log_info(
+                f"{self.name}: version {version}: calibration {calibration.sha256[:12]} in force "
+                f"(FAKE at >= {calibration.fake_threshold:.6g}, REAL below {calibration.real_threshold:.6g})"
+            )
+        self._calibrations[version] = served
+        self.metrics.calibration(version, calibration)
+        return served
 
     def _ready_versions(self) -> list[int]:
         """The classifier versions on disk that the server has loaded and that are ready."""
@@ -104,6 +199,8 @@ class TritonPythonModel:
             wanted = tuple(name for name in self.classifier_outputs if name in requested) or tuple(
                 self.classifier_outputs
             )
+            if PROB_FAKE not in wanted:
+                wanted = (*wanted, PROB_FAKE)
             groups[(version, sha, wanted)].append(index)
         for (version, sha, wanted), indices in groups.items():
             arrays = [pb_utils.get_input_tensor_by_name(requests[i], FACES_INPUT).as_numpy() for i in indices]
@@ -126,12 +223,33 @@ class TritonPythonModel:
                     f"{self.classifier} version {version}: a batch of {sum(sizes)} gave "
                     f"{[r.shape for r in results.values()]}"
                 )
+            served = self._calibration(version)
+            calibrated, decisions = self._decide(version, served, results[PROB_FAKE])
+            point = served.point.encode()
             offsets = np.cumsum([0, *sizes])
             for position, i in enumerate(indices):
                 start, stop = offsets[position], offsets[position + 1]
                 count = stop - start
-                tensors = [self.tensor(name, results[name][start:stop]) for name in wanted]
+                returned = set(requests[i].requested_output_names()) or set(self.outputs)
+                tensors = [self.tensor(name, results[name][start:stop]) for name in wanted if name in returned]
                 tensors.append(self.tensor(VERSION_OUTPUT, np.full((count, 1), version)))
                 tensors.append(self.tensor(CHECKPOINT_OUTPUT, np.array([[sha.encode()]] * count, dtype=np.object_)))
+                tensors.append(self.tensor(CALIBRATED_OUTPUT, calibrated[start:stop]))
+                tensors.append(self.tensor(DECISION_OUTPUT, decisions[start:stop]))
+                tensors.append(self.tensor(POINT_OUTPUT, np.array([[point]] * count, dtype=np.object_)))
                 responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
         return responses
+
+    def _decide(self, version: int, served: ServedCalibration, prob_fake: np.ndarray):
+        """[rows, 1] calibrated probabilities and decisions of [rows, 1] raw scores, counted in the metrics."""
+        calibration = served.calibration
+        calibrated = np.empty(prob_fake.shape, dtype=np.float32)
+        decisions = np.empty(prob_fake.shape, dtype=np.object_)
+        for row, raw in enumerate(prob_fake.reshape(-1)):
+            # The float32 the client receives, compared as a double: the client's check gives the same.
+            value = float(raw)
+            probability, decision = decide_uncalibrated(value) if calibration is None else calibration.decide(value)
+            calibrated.reshape(-1)[row] = probability
+            decisions.reshape(-1)[row] = decision.encode()
+            self.metrics.observe(version, value, decision, calibration is not None)
+        return calibrated, decisions

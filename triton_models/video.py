@@ -9,13 +9,25 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from contract import VIDEO_INPUT
-from preprocessing.errors import InputError
+from preprocessing.errors import InputError, NoFaceError
+from triton_models.metrics import FACES_FOUND, FACES_NONE
 
 
-def run_pipeline(pipeline, name: str, row: np.ndarray):
-    """One video through the pipeline: ``(result, None)``, or ``(None, error response)``."""
+def run_pipeline(pipeline, name: str, row: np.ndarray, counter=None):
+    """One video through the pipeline: ``(result, None)``, or ``(None, error response)``.
+
+    ``counter`` (a :class:`~triton_models.metrics.VideoCounter`) counts the videos with a face and
+    those refused for having none.
+    """
     try:
-        return pipeline(row), None
+        result = pipeline(row)
+        if counter is not None:
+            counter.count(FACES_FOUND)
+        return result, None
+    except NoFaceError as exc:
+        if counter is not None:
+            counter.count(FACES_NONE)
+        return None, pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
     except InputError as exc:
         return None, pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
     except (RuntimeError, MemoryError, OSError) as exc:
@@ -29,8 +41,9 @@ def run_pipeline(pipeline, name: str, row: np.ndarray):
 class VideoModel:
     """A python model that turns each ``VIDEO`` row into the preprocessing outputs with ``self.pipeline``.
 
-    Subclasses set ``self.name``, ``self.logger``, ``self.pipeline`` and ``self.tensor`` (an
-    :class:`~triton_models.common.OutputTensors` of their config) in ``initialize``.
+    Subclasses set ``self.name``, ``self.logger``, ``self.pipeline``, ``self.tensor`` (an
+    :class:`~triton_models.common.OutputTensors` of their config) and ``self.videos`` (a
+    :class:`~triton_models.metrics.VideoCounter`) in ``initialize``.
     """
 
     def execute(self, requests):
@@ -40,7 +53,7 @@ class VideoModel:
         videos = pb_utils.get_input_tensor_by_name(request, VIDEO_INPUT).as_numpy()
         results = []
         for row in videos:
-            result, error = run_pipeline(self.pipeline, self.name, row)
+            result, error = run_pipeline(self.pipeline, self.name, row, self.videos)
             if error is not None:
                 return error
             results.append(result)

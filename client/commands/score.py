@@ -8,7 +8,8 @@ import random
 from dataclasses import dataclass
 from typing import TextIO
 
-from contract import MODEL_KEY, MODEL_VERSION_KEY, Exit, Mode, ModeError
+from calibration.point import describe
+from contract import DECISION_KEY, MODEL_KEY, MODEL_VERSION_KEY, OPERATING_POINT_KEY, Exit, Mode, ModeError
 
 from ..api import DeepfakeClient
 from ..batch import (
@@ -165,6 +166,11 @@ def format_result_line(record: dict, frames: int) -> str:
         f"frames decoded {record['frames_decoded']}  "
         f"{record['latency_ms']:.0f} ms"
         + ("" if record.get(MODEL_VERSION_KEY) is None else f"  version {record[MODEL_VERSION_KEY]}")
+        + (
+            ""
+            if record.get(DECISION_KEY) is None
+            else f"\n  decision {describe(record[DECISION_KEY], record.get(OPERATING_POINT_KEY))}"
+        )
         + (
             ""
             if record.get("frame_weight") is None
