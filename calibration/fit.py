@@ -19,6 +19,9 @@ Operating points come from the ROC curve of the raw scores (scikit-learn's ``roc
   the target FNR, lowered to ``fake_threshold`` when it would be above it (then there is no band);
 - the EER threshold, where FPR and FNR are closest.
 
+Each served threshold sits halfway between the score that defines it and the next lower score of
+the set (:func:`midway`): the same decisions on the set, and robust to the rounding of scores.
+
 Their rates get a stratified bootstrap interval (reals and fakes resampled apart) and an exact
 Clopper-Pearson interval: the bootstrap of a proportion with no event at all is [0, 0], which
 says nothing about a 1 % target. The set must be large enough to estimate the target at all
@@ -98,8 +101,18 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+def midway(scores: np.ndarray, threshold: float) -> float:
+    """A threshold halfway down to the next lower score: the same decisions on the set, and none
+    that turns on the last digit of a score (results files keep 7 decimals of the served float32)."""
+    below = scores[scores < threshold]
+    if len(below) == 0 or not math.isfinite(threshold):
+        return threshold
+    return float((threshold + below.max()) / 2)
+
+
 def fake_threshold_for(scores: np.ndarray, labels: np.ndarray, target_fpr: float) -> float:
-    """The threshold with the highest TPR among those with FPR <= ``target_fpr`` (FAKE at or above it)."""
+    """The threshold with the highest TPR among those with FPR <= ``target_fpr`` (FAKE at or above it),
+    as a score of the set (see :func:`midway` for the one served)."""
     from sklearn.metrics import roc_curve
 
     fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
@@ -225,8 +238,10 @@ def fit(
     if prior is not None:
         # Bayes: moving the prior odds moves the logit by the difference of the log odds.
         intercept += math.log(prior / (1 - prior)) - math.log(prevalence / (1 - prevalence))
-    fake_threshold = fake_threshold_for(scores, labels, target_fpr)
-    real_threshold = fake_threshold if target_fnr is None else real_threshold_for(scores, labels, target_fnr)
+    fake_threshold = midway(scores, fake_threshold_for(scores, labels, target_fpr))
+    real_threshold = (
+        fake_threshold if target_fnr is None else midway(scores, real_threshold_for(scores, labels, target_fnr))
+    )
     band = real_threshold < fake_threshold
     real_threshold = min(real_threshold, fake_threshold)
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m client score|health|explain|web|evaluate|stream`` (the ``deepfake`` command).
+"""Command line: ``python -m client score|health|explain|web|evaluate|calibrate|calibration|stream`` (``deepfake``).
 
 The top-level parser and the dispatch; each command lives in :mod:`client.commands`. Exit status
 (:class:`contract.Exit`): 0 success; 1 some video could not be scored, a model is not ready, or
@@ -14,11 +14,20 @@ from typing import TextIO
 
 from contract import Exit, program_name
 
-from .commands import evaluate, explain, health, score, stream, web
+from .commands import calibrate, evaluate, explain, health, score, stream, web
 from .commands.args import check_tls, connection_parent
 
 #: The commands in the order ``--help`` lists them.
-COMMANDS = {"score": score, "health": health, "explain": explain, "web": web, "evaluate": evaluate, "stream": stream}
+COMMANDS = {
+    "score": score,
+    "health": health,
+    "explain": explain,
+    "web": web,
+    "evaluate": evaluate,
+    "calibrate": calibrate,
+    "calibration": calibrate,
+    "stream": stream,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score videos with the deepfake detector served by Triton (gRPC).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS.values():
+    # A module may add several commands (calibrate and calibration): each adds its parsers once.
+    for command in dict.fromkeys(COMMANDS.values()):
         command.add_parser(commands, connection)
     return parser
 

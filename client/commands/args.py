@@ -155,10 +155,11 @@ def connection_parent() -> argparse.ArgumentParser:
 
 def check_tls(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuses TLS files without ``--ssl`` and a client certificate without its key, naming the flags."""
-    given = [flag for flag, name in TLS_FILES.items() if getattr(args, name) is not None]
+    # Commands without a connection (calibration) have none of these.
+    given = [flag for flag, name in TLS_FILES.items() if getattr(args, name, None) is not None]
     if given and not args.ssl:
         parser.error(f"{', '.join(given)} need --ssl")
-    if (args.client_cert is None) != (args.client_key is None):
+    if (getattr(args, "client_cert", None) is None) != (getattr(args, "client_key", None) is None):
         parser.error("--client-cert and --client-key must be given together")
 
 

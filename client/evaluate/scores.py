@@ -12,7 +12,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from contract import CHECKPOINT_SHA256_KEY, MODEL_KEY, MODEL_VERSION_KEY
+from contract import (
+    CHECKPOINT_SHA256_KEY,
+    DECISION_KEY,
+    MODEL_KEY,
+    MODEL_VERSION_KEY,
+    OPERATING_POINT_KEY,
+    PROB_FAKE_CALIBRATED_KEY,
+)
 
 from ..results import ScoreResult
 
@@ -31,6 +38,9 @@ SCORE_KEYS = (
     "error",
     MODEL_VERSION_KEY,
     CHECKPOINT_SHA256_KEY,
+    DECISION_KEY,
+    PROB_FAKE_CALIBRATED_KEY,
+    OPERATING_POINT_KEY,
 )
 TRACKS_KEY = "face_tracks"
 #: The all-faces model's own "is any face fake" score.
@@ -97,6 +107,9 @@ def record_maker(truth_of: Callable[[str], tuple[int, str]], model: str) -> Call
             "error": None,
             MODEL_VERSION_KEY: result.model_version,
             CHECKPOINT_SHA256_KEY: result.checkpoint_sha256,
+            DECISION_KEY: result.decision,
+            PROB_FAKE_CALIBRATED_KEY: round(float(result.prob_fake_calibrated), SCORE_DECIMALS),
+            OPERATING_POINT_KEY: result.operating_point,
         }
         tracks = getattr(result, TRACKS_KEY, None)
         if tracks is not None:
