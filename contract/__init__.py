@@ -598,7 +598,11 @@ class Score(Enum):
 
 
 #: The score each version-choosing step applies its calibration to.
-SELECT_SCORES = {Kind.SELECT: Score.DEEPFAKE, Kind.ORIGINAL_SELECT: Score.ORIGINAL, Kind.TEMPORAL_SELECT: Score.TEMPORAL}
+SELECT_SCORES = {
+    Kind.SELECT: Score.DEEPFAKE,
+    Kind.ORIGINAL_SELECT: Score.ORIGINAL,
+    Kind.TEMPORAL_SELECT: Score.TEMPORAL,
+}
 DECISION_FAKE = LABEL_FAKE
 DECISION_REAL = LABEL_REAL
 DECISION_UNCERTAIN = "UNCERTAIN"
@@ -609,6 +613,8 @@ UNCALIBRATED_THRESHOLD = 0.5
 #: Calibrations sit in the classifier version's folder they were fitted for, one per :class:`Score`.
 CALIBRATION_PREFIX = "calibration_"
 CALIBRATION_SUFFIX = ".json"
+#: What ``calibrate`` (into its ``--out``) and ``train`` (beside its checkpoint) write, ready to install.
+CALIBRATION_DOCUMENT = "calibration.json"
 #: Each version folder's record of installs and rollbacks (JSON lines), and the installed files kept.
 CALIBRATION_HISTORY_FILE = "calibration_history.jsonl"
 CALIBRATION_ARCHIVE_DIR = "calibrations"

@@ -12,6 +12,7 @@ its repository; ``retire`` takes a version out of service and ``restore`` brings
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -20,10 +21,16 @@ import sys
 import time
 from pathlib import Path
 
+from calibration.install import InstallError, install
+from calibration.point import CalibrationError
+from calibration.point import load as load_calibration
 from client.commands.args import positive_int, positive_seconds
 from contract import (
     ADMIN_KEY_FILE_DEFAULT,
     ADMIN_KEY_FILE_ENV,
+    CALIBRATION_ARCHIVE_DIR,
+    CALIBRATION_DOCUMENT,
+    CALIBRATION_PREFIX,
     CLASSIFIER_INPUTS,
     CLASSIFIER_OUTPUTS,
     DEFAULT_VERSION,
@@ -113,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         "export as --version; its lineage is read from the report.json beside it when there is one",
     )
     onnx.add_argument("--version", type=positive_int, help="the version --checkpoint becomes (a new folder <V>/)")
+    onnx.add_argument(
+        "--calibration",
+        type=Path,
+        help="with --checkpoint: the calibration.json fitted for it, installed with the new version (default: the "
+        "calibration.json that train wrote beside the checkpoint, when it was fitted for that checkpoint)",
+    )
     onnx.add_argument(
         "--force", action="store_true", help="replace a version folder that was exported from another checkpoint"
     )
@@ -386,12 +399,16 @@ def command_onnx_version(args: argparse.Namespace) -> int:
         metadata = _metadata(path, target, frames, args, verification, outputs, tolerances, float(accuracy))
         metadata.update({"version": args.version, "kind": kind.value, "lineage": lineage})
         (staging / EXPORT_METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        if folder.exists() and existing == sha256:
+            # The same checkpoint again: its calibrations and their history stay with it.
+            keep_calibrations(folder, staging)
         if folder.exists():
             shutil.rmtree(folder)
         os.rename(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_version_files(args.repository, kind, frames, args.version)
+    install_calibration(args, path, sha256)
     log.info(
         "exported %s version %d from %s%s",
         model_name(kind, frames),
@@ -400,6 +417,39 @@ def command_onnx_version(args: argparse.Namespace) -> int:
         f" (parent {lineage['parent_sha256'][:12]}...)" if lineage else "",
     )
     return _maybe_reload(args, kind, frames)
+
+
+def keep_calibrations(old: Path, new: Path) -> None:
+    """Copies a version folder's calibrations, their archive and history into its re-export."""
+    for item in old.iterdir():
+        if item.name.startswith(CALIBRATION_PREFIX) or item.name == CALIBRATION_ARCHIVE_DIR:
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, new / item.name)
+
+
+def install_calibration(args: argparse.Namespace, checkpoint: Path, sha256: str) -> None:
+    """Installs the calibration of a new version: ``--calibration``, or the one train wrote beside the checkpoint.
+
+    Raises:
+        CheckpointError: ``--calibration`` was fitted for another checkpoint or cannot be read.
+    """
+    given = args.calibration
+    path = given or checkpoint.parent / CALIBRATION_DOCUMENT
+    if not path.is_file():
+        if given is not None:
+            raise CheckpointError(f"--calibration {given}: no such file")
+        return
+    try:
+        fitted_for = load_calibration(path).checkpoint_sha256
+    except CalibrationError as exc:
+        raise CheckpointError(f"calibration {exc}") from None
+    if fitted_for != sha256 and given is None:
+        log.warning("  %s was fitted for another checkpoint (%s...): not installed", path, fitted_for[:12])
+        return
+    try:
+        installed = install(path, args.repository, by=f"export ({getpass.getuser()})", version=args.version)
+    except InstallError as exc:
+        raise CheckpointError(f"calibration {path}: {exc}") from None
+    log.info("  installed its calibration %s (%s...)", installed.path, installed.sha256[:12])
 
 
 def _maybe_reload(args: argparse.Namespace, kind: Kind, frames: int) -> int:

@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import hashlib
 import io
+import json
 import os
 import shlex
 import sys
@@ -30,6 +32,8 @@ from typing import TextIO
 
 import torch
 
+from calibration.fit import FitError, SetInfo, Target
+from calibration.fit import fit as fit_calibration
 from client.commands.args import (
     add_retries_option,
     check_tls,
@@ -41,10 +45,20 @@ from client.commands.args import (
     positive_int,
     positive_number,
 )
+from client.commands.calibrate import DEFAULT_TARGET_FNR, DEFAULT_TARGET_FPR, rate
 from client.errors import NOT_FOUND, ClientError
 from client.evaluate.layouts import AUTO, LAYOUTS
 from client.evaluate.report import as_text
-from contract import DEFAULT_FRAMES, TRAINED_CHECKPOINT_TAG, Exit, program_name
+from contract import (
+    CALIBRATION_DOCUMENT,
+    DEFAULT_FRAMES,
+    TRAINED_CHECKPOINT_TAG,
+    Exit,
+    Kind,
+    Score,
+    model_name,
+    program_name,
+)
 from export.checkpoints import (
     CheckpointError,
     best_checkpoint,
@@ -287,6 +301,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="preprocessing requests in flight (default: %(default)s)",
     )
     add_retries_option(fitting)
+    deciding = parser.add_argument_group("calibration (fitted on the held-out test split, installed by export)")
+    deciding.add_argument(
+        "--target-fpr",
+        type=rate,
+        default=DEFAULT_TARGET_FPR,
+        metavar="F",
+        help="FAKE at the threshold flagging at most this share of the test split's real videos; refused (and "
+        "no calibration.json written) when the split has too few (default: %(default)s)",
+    )
+    deciding.add_argument(
+        "--target-fnr",
+        type=rate,
+        default=DEFAULT_TARGET_FNR,
+        metavar="F",
+        help="REAL below the threshold missing at most this share of fakes (default: %(default)s)",
+    )
     return parser
 
 
@@ -723,6 +753,7 @@ class TrainingRun:
         report = self.report(
             parent, path, data, preprocess, result, before, after, device, threads, run_id, len(train_videos)
         )
+        report["calibration"] = self.calibrate(test, after_scores, path, report["checkpoint"]["sha256"])
         write_report(self.folder, report)
         (self.folder / EPOCHS_FOLDER / RESUME_FILE).unlink(missing_ok=True)
         self.progress.close()
@@ -736,6 +767,49 @@ class TrainingRun:
         return Exit.OK
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def calibrate(self, test: Sequence[Video], scores, checkpoint: Path, sha256: str) -> dict:
+        """Fits the new checkpoint's calibration on the held-out test split and writes calibration.json.
+
+        The scores are the in-process ones (the served version gives them within the export's
+        tolerance, 1e-4); ``export`` installs the file with the version. A split too small for the
+        target is said in the report, and nothing is written.
+        """
+        settings = self.settings
+        published = settings.head == PUBLISHED
+        score = Score.DEEPFAKE if published else Score.TEMPORAL
+        kind = Kind.CLASSIFIER if published else Kind.TEMPORAL_CLASSIFIER
+        path = self.folder / CALIBRATION_DOCUMENT
+        path.unlink(missing_ok=True)
+        listing = sorted(f"{video.path}\t{video.truth}" for video in test)
+        try:
+            document = fit_calibration(
+                [float(value) for value in scores],
+                [video.truth for video in test],
+                target=Target(score, model_name(kind, settings.frames), settings.frames, None, sha256),
+                data=SetInfo(
+                    f"the held-out test split of {Path(self.args.dataset).name}",
+                    hashlib.sha256("\n".join(listing).encode("utf-8")).hexdigest(),
+                ),
+                target_fpr=self.args.target_fpr,
+                target_fnr=self.args.target_fnr,
+                seed=settings.seed,
+                fitted_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                fitted_by=f"train run {checkpoint.stem}",
+            )
+        except FitError as error:
+            self.progress.note(f"no calibration written: {error}")
+            return {"file": None, "reason": str(error)}
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        point = document["operating_point"]
+        return {
+            "file": path.name,
+            "fake_threshold": point["fake_threshold"],
+            "real_threshold": point["real_threshold"],
+            "target_fpr": point["target_fpr"],
+            "fpr": point["fpr"]["value"],
+            "tpr": point["tpr"]["value"],
+        }
 
     def finished_scorer(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
         """Scores with the checkpoint's own tensors, as they will be loaded."""

@@ -27,6 +27,7 @@ from calibration.fit import FitError, SetInfo, Target, fit, reliability
 from calibration.install import InstallError, install, now_utc
 from calibration.point import Calibration
 from contract import (
+    CALIBRATION_DOCUMENT,
     CHECKPOINT_SHA256_KEY,
     MODEL_KEY,
     MODEL_VERSION_KEY,
@@ -40,7 +41,7 @@ from contract import (
 from ..batch import read_results
 from .command import SCORES_FILE
 
-CALIBRATION_FILE = "calibration.json"
+CALIBRATION_FILE = CALIBRATION_DOCUMENT
 CALIBRATION_REPORT = "calibration.md"
 
 

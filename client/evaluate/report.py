@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from contract import DECISION_FAKE, DECISION_KEY, DECISION_REAL, DECISION_UNCERTAIN, DECISIONS, OPERATING_POINT_KEY
+
 from . import metrics
 from .layouts import LabelledVideo, group_names
 from .scores import AGGREGATIONS, FAITHFUL, aggregate, is_no_face
@@ -236,10 +238,65 @@ def build_report(videos: Sequence[LabelledVideo], records: Sequence[Mapping | No
         ],
         "unfinished": [videos[i].path for i in unfinished],
         "plots": {"roc": ROC_PNG, "histograms": HISTOGRAMS_PNG, "calibration": CALIBRATION_PNG},
+        "served_decisions": served_decisions([videos[i] for i in scored], [records[i] for i in scored]),
     }
     if report["no_face_rate"] is None:
         report["undefined"]["no_face_rate"] = "no finished video"
     return report
+
+
+def served_decisions(videos: Sequence[LabelledVideo], records: Sequence[Mapping]) -> dict | None:
+    """The server's own decisions on the scored videos, beside the report's threshold: how many real and
+    fake videos got each decision, the FPR and TPR of FAKE, and the operating point they were made at.
+
+    None when the lines carry no decision, or were decided at several operating points (a calibration
+    installed during the run): then the counts would describe no single point.
+    """
+    points = {json.dumps(record.get(OPERATING_POINT_KEY), sort_keys=True) for record in records}
+    if not records or len(points) != 1 or any(record.get(DECISION_KEY) is None for record in records):
+        return None
+    counts = {truth: dict.fromkeys(DECISIONS, 0) for truth in ("real", "fake")}
+    for video, record in zip(videos, records):
+        counts["fake" if video.truth else "real"][record[DECISION_KEY]] += 1
+    reals, fakes = sum(counts["real"].values()), sum(counts["fake"].values())
+    return {
+        "operating_point": records[0][OPERATING_POINT_KEY],
+        "counts": counts,
+        "fpr": counts["real"][DECISION_FAKE] / reals if reals else None,
+        "tpr": counts["fake"][DECISION_FAKE] / fakes if fakes else None,
+        "uncertain_share": (counts["real"][DECISION_UNCERTAIN] + counts["fake"][DECISION_UNCERTAIN]) / len(records),
+        "fakes_called_real": counts["fake"][DECISION_REAL] / fakes if fakes else None,
+    }
+
+
+def _served_lines(served: Mapping | None) -> list[str]:
+    if served is None:
+        return []
+    point = served["operating_point"]
+    where = (
+        f"calibrated on {point['set']} for at most {100 * point['target_fpr']:g} % false positives "
+        f"(FAKE at >= {point['fake_threshold']:.6g}, REAL below {point['real_threshold']:.6g})"
+        if point.get("calibrated")
+        else "uncalibrated: FAKE at >= 0.5"
+    )
+    lines = [
+        "",
+        "## The server's decisions (its served operating point)",
+        "",
+        f"Each answer's `decision`, made by the server at its operating point, {where}; beside the report's own "
+        "threshold above.",
+        "",
+        "| truth | FAKE | UNCERTAIN | REAL |",
+        "|---|---|---|---|",
+    ]
+    for truth, row in served["counts"].items():
+        lines.append(f"| {truth} | {row[DECISION_FAKE]} | {row[DECISION_UNCERTAIN]} | {row[DECISION_REAL]} |")
+    lines += [
+        "",
+        f"False-positive rate {as_text(served['fpr'])}, true-positive rate {as_text(served['tpr'])}, fakes called "
+        f"REAL {as_text(served['fakes_called_real'])}, UNCERTAIN {as_text(served['uncertain_share'])}.",
+    ]
+    return lines
 
 
 def as_text(value) -> str:
@@ -332,6 +389,7 @@ def render_markdown(report: Mapping) -> str:
             f"{as_text(entry['average_precision'])} | {as_text(entry['accuracy'])} | {as_text(entry['log_loss'])} | "
             f"{as_text(entry['eer'])} | {as_text(counts['frame_auc'])} |"
         )
+    lines += _served_lines(report.get("served_decisions"))
     lines += ["", "## Refused videos", ""]
     lines += [
         f"- `{item['video']}` ({'fake' if item['truth'] else 'real'}, {item['group']}): {item['reason']}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,13 +31,24 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from benchmarks.server import private_repository, start_server
+from calibration.point import decide, file_sha256
 from client import DeepfakeClient, Mode
 from client.errors import ClientError
-from contract import FAKE_INDEX, Kind, model_name
+from contract import (
+    ADMIN_KEY_HEADER,
+    CALIBRATION_DOCUMENT,
+    CALIBRATION_HISTORY_FILE,
+    FAKE_INDEX,
+    Kind,
+    Score,
+    calibration_file,
+    model_name,
+)
 from export.checkpoints import load_original_model, read_state_dict, sha256_of
 from export.model import ServedModel
 from export.temporal import build_temporal_model
 from serve import EmbeddedServer
+from serve.control import ControlClient, ControlError
 from serve.distribution import PROJECT_ROOT
 from tests import media
 
@@ -120,6 +132,41 @@ def test_model_info_names_every_version_with_its_lineage(versions_server, versio
     assert lineage["manifest_sha256"] == report["data"]["manifest_sha256"]
     assert lineage["metrics"]["video_auc"] == report["after"]["overall"]["video_auc"]
     assert entry["versions"]["1"]["lineage"] is None
+
+
+def test_a_trained_version_brings_its_calibration_and_another_versions_is_refused_at_load(
+    versions_server, version_two
+) -> None:
+    report = json.loads((version_two.parent / "report.json").read_text())
+    assert report["calibration"]["file"] == CALIBRATION_DOCUMENT, report["calibration"]
+    classifier = versions_server.repository / model_name(Kind.CLASSIFIER, FRAMES)
+    installed = classifier / "2" / calibration_file(Score.DEEPFAKE)
+    assert installed.is_file() and (classifier / "2" / CALIBRATION_HISTORY_FILE).is_file()
+    video = _clip()
+    client = DeepfakeClient(versions_server.grpc_url)
+    two = client.score(video, FRAMES)
+    point = two.operating_point
+    assert two.model_version == 2 and two.calibrated and point["calibration_sha256"] == file_sha256(installed)
+    assert two.decision == decide(two.prob_fake, point["fake_threshold"], point["real_threshold"])
+    one = client.score(video, FRAMES, version=1)
+    assert not one.calibrated and one.decision == decide(one.prob_fake, 0.5, 0.5)
+
+    # Version 2's calibration in version 1's folder: fitted for another checkpoint.
+    foreign = classifier / "1" / calibration_file(Score.DEEPFAKE)
+    shutil.copy(installed, foreign)
+    try:
+        control = ControlClient(
+            f"http://{versions_server.http_url}", repository_headers={ADMIN_KEY_HEADER: versions_server.admin_key}
+        )
+        with pytest.raises(ControlError) as refused:
+            control.load_model(model_name(Kind.SELECT, FRAMES), timeout=120)
+        message = str(refused.value)
+        assert "fitted for" in message and "checkpoint" in message and "version 1" in message, message
+        # The running step refused the swap too and keeps serving what it had: version 1 uncalibrated.
+        again = client.score(video, FRAMES, version=1)
+        assert not again.calibrated and again.prob_fake == one.prob_fake
+    finally:
+        foreign.unlink()
 
 
 def test_a_version_that_is_not_served_is_refused_naming_those_that_are(versions_server, version_two) -> None:
