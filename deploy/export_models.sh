@@ -25,6 +25,13 @@
 # those that loaded it live. A folder not named by a number (e.g. retired_2) is left out: that
 # is how a rollback reaches servers that start later. Lengths outside FRAMES are left out too.
 # With BUILD_TENSORRT=yes the plans are built after every version is exported, one per version folder.
+#
+# Calibrations (operating points, `python -m client calibrate`): a version exported from
+# CHECKPOINTS/versions/ brings the calibration.json beside its checkpoint (train writes one). Every
+# CHECKPOINTS/calibrations/<model>/<V>/*.json is installed into that version after the export, in
+# name order (the last one is in force; each is checked against the version's checkpoint and
+# refused, failing the start, when it was fitted for another): that is how version 1 gets its
+# calibration, and how a new or rolled-back calibration reaches servers that start later.
 set -euo pipefail
 
 fail() {
@@ -112,6 +119,18 @@ if [[ -d "$versions_dir" ]]; then
         python3 -m export onnx --checkpoint "$checkpoint" --version "$version" \
             --repository "$repository" --frames "$length"
     done <<< "$listed"
+fi
+calibrations_dir="$checkpoints/calibrations"
+if [[ -d "$calibrations_dir" ]]; then
+    shopt -s nullglob
+    for file in "$calibrations_dir"/*/*/*.json; do
+        version="$(basename "$(dirname "$file")")"
+        [[ "$version" =~ ^[1-9][0-9]*$ ]] || fail "$file: expected calibrations/<model>/<version>/<name>.json"
+        python3 -m calibration install "$file" --repository "$repository" --version "$version" \
+            --by "export_models (${HOSTNAME:-container})" \
+            || fail "$file was not installed (see above)"
+    done
+    shopt -u nullglob
 fi
 # After every version is exported: the plans are built for each version folder of each classifier.
 if [[ "$build_tensorrt" == yes ]]; then

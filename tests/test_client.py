@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
 import client
+from calibration.point import decide_uncalibrated, uncalibrated_point
 from client import (
     ClientError,
     Connection,
@@ -88,6 +89,7 @@ from contract import (
     TEMPORAL_JSON_KEYS,
     TENSORS,
     Exit,
+    Score,
     json_keys,
 )
 
@@ -144,7 +146,18 @@ def make_score(video: str = "v.mp4", logits=(2.0, -1.0), frames: int = 4, versio
         latency_ms=12.3456,
         model_version=version,
         checkpoint_sha256=DIGEST,
+        **decided(1.0 / (1.0 + math.exp(logits[1] - logits[0]))),
     )
+
+
+def decided(prob_fake: float) -> dict:
+    """An uncalibrated server's decision fields for a raw score."""
+    calibrated, decision = decide_uncalibrated(prob_fake)
+    return {
+        "decision": decision,
+        "prob_fake_calibrated": calibrated,
+        "operating_point": uncalibrated_point(Score.DEEPFAKE),
+    }
 
 
 def normalise_like_training(rgb: np.ndarray) -> np.ndarray:
@@ -339,9 +352,13 @@ def test_json_records_have_exactly_the_contract_keys():
             "error",
             "model_version",
             "checkpoint_sha256",
+            "decision",
+            "prob_fake_calibrated",
+            "operating_point",
         )
     )
     assert tuple(failed) == SCORE_JSON_KEYS
+    assert scored["decision"] == "FAKE" and scored["operating_point"]["calibrated"] is False
     assert (scored["model_version"], scored["checkpoint_sha256"]) == (1, DIGEST)
     assert scored["error"] is None and scored["label"] == "REAL"
     assert scored["confidence"] == pytest.approx(100 / (1 + math.exp(-2.0)))

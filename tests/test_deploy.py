@@ -744,7 +744,7 @@ def _export_script_with_versions(tmp_path: Path, folders: dict[str, list[str]], 
     """
     bin_dir, repository, checkpoints = tmp_path / "bin", tmp_path / "repo", tmp_path / "checkpoints"
     for folder in (bin_dir, repository, checkpoints):
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
     (checkpoints / "model_50_acc_20_frames_published.pt").touch()
     for folder, files in folders.items():
         (checkpoints / "versions" / folder).mkdir(parents=True)
@@ -792,6 +792,29 @@ def test_export_script_exports_each_version_folder_as_its_version(tmp_path: Path
     )
     # Plans are built once every version is exported: one per version folder.
     assert [call.split()[2] for call in exports] == ["onnx", "onnx", "tensorrt"]
+
+
+def test_export_script_installs_the_calibrations_it_is_given_after_the_exports(tmp_path: Path) -> None:
+    calibrations = tmp_path / "checkpoints" / "calibrations" / "resnext_lstm_20"
+    for version, name in (("1", "a.json"), ("1", "b.json"), ("2", "a.json")):
+        (calibrations / version).mkdir(parents=True, exist_ok=True)
+        (calibrations / version / name).write_text("{}")
+    completed, exports, _ = _export_script_with_versions(
+        tmp_path, {"resnext_lstm_20/2": ["model_61_acc_20_frames_trained_x.pt"]}, BUILD_TENSORRT="yes"
+    )
+    assert completed.returncode == 0, completed.stderr
+    installs = [call.split()[:5] for call in exports if call.startswith("-m calibration")]
+    assert installs == [
+        ["-m", "calibration", "install", str(calibrations / "1" / "a.json"), "--repository"],
+        ["-m", "calibration", "install", str(calibrations / "1" / "b.json"), "--repository"],
+        ["-m", "calibration", "install", str(calibrations / "2" / "a.json"), "--repository"],
+    ]
+    # After every export (a version must exist before its calibration), before the plans.
+    assert [call.split()[1] for call in exports] == ["export", "export", *["calibration"] * 3, "export"]
+    assert all(
+        f"--version {path.parent.name}" in call
+        for call, path in zip(exports[2:5], sorted(calibrations.rglob("*.json")))
+    )
 
 
 @pytest.mark.parametrize(

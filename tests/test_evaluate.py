@@ -22,11 +22,12 @@ from scipy.optimize import brentq
 from sklearn import metrics as skm
 
 import client
+from calibration.point import decide_uncalibrated, uncalibrated_point
 from client import ClientError, ScoreResult
 from client.cli import main
 from client.evaluate import command, layouts, metrics, report, scores
 from client.evaluate.layouts import LabelledVideo, LayoutError
-from contract import Exit, Mode
+from contract import Exit, Mode, Score
 
 CLIENT_ROOT = Path(client.__file__).resolve().parents[1]
 FRAMES = 10
@@ -514,6 +515,9 @@ class StandInClient:
             latency_ms=1.0,
             model_version=1 if version is None else version,
             checkpoint_sha256=f"{1 if version is None else version:064x}",
+            decision=decide_uncalibrated(float(answer))[1],
+            prob_fake_calibrated=float(answer),
+            operating_point=uncalibrated_point(Score.DEEPFAKE),
         )
 
 

@@ -8,10 +8,10 @@ server's container (``python3 -m client calibration ...``).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TextIO
 
-from contract import Exit, Mode, ModeError, Score
+from calibration.cli import MANAGE_DESCRIPTION, add_actions, default_user, manage
+from contract import Exit, Mode, ModeError
 
 from ..api import DeepfakeClient
 from .args import (
@@ -31,12 +31,6 @@ from .evaluate import LAYOUTS
 rate = unit_interval("rate", inclusive=False)
 DEFAULT_TARGET_FPR = 0.01
 DEFAULT_TARGET_FNR = 0.05
-
-
-def _default_user() -> str:
-    from ..evaluate.calibrate import default_user
-
-    return default_user()
 
 
 def add_parser(commands, connection: argparse.ArgumentParser) -> None:
@@ -117,43 +111,14 @@ def add_parser(commands, connection: argparse.ArgumentParser) -> None:
     calibration = commands.add_parser(
         "calibration",
         help="install a calibration file, roll back to the previous one, or show the history",
-        description="Manage the calibrations of a model repository (standard library only: runs in the "
-        "server's container too). Every install and rollback is recorded in the version folder's "
-        "calibration_history.jsonl with who and when.",
+        description=MANAGE_DESCRIPTION,
     )
-    actions = calibration.add_subparsers(dest="action", required=True, metavar="ACTION")
-    install = actions.add_parser("install", help="install a calibration.json beside the version it was fitted for")
-    install.add_argument("file", metavar="FILE", help="a calibration.json written by calibrate (or by train)")
-    install.add_argument("--version", type=model_version, metavar="V", help="the version (needed when FILE names none)")
-    for action in (install, *_version_actions(actions)):
-        action.add_argument("--repository", required=True, metavar="DIR", help="the model repository")
-        action.add_argument("--by", default=None, metavar="WHO", help="who acts (default: $DEEPFAKE_USER or login)")
-
-
-def _version_actions(actions) -> list[argparse.ArgumentParser]:
-    parsers = []
-    for name, text in (
-        ("rollback", "put back the calibration installed before the current one (or none)"),
-        ("history", "list the installs and rollbacks of a version"),
-    ):
-        parser = actions.add_parser(name, help=text)
-        parser.add_argument("--model", required=True, metavar="NAME", help="the classifier, e.g. resnext_lstm_20")
-        parser.add_argument("--version", required=True, type=model_version, metavar="V", help="its version")
-        parser.add_argument(
-            "--score",
-            choices=[score.value for score in Score],
-            default=Score.DEEPFAKE.value,
-            help="which score's calibration (default: %(default)s)",
-        )
-        parsers.append(parser)
-    return parsers
+    add_actions(calibration)
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    if args.by is None:
-        args.by = _default_user()
     if args.command == "calibration":
-        return _manage(args, out, err)
+        return manage(args, out, err)
     if args.dataset is None and args.scores is None:
         parser.error("calibrate needs SET to score, or --scores FILE")
     if args.dataset is not None and args.scores is not None:
@@ -180,35 +145,6 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, 
         except ValueError as error:
             parser.error(str(error))
 
+    if args.by is None:
+        args.by = default_user()
     return run_calibrate(client_factory, args, mode, out, err)
-
-
-def _manage(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from calibration.install import InstallError, history, install, rollback
-
-    repository = Path(args.repository)
-    try:
-        if args.action == "install":
-            done = install(Path(args.file), repository, by=args.by, version=args.version)
-            print(f"installed {done.path} ({done.sha256[:12]}, replacing {_short(done.previous_sha256)})", file=out)
-        elif args.action == "rollback":
-            done = rollback(repository, args.model, args.version, Score(args.score), by=args.by)
-            print(
-                f"rolled back {done.path}: {_short(done.previous_sha256)} -> {_short(done.sha256)}",
-                file=out,
-            )
-        else:
-            for record in history(repository, args.model, args.version):
-                print(
-                    f"{record.get('at')}  {record.get('by')}  {record.get('action')} {record.get('score')}  "
-                    f"{_short(record.get('previous_sha256'))} -> {_short(record.get('sha256'))}",
-                    file=out,
-                )
-    except InstallError as error:
-        print(f"error: {error}", file=err)
-        return Exit.USAGE
-    return Exit.OK
-
-
-def _short(sha: str | None) -> str:
-    return "none (uncalibrated)" if sha is None else sha[:12]

@@ -16,7 +16,6 @@ PROB_FAKE as ``deepfake_<N>``, ``explain_<N>`` and ``faces_<N>``'s main face), `
 from __future__ import annotations
 
 import argparse
-import getpass
 import hashlib
 import json
 import os
@@ -251,8 +250,3 @@ def run_calibrate(client_factory, args: argparse.Namespace, mode: Mode, out: Tex
             file=out,
         )
     return Exit.OK
-
-
-def default_user() -> str:
-    """Who installs, for the history: $DEEPFAKE_USER, else the login name."""
-    return os.environ.get("DEEPFAKE_USER") or getpass.getuser()

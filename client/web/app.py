@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect
 
+from calibration.point import describe
 from contract import DEFAULT_FRAMES, FACE_SIZE, MODEL_KEY, MODEL_VERSION_KEY, Kind, Mode, ModeError, model_name
 
 from ..aio import AsyncDeepfakeClient
@@ -110,6 +111,15 @@ class ScoreResponse(BaseModel):
         description="the classifier version that answered (the latest served unless model_version was sent)"
     )
     checkpoint_sha256: str = Field(description="sha256 of the checkpoint file that version was exported from")
+    decision: str = Field(
+        description="FAKE, REAL or UNCERTAIN at the operating point served for that version (not label: the "
+        "original app's argmax at 0.5)"
+    )
+    prob_fake_calibrated: float = Field(description="prob_fake through the version's calibration (= prob_fake without)")
+    operating_point: dict[str, Any] = Field(
+        description="the operating point of the decision: thresholds, target FPR, rates on its set, the set"
+    )
+    decision_text: str = Field(description="the decision and its operating point in a reviewer's words")
     frames: int
     model: str
     logits: list[float]
@@ -334,6 +344,7 @@ def score_payload(result: ScoreResult, frames: int, model: str, info: dict | Non
             "frame_times": [float(v) for v in result.frame_times],
             "checkpoint": entry,
             "demo": None if entry is None else bool(entry.get("demo")),
+            "decision_text": describe(result.decision, result.operating_point),
         }
     )
     return record

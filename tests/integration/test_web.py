@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from benchmarks.web_process import PROJECT_ROOT, WebProcess
+from calibration.point import describe
 from client import DeepfakeClient
 from contract import SCORE_JSON_KEYS
 from tests import media
@@ -360,6 +361,10 @@ def test_the_page_shows_the_clis_verdict_the_timeline_the_strip_and_the_box(page
     assert card.get_attribute("data-status") == "done", text(card, ".error-message")
     assert text(card, ".verdict-label") == record["label"]
     assert text(card, ".verdict-confidence") == f"{record['confidence']:.1f} %"
+    # The server's decision, in words, apart from the original app's label.
+    assert text(card, ".decision-label") == record["decision"] == card.get_attribute("data-decision")
+    assert text(card, ".decision-text") == describe(record["decision"], record["operating_point"])
+    assert "verdict_<N>" in text(card, ".decision-note")
     assert text(card, ".prob-fake") == f"{record['prob_fake']:.4f}"
     assert text(card, ".frame-mean") == f"{record['frame_prob_fake_mean']:.4f}"
     assert count(card, ".timeline .point") == FRAMES

@@ -260,6 +260,11 @@
     const { card, result } = entry;
     const n = result.frames;
     $(".result", card).hidden = false;
+    $(".decision-label", card).textContent = result.decision;
+    card.dataset.decision = result.decision;
+    $(".decision-text", card).textContent = result.decision_text;
+    $(".prob-fake-calibrated", card).textContent = result.operating_point.calibrated
+      ? result.prob_fake_calibrated.toFixed(4) : "not calibrated";
     const label = $(".verdict-label", card);
     label.textContent = result.label;
     card.dataset.label = result.label;
