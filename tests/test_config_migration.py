@@ -67,16 +67,18 @@ def _choose_versions(config: model_config_pb2.ModelConfig) -> None:
     cut = [tensor.name for tensor in outputs].index("FRAME_TIMES") + 1
     del config.output[:]
     config.output.extend(outputs[:cut])
-    for name in contract.VERSION_OUTPUTS:
+    # The decision at the served operating point follows (issue 22).
+    for name in (*contract.VERSION_OUTPUTS, *contract.DECISION_OUTPUTS):
         _add_tensor(config.output, name)
     config.output.extend(outputs[cut:])
     if kind is Kind.FACES:
         config.parameters["classifier"].string_value = model_name(Kind.SELECT, frames)
         return
     step = config.ensemble_scheduling.step[1]
-    step.model_name = model_name(Kind.SELECT, frames)
+    # original_<N>'s scores have a calibration of their own, applied by a step of their own (issue 22).
+    step.model_name = model_name(Kind.ORIGINAL_SELECT if kind is Kind.ORIGINAL else Kind.SELECT, frames)
     step.input_map[contract.VERSION_INPUT] = contract.VERSION_INPUT
-    for name in contract.VERSION_OUTPUTS:
+    for name in (*contract.VERSION_OUTPUTS, *contract.DECISION_OUTPUTS):
         step.output_map[name] = name
 
 
@@ -103,8 +105,8 @@ def _changes() -> dict:
 
 #: Values changed on purpose since :data:`BEFORE`, by config file: each edits the old message.
 CHANGED = _changes()
-#: Models added since :data:`BEFORE`: the step that picks the classifier version (issue 21).
-ADDED_KINDS = (Kind.SELECT,)
+#: Models added since :data:`BEFORE`: the steps that pick the classifier version and decide (issues 21, 22).
+ADDED_KINDS = (Kind.SELECT, Kind.ORIGINAL_SELECT)
 #: Modules of the entry scripts renamed since :data:`BEFORE` (commit 51d52e9).
 RENAMED_MODULES = {"from triton_models.stream import": "from triton_models.live_stream import"}
 

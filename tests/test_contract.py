@@ -121,8 +121,9 @@ def test_the_temporal_models_configs_serve_the_contracts_tensors(kind: Kind) -> 
 def test_every_scoring_answer_names_the_version_that_answered() -> None:
     for kind in (Kind.SCORE, Kind.EXPLAIN, Kind.VERDICT, Kind.FACES, Kind.ORIGINAL, Kind.TEMPORAL):
         assert set(contract.VERSION_OUTPUTS) <= set(contract.MODEL_OUTPUTS[kind]), kind
+        assert set(contract.DECISION_OUTPUTS) <= set(contract.MODEL_OUTPUTS[kind]), kind
         assert contract.VERSION_INPUT in contract.MODEL_INPUTS[kind], kind
-    assert set(contract.ANSWER_FACT_TENSORS.values()) == set(contract.VERSION_OUTPUTS)
+    assert set(contract.ANSWER_FACT_TENSORS.values()) == {*contract.VERSION_OUTPUTS, *contract.DECISION_OUTPUTS}
     assert set(contract.ANSWER_FACT_TENSORS) <= set(contract.ANSWER_FACTS)
 
 

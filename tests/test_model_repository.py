@@ -273,14 +273,16 @@ def test_ensemble_maps_are_the_contracts(ensemble):
     preprocess_kind = Kind.ORIGINAL_PREPROCESS if kind is Kind.ORIGINAL else Kind.PREPROCESS
     preprocess, classifier = config.ensemble_scheduling.step
     assert preprocess.model_name == model_name(preprocess_kind, frames)
-    # The classifier is reached through the step that picks its version.
-    assert classifier.model_name == model_name(Kind.SELECT, frames)
+    # The classifier is reached through the step that picks its version and decides (original_<N>'s
+    # own, for its own calibration).
+    select = Kind.ORIGINAL_SELECT if kind is Kind.ORIGINAL else Kind.SELECT
+    assert classifier.model_name == model_name(select, frames)
     assert dict(preprocess.input_map) == {name: name for name in contract.MODEL_INPUTS[preprocess_kind]}
     assert dict(preprocess.output_map) == {name: name for name in contract.MODEL_OUTPUTS[preprocess_kind]}
     assert dict(classifier.input_map) == {name: name for name in contract.SELECT_INPUTS}
     # The classifier is asked for what the ensemble returns and nothing more; the answer names its version.
     asked = {name for name in contract.SELECT_OUTPUTS if name in contract.MODEL_OUTPUTS[kind]}
-    assert set(contract.VERSION_OUTPUTS) <= asked
+    assert set(contract.VERSION_OUTPUTS) <= asked and set(contract.DECISION_OUTPUTS) <= asked
     assert dict(classifier.output_map) == {name: name for name in asked}
 
 
@@ -298,7 +300,7 @@ def test_verdict_ensemble_asks_the_classifier_for_the_clip_score_only():
         config = parse(REPOSITORY / model_name(Kind.VERDICT, frames) / "config.pbtxt")
         classifier = [s for s in config.ensemble_scheduling.step if s.model_name == model_name(Kind.SELECT, frames)]
         assert len(classifier) == 1
-        scores = set(classifier[0].output_map) - set(contract.VERSION_OUTPUTS)
+        scores = set(classifier[0].output_map) - set(contract.VERSION_OUTPUTS) - set(contract.DECISION_OUTPUTS)
         assert scores == set(contract.LAST_FRAME_OUTPUTS) == {"LOGITS", "PROB_FAKE"}
         assert tuple(o.name for o in config.output) == contract.VERDICT_OUTPUTS
 
