@@ -358,7 +358,7 @@ def test_json_records_have_exactly_the_contract_keys():
         )
     )
     assert tuple(failed) == SCORE_JSON_KEYS
-    assert scored["decision"] == "FAKE" and scored["operating_point"]["calibrated"] is False
+    assert scored["decision"] == "REAL" and scored["operating_point"]["calibrated"] is False
     assert (scored["model_version"], scored["checkpoint_sha256"]) == (1, DIGEST)
     assert scored["error"] is None and scored["label"] == "REAL"
     assert scored["confidence"] == pytest.approx(100 / (1 + math.exp(-2.0)))
@@ -481,6 +481,9 @@ def contract_answer(mode: Mode, frames: int, faces: int = 2, version: int = 1) -
     # Which version and checkpoint answered; every frame counted the same.
     answer["CLASSIFIER_VERSION"] = np.array([[version]], np.int64)
     answer["CHECKPOINT_SHA256"] = np.array([[DIGEST.encode()]], dtype=object)
+    # Decided by an uncalibrated server: 0.25 is REAL at 0.5.
+    answer["DECISION"] = np.array([[b"REAL"]], dtype=object)
+    answer["OPERATING_POINT"] = np.array([[json.dumps(uncalibrated_point(Score.DEEPFAKE)).encode()]], dtype=object)
     if "FRAME_WEIGHT" in answer:
         answer["FRAME_WEIGHT"] = np.full([1, frames], 1.0 / frames, np.float32)
     return answer
@@ -1108,7 +1111,13 @@ def test_the_version_travels_as_one_int64_input_and_only_when_asked():
     version = asked[1]
     assert (version.name(), version.datatype(), version.shape()) == ("MODEL_VERSION", "INT64", [1, 1])
     assert np.frombuffer(version._get_content(), np.int64).tolist() == [3]
-    assert [output.name() for output in outputs][-2:] == ["CLASSIFIER_VERSION", "CHECKPOINT_SHA256"]
+    assert [output.name() for output in outputs][-5:] == [
+        "CLASSIFIER_VERSION",
+        "CHECKPOINT_SHA256",
+        "PROB_FAKE_CALIBRATED",
+        "DECISION",
+        "OPERATING_POINT",
+    ]
 
 
 def test_every_answer_says_which_version_and_checkpoint_answered():
@@ -1121,7 +1130,11 @@ def test_every_answer_says_which_version_and_checkpoint_answered():
         assert tuple(record) == json_keys(mode), mode
         assert tuple(error_record("v.mp4", "refused", mode)) == json_keys(mode), mode
     assert (*SCORE_JSON_KEYS, "frame_weight") == TEMPORAL_JSON_KEYS
-    assert SCORE_JSON_KEYS[-2:] == tuple(ANSWER_FACTS)[1:] == ("model_version", "checkpoint_sha256")
+    assert (
+        SCORE_JSON_KEYS[-5:]
+        == tuple(ANSWER_FACTS)[1:]
+        == ("model_version", "checkpoint_sha256", "decision", "prob_fake_calibrated", "operating_point")
+    )
 
     def refused(answer: dict, mode: Mode = Mode.SCORE) -> str:
         with pytest.raises(ClientError) as caught:
@@ -1150,7 +1163,8 @@ def test_a_temporal_answer_shows_the_frames_that_counted_most():
 
     assert record["frame_weight"] == pytest.approx([0.1, 0.5, 0.15, 0.25]) and tuple(record) == TEMPORAL_JSON_KEYS
     assert "version 3" in line
-    assert line.splitlines()[1] == "  frames that counted most: #2 50.0%, #4 25.0%, #3 15.0%"
+    assert line.splitlines()[1].startswith("  decision FAKE: uncalibrated")
+    assert line.splitlines()[2] == "  frames that counted most: #2 50.0%, #4 25.0%, #3 15.0%"
     assert "frames that counted" not in format_result_line(result_record(make_score()), 4)
 
 

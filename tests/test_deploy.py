@@ -25,7 +25,17 @@ import pytest
 import tomllib
 import yaml
 
-from contract import ADMIN_KEY_ENV, ADMIN_KEY_HEADER, Exit
+from contract import (
+    ADMIN_KEY_ENV,
+    ADMIN_KEY_HEADER,
+    DRIFT_METRICS,
+    METRIC_CALIBRATION_MEAN,
+    METRIC_CALIBRATION_SHARE,
+    METRIC_CALIBRATION_TARGET_FPR,
+    METRIC_DECISIONS,
+    METRIC_SCORE,
+    Exit,
+)
 from deploy import entrypoint, health
 from serve import processes
 from serve.flags import MANAGED_FLAGS, ServerFlags
@@ -40,6 +50,7 @@ K8S = DEPLOY / "k8s"
 ADAPTER = K8S / "prometheus-adapter"
 MONITORING = DEPLOY / "monitoring"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "deepfake-triton.json"
+DRIFT_RULES = MONITORING / "rules" / "deepfake-drift.yml"
 STANDIN = ROOT / "tools" / "standin"
 PROMETHEUS_IMAGE_DIR = MONITORING / "prometheus"
 COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
@@ -67,6 +78,8 @@ CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 # server's /metrics in test_deploy_server.py.
 GPU_METRICS = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes", "nv_gpu_power_usage"}
 NV_METRIC = re.compile(r"\bnv_[a-z_]+\b")
+# Series Prometheus itself makes that a panel may read: the state of its alerts.
+PROMETHEUS_SERIES = frozenset({"ALERTS"})
 MIN_SHM_BYTES = 1 << 30
 MIN_STARTUP_BUDGET_S = 600
 
@@ -1013,8 +1026,9 @@ def test_prometheus_scrapes_triton_metrics_port(compose: dict[str, Any]) -> None
         prometheus["environment"]["TRITON_METRICS_TARGET"]
         == f"127.0.0.1:${{TRITON_METRICS_PORT:-{SERVED_PORTS['metrics']}}}"
     )
-    (mount,) = [volume for volume in prometheus["volumes"] if isinstance(volume, dict) and volume["type"] == "bind"]
-    assert mount["target"] == "/etc/prometheus/prometheus.yml.in" and mount["read_only"] is True
+    mounts = {volume["target"]: volume for volume in prometheus["volumes"] if isinstance(volume, dict)}
+    mount = mounts["/etc/prometheus/prometheus.yml.in"]
+    assert mount["source"] == "./deploy/monitoring/prometheus.yml" and mount["read_only"] is True
     assert ":" in prometheus["image"] and not prometheus["image"].startswith("${PROMETHEUS_IMAGE:-prom/"), (
         "a local build, not the upstream image"
     )
@@ -1073,6 +1087,66 @@ def test_every_query_is_valid_promql() -> None:
             parser.parse(query)
         except ValueError as exc:
             pytest.fail(f"invalid PromQL ({exc}): {query}")
+
+
+def drift_series() -> set[str]:
+    """The series the python models' drift metrics put on the metrics port: each name of
+    contract.DRIFT_METRICS, the score histogram as its _bucket, _sum and _count."""
+    histogram = {f"{METRIC_SCORE}_{suffix}" for suffix in ("bucket", "sum", "count")}
+    return (set(DRIFT_METRICS) - {METRIC_SCORE}) | histogram
+
+
+def recorded_series() -> set[str]:
+    """The names the drift rules record."""
+    groups = yaml.safe_load(DRIFT_RULES.read_text())["groups"]
+    return {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
+
+
+def series_read(query: str) -> set[str | None]:
+    """The metric name of every vector selector of a PromQL query (None for a selector without one)."""
+    parser = pytest.importorskip("promql_parser", reason="promql-parser is not installed (pip install promql-parser)")
+    names: set[str | None] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, parser.VectorSelector):
+            names.add(node.name or None)
+
+    parser.walk(parser.parse(query), visit)
+    return names
+
+
+def test_every_panel_reads_series_that_exist() -> None:
+    """Triton's own (nv_*: test_deploy_server.py checks them on a real server), the drift metrics, the drift
+    rules' recordings or Prometheus's ALERTS: a misspelt name would draw an empty panel, not an error."""
+    known = drift_series() | recorded_series() | PROMETHEUS_SERIES
+    for query in dashboard_queries():
+        for name in series_read(grafana_to_promql(query)):
+            assert name is not None, f"a selector without a metric name: {query}"
+            assert name.startswith("nv_") or name in known, f"{name} is neither exported nor recorded: {query}"
+
+
+def test_dashboard_has_a_drift_row_on_every_watched_rate() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert "Decisions and drift" in [panel["title"] for panel in dashboard["panels"] if panel["type"] == "row"]
+    read = set().union(*(series_read(grafana_to_promql(query)) for query in dashboard_queries()))
+    for name in (
+        "model_version_score_decision:deepfake_decisions:ratio1h",
+        "model_version_score_decision:deepfake_decisions:ratio1d",
+        "model:deepfake_videos_no_face:ratio1h",
+        "model:deepfake_videos_no_face:ratio1d",
+        "model_version_score:deepfake_score:mean1h",
+        "model_version_score:deepfake_score:mean1d",
+        f"{METRIC_SCORE}_bucket",
+        METRIC_DECISIONS,
+        METRIC_CALIBRATION_SHARE,
+        METRIC_CALIBRATION_MEAN,
+        METRIC_CALIBRATION_TARGET_FPR,
+    ):
+        assert name in read, f"the dashboard has no panel on {name}"
+    (heatmap,) = [panel for panel in dashboard["panels"] if panel["type"] == "heatmap"]
+    assert heatmap["targets"][0]["format"] == "heatmap" and "le" in heatmap["targets"][0]["expr"]
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
 
 
 def metric_names_used() -> set[str]:

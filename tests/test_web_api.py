@@ -445,7 +445,12 @@ def test_the_payload_holds_the_cli_record_and_the_per_frame_values():
         "error": None,
         "model_version": 1,
         "checkpoint_sha256": result.checkpoint_sha256,
+        "decision": result.decision,
+        "prob_fake_calibrated": result.prob_fake_calibrated,
+        "operating_point": result.operating_point,
     }
+    # The decision in a reviewer's words, apart from the original app's label.
+    assert payload["decision_text"].startswith(f"{result.decision}: uncalibrated")
     assert answered_by_1["checkpoint"] == {"version": 1, "checkpoint": "c.pt", "demo": True}
     assert answered_by_1["demo"] is True and answered_by_2["demo"] is False
     assert answered_by_2["checkpoint"]["lineage"] == {"parent_sha256": "ab"} and answered_by_2["model_version"] == 2
