@@ -130,6 +130,18 @@ def render_markdown(report: Mapping) -> str:
             f"| {group} | {entry['n']} | {as_text(old['video_auc'])} | {as_text(entry['video_auc'])} | "
             f"{as_text(old['accuracy'])} | {as_text(entry['accuracy'])} |"
         )
+    calibration = report.get("calibration")
+    if calibration is not None:
+        lines += ["", "## Calibration (fitted on the held-out test split)", ""]
+        if calibration.get("file"):
+            lines.append(
+                f"`{calibration['file']}`: FAKE at >= {calibration['fake_threshold']:.6g}, REAL below "
+                f"{calibration['real_threshold']:.6g}, chosen for at most {100 * calibration['target_fpr']:g} % false "
+                f"positives (FPR {as_text(calibration['fpr'])}, TPR {as_text(calibration['tpr'])} on the split); "
+                "`deepfake-export onnx --checkpoint ... --version V` installs it with the version."
+            )
+        else:
+            lines.append(f"None written: {calibration['reason']}")
     lines += [
         "",
         "## Model card",
