@@ -260,7 +260,7 @@ def describe_versions(info: Mapping | None) -> dict[str, dict[str, list[dict]]]:
 
     Returns:
         ``{section: {"<N>": [{"model", "version", "checkpoint", "sha256", "demo", "ready", "latest",
-        "lineage"}, ...]}}``, versions ascending; empty without a document.
+        "lineage", "calibrations"}, ...]}}``, versions ascending; empty without a document.
     """
     described: dict[str, dict[str, list[dict]]] = {}
     for section, kind in SECTION_KINDS.items():
@@ -283,6 +283,7 @@ def describe_versions(info: Mapping | None) -> dict[str, dict[str, list[dict]]]:
                     "ready": bool(entry.get(READY_FIELD, True)),
                     "latest": version == latest,
                     "lineage": entry.get("lineage") if isinstance(entry.get("lineage"), Mapping) else None,
+                    "calibrations": entry.get("calibrations") if isinstance(entry.get("calibrations"), Mapping) else {},
                 }
                 for version, entry in version_entries(info, frames, mode).items()
             ]
@@ -292,6 +293,21 @@ def describe_versions(info: Mapping | None) -> dict[str, dict[str, list[dict]]]:
 def short_sha256(digest) -> str:
     """The first hex digits of a sha256, enough to tell checkpoints apart in a listing."""
     return str(digest)[:SHA256_SHOWN] if digest else "unknown"
+
+
+def format_calibration(score: str, point: Mapping) -> str:
+    """One line of the operating point a version serves for one score."""
+    if point.get("error"):
+        return f"{score}: calibration REFUSED ({point['error']}); decisions at 0.5 unless one was in force"
+    if not point.get("calibrated"):
+        return f"{score}: uncalibrated (FAKE at 0.5)"
+    fpr = point.get("fpr") or [None, None, None]
+    shown = "" if None in fpr else f", FPR {100 * fpr[0]:.2g} % (95 % {100 * fpr[1]:.2g}-{100 * fpr[2]:.2g} %)"
+    return (
+        f"{score}: FAKE at >= {point['fake_threshold']:.4g}, REAL below {point['real_threshold']:.4g}, for at most "
+        f"{100 * point['target_fpr']:g} % false positives on {point['set']} (n = {point['real_videos']} real, "
+        f"{point['fake_videos']} fake{shown})"
+    )
 
 
 def format_lineage(lineage: Mapping) -> str:

@@ -28,6 +28,7 @@ from calibration.fit import (
 )
 from calibration.install import InstallError, history, in_force, install, rollback
 from calibration.point import Calibration, CalibrationError, decide, describe, load, uncalibrated_point
+from client.versions import format_calibration
 from contract import (
     CALIBRATION_HISTORY_FILE,
     DECISIONS,
@@ -262,3 +263,12 @@ def test_reviewers_read_the_decision_in_words() -> None:
     assert describe("UNCERTAIN", point).startswith("UNCERTAIN: between")
     assert describe("REAL", point).startswith("REAL: below the threshold chosen to miss at most 5 % of fakes")
     assert "uncalibrated" in describe("FAKE", uncalibrated_point(Score.DEEPFAKE))
+
+
+def test_health_lists_the_operating_point_of_each_score() -> None:
+    point = Calibration.from_document(_document(set__name="dfdc-val")).operating_point()
+    line = format_calibration("deepfake", point)
+    assert line.startswith("deepfake: FAKE at >= ") and "for at most 5 % false positives on dfdc-val" in line
+    assert format_calibration("original", uncalibrated_point(Score.ORIGINAL)) == "original: uncalibrated (FAKE at 0.5)"
+    refused = format_calibration("deepfake", {**uncalibrated_point(Score.DEEPFAKE), "error": "fitted for x"})
+    assert "REFUSED (fitted for x)" in refused

@@ -97,9 +97,7 @@ def test_compose_mounts_the_rule_files_where_prometheus_reads_them() -> None:
     config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
     service = yaml.safe_load(COMPOSE.read_text())["services"]["prometheus"]
     mounts = [volume for volume in service["volumes"] if isinstance(volume, dict) and volume["type"] == "bind"]
-    loaded = [
-        mount for mount in mounts if any(fnmatch.fnmatch(mount["target"], glob) for glob in config["rule_files"])
-    ]
+    loaded = [mount for mount in mounts if any(fnmatch.fnmatch(mount["target"], glob) for glob in config["rule_files"])]
     assert [(ROOT / mount["source"]).resolve() for mount in loaded] == [DRIFT_RULES], (
         "the rules file, alone (its unit tests are no rule file)"
     )

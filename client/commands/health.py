@@ -11,7 +11,7 @@ from contract import SERVED_LENGTHS, Exit
 from ..api import DeepfakeClient
 from ..codec import demo_warning
 from ..errors import ClientError
-from ..versions import describe_versions, format_lineage, short_sha256
+from ..versions import describe_versions, format_calibration, format_lineage, short_sha256
 from .args import connection_from_args, positive_int
 
 #: The key of the health report that lists the classifier versions model_info names.
@@ -24,7 +24,8 @@ def add_parser(commands, connection: argparse.ArgumentParser) -> None:
         parents=[connection],
         help="server and model readiness",
         description="Show server liveness, readiness, each model's readiness and the classifier versions "
-        "served per length (from model_info: version, checkpoint, sha256, demo, lineage, which is latest). "
+        "served per length (from model_info: version, checkpoint, sha256, demo, lineage, which is latest, the "
+        "operating point of each score). "
         "Exit 0 only when the server and every model are ready.",
     )
     health.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -83,6 +84,9 @@ def format_versions(described: dict | None) -> list[str]:
         )
         if row["lineage"] is not None:
             lines.append(f"      {format_lineage(row['lineage'])}")
+        for score, point in row["calibrations"].items():
+            if isinstance(point, dict):
+                lines.append(f"      {format_calibration(score, point)}")
     return lines
 
 

@@ -143,6 +143,14 @@ def test_served_decisions_are_the_served_thresholds_on_the_served_raw_scores(
     assert info["deepfake"]["calibrated"] and info["deepfake"]["fake_threshold"] == fake_threshold
     assert info["deepfake"]["fitted"]["by"] == "tester" and not info["original"]["calibrated"]
     assert decisions, "no answer"
+    health = subprocess.run(
+        [sys.executable, "-m", "client", "health", "--url", triton_server.grpc_url],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert f"deepfake: FAKE at >= {fake_threshold:.4g}" in health.stdout, health.stdout
 
 
 def _metrics(server) -> str:

@@ -39,9 +39,19 @@ from pathlib import Path
 import grpc
 import pytest
 import tritonclient.grpc as grpcclient
+import yaml
 from tritonclient.utils import InferenceServerException
 
-from contract import ADMIN_KEY_HEADER, TRAINED_CHECKPOINT_TAG, Exit, Kind, model_name
+from contract import (
+    ADMIN_KEY_HEADER,
+    DECISIONS,
+    METRIC_DECISIONS,
+    METRIC_VIDEOS,
+    TRAINED_CHECKPOINT_TAG,
+    Exit,
+    Kind,
+    model_name,
+)
 from serve import EmbeddedServer, free_ports, processes
 from serve.distribution import PROJECT_ROOT
 from tests import media
@@ -449,6 +459,53 @@ def test_prometheus_scrapes_the_servers_metrics(deployment: Deployment, clip: Pa
         )
         time.sleep(POLL_S)
     assert result[0]["metric"]["instance"] == deployment.metrics
+
+
+# The rules compose mounts into Prometheus; their groups evaluate every minute, and a rule reads
+# health "unknown" until its first evaluation.
+DRIFT_RULES = PROJECT_ROOT / "deploy" / "monitoring" / "rules" / "deepfake-drift.yml"
+RULES_BOUND_S = 150.0
+
+
+def _prometheus_query(deployment: Deployment, query: str) -> list[dict]:
+    status, body = _http(f"http://{deployment.prometheus}/api/v1/query?{urllib.parse.urlencode({'query': query})}")
+    assert status == 200, f"{query}: {status} {body[:300]!r}"
+    return json.loads(body)["data"]["result"]
+
+
+def test_prometheus_evaluates_the_drift_rules_and_reads_the_drift_metrics(deployment: Deployment, clip: Path) -> None:
+    """Prometheus loaded every drift rule group and evaluated each rule without error; a scored video then shows
+    as deepfake_videos_total (preprocess_N) and deepfake_decisions_total (the classifier) series."""
+    expected = {group["name"]: len(group["rules"]) for group in yaml.safe_load(DRIFT_RULES.read_text())["groups"]}
+    deadline = time.monotonic() + RULES_BOUND_S
+    while True:
+        status, body = _http(f"http://{deployment.prometheus}/api/v1/rules")
+        assert status == 200, body[:300]
+        groups = {group["name"]: group["rules"] for group in json.loads(body)["data"]["groups"]}
+        loaded = {name: len(groups.get(name, [])) for name in expected}
+        assert loaded == expected, f"rule groups loaded: {sorted(groups)}"
+        health = [(rule["name"], rule["health"], rule.get("lastError")) for name in expected for rule in groups[name]]
+        assert not [entry for entry in health if entry[1] == "err"], health
+        if all(entry[1] == "ok" for entry in health):
+            break
+        assert time.monotonic() < deadline, f"drift rules not all evaluated after {RULES_BOUND_S:g} s: {health}"
+        time.sleep(POLL_S)
+
+    assert _score(deployment.grpc, [clip]).returncode == 0
+    videos = f'{METRIC_VIDEOS}{{model="{PREPROCESS}"}}'
+    decisions = f'{METRIC_DECISIONS}{{model="{model_name(Kind.CLASSIFIER, FRAMES)}"}}'
+    deadline = time.monotonic() + PROMETHEUS_BOUND_S
+    while True:
+        found = {query: _prometheus_query(deployment, query) for query in (videos, decisions)}
+        if all(sum(float(series["value"][1]) for series in result) >= 1 for result in found.values()):
+            break
+        assert time.monotonic() < deadline, f"no scored video in Prometheus after {PROMETHEUS_BOUND_S:g} s: {found}"
+        time.sleep(POLL_S)
+    assert {series["metric"]["faces"] for series in found[videos]} <= {"found", "none"}
+    for series in found[decisions]:
+        labels = series["metric"]
+        assert labels["instance"] == deployment.metrics and labels["version"] == "1" and labels["score"] == "deepfake"
+        assert labels["decision"] in DECISIONS and labels["calibrated"] in {"yes", "no"}, labels
 
 
 def _versions(deployment: Deployment, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
