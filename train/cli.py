@@ -45,7 +45,7 @@ from client.commands.args import (
     positive_int,
     positive_number,
 )
-from client.commands.calibrate import DEFAULT_TARGET_FNR, DEFAULT_TARGET_FPR, rate
+from client.commands.calibrate import add_target_options
 from client.errors import NOT_FOUND, ClientError
 from client.evaluate.layouts import AUTO, LAYOUTS
 from client.evaluate.report import as_text
@@ -301,22 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="preprocessing requests in flight (default: %(default)s)",
     )
     add_retries_option(fitting)
-    deciding = parser.add_argument_group("calibration (fitted on the held-out test split, installed by export)")
-    deciding.add_argument(
-        "--target-fpr",
-        type=rate,
-        default=DEFAULT_TARGET_FPR,
-        metavar="F",
-        help="FAKE at the threshold flagging at most this share of the test split's real videos; refused (and "
-        "no calibration.json written) when the split has too few (default: %(default)s)",
+    deciding = parser.add_argument_group(
+        "calibration (fitted on the held-out test split, installed by export; none written when refused)"
     )
-    deciding.add_argument(
-        "--target-fnr",
-        type=rate,
-        default=DEFAULT_TARGET_FNR,
-        metavar="F",
-        help="REAL below the threshold missing at most this share of fakes (default: %(default)s)",
-    )
+    add_target_options(deciding, "test split's real videos", "fakes")
     return parser
 
 

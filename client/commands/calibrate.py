@@ -33,6 +33,26 @@ DEFAULT_TARGET_FPR = 0.01
 DEFAULT_TARGET_FNR = 0.05
 
 
+def add_target_options(parser, reals: str, fakes: str) -> None:
+    """``--target-fpr`` and ``--target-fnr``: what the operating point is chosen for (calibrate, train)."""
+    parser.add_argument(
+        "--target-fpr",
+        type=rate,
+        default=DEFAULT_TARGET_FPR,
+        metavar="F",
+        help=f"FAKE at the threshold flagging at most this share of the {reals}; refused when there are too few "
+        "to estimate it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--target-fnr",
+        type=rate,
+        default=DEFAULT_TARGET_FNR,
+        metavar="F",
+        help=f"REAL below the threshold missing at most this share of the {fakes}; UNCERTAIN between (default: "
+        "%(default)s)",
+    )
+
+
 def add_parser(commands, connection: argparse.ArgumentParser) -> None:
     calibrate = commands.add_parser(
         "calibrate",
@@ -67,20 +87,7 @@ def add_parser(commands, connection: argparse.ArgumentParser) -> None:
         metavar="V",
         help="the classifier version to calibrate (default: the latest served)",
     )
-    calibrate.add_argument(
-        "--target-fpr",
-        type=rate,
-        default=DEFAULT_TARGET_FPR,
-        metavar="F",
-        help="FAKE at the threshold giving at most this share of real videos flagged (default: %(default)s)",
-    )
-    calibrate.add_argument(
-        "--target-fnr",
-        type=rate,
-        default=DEFAULT_TARGET_FNR,
-        metavar="F",
-        help="REAL below the threshold missing at most this share of fakes; UNCERTAIN between (default: %(default)s)",
-    )
+    add_target_options(calibrate, "real videos", "fakes")
     calibrate.add_argument(
         "--no-uncertain", action="store_true", help="no UNCERTAIN band: REAL below the FAKE threshold"
     )
