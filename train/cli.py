@@ -772,7 +772,7 @@ class TrainingRun:
         listing = sorted(f"{video.path}\t{video.truth}" for video in test)
         try:
             document = fit_calibration(
-                [float(value) for value in scores],
+                [row[0] for row in scores],  # the clip's score (each row: PROB_FAKE, then the frames')
                 [video.truth for video in test],
                 target=Target(score, model_name(kind, settings.frames), settings.frames, None, sha256),
                 data=SetInfo(
