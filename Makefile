@@ -125,7 +125,7 @@ health: $(STAMP) ## readiness of the server running on GRPC_PORT and of each of 
 	$(PY) -m client health --url localhost:$(GRPC_PORT)
 
 deploy-check: $(STAMP) ## offline checks of the Dockerfile, compose, Kubernetes and monitoring files
-	$(PY) -m pytest tests/test_deploy.py tests/test_deploy_server.py tests/test_web_deploy.py $(PYTEST_ARGS)
+	$(PY) -m pytest tests/test_deploy.py tests/test_deploy_server.py tests/test_web_deploy.py tests/test_drift_rules.py $(PYTEST_ARGS)
 
 image: ## build the image deepfake-triton:local (over a local stand-in of the NGC base where that is absent)
 	$(PYTHON_BASE) tools/container.py image

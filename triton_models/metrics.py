@@ -86,22 +86,36 @@ class DecisionMetrics:
     def _labels(self, version: int) -> dict[str, str]:
         return {"model": self.model, "version": str(version), "score": self.score.value}
 
-    def observe(self, version: int, prob_fake: float, decision: str, calibrated: bool) -> None:
+    def _histogram(self, version: int):
         histogram = self._histograms.get(version)
         if histogram is None:
             histogram = self._scores.Metric(labels=self._labels(version), buckets=list(SCORE_BUCKETS))
             self._histograms[version] = histogram
-        histogram.observe(prob_fake)
+        return histogram
+
+    def _counter(self, version: int, decision: str, calibrated: bool):
         key = (version, decision, calibrated)
         counter = self._counters.get(key)
         if counter is None:
             labels = {**self._labels(version), "decision": decision, "calibrated": "yes" if calibrated else "no"}
             counter = self._decisions.Metric(labels=labels)
             self._counters[key] = counter
-        counter.increment(1)
+        return counter
+
+    def observe(self, version: int, prob_fake: float, decision: str, calibrated: bool) -> None:
+        self._histogram(version).observe(prob_fake)
+        self._counter(version, decision, calibrated).increment(1)
 
     def calibration(self, version: int, calibration) -> None:
-        """Exports ``calibration``'s rates for ``version`` (None: takes them away)."""
+        """Exports ``calibration``'s rates for ``version`` (None: takes them away).
+
+        The version's histogram and its decision counters for this calibration state are created at
+        0 here, before the first answer: Prometheus's ``increase()`` does not count the value a series
+        first appears with, so a counter born at 1 would lose the first decision from every rate.
+        """
+        self._histogram(version)
+        for decision in DECISIONS:
+            self._counter(version, decision, calibration is not None)
         self._gauges.pop(version, None)  # deleting the metrics removes them from the port
         if calibration is None:
             return
