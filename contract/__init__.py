@@ -304,13 +304,17 @@ TENSORS: dict[str, Tensor] = {
         Tensor("PROB_FAKE_CALIBRATED", "TYPE_FP32", (1,)),
         Tensor("DECISION", "TYPE_STRING", (1,)),
         Tensor("OPERATING_POINT", "TYPE_STRING", (1,)),
+        # The video's vPDQ fingerprint (preprocess_<N>: JSON, preprocessing/fingerprint.py), and what
+        # the bank of confirmed fakes says of it (JSON: null for no match, see KNOWN_MATCH_KEYS).
+        Tensor("FINGERPRINT", "TYPE_STRING", (1,)),
+        Tensor("KNOWN_MATCH", "TYPE_STRING", (1,)),
     )
 }
 
 # preprocess_<N> and preprocess_original_<N>: video bytes -> faces and what was seen.
 VIDEO_INPUT = "VIDEO"
 PREPROCESS_INPUTS = (VIDEO_INPUT,)
-PREPROCESS_OUTPUTS = ("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED", "FRAME_TIMES")
+PREPROCESS_OUTPUTS = ("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED", "FRAME_TIMES", "FINGERPRINT")
 # resnext_lstm_<N> and resnext_frame_<N>: faces -> scores (the ONNX graph's names, in its order).
 CLASSIFIER_INPUTS = ("FACES",)
 CLASSIFIER_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "HEATMAP")
@@ -321,18 +325,21 @@ LAST_FRAME_OUTPUTS = tuple(name for name in CLASSIFIER_OUTPUTS if name not in PE
 #: The version a request may name, and what says which version and checkpoint answered.
 VERSION_INPUT = "MODEL_VERSION"
 VERSION_OUTPUTS = ("CLASSIFIER_VERSION", "CHECKPOINT_SHA256")
+#: The fingerprint a version-choosing step matches against the bank, and what it found.
+FINGERPRINT_INPUT = "FINGERPRINT"
+MATCH_OUTPUTS = ("KNOWN_MATCH",)
 #: Inputs a request may leave out.
-OPTIONAL_INPUTS = frozenset({VERSION_INPUT, "STREAM", "EXTRADATA"})
+OPTIONAL_INPUTS = frozenset({VERSION_INPUT, FINGERPRINT_INPUT, "STREAM", "EXTRADATA"})
 #: The decision made at the served operating point (beside the raw outputs, which stay as they were).
 DECISION_OUTPUTS = ("PROB_FAKE_CALIBRATED", "DECISION", "OPERATING_POINT")
 # classify_<N>: the classifier's inputs and outputs, plus the version asked for and the one that
 # answered, and the decision.
-SELECT_INPUTS = (*CLASSIFIER_INPUTS, VERSION_INPUT)
-SELECT_OUTPUTS = (*CLASSIFIER_OUTPUTS, *VERSION_OUTPUTS, *DECISION_OUTPUTS)
+SELECT_INPUTS = (*CLASSIFIER_INPUTS, VERSION_INPUT, FINGERPRINT_INPUT)
+SELECT_OUTPUTS = (*CLASSIFIER_OUTPUTS, *VERSION_OUTPUTS, *DECISION_OUTPUTS, *MATCH_OUTPUTS)
 # resnext_temporal_<N>: faces -> the clip's score from all N frames, each frame's own score through
 # the same head, and how much each frame counted.
 TEMPORAL_CLASSIFIER_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "FRAME_WEIGHT")
-TEMPORAL_SELECT_OUTPUTS = (*TEMPORAL_CLASSIFIER_OUTPUTS, *VERSION_OUTPUTS, *DECISION_OUTPUTS)
+TEMPORAL_SELECT_OUTPUTS = (*TEMPORAL_CLASSIFIER_OUTPUTS, *VERSION_OUTPUTS, *DECISION_OUTPUTS, *MATCH_OUTPUTS)
 # The client-facing ensembles take the video and, optionally, the classifier version.
 ENSEMBLE_INPUTS = (VIDEO_INPUT, VERSION_INPUT)
 # The client-facing ensembles: deepfake_<N> (scores), explain_<N> (+ crops and heatmaps),
@@ -348,6 +355,7 @@ SCORE_OUTPUTS = (
     "FRAME_TIMES",
     *VERSION_OUTPUTS,
     *DECISION_OUTPUTS,
+    *MATCH_OUTPUTS,
 )
 EXPLAIN_OUTPUTS = (*SCORE_OUTPUTS, "FACES", "HEATMAP")
 VERDICT_OUTPUTS = tuple(name for name in SCORE_OUTPUTS if name != "FRAME_PROB_FAKE")
@@ -418,6 +426,7 @@ TEMPORAL_OUTPUTS = (
     "FRAME_TIMES",
     *VERSION_OUTPUTS,
     *DECISION_OUTPUTS,
+    *MATCH_OUTPUTS,
 )
 
 #: Inputs and outputs of each kind, as the configs declare them.

@@ -303,6 +303,44 @@ def decode_frames(
         raise InputError(f"cannot decode the {fmt.label} input: {_ffmpeg_reason(exc)}") from exc
 
 
+def scan_video(
+    data: bytes | bytearray | memoryview | np.ndarray,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_frames_scanned: int = DEFAULT_MAX_FRAMES_SCANNED,
+    decode_timeout_s: float = DEFAULT_DECODE_TIMEOUT_S,
+    threads: int = 1,
+) -> Iterator[tuple[int, float, float | None, av.VideoFrame]]:
+    """``(index, seconds, frame rate, frame)`` of every decodable frame in decoding order, as stored
+    (not turned upright), through the same allow-listed demuxers and limits as :func:`decode_frames`.
+    The rate is the stream's average (or guessed) frames per second, None when it has none.
+
+    For consumers that walk a whole video (fingerprints); a still image gives one frame. The
+    limits raise :class:`LimitError` where they are reached: a caller that wants what came before
+    catches it.
+
+    Raises:
+        InputError: not an accepted file, or no video stream.
+        LimitError: a limit was exceeded.
+    """
+    data = bytes(data) if not isinstance(data, bytes) else data
+    if len(data) > max_bytes:
+        raise LimitError("max_bytes", len(data), max_bytes, "input size in bytes")
+    fmt = _sniff(data)
+    budget = _Budget(1, max_frames_scanned, decode_timeout_s, max_pixels)
+    try:
+        with _open(data, fmt) as container:
+            stream = _video_stream(container, fmt, threads, budget)
+            rate = stream.average_rate or stream.guessed_rate
+            rate = float(rate) if rate and not fmt.still else None
+            for index, frame in enumerate(_decoded(container, stream, budget)):
+                seconds = 0.0 if fmt.still else _frame_time(frame, stream, index, fmt.timestamps)
+                yield index, seconds, rate, frame
+    except av.error.FFmpegError as exc:
+        raise InputError(f"cannot decode the {fmt.label} input: {_ffmpeg_reason(exc)}") from exc
+
+
 def _ffmpeg_reason(exc: av.error.FFmpegError) -> str:
     return exc.strerror or str(exc)
 
