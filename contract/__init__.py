@@ -356,6 +356,7 @@ SCORE_OUTPUTS = (
     *VERSION_OUTPUTS,
     *DECISION_OUTPUTS,
     *MATCH_OUTPUTS,
+    "FINGERPRINT",
 )
 EXPLAIN_OUTPUTS = (*SCORE_OUTPUTS, "FACES", "HEATMAP")
 VERDICT_OUTPUTS = tuple(name for name in SCORE_OUTPUTS if name != "FRAME_PROB_FAKE")
@@ -427,6 +428,7 @@ TEMPORAL_OUTPUTS = (
     *VERSION_OUTPUTS,
     *DECISION_OUTPUTS,
     *MATCH_OUTPUTS,
+    "FINGERPRINT",
 )
 
 #: Inputs and outputs of each kind, as the configs declare them.
@@ -675,6 +677,28 @@ DRIFT_METRICS = (
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 # --------------------------------------------------------------------------------------------
+# The bank of confirmed fakes (bank/) and what every answer says of it.
+
+#: Triton's local response cache (``--cache-config local,size=``), which answers a repeat upload of
+#: the same bytes from the preprocessing step: about 80 videos' crops at N = 20 (3 MiB each).
+RESPONSE_CACHE_BYTES = 256 * (1 << 20)
+#: Where the bank is: a SQLite file path or a ``postgresql://`` URL (unset: a SQLite file of the
+#: user's, see ``bank.store.default_location``). Read by the server, the CLI and the page.
+BANK_ENV = "DEEPFAKE_BANK"
+#: PDQ's usual rule: two frames match within this Hamming distance of their 256-bit hashes.
+PDQ_MATCH_DISTANCE = 31
+#: Frames hashed with a PDQ quality below this are left out of matching (flat or blank frames).
+PDQ_MIN_QUALITY = 50
+#: A video matches an entry when at least this share of its own (the query's) usable frames match
+#: a frame of the entry: a trimmed copy matches on the query side only, so the query side decides.
+QUERY_MATCH_SHARE = 0.8
+#: ``KNOWN_MATCH``'s ``status`` when the bank could not say (distinguishable from no match: null).
+MATCH_UNAVAILABLE = "unavailable"
+MATCH_FOUND = "match"
+#: Keys of a match (``known_match`` when one was found).
+KNOWN_MATCH_KEYS = ("status", "id", "label", "note", "similarity", "entry_similarity", "query_span", "entry_span")
+
+# --------------------------------------------------------------------------------------------
 # Answers as JSON: ``score --json`` lines, ``--output`` and ``evaluate``'s results files, the JSON API.
 
 #: The key of the served model that answered, in every results line.
@@ -686,6 +710,8 @@ CHECKPOINT_SHA256_KEY = "checkpoint_sha256"
 DECISION_KEY = "decision"
 PROB_FAKE_CALIBRATED_KEY = "prob_fake_calibrated"
 OPERATING_POINT_KEY = "operating_point"
+#: What the bank of confirmed fakes says of the video.
+KNOWN_MATCH_KEY = "known_match"
 
 #: Keys of one JSON line, in this order, nothing else: what the answer says, then which classifier
 #: version and checkpoint gave it (both null for a video the server refused).
@@ -704,6 +730,7 @@ SCORE_JSON_KEYS = (
     DECISION_KEY,
     PROB_FAKE_CALIBRATED_KEY,
     OPERATING_POINT_KEY,
+    KNOWN_MATCH_KEY,
 )
 #: Keys of a line of ``score --all-faces``: the same, then "is any face fake", the faces found in
 #: all, and every face (one object per face with :data:`FACE_TRACK_JSON_KEYS`).
@@ -761,6 +788,12 @@ ANSWER_FACTS: dict[str, AnswerFact] = {
             "the operating point the decision was made at: its thresholds, the false-positive rate it was "
             "chosen for, the rates it gave on the calibration set with 95 % intervals, and that set",
         ),
+        AnswerFact(
+            KNOWN_MATCH_KEY,
+            "what the bank of confirmed fakes says of the video's fingerprint: null when no entry matches; the "
+            "entry (id, label, note, similarity: the share of the video's frames that matched, the matched time "
+            "spans) when one does; status unavailable with the reason when the bank could not be asked",
+        ),
     )
 }
 #: The tensor each answer fact is read from (the model key is the name the client called).
@@ -770,6 +803,7 @@ ANSWER_FACT_TENSORS = {
     DECISION_KEY: "DECISION",
     PROB_FAKE_CALIBRATED_KEY: "PROB_FAKE_CALIBRATED",
     OPERATING_POINT_KEY: "OPERATING_POINT",
+    KNOWN_MATCH_KEY: "KNOWN_MATCH",
 }
 
 # --------------------------------------------------------------------------------------------

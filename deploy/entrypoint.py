@@ -21,6 +21,9 @@ embedded server uses too (``serve/flags.py``), and dead stubs are found by its /
   builds TensorRT engines). The endpoints only answer once every model loaded at start, so
   ``/v2/health/ready`` still means "started with every model"; that each model keeps a ready
   version afterwards is checked by ``deploy/health.py --check ready``.
+- ``--cache-config=local,size=...``: Triton's local response cache (``TRITON_RESPONSE_CACHE_BYTES``,
+  default :data:`contract.RESPONSE_CACHE_BYTES`; 0 turns it off), used by the preprocessing models
+  only (their configs enable it): a repeat upload of the same bytes is not decoded again.
 - SageMaker and Vertex AI endpoints off; HTTP and gRPC APIs other than health, metadata and
   inference (gRPC also model-config, which perf_analyzer and tritonclient tools read) are
   restricted to callers that send the admin key read from a secret file, in the header
@@ -64,7 +67,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract import ADMIN_KEY_FILE_DEFAULT, ADMIN_KEY_FILE_ENV, ADMIN_KEY_HEADER, Exit
+from contract import ADMIN_KEY_FILE_DEFAULT, ADMIN_KEY_FILE_ENV, ADMIN_KEY_HEADER, RESPONSE_CACHE_BYTES, Exit
 from serve import processes
 from serve.flags import REDACTED, ServerFlags
 from serve.options import Restriction
@@ -115,6 +118,7 @@ class Settings:
     bind_address: str | None
     exit_timeout_s: int
     extra_args: tuple[str, ...]
+    response_cache_bytes: int | None = RESPONSE_CACHE_BYTES
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -135,6 +139,7 @@ class Settings:
             bind_address=_address(environ.get("TRITON_BIND_ADDRESS", "")),
             exit_timeout_s=_positive_int(environ, "TRITON_EXIT_TIMEOUT_S", DEFAULT_EXIT_TIMEOUT_S),
             extra_args=_extra_args(environ.get("TRITON_EXTRA_ARGS", "")),
+            response_cache_bytes=_cache_bytes(environ),
         )
         # Refuses TRITON_EXTRA_ARGS that would set a flag the entrypoint sets.
         settings.flags(ADMIN_KEY_PLACEHOLDER)
@@ -156,10 +161,18 @@ class Settings:
                 model_config_name=None if self.model_config == "default" else self.model_config,
                 grpc_restrictions=(Restriction(GRPC_RESTRICTED, ADMIN_KEY_HEADER, admin_key),),
                 http_restrictions=(Restriction(HTTP_RESTRICTED, ADMIN_KEY_HEADER, admin_key),),
+                response_cache_bytes=self.response_cache_bytes,
                 extra_args=self.extra_args,
             )
         except ValueError as exc:
             raise SettingsError(str(exc).replace("extra arguments", "TRITON_EXTRA_ARGS", 1)) from None
+
+
+def _cache_bytes(environ: Mapping[str, str]) -> int | None:
+    text = environ.get("TRITON_RESPONSE_CACHE_BYTES", str(RESPONSE_CACHE_BYTES))
+    if not text.isdigit():
+        raise SettingsError(f"TRITON_RESPONSE_CACHE_BYTES={text!r}: expected a size in bytes (0: no cache)")
+    return int(text) or None
 
 
 def _port(environ: Mapping[str, str], name: str, default: int) -> int:

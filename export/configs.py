@@ -430,11 +430,19 @@ def temporal_select_config(frames: int) -> Config:
 # The python models that take a video: preprocess_<N>, faces_<N>, preprocess_original_<N>.
 
 
+# The response cache: only the preprocessing models, whose answers depend on the bytes and their own
+# version alone. Never the ensembles (their steps follow the latest classifier version), the
+# version-choosing steps (a calibration or a bank entry added later changes their answer) or
+# faces_<N> (it calls the latest classifier itself).
+CACHED_KINDS = (Kind.PREPROCESS, Kind.ORIGINAL_PREPROCESS)
+
+
 def _video_model(
     kind: Kind, frames: int, comment: str, device: str, count: int, queue: QueuePolicy, parameters: dict
 ) -> Config:
+    fields = {"response_cache": {"enable": True}} if kind in CACHED_KINDS else {}
     return _config(
-        comment,
+        comment + ("\nIts answers are cached by the server (the same bytes are decoded once)." if fields else ""),
         name=model_name(kind, frames),
         backend="python",
         max_batch_size=contract.MAX_BATCH,
@@ -443,6 +451,7 @@ def _video_model(
         instance_group=_instances(count, device),
         dynamic_batching={"default_queue_policy": queue.as_dict()},
         parameters=_parameters(**parameters),
+        **fields,
     )
 
 

@@ -49,12 +49,14 @@ class TritonDistribution:
         python_backend: folder holding ``libtriton_python.so`` and its Python utilities.
         stub: the python-backend stub built for the running interpreter.
         library_dirs: folders of the shared libraries the binary, backend and stub link.
+        caches: folder of the response cache implementations (``local/libtritoncache_local.so``).
     """
 
     binary: Path
     python_backend: Path
     stub: Path
     library_dirs: tuple[Path, ...]
+    caches: Path | None = None
 
     @classmethod
     def locate(cls) -> TritonDistribution:
@@ -87,7 +89,14 @@ class TritonDistribution:
             )
         candidates = (package_dir.parent / WHEEL_LIBS_DIR, server_dir / EDITABLE_LIBS_DIR)
         library_dirs = tuple(path for path in candidates if path.is_dir())
-        return cls(binary=binary, python_backend=python_backend, stub=stub, library_dirs=library_dirs)
+        caches = server_dir / "caches"
+        return cls(
+            binary=binary,
+            python_backend=python_backend,
+            stub=stub,
+            library_dirs=library_dirs,
+            caches=caches if (caches / "local").is_dir() else None,
+        )
 
     def build_backend_directory(self, parent: Path | None = None) -> Path:
         """Creates a fresh backend folder (``<new dir>/python/...``) for ``--backend-directory``.

@@ -36,6 +36,8 @@ MANAGED_FLAGS = frozenset(
         "--model-config-name",
         "--disable-auto-complete-config",
         "--pinned-memory-pool-byte-size",
+        "--cache-config",
+        "--cache-directory",
         "--allow-sagemaker",
         "--allow-vertex-ai",
         *(f"--allow-{endpoint}" for endpoint in ENDPOINTS),
@@ -73,6 +75,8 @@ class ServerFlags:
         backend_directory: ``--backend-directory``; None keeps Triton's (``/opt/tritonserver/backends``).
         auto_complete_config: let Triton complete partial configs (it starts a stub per python model to ask).
         pinned_memory_pool_bytes: ``--pinned-memory-pool-byte-size``; None keeps Triton's 256 MiB.
+        response_cache_bytes: the local response cache's size (``--cache-config local,size=``); None: no cache.
+        cache_directory: ``--cache-directory`` (where the cache implementations are); None keeps Triton's.
         grpc_tls: TLS of the gRPC endpoint.
         grpc_restrictions: key-protected gRPC protocol groups.
         http_restrictions: key-protected HTTP API groups.
@@ -92,6 +96,8 @@ class ServerFlags:
     backend_directory: Path | None = None
     auto_complete_config: bool = True
     pinned_memory_pool_bytes: int | None = None
+    response_cache_bytes: int | None = None
+    cache_directory: Path | None = None
     grpc_tls: GrpcTls | None = None
     grpc_restrictions: tuple[Restriction, ...] = ()
     http_restrictions: tuple[Restriction, ...] = ()
@@ -106,6 +112,10 @@ class ServerFlags:
                 raise ValueError(f"the {label} port must be between 1 and 65535, got {port}")
         if len(set(ports.values())) != len(ports):
             raise ValueError(f"the HTTP, gRPC and metrics ports must differ, got {ports}")
+        if self.response_cache_bytes is not None and self.response_cache_bytes <= 0:
+            raise ValueError(
+                f"the response cache size must be a positive number of bytes, got {self.response_cache_bytes}"
+            )
         if self.exit_timeout_s < 0:
             raise ValueError(f"the exit timeout must be at least 0 seconds, got {self.exit_timeout_s}")
         clashes = managed_clashes(self.extra_args, self.own_flags())
@@ -138,6 +148,10 @@ class ServerFlags:
         ]
         if self.pinned_memory_pool_bytes is not None:
             command.append(f"--pinned-memory-pool-byte-size={self.pinned_memory_pool_bytes}")
+        if self.response_cache_bytes is not None:
+            command.append(f"--cache-config=local,size={self.response_cache_bytes}")
+            if self.cache_directory is not None:
+                command.append(f"--cache-directory={self.cache_directory}")
         ports = {"http": self.http_port, "grpc": self.grpc_port, "metrics": self.metrics_port}
         for endpoint in ENDPOINTS:
             command.append(f"--allow-{endpoint}=true")

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from contract import RESPONSE_CACHE_BYTES
 from serve import processes
 from serve.control import STATE_READY, STATE_UNAVAILABLE, ControlClient, ModelState
 from serve.distribution import BACKEND_NAME, TritonDistribution, allocator_of, server_environment
@@ -401,7 +402,7 @@ class EmbeddedServer:
             )
 
     def _flags(self) -> ServerFlags:
-        assert self._backend_dir is not None, "set by start()"
+        assert self._backend_dir is not None and self._distribution is not None, "set by start()"
         return ServerFlags(
             repository=self.repository,
             http_port=self.http_port,
@@ -417,6 +418,9 @@ class EmbeddedServer:
             model_config_name=self.model_config_name,
             auto_complete_config=self.auto_complete_config,
             pinned_memory_pool_bytes=0,
+            # The preprocessing models cache their answers (a repeat upload of the same bytes).
+            response_cache_bytes=RESPONSE_CACHE_BYTES if self._distribution.caches is not None else None,
+            cache_directory=self._distribution.caches,
             grpc_tls=self.grpc_tls,
             grpc_restrictions=self.grpc_restrictions,
             http_restrictions=self.http_restrictions,

@@ -14,18 +14,18 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from contract import DECISION_OUTPUTS, VERSION_INPUT, VERSION_OUTPUTS, VIDEO_INPUT
+from contract import DECISION_OUTPUTS, FINGERPRINT_INPUT, MATCH_OUTPUTS, VERSION_INPUT, VERSION_OUTPUTS, VIDEO_INPUT
 from triton_models.common import OutputTensors, parse_config
 from triton_models.metrics import VideoCounter
 from triton_models.preprocess import build_pipeline
-from triton_models.video import run_pipeline
+from triton_models.video import Fingerprints, run_pipeline
 
 # Adapter parameter: the classifier to call.
 CLASSIFIER = "classifier"
 _SCORES = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE")
 # The decision (calibrated, of each face's faithful score) comes with the scores; the answer's is
 # the main face's, which is what deepfake_<N>'s calibration was fitted on.
-_ASKED = (*_SCORES, *VERSION_OUTPUTS, *DECISION_OUTPUTS)
+_ASKED = (*_SCORES, *VERSION_OUTPUTS, *DECISION_OUTPUTS, *MATCH_OUTPUTS)
 
 
 def video_score(frame_scores: np.ndarray, found: np.ndarray) -> float:
@@ -45,12 +45,20 @@ class TritonPythonModel:
         self.classifier = own[CLASSIFIER]
         self.tensor = OutputTensors(parse_config(args))
         self.videos = VideoCounter(self.name)
+        self.fingerprints = Fingerprints(self.name, self.pipeline.config)
 
     def execute(self, requests):
         return [self._respond(request) for request in requests]
 
-    def _score(self, faces: np.ndarray, version) -> dict[str, np.ndarray] | pb_utils.TritonError:
-        inputs = [pb_utils.Tensor("FACES", faces)]
+    def finalize(self) -> None:
+        self.fingerprints.close()
+
+    def _score(self, faces: np.ndarray, version, fingerprint: bytes) -> dict[str, np.ndarray] | pb_utils.TritonError:
+        # The video's fingerprint with every face row: the bank is asked once per distinct fingerprint.
+        inputs = [
+            pb_utils.Tensor("FACES", faces),
+            pb_utils.Tensor(FINGERPRINT_INPUT, np.array([[fingerprint]] * len(faces), dtype=np.object_)),
+        ]
         if version is not None:
             # One version for every face row of this video.
             asked = version.as_numpy().reshape(-1)[:1]
@@ -73,11 +81,14 @@ class TritonPythonModel:
                     f"{self.name} scores one video per request, got {len(videos)}", pb_utils.TritonError.INVALID_ARG
                 )
             )
+        printing = self.fingerprints.submit(videos[0])
         result, error = run_pipeline(self.pipeline, self.name, videos[0], self.videos)
         if error is not None:
+            printing.cancel()
             return error
+        fingerprint = self.fingerprints.result(printing)
         faces = np.ascontiguousarray(np.stack([track.faces for track in result.tracks]), dtype=np.float32)
-        scores = self._score(faces, pb_utils.get_input_tensor_by_name(request, VERSION_INPUT))
+        scores = self._score(faces, pb_utils.get_input_tensor_by_name(request, VERSION_INPUT), fingerprint)
         if isinstance(scores, pb_utils.TritonError):
             return pb_utils.InferenceResponse(error=scores)
         found = np.stack([track.found for track in result.tracks])
@@ -101,6 +112,7 @@ class TritonPythonModel:
             tensor("FACES_SEEN", [[result.faces_seen]]),
             tensor("FRAMES_DECODED", [[result.frames_decoded]]),
             tensor("FRAME_TIMES", result.frame_times[None]),
-            *(tensor(name, scores[name][:1]) for name in (*VERSION_OUTPUTS, *DECISION_OUTPUTS)),
+            *(tensor(name, scores[name][:1]) for name in (*VERSION_OUTPUTS, *DECISION_OUTPUTS, *MATCH_OUTPUTS)),
+            tensor("FINGERPRINT", np.array([[fingerprint]], dtype=np.object_)),
         ]
         return pb_utils.InferenceResponse(output_tensors=outputs)

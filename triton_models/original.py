@@ -13,7 +13,7 @@ from preprocessing.errors import ConfigError
 from preprocessing.original import OriginalConfig, OriginalPipeline
 from triton_models.common import OutputTensors, model_parameters, parse_config
 from triton_models.metrics import VideoCounter
-from triton_models.video import VideoModel
+from triton_models.video import Fingerprints, VideoModel
 
 
 class TritonPythonModel(VideoModel):
@@ -28,6 +28,8 @@ class TritonPythonModel(VideoModel):
             raise pb_utils.TritonModelException(f"{self.name}: bad parameters in its config: {exc}") from exc
         pb_utils.Logger.log_info(f"{self.name}: {config}")
         self.pipeline = OriginalPipeline(config)
+        self.fingerprints = Fingerprints(self.name, config)
 
     def finalize(self) -> None:
         self.pipeline.close()
+        self.fingerprints.close()

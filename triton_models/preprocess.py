@@ -8,7 +8,7 @@ import triton_python_backend_utils as pb_utils
 from preprocessing import FacePipeline, InputError, PipelineConfig
 from triton_models.common import OutputTensors, instance_device, model_parameters, parse_config
 from triton_models.metrics import VideoCounter
-from triton_models.video import VideoModel
+from triton_models.video import Fingerprints, VideoModel
 
 # Adapter settings; every other parameter goes to PipelineConfig.from_parameters.
 TORCH_THREADS = "torch_threads"
@@ -45,3 +45,7 @@ class TritonPythonModel(VideoModel):
         self.pipeline, _ = build_pipeline(args)
         self.tensor = OutputTensors(parse_config(args))
         self.videos = VideoCounter(self.name)
+        self.fingerprints = Fingerprints(self.name, self.pipeline.config)
+
+    def finalize(self) -> None:
+        self.fingerprints.close()

@@ -25,22 +25,33 @@ checkpoint, score or model fails the load with the reason; one replaced while se
 the next batch (the file's modification time is checked), and a replacement that is refused is
 logged and the one in force stays. Every row served is counted in the drift metrics
 (:mod:`triton_models.metrics`).
+
+The bank. The optional ``FINGERPRINT`` input (the video's vPDQ fingerprint, from the preprocessing
+step) is matched against the bank of confirmed fakes (``DEEPFAKE_BANK``, :mod:`bank.match`), once
+per distinct fingerprint of a batch, and ``KNOWN_MATCH`` says what was found: null, the entry, or
+``status: unavailable`` when the bank cannot be asked (scoring goes on). This step is never cached:
+a bank entry added after a video was first scored must show on its next answer.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from bank.match import BankWatcher, unavailable
 from calibration.point import Calibration, CalibrationError, decide_uncalibrated, load, uncalibrated_point
 from contract import (
+    BANK_ENV,
     CLASSIFIER_INPUTS,
     DECISION_OUTPUTS,
     EXPORT_METADATA_FILE,
+    FINGERPRINT_INPUT,
+    MATCH_OUTPUTS,
     VERSION_INPUT,
     VERSION_OUTPUTS,
     Score,
@@ -54,6 +65,7 @@ from triton_models.versions import VersionError, checkpoint_sha256
 (FACES_INPUT,) = CLASSIFIER_INPUTS
 VERSION_OUTPUT, CHECKPOINT_OUTPUT = VERSION_OUTPUTS
 CALIBRATED_OUTPUT, DECISION_OUTPUT, POINT_OUTPUT = DECISION_OUTPUTS
+(MATCH_OUTPUT,) = MATCH_OUTPUTS
 # Adapter parameters: the model whose versions this step chooses between, and the score it
 # returns (which calibration applies).
 CLASSIFIER = "classifier"
@@ -87,8 +99,11 @@ class TritonPythonModel:
         self.classifier_dir = Path(args["model_repository"]).parent / self.classifier
         self.outputs = [output["name"] for output in config["output"]]
         self.classifier_outputs = [
-            name for name in self.outputs if name not in VERSION_OUTPUTS and name not in DECISION_OUTPUTS
+            name
+            for name in self.outputs
+            if name not in VERSION_OUTPUTS and name not in DECISION_OUTPUTS and name not in MATCH_OUTPUTS
         ]
+        self.bank = BankWatcher(os.environ.get(BANK_ENV))
         self.tensor = OutputTensors(config)
         # (version, export.json's modification time) -> sha256: read again when a version is re-exported.
         self._shas: dict[tuple[int, int], str] = {}
@@ -225,6 +240,7 @@ class TritonPythonModel:
                 )
             served = self._calibration(version)
             calibrated, decisions = self._decide(version, served, results[PROB_FAKE])
+            matches = self._matches([requests[i] for i in indices], sizes)
             point = served.point.encode()
             offsets = np.cumsum([0, *sizes])
             for position, i in enumerate(indices):
@@ -237,6 +253,7 @@ class TritonPythonModel:
                 tensors.append(self.tensor(CALIBRATED_OUTPUT, calibrated[start:stop]))
                 tensors.append(self.tensor(DECISION_OUTPUT, decisions[start:stop]))
                 tensors.append(self.tensor(POINT_OUTPUT, np.array([[point]] * count, dtype=np.object_)))
+                tensors.append(self.tensor(MATCH_OUTPUT, matches[start:stop]))
                 responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
         return responses
 
@@ -253,3 +270,20 @@ class TritonPythonModel:
             decisions.reshape(-1)[row] = decision.encode()
             self.metrics.observe(version, value, decision, calibration is not None)
         return calibrated, decisions
+
+    def _matches(self, requests, sizes: list[int]) -> np.ndarray:
+        """[rows, 1] ``KNOWN_MATCH`` JSON of each row's fingerprint, the bank asked once per distinct one."""
+        found: dict[bytes, bytes] = {}
+        rows = []
+        for request, size in zip(requests, sizes):
+            tensor = pb_utils.get_input_tensor_by_name(request, FINGERPRINT_INPUT)
+            values = [None] * size if tensor is None else list(tensor.as_numpy().reshape(-1))
+            for value in values:
+                if value is None:
+                    rows.append(json.dumps(unavailable("no fingerprint was given with the faces")).encode())
+                    continue
+                key = bytes(value)
+                if key not in found:
+                    found[key] = json.dumps(self.bank.match(key)).encode()
+                rows.append(found[key])
+        return np.array(rows, dtype=np.object_).reshape(-1, 1)

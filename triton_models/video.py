@@ -5,12 +5,45 @@ Torch-free, so that ``preprocess_original_<N>`` (OpenCV and dlib only) loads wit
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from contract import VIDEO_INPUT
 from preprocessing.errors import InputError, NoFaceError
+from preprocessing.fingerprint import fingerprint
 from triton_models.metrics import FACES_FOUND, FACES_NONE
+
+#: The decoder limits a pipeline's config may set, which the fingerprint obeys too.
+_LIMITS = ("max_bytes", "max_pixels", "max_frames_scanned", "decode_timeout_s")
+
+
+class Fingerprints:
+    """Fingerprints each video (vPDQ, :mod:`preprocessing.fingerprint`) in a thread of its own while
+    the pipeline decodes and detects, under the pipeline's decoder limits."""
+
+    def __init__(self, name: str, config) -> None:
+        self.name = name
+        self.limits = {key: getattr(config, key) for key in _LIMITS if hasattr(config, key)}
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint")
+
+    def submit(self, row: np.ndarray) -> Future:
+        return self.pool.submit(fingerprint, row, **self.limits)
+
+    def result(self, future: Future) -> bytes:
+        """The fingerprint as JSON, or empty when the video could not be fingerprinted (the answer's
+        ``known_match`` then says so; the scores do not depend on it)."""
+        try:
+            return future.result().to_json().encode()
+        except InputError as exc:
+            pb_utils.Logger.log_verbose(f"{self.name}: no fingerprint: {exc}")
+        except (RuntimeError, MemoryError, OSError) as exc:
+            pb_utils.Logger.log_error(f"{self.name}: fingerprinting failed: {type(exc).__name__}: {exc}")
+        return b""
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_pipeline(pipeline, name: str, row: np.ndarray, counter=None):
@@ -42,8 +75,9 @@ class VideoModel:
     """A python model that turns each ``VIDEO`` row into the preprocessing outputs with ``self.pipeline``.
 
     Subclasses set ``self.name``, ``self.logger``, ``self.pipeline``, ``self.tensor`` (an
-    :class:`~triton_models.common.OutputTensors` of their config) and ``self.videos`` (a
-    :class:`~triton_models.metrics.VideoCounter`) in ``initialize``.
+    :class:`~triton_models.common.OutputTensors` of their config), ``self.videos`` (a
+    :class:`~triton_models.metrics.VideoCounter`) and ``self.fingerprints`` (:class:`Fingerprints`)
+    in ``initialize``.
     """
 
     def execute(self, requests):
@@ -51,10 +85,13 @@ class VideoModel:
 
     def _respond(self, request):
         videos = pb_utils.get_input_tensor_by_name(request, VIDEO_INPUT).as_numpy()
+        prints = [self.fingerprints.submit(row) for row in videos]
         results = []
         for row in videos:
             result, error = run_pipeline(self.pipeline, self.name, row, self.videos)
             if error is not None:
+                for future in prints:
+                    future.cancel()
                 return error
             results.append(result)
         timings = results[0].timings if results else {}
@@ -66,5 +103,6 @@ class VideoModel:
             self.tensor("FRAMES_DECODED", [[r.frames_decoded] for r in results]),
             # Seconds from the stream's start; FP32 keeps 0.25 ms at one hour.
             self.tensor("FRAME_TIMES", np.stack([r.frame_times for r in results])),
+            self.tensor("FINGERPRINT", np.array([[self.fingerprints.result(f)] for f in prints], dtype=np.object_)),
         ]
         return pb_utils.InferenceResponse(output_tensors=outputs)
