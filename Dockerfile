@@ -67,6 +67,7 @@ RUN groupadd --gid 10001 deepfake \
 # the imports against this list and .dockerignore (tests/test_deploy.py).
 COPY contract/ contract/
 COPY calibration/ calibration/
+COPY bank/ bank/
 COPY client/ client/
 COPY preprocessing/ preprocessing/
 COPY triton_models/ triton_models/

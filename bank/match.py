@@ -73,7 +73,13 @@ class Usable:
 
     @classmethod
     def of(cls, features) -> Usable:
-        kept = [(f[0], float(f[3])) for f in features if int(f[1]) >= PDQ_MIN_QUALITY]
+        """Quality-filtered and deduplicated (the first frame of each exact hash), as threatexchange does."""
+        seen: set[str] = set()
+        kept = []
+        for f in features:
+            if int(f[1]) >= PDQ_MIN_QUALITY and f[0] not in seen:
+                seen.add(f[0])
+                kept.append((f[0], float(f[3])))
         if not kept:
             return cls(np.empty((0, 4), np.uint64), np.empty(0))
         return cls(np.stack([hex_words(h) for h, _ in kept]), np.array([t for _, t in kept]))

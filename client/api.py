@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 from contract import (
     DEFAULT_FRAMES,
     EXPLAIN_OUTPUTS,
+    FINGERPRINT_INPUT,
     PER_LENGTH_KINDS,
     SERVED_LENGTHS,
     SHARED_KINDS,
@@ -41,8 +42,8 @@ from .codec import (
     video_inputs,
 )
 from .connection import ConnectedClient
-from .errors import NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE, ClientError
-from .results import ExplainResult, ScoreResult, explain_result, score_result
+from .errors import INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE, ClientError
+from .results import ExplainResult, ScoreResult, explain_result, fingerprint_of, score_result
 from .versions import TEMPORAL_NOT_SERVED, check_answered, check_version
 
 MODEL_STATE_READY = "READY"
@@ -128,6 +129,22 @@ class DeepfakeClient(ConnectedClient):
         """
         label, tensors, latency_ms = self._request(Kind.EXPLAIN, EXPLAIN_OUTPUTS, video, frames, name, version)
         return explain_result(label, tensors, latency_ms)
+
+    def fingerprint(self, video: VideoSource, frames: int = DEFAULT_FRAMES) -> str:
+        """The video's vPDQ fingerprint as the server computes it (JSON), from ``preprocess_<N>``'s
+        ``FINGERPRINT`` (its preprocessing also finds the faces: a video without a face is refused).
+
+        Raises:
+            ClientError: the request failed or was rejected, or the server could not fingerprint it.
+        """
+        frames = check_frames(frames)
+        label, payload = load_video(video, None)
+        model = model_name(Kind.PREPROCESS, frames)
+        tensors, _ = self._infer(model, payload, (FINGERPRINT_INPUT,), frames)
+        fingerprint = fingerprint_of(tensors)
+        if fingerprint is None:
+            raise ClientError(INVALID_ARGUMENT, f"the server could not fingerprint {label}")
+        return fingerprint
 
     def model_info(self) -> dict:
         """What the served classifiers were exported from (``model_info``; see :func:`client.codec.demo_warning`).

@@ -22,6 +22,7 @@ from pathlib import Path
 from contract import (
     CHECKPOINT_SHA256_KEY,
     DECISION_KEY,
+    KNOWN_MATCH_KEY,
     MODEL_KEY,
     MODEL_VERSION_KEY,
     OPERATING_POINT_KEY,
@@ -67,6 +68,7 @@ def result_record(result: ScoreResult) -> dict:
         DECISION_KEY: result.decision,
         PROB_FAKE_CALIBRATED_KEY: result.prob_fake_calibrated,
         OPERATING_POINT_KEY: result.operating_point,
+        KNOWN_MATCH_KEY: result.known_match,
         **({} if result.frame_weight is None else {"frame_weight": [float(v) for v in result.frame_weight]}),
         **(
             {}

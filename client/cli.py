@@ -1,4 +1,4 @@
-"""Command line: ``python -m client score|health|explain|web|evaluate|calibrate|calibration|stream`` (``deepfake``).
+"""Command line: ``python -m client score|health|explain|web|evaluate|calibrate|calibration|bank|stream``.
 
 The top-level parser and the dispatch; each command lives in :mod:`client.commands`. Exit status
 (:class:`contract.Exit`): 0 success; 1 some video could not be scored, a model is not ready, or
@@ -14,7 +14,7 @@ from typing import TextIO
 
 from contract import Exit, program_name
 
-from .commands import calibrate, evaluate, explain, health, score, stream, web
+from .commands import bank, calibrate, evaluate, explain, health, score, stream, web
 from .commands.args import check_tls, connection_parent
 
 #: The commands in the order ``--help`` lists them.
@@ -26,6 +26,7 @@ COMMANDS = {
     "evaluate": evaluate,
     "calibrate": calibrate,
     "calibration": calibrate,
+    "bank": bank,
     "stream": stream,
 }
 

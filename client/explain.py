@@ -15,6 +15,7 @@ import numpy as np
 from contract import (
     CHECKPOINT_SHA256_KEY,
     DECISION_KEY,
+    KNOWN_MATCH_KEY,
     MODEL_VERSION_KEY,
     OPERATING_POINT_KEY,
     PROB_FAKE_CALIBRATED_KEY,
@@ -174,6 +175,7 @@ def write_explanation(
         DECISION_KEY: result.decision,
         PROB_FAKE_CALIBRATED_KEY: result.prob_fake_calibrated,
         OPERATING_POINT_KEY: result.operating_point,
+        KNOWN_MATCH_KEY: result.known_match,
     }
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

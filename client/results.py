@@ -17,6 +17,7 @@ from contract import (
     DECISION_KEY,
     DECISIONS,
     FAKE_INDEX,
+    KNOWN_MATCH_KEY,
     LABEL_FAKE,
     LABEL_REAL,
     MODEL_VERSION_KEY,
@@ -89,6 +90,9 @@ class ScoreResult:
             the version is uncalibrated).
         operating_point: the point the decision was made at (:data:`contract.OPERATING_POINT_KEYS`);
             :func:`calibration.point.describe` puts it into words.
+        known_match: what the bank of confirmed fakes says of the video: None (no entry matches), the
+            entry (``status: match``, :data:`contract.KNOWN_MATCH_KEYS`), or ``status: unavailable``.
+        fingerprint: the video's vPDQ fingerprint as the server computed it (JSON), or None.
     """
 
     video: str
@@ -113,6 +117,8 @@ class ScoreResult:
     decision: str = field(kw_only=True)
     prob_fake_calibrated: float = field(kw_only=True)
     operating_point: dict = field(kw_only=True)
+    known_match: dict | None = field(default=None, kw_only=True)
+    fingerprint: str | None = field(default=None, kw_only=True)
 
     @property
     def calibrated(self) -> bool:
@@ -228,6 +234,7 @@ def _score_fields(video: str, tensors: dict[str, np.ndarray], latency_ms: float)
         "frames_decoded": int(tensors["FRAMES_DECODED"][0]),
         "latency_ms": latency_ms,
         **answer_facts(video, tensors),
+        "fingerprint": fingerprint_of(tensors),
     }
 
 
@@ -262,13 +269,34 @@ def answer_facts(video: str, tensors: dict[str, np.ndarray]) -> dict:
         or set(point) < set(OPERATING_POINT_KEYS)
     ):
         raise ClientError(INTERNAL, f"server returned no usable decision for '{video}' ({decision!r}, {point!r})")
+    known = _known_match(video, tensors)
     return {
         MODEL_VERSION_KEY: version,
         CHECKPOINT_SHA256_KEY: digest,
         DECISION_KEY: decision,
         PROB_FAKE_CALIBRATED_KEY: calibrated,
         OPERATING_POINT_KEY: point,
+        KNOWN_MATCH_KEY: known,
     }
+
+
+def _known_match(video: str, tensors: dict[str, np.ndarray]) -> dict | None:
+    """The answer's ``KNOWN_MATCH`` (None: no entry matched); absent from an older server: unavailable."""
+    raw = tensors.get(ANSWER_FACT_TENSORS[KNOWN_MATCH_KEY])
+    if raw is None:
+        return {"status": "unavailable", "reason": "the server does not match against a bank"}
+    try:
+        known = json.loads(_text(raw.reshape(-1)[0]))
+    except json.JSONDecodeError:
+        known = "unreadable"
+    if known is not None and not (isinstance(known, dict) and isinstance(known.get("status"), str)):
+        raise ClientError(INTERNAL, f"server returned an unreadable KNOWN_MATCH for '{video}'")
+    return known
+
+
+def fingerprint_of(tensors: dict[str, np.ndarray]) -> str | None:
+    raw = tensors.get("FINGERPRINT")
+    return None if raw is None else (_text(raw.reshape(-1)[0]) or None)
 
 
 def _text(raw) -> str:

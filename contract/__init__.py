@@ -685,6 +685,11 @@ RESPONSE_CACHE_BYTES = 256 * (1 << 20)
 #: Where the bank is: a SQLite file path or a ``postgresql://`` URL (unset: a SQLite file of the
 #: user's, see ``bank.store.default_location``). Read by the server, the CLI and the page.
 BANK_ENV = "DEEPFAKE_BANK"
+#: vPDQ fingerprints (preprocessing/fingerprint.py): one PDQ hash per second of video (vPDQ's
+#: default), over the first minute; the JSON document's format number.
+SECONDS_PER_HASH = 1.0
+FINGERPRINT_MAX_SECONDS = 60.0
+FINGERPRINT_FORMAT = 1
 #: PDQ's usual rule: two frames match within this Hamming distance of their 256-bit hashes.
 PDQ_MATCH_DISTANCE = 31
 #: Frames hashed with a PDQ quality below this are left out of matching (flat or blank frames).

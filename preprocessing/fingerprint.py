@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract import FINGERPRINT_FORMAT, FINGERPRINT_MAX_SECONDS, SECONDS_PER_HASH
 from preprocessing.decode import (
     DEFAULT_DECODE_TIMEOUT_S,
     DEFAULT_MAX_BYTES,
@@ -31,14 +32,12 @@ from preprocessing.decode import (
 )
 from preprocessing.errors import InputError, LimitError
 
-#: vPDQ's default sampling: one hash per second of video.
-SECONDS_PER_HASH = 1.0
 #: The part of a video hashed, in seconds from its start.
-DEFAULT_MAX_SECONDS = 60.0
+DEFAULT_MAX_SECONDS = FINGERPRINT_MAX_SECONDS
 #: PDQ hashes are 256 bits, written as 64 hex digits.
 HASH_BITS = 256
 HASH_HEX_DIGITS = HASH_BITS // 4
-FORMAT = 1
+FORMAT = FINGERPRINT_FORMAT
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,16 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from calibration.point import describe
-from contract import DECISION_KEY, MODEL_KEY, MODEL_VERSION_KEY, OPERATING_POINT_KEY, Exit, Mode, ModeError
+from contract import (
+    DECISION_KEY,
+    KNOWN_MATCH_KEY,
+    MODEL_KEY,
+    MODEL_VERSION_KEY,
+    OPERATING_POINT_KEY,
+    Exit,
+    Mode,
+    ModeError,
+)
 
 from ..api import DeepfakeClient
 from ..batch import (
@@ -171,6 +180,7 @@ def format_result_line(record: dict, frames: int) -> str:
             if record.get(DECISION_KEY) is None
             else f"\n  decision {describe(record[DECISION_KEY], record.get(OPERATING_POINT_KEY))}"
         )
+        + ("" if KNOWN_MATCH_KEY not in record else f"\n  {describe_match(record[KNOWN_MATCH_KEY])}")
         + (
             ""
             if record.get("frame_weight") is None
@@ -183,6 +193,19 @@ def format_result_line(record: dict, frames: int) -> str:
             f"of {record['faces_seen']} seen: "
             + ", ".join(f"#{i + 1} {track['prob_fake']:.4f}" for i, track in enumerate(record["face_tracks"]))
         )
+    )
+
+
+def describe_match(known: dict | None) -> str:
+    """What the bank said of the video, in one line."""
+    if known is None:
+        return "bank: no match among the confirmed fakes"
+    if known.get("status") != "match":
+        return f"bank: UNAVAILABLE ({known.get('reason')}): whether this video is a known fake was not checked"
+    start, end = known["query_span"]
+    return (
+        f"bank: KNOWN {known['label'].upper()}, entry {known['id']} ({100 * known['similarity']:.0f} % of this "
+        f"video's frames matched, {start:.1f}-{end:.1f} s)" + (f": {known['note']}" if known.get("note") else "")
     )
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from contract import (
     CHECKPOINT_SHA256_KEY,
     DECISION_KEY,
+    KNOWN_MATCH_KEY,
     MODEL_KEY,
     MODEL_VERSION_KEY,
     OPERATING_POINT_KEY,
@@ -41,6 +42,7 @@ SCORE_KEYS = (
     DECISION_KEY,
     PROB_FAKE_CALIBRATED_KEY,
     OPERATING_POINT_KEY,
+    KNOWN_MATCH_KEY,
 )
 TRACKS_KEY = "face_tracks"
 #: The all-faces model's own "is any face fake" score.
@@ -110,6 +112,7 @@ def record_maker(truth_of: Callable[[str], tuple[int, str]], model: str) -> Call
             DECISION_KEY: result.decision,
             PROB_FAKE_CALIBRATED_KEY: round(float(result.prob_fake_calibrated), SCORE_DECIMALS),
             OPERATING_POINT_KEY: result.operating_point,
+            KNOWN_MATCH_KEY: result.known_match,
         }
         tracks = getattr(result, TRACKS_KEY, None)
         if tracks is not None:
