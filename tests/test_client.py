@@ -355,6 +355,7 @@ def test_json_records_have_exactly_the_contract_keys():
             "decision",
             "prob_fake_calibrated",
             "operating_point",
+            "known_match",
         )
     )
     assert tuple(failed) == SCORE_JSON_KEYS
@@ -484,6 +485,9 @@ def contract_answer(mode: Mode, frames: int, faces: int = 2, version: int = 1) -
     # Decided by an uncalibrated server: 0.25 is REAL at 0.5.
     answer["DECISION"] = np.array([[b"REAL"]], dtype=object)
     answer["OPERATING_POINT"] = np.array([[json.dumps(uncalibrated_point(Score.DEEPFAKE)).encode()]], dtype=object)
+    # No entry of the bank matched.
+    answer["KNOWN_MATCH"] = np.array([[b"null"]], dtype=object)
+    answer["FINGERPRINT"] = np.array([[b""]], dtype=object)
     if "FRAME_WEIGHT" in answer:
         answer["FRAME_WEIGHT"] = np.full([1, frames], 1.0 / frames, np.float32)
     return answer
@@ -1111,12 +1115,14 @@ def test_the_version_travels_as_one_int64_input_and_only_when_asked():
     version = asked[1]
     assert (version.name(), version.datatype(), version.shape()) == ("MODEL_VERSION", "INT64", [1, 1])
     assert np.frombuffer(version._get_content(), np.int64).tolist() == [3]
-    assert [output.name() for output in outputs][-5:] == [
+    assert [output.name() for output in outputs][-7:] == [
         "CLASSIFIER_VERSION",
         "CHECKPOINT_SHA256",
         "PROB_FAKE_CALIBRATED",
         "DECISION",
         "OPERATING_POINT",
+        "KNOWN_MATCH",
+        "FINGERPRINT",
     ]
 
 
@@ -1131,9 +1137,9 @@ def test_every_answer_says_which_version_and_checkpoint_answered():
         assert tuple(error_record("v.mp4", "refused", mode)) == json_keys(mode), mode
     assert (*SCORE_JSON_KEYS, "frame_weight") == TEMPORAL_JSON_KEYS
     assert (
-        SCORE_JSON_KEYS[-5:]
+        SCORE_JSON_KEYS[-6:]
         == tuple(ANSWER_FACTS)[1:]
-        == ("model_version", "checkpoint_sha256", "decision", "prob_fake_calibrated", "operating_point")
+        == ("model_version", "checkpoint_sha256", "decision", "prob_fake_calibrated", "operating_point", "known_match")
     )
 
     def refused(answer: dict, mode: Mode = Mode.SCORE) -> str:
@@ -1164,7 +1170,8 @@ def test_a_temporal_answer_shows_the_frames_that_counted_most():
     assert record["frame_weight"] == pytest.approx([0.1, 0.5, 0.15, 0.25]) and tuple(record) == TEMPORAL_JSON_KEYS
     assert "version 3" in line
     assert line.splitlines()[1].startswith("  decision FAKE: uncalibrated")
-    assert line.splitlines()[2] == "  frames that counted most: #2 50.0%, #4 25.0%, #3 15.0%"
+    assert line.splitlines()[2] == "  bank: no match among the confirmed fakes"
+    assert line.splitlines()[3] == "  frames that counted most: #2 50.0%, #4 25.0%, #3 15.0%"
     assert "frames that counted" not in format_result_line(result_record(make_score()), 4)
 
 

@@ -67,8 +67,9 @@ def _choose_versions(config: model_config_pb2.ModelConfig) -> None:
     cut = [tensor.name for tensor in outputs].index("FRAME_TIMES") + 1
     del config.output[:]
     config.output.extend(outputs[:cut])
-    # The decision at the served operating point follows (issue 22).
-    for name in (*contract.VERSION_OUTPUTS, *contract.DECISION_OUTPUTS):
+    # The decision at the served operating point follows (issue 22), then what the bank of
+    # confirmed fakes says and the video's fingerprint (issue 23).
+    for name in (*contract.VERSION_OUTPUTS, *contract.DECISION_OUTPUTS, *contract.MATCH_OUTPUTS, "FINGERPRINT"):
         _add_tensor(config.output, name)
     config.output.extend(outputs[cut:])
     if kind is Kind.FACES:
@@ -78,8 +79,16 @@ def _choose_versions(config: model_config_pb2.ModelConfig) -> None:
     # original_<N>'s scores have a calibration of their own, applied by a step of their own (issue 22).
     step.model_name = model_name(Kind.ORIGINAL_SELECT if kind is Kind.ORIGINAL else Kind.SELECT, frames)
     step.input_map[contract.VERSION_INPUT] = contract.VERSION_INPUT
-    for name in (*contract.VERSION_OUTPUTS, *contract.DECISION_OUTPUTS):
+    step.input_map[contract.FINGERPRINT_INPUT] = contract.FINGERPRINT_INPUT
+    for name in (*contract.VERSION_OUTPUTS, *contract.DECISION_OUTPUTS, *contract.MATCH_OUTPUTS):
         step.output_map[name] = name
+    config.ensemble_scheduling.step[0].output_map["FINGERPRINT"] = "FINGERPRINT"
+
+
+def _fingerprint_and_cache(config: model_config_pb2.ModelConfig) -> None:
+    # The preprocessing models fingerprint each video and their answers are cached (issue 23).
+    _add_tensor(config.output, "FINGERPRINT")
+    config.response_cache.enable = True
 
 
 def _changes() -> dict:
@@ -100,6 +109,9 @@ def _changes() -> dict:
         for kind in versioned:
             for file in ("config.pbtxt", "configs/cpu.pbtxt", "configs/tensorrt.pbtxt"):
                 changed[f"{model_name(kind, frames)}/{file}"] = _choose_versions
+        for kind in (Kind.PREPROCESS, Kind.ORIGINAL_PREPROCESS):
+            for file in ("config.pbtxt", "configs/cpu.pbtxt"):
+                changed[f"{model_name(kind, frames)}/{file}"] = _fingerprint_and_cache
     return changed
 
 

@@ -123,7 +123,11 @@ def test_every_scoring_answer_names_the_version_that_answered() -> None:
         assert set(contract.VERSION_OUTPUTS) <= set(contract.MODEL_OUTPUTS[kind]), kind
         assert set(contract.DECISION_OUTPUTS) <= set(contract.MODEL_OUTPUTS[kind]), kind
         assert contract.VERSION_INPUT in contract.MODEL_INPUTS[kind], kind
-    assert set(contract.ANSWER_FACT_TENSORS.values()) == {*contract.VERSION_OUTPUTS, *contract.DECISION_OUTPUTS}
+    assert set(contract.ANSWER_FACT_TENSORS.values()) == {
+        *contract.VERSION_OUTPUTS,
+        *contract.DECISION_OUTPUTS,
+        *contract.MATCH_OUTPUTS,
+    }
     assert set(contract.ANSWER_FACT_TENSORS) <= set(contract.ANSWER_FACTS)
 
 

@@ -300,7 +300,12 @@ def test_verdict_ensemble_asks_the_classifier_for_the_clip_score_only():
         config = parse(REPOSITORY / model_name(Kind.VERDICT, frames) / "config.pbtxt")
         classifier = [s for s in config.ensemble_scheduling.step if s.model_name == model_name(Kind.SELECT, frames)]
         assert len(classifier) == 1
-        scores = set(classifier[0].output_map) - set(contract.VERSION_OUTPUTS) - set(contract.DECISION_OUTPUTS)
+        scores = (
+            set(classifier[0].output_map)
+            - set(contract.VERSION_OUTPUTS)
+            - set(contract.DECISION_OUTPUTS)
+            - set(contract.MATCH_OUTPUTS)
+        )
         assert scores == set(contract.LAST_FRAME_OUTPUTS) == {"LOGITS", "PROB_FAKE"}
         assert tuple(o.name for o in config.output) == contract.VERDICT_OUTPUTS
 

@@ -448,6 +448,7 @@ def test_the_payload_holds_the_cli_record_and_the_per_frame_values():
         "decision": result.decision,
         "prob_fake_calibrated": result.prob_fake_calibrated,
         "operating_point": result.operating_point,
+        "known_match": result.known_match,
     }
     # The decision in a reviewer's words, apart from the original app's label.
     assert payload["decision_text"].startswith(f"{result.decision}: uncalibrated")

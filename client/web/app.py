@@ -120,6 +120,9 @@ class ScoreResponse(BaseModel):
         description="the operating point of the decision: thresholds, target FPR, rates on its set, the set"
     )
     decision_text: str = Field(description="the decision and its operating point in a reviewer's words")
+    known_match: dict[str, Any] | None = Field(
+        description="what the bank of confirmed fakes says of the video: null (no match), the entry, or unavailable"
+    )
     frames: int
     model: str
     logits: list[float]
