@@ -56,9 +56,13 @@ RUN case "${INSTALL_TENSORRT}" in \
         *) echo "INSTALL_TENSORRT=${INSTALL_TENSORRT}: expected yes or no" >&2; exit 2 ;; \
     esac
 
+# /var/lib/deepfake: the bank of confirmed fakes when DEEPFAKE_BANK is a SQLite file (compose
+# mounts a volume there; owned by the server's user so that a new volume is writable).
 RUN groupadd --gid 10001 deepfake \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin deepfake
+        --shell /usr/sbin/nologin deepfake \
+    && mkdir -p /var/lib/deepfake \
+    && chown 10001:10001 /var/lib/deepfake
 
 # Code and model configurations, owned by root and read-only to the server's user. Built
 # artifacts (model.onnx, model.plan) are kept out by .dockerignore: they are exported on the

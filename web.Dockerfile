@@ -27,11 +27,17 @@ RUN echo "Dependencies of the deepfake web page; the code runs from /opt/deepfak
     && python3 -m pip install ".[web]" \
     && rm README.md
 
+# /var/lib/deepfake: where the case history and the bank live when DEEPFAKE_BANK is a SQLite file
+# (compose mounts a volume there; owned by the page's user so that a new volume is writable).
 RUN groupadd --gid 10001 deepfake \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin deepfake
+        --shell /usr/sbin/nologin deepfake \
+    && mkdir -p /var/lib/deepfake \
+    && chown 10001:10001 /var/lib/deepfake
 
 COPY contract/ contract/
+COPY calibration/ calibration/
+COPY bank/ bank/
 COPY client/ client/
 
 ENV PYTHONPATH=/opt/deepfake-web \

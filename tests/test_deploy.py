@@ -1317,3 +1317,18 @@ def test_configuration_switch_reaches_both_containers(rendered: list[dict[str, A
     pod = by_kind(rendered, "Deployment")["spec"]["template"]["spec"]
     for container in pod["initContainers"] + pod["containers"]:
         assert {"configMapRef": {"name": config["metadata"]["name"]}} in container["envFrom"], container["name"]
+
+
+def test_the_bank_is_one_setting_shared_by_the_servers_the_page_and_the_tools(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("triton", "triton-cpu", "web", "web-cpu", "tools"):
+        service = services[name]
+        assert service["environment"]["DEEPFAKE_BANK"] == "${DEEPFAKE_BANK:-/var/lib/deepfake/bank.sqlite3}", name
+        (mount,) = [v for v in service["volumes"] if v.get("target") == "/var/lib/deepfake"]
+        assert mount["type"] == "volume" and mount["source"] == "bank", name
+    assert "bank" in compose["volumes"]
+    for manifest in (K8S / "deployment.yaml", K8S / "web" / "deployment.yaml"):
+        documents = [doc for doc in yaml.safe_load_all(manifest.read_text()) if doc and doc.get("kind") == "Deployment"]
+        containers = [c for doc in documents for c in doc["spec"]["template"]["spec"]["containers"]]
+        (bank,) = [e for c in containers for e in c.get("env", []) if e["name"] == "DEEPFAKE_BANK"]
+        assert bank["valueFrom"]["secretKeyRef"] == {"name": "deepfake-bank", "key": "url", "optional": True}

@@ -49,13 +49,14 @@ def test_the_web_image_installs_the_web_extra_and_copies_the_client_only():
     copies = [line.split()[1] for line in text.splitlines() if line.startswith("COPY ")]
 
     assert 'pip install ".[web]"' in text and "==" not in text  # pins come from pyproject.toml
-    # The client and the serving contract it imports (standard library only), nothing of the server.
-    assert copies == ["pyproject.toml", "contract/", "client/"]
+    # The client and what it imports (the serving contract, the calibrations' documents, the bank's
+    # store: standard library, numpy and psycopg), nothing of the server.
+    assert copies == ["pyproject.toml", "contract/", "calibration/", "bank/", "client/"]
     assert "USER 10001:10001" in text
     assert '["python3", "-m", "client", "web"' in text
     # The build context is an allow-list: every copied path must be on it.
     allowed = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")]
-    assert {"!pyproject.toml", "!contract/", "!client/"} <= set(allowed)
+    assert {"!pyproject.toml", "!contract/", "!calibration/", "!bank/", "!client/"} <= set(allowed)
 
 
 @pytest.mark.parametrize("name", ["web", "web-cpu"])
