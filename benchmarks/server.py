@@ -88,9 +88,12 @@ def _copy_tree(source: Path, target: Path) -> None:
             shutil.copy2(child, destination)
 
 
-def start_server(repository: Path, log_path: Path, admin_key: str | None = None) -> EmbeddedServer:
+def start_server(
+    repository: Path, log_path: Path, admin_key: str | None = None, env: dict[str, str] | None = None
+) -> EmbeddedServer:
     """The embedded server (CPU configs) on free ports, every model ready; its model-control API
-    restricted to ``admin_key`` (header ``admin-key``) when one is given."""
+    restricted to ``admin_key`` (header ``admin-key``) when one is given; ``env``: more environment
+    for the server (e.g. ``DEEPFAKE_BANK``)."""
     grpc_port, http_port, metrics_port = free_ports(3)
     restrictions = [Restriction((CONTROL_PROTOCOL,), ADMIN_KEY_HEADER, admin_key)] if admin_key else []
     server = EmbeddedServer(
@@ -101,6 +104,7 @@ def start_server(repository: Path, log_path: Path, admin_key: str | None = None)
         log_path=log_path,
         stop_timeout=STOP_TIMEOUT_S,
         http_restrictions=restrictions,
+        env=env,
     )
     server.start(timeout=START_TIMEOUT_S)
     return server

@@ -130,13 +130,19 @@ class DeepfakeClient(ConnectedClient):
         label, tensors, latency_ms = self._request(Kind.EXPLAIN, EXPLAIN_OUTPUTS, video, frames, name, version)
         return explain_result(label, tensors, latency_ms)
 
-    def fingerprint(self, video: VideoSource, frames: int = DEFAULT_FRAMES) -> str:
+    def fingerprint(self, video: VideoSource, frames: int | None = None) -> str:
         """The video's vPDQ fingerprint as the server computes it (JSON), from ``preprocess_<N>``'s
         ``FINGERPRINT`` (its preprocessing also finds the faces: a video without a face is refused).
+        The fingerprint does not depend on N; ``frames`` None takes the shortest length served.
 
         Raises:
             ClientError: the request failed or was rejected, or the server could not fingerprint it.
         """
+        if frames is None:
+            served = sorted(int(length) for length in self.model_info().get("classifiers", {}))
+            if not served:
+                raise ClientError(UNAVAILABLE, "the server serves no classifier length to fingerprint with")
+            frames = served[0]
         frames = check_frames(frames)
         label, payload = load_video(video, None)
         model = model_name(Kind.PREPROCESS, frames)

@@ -22,7 +22,7 @@ from contract import BANK_ENV, Exit
 
 from ..api import DeepfakeClient
 from ..errors import ClientError
-from .args import add_frames_option, connection_from_args, positive_int
+from .args import connection_from_args, positive_int
 
 
 def add_parser(commands, connection: argparse.ArgumentParser) -> None:
@@ -41,7 +41,13 @@ def add_parser(commands, connection: argparse.ArgumentParser) -> None:
     add.add_argument("--label", choices=LABELS, default="fake", help="what it is (default: %(default)s)")
     add.add_argument("--note", default="", help="what reviewers should know (shown with every match)")
     add.add_argument("--why", default="", help="why it is added (kept in the history; default: the note)")
-    add_frames_option(add, "the preprocessing model whose fingerprint is used (preprocess_<N>)")
+    add.add_argument(
+        "--frames",
+        type=positive_int,
+        metavar="N",
+        help="the preprocessing model that fingerprints it, preprocess_<N> (default: the shortest length served; "
+        "the fingerprint is the same for every N)",
+    )
     listing = actions.add_parser("list", help="list the entries")
     listing.add_argument("--all", action="store_true", help="also the removed entries")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
