@@ -18,8 +18,8 @@ from tritonclient.utils import InferenceServerException
 from contract import (
     DEFAULT_FRAMES,
     EXPLAIN_OUTPUTS,
-    FINGERPRINT_INPUT,
     PER_LENGTH_KINDS,
+    PREPROCESS_OUTPUTS,
     SERVED_LENGTHS,
     SHARED_KINDS,
     TEMPORAL_KINDS,
@@ -146,7 +146,9 @@ class DeepfakeClient(ConnectedClient):
         frames = check_frames(frames)
         label, payload = load_video(video, None)
         model = model_name(Kind.PREPROCESS, frames)
-        tensors, _ = self._infer(model, payload, (FINGERPRINT_INPUT,), frames)
+        # Every output is asked for (PREPROCESS_OUTPUTS): the server caches this model's answers keyed by
+        # its inputs alone, so an answer cut to one output would be what the ensembles get next.
+        tensors, _ = self._infer(model, payload, PREPROCESS_OUTPUTS, frames)
         fingerprint = fingerprint_of(tensors)
         if fingerprint is None:
             raise ClientError(INVALID_ARGUMENT, f"the server could not fingerprint {label}")

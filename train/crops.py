@@ -31,7 +31,7 @@ from client.api import DeepfakeClient
 from client.batch import backoff_delays, call_with_retries
 from client.codec import load_video, unpack_outputs, video_inputs
 from client.errors import INVALID_ARGUMENT, NOT_FOUND, ClientError
-from contract import Exit, Kind, model_name
+from contract import PREPROCESS_OUTPUTS, Exit, Kind, model_name
 
 from .errors import TrainError
 from .files import canonical_json, read_json, sha256_text, write_atomic, write_json_atomic
@@ -88,7 +88,9 @@ class PreprocessClient(DeepfakeClient):
         """
         model = model_name(Kind.PREPROCESS, frames)
         _, payload = load_video(data, name)
-        inputs, requested = video_inputs(payload, CROP_OUTPUTS)
+        # Every output is asked for: the server caches preprocess_<N>'s answers keyed by its inputs
+        # alone, so an answer cut to a few outputs would be what the next caller gets.
+        inputs, requested = video_inputs(payload, PREPROCESS_OUTPUTS)
         result = self._call(self._client.infer, model, inputs, outputs=requested)
         tensors = unpack_outputs(model, result, CROP_OUTPUTS, frames)
         return tensors[FACES].astype(np.float32, copy=False), tensors[FACE_FOUND].astype(bool, copy=False)
