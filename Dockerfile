@@ -24,14 +24,24 @@ WORKDIR /opt/deepfake
 # wheel built here holds no code, only its metadata: the code runs from /opt/deepfake. Its
 # metadata wants a README: a placeholder, so that editing the real one rebuilds nothing here.
 # DL3013 is a false alarm: every version is pinned in pyproject.toml, which pip reads here.
+# pdqhash is a Cython source build: a C++ compiler and the Python headers are installed for it
+# and purged in the same step, so that the image keeps no compiler. Exactly the packages this
+# step added are purged (the list of installed packages before and after), not an autoremove,
+# which would also take whatever the base image left unused. DL3008 as for the apt step below.
 COPY pyproject.toml ./
 COPY tools/pins.py tools/
-# hadolint ignore=DL3013
+# hadolint ignore=DL3008,DL3013
 RUN echo "Dependencies of the deepfake-triton image; the code runs from /opt/deepfake." > README.md \
+    && dpkg-query --show --showformat '${Package}\n' | sort > /tmp/packages-before \
+    && apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install --yes --no-install-recommends g++ python3-dev \
     && python3 -m pip install ".[server]" \
     && mapfile -t no_deps < <(python3 tools/pins.py no-deps) \
     && python3 -m pip install --no-deps "${no_deps[@]}" \
-    && rm README.md
+    && mapfile -t build_only < <(dpkg-query --show --showformat '${Package}\n' | sort | comm -13 /tmp/packages-before -) \
+    && if (( ${#build_only[@]} )); then DEBIAN_FRONTEND=noninteractive apt-get purge --yes "${build_only[@]}"; fi \
+    && rm -rf /var/lib/apt/lists/* /tmp/packages-before README.md \
+    && python3 -c "import pdqhash"
 
 # Debian packages listed in pyproject.toml (libb64 for perf_analyzer, jemalloc for the server).
 # Their versions are those of the base image's Ubuntu release (DL3008): the same names install

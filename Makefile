@@ -41,6 +41,7 @@ $(STAMP): pyproject.toml tools/pins.py
 	{ $(PY) tools/pins.py base; $(PY) tools/pins.py extra server; $(PY) tools/pins.py extra web; $(PY) tools/pins.py extra eval; $(PY) tools/pins.py extra stream; $(PY) tools/pins.py extra dev; $(PY) tools/pins.py extra docs; } > $(VENV)/requirements.txt
 	$(PIP) install --quiet -r $(VENV)/requirements.txt
 	$(PIP) install --quiet --no-deps $$($(PY) tools/pins.py no-deps) $$($(PY) tools/pins.py test-no-deps)
+	$(PIP) install --quiet $$($(PY) tools/pins.py test-build)
 	$(PIP) install --quiet --no-deps --no-build-isolation --editable .
 	$(PY) -c "import torch, torchvision, facenet_pytorch, av, cv2, dlib, onnx, onnxruntime, tritonclient.grpc, pytriton, fastapi, uvicorn, python_multipart, selenium, sklearn, face_recognition, mkdocs, client.stream_client"
 	$(VENV)/bin/deepfake --help >/dev/null && $(VENV)/bin/deepfake-serve --help >/dev/null && $(VENV)/bin/deepfake-export --help >/dev/null && $(VENV)/bin/deepfake-train --help >/dev/null
@@ -107,6 +108,10 @@ bench-train: models ## training: frames per second per head, 100 videos of 20 fr
 .PHONY: bench-versions
 bench-versions: models ## a classifier version 2 goes live and is rolled back while clients score: failures, latency, time to switch -> benchmarks/results/versions.*
 	$(PY) -m benchmarks.versions $(BENCH_ARGS)
+
+.PHONY: bench-fingerprints
+bench-fingerprints: models ## fingerprints and the bank: copies found per re-upload transformation, false matches, hashing cost, lookup at 1k-1M videos, response-cache hits -> benchmarks/results/fingerprints.*
+	$(PY) -m benchmarks.fingerprints $(BENCH_ARGS)
 
 .PHONY: bench-stream
 bench-stream: models ## live streams: how many 480p/720p/1080p streams are followed in real time, latency, CPU per frame, perf_analyzer --streaming -> benchmarks/results/stream.*

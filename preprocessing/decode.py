@@ -314,7 +314,8 @@ def scan_video(
 ) -> Iterator[tuple[int, float, float | None, av.VideoFrame]]:
     """``(index, seconds, frame rate, frame)`` of every decodable frame in decoding order, as stored
     (not turned upright), through the same allow-listed demuxers and limits as :func:`decode_frames`.
-    The rate is the stream's average (or guessed) frames per second, None when it has none.
+    The rate is the stream's average frame rate (else its base rate: FFmpeg's ``avg_frame_rate``,
+    else ``r_frame_rate``, as vPDQ reads it), None when it has neither.
 
     For consumers that walk a whole video (fingerprints); a still image gives one frame. The
     limits raise :class:`LimitError` where they are reached: a caller that wants what came before
@@ -332,7 +333,7 @@ def scan_video(
     try:
         with _open(data, fmt) as container:
             stream = _video_stream(container, fmt, threads, budget)
-            rate = stream.average_rate or stream.guessed_rate
+            rate = stream.average_rate or stream.base_rate
             rate = float(rate) if rate and not fmt.still else None
             for index, frame in enumerate(_decoded(container, stream, budget)):
                 seconds = 0.0 if fmt.still else _frame_time(frame, stream, index, fmt.timestamps)

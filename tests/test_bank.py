@@ -46,17 +46,10 @@ def document(hashes: list[str], quality: int = 100) -> str:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def setting(request, tmp_path) -> str:
-    """A fresh bank on each database (PostgreSQL: a database of the session's real server, emptied)."""
+    """A fresh bank on each database (PostgreSQL: a new database of the session's real server)."""
     if request.param == "sqlite":
         return str(tmp_path / "bank.sqlite3")
-    server = request.getfixturevalue("postgres_server")
-    url = server.url
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as connection:
-        for table in ("bank_entries", "bank_changes", "bank_generation"):
-            connection.execute(f"DROP TABLE IF EXISTS {table}")
-    return url
+    return request.getfixturevalue("postgres_server").new_database()
 
 
 def test_entries_are_added_listed_and_removed_with_who_when_and_why(setting) -> None:
@@ -131,7 +124,7 @@ def test_an_unreachable_bank_says_so(tmp_path) -> None:
 
 
 def test_a_bank_that_goes_away_and_comes_back(postgres_server) -> None:
-    url = postgres_server.url
+    url = postgres_server.new_database()
     bank = Bank(url)
     entry = bank.add(document([random_hex()]), label="fake", note="", by="alice")
     watcher = BankWatcher(url, poll_s=0)

@@ -2,6 +2,7 @@
 
 python tools/pins.py no-deps   # packages installed with --no-deps
 python tools/pins.py test-no-deps   # test-only packages installed with --no-deps (not in the image)
+python tools/pins.py test-build   # test-only source builds (not in the image)
 python tools/pins.py apt       # Debian packages (machines and the container image)
 python tools/pins.py apt-dev   # Debian packages for development and CI only
 python tools/pins.py extra server   # one optional-dependency group
@@ -30,6 +31,8 @@ def main(argv: list[str]) -> int:
         items = data["tool"]["deepfake"]["no-deps"]
     elif argv == ["test-no-deps"]:
         items = data["tool"]["deepfake"]["test-no-deps"]
+    elif argv == ["test-build"]:
+        items = data["tool"]["deepfake"]["test-build"]
     elif argv == ["apt"]:
         items = data["tool"]["deepfake"]["apt"]
     elif argv == ["apt-dev"]:

@@ -106,7 +106,7 @@ def banked(request, tmp_path_factory, media):
         setting, database = str(scratch / "bank.sqlite3"), None
     else:
         database = request.getfixturevalue("postgres_server")
-        setting = database.url
+        setting = database.new_database()
     repository = private_repository(PROJECT_ROOT / "model_repository", FRAMES, scratch / "repository")
     server = start_server(repository, scratch / "tritonserver.log", env={BANK_ENV: setting})
     (scratch / "original.mp4").write_bytes(media["original"])
