@@ -205,6 +205,16 @@ class TritonPythonModel:
         ready = self._ready_versions()
         groups: dict[tuple[int, str, tuple[str, ...]], list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
+            if pb_utils.get_input_tensor_by_name(request, FACES_INPUT) is None:
+                # The preprocessing answer came without FACES: an answer cut to a few outputs, cached
+                # (the response cache keys on inputs alone). Said, never guessed around.
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(
+                        f"{self.name}: no {FACES_INPUT} in the preprocessing answer: a direct call of preprocess_<N> "
+                        "that asked for a subset of its outputs was cached; callers must ask for all of them"
+                    )
+                )
+                continue
             try:
                 version, sha = self._resolve(self._asked_version(request), ready)
             except VersionError as exc:
@@ -217,22 +227,7 @@ class TritonPythonModel:
             if PROB_FAKE not in wanted:
                 wanted = (*wanted, PROB_FAKE)
             groups[(version, sha, wanted)].append(index)
-        for index, request in enumerate(requests):
-            if responses[index] is None and pb_utils.get_input_tensor_by_name(request, FACES_INPUT) is None:
-                # The preprocessing answer came without FACES: an answer cut to a few outputs, cached
-                # (the response cache keys on inputs alone). Said, never guessed around.
-                responses[index] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(
-                        f"{self.name}: no {FACES_INPUT} in the preprocessing answer: a direct call of preprocess_<N> "
-                        "that asked for a subset of its outputs was cached; callers must ask for all of them"
-                    )
-                )
-                for key in groups:
-                    if index in groups[key]:
-                        groups[key].remove(index)
         for (version, sha, wanted), indices in groups.items():
-            if not indices:
-                continue
             arrays = [pb_utils.get_input_tensor_by_name(requests[i], FACES_INPUT).as_numpy() for i in indices]
             sizes = [a.shape[0] for a in arrays]
             call = pb_utils.InferenceRequest(
