@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from contract import Exit
+from contract import RESPONSE_CACHE_BYTES, Exit
 from serve import (
     ArtifactsMissingError,
     EmbeddedServer,
@@ -204,9 +204,13 @@ def test_embedded_flags_come_from_the_shared_builder(tmp_path):
         extra_args=["--log-verbose=1"],
     )
     server._backend_dir = tmp_path / "backends"
+    server._distribution = TritonDistribution.locate()
     flags = server._flags()
     assert isinstance(flags, ServerFlags)
     command = flags.command("tritonserver")
+    # The local response cache, for the preprocessing models' repeat bytes.
+    assert f"--cache-config=local,size={RESPONSE_CACHE_BYTES}" in command
+    assert f"--cache-directory={server._distribution.caches}" in command
     for flag in (
         "--model-control-mode=explicit",
         "--load-model=*",
