@@ -16,6 +16,9 @@ Tables:
 A duplicate (the same fingerprint, or the same bytes, among the entries in force) is refused by a
 unique index in the database itself, so two pages adding the same video at once cannot both
 succeed. Every change is one transaction: nothing is half-written.
+
+The page's case history (:mod:`bank.cases`) keeps its tables in the same database, through the same
+:class:`Database`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -36,6 +39,8 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 #: Seconds to wait for a connection (and for SQLite's lock) before saying the bank is unavailable.
 CONNECT_TIMEOUT_S = 5
 LABELS = ("fake", "real", "other")
+#: The PostgreSQL advisory lock held while tables are created (any constant of this project's own).
+SCHEMA_LOCK = 0x64666B62  # "dfkb"
 
 
 class BankError(Exception):
@@ -149,6 +154,9 @@ class Database:
         self.postgres = setting.startswith(POSTGRES_SCHEMES)
         self.kind = "postgresql" if self.postgres else "sqlite"
         self.mark = "%s" if self.postgres else "?"
+        # The schemas (tuples of statements) this object has created: each is created once, and
+        # again after a failure (a database that came back may be a new, empty one).
+        self._created: set[tuple[str, ...]] = set()
 
     def sql(self, text: str) -> str:
         return text.replace("?", self.mark)
@@ -204,13 +212,55 @@ class Database:
         finally:
             connection.close()
 
+    def run(
+        self,
+        work: Callable,
+        *,
+        schema: tuple[str, ...] = (),
+        what: str = "the bank",
+        refused: str | None = None,
+    ):
+        """Runs ``work(cursor)`` in one transaction, creating ``schema`` first (``CREATE ... IF NOT
+        EXISTS`` statements); database errors become :class:`BankUnavailable` (named ``what``) or
+        :class:`BankError` (a constraint: ``refused``, then the database's words), nothing half-written.
+        """
+        failure, constraint = self.errors()
+        try:
+            with self.transaction() as cursor:
+                if schema not in self._created:
+                    if self.postgres:
+                        # Two processes creating the same tables at once can collide in PostgreSQL's
+                        # catalog: one at a time (SQLite's BEGIN IMMEDIATE serialises already).
+                        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                    for statement in schema:
+                        cursor.execute(statement)
+                result = work(cursor)
+            self._created.add(schema)
+            return result
+        except BankError:
+            raise
+        except constraint as exc:
+            # Two writers at once: the database's unique index refused the second.
+            raise BankError(f"{refused or f'refused by {what}'}: {exc}") from None
+        except failure as exc:
+            self._created.discard(schema)
+            raise BankUnavailable(f"{what} {shown(self.setting)} failed: {exc}") from None
+
+
+def bank_schema(db: Database) -> tuple[str, ...]:
+    """The statements that create the bank's tables in ``db`` (idempotent)."""
+    return (
+        *_SCHEMA[db.kind],
+        *_COMMON,
+        db.sql("INSERT INTO bank_generation (id, value) VALUES (1, 0) ON CONFLICT (id) DO NOTHING"),
+    )
+
 
 class Bank:
     """The bank behind one setting (see the module docstring)."""
 
     def __init__(self, setting: str | None = None) -> None:
         self.db = Database(bank_setting(setting))
-        self._ready = False
 
     @property
     def setting(self) -> str:
@@ -219,25 +269,12 @@ class Bank:
     def _run(self, work):
         """Runs ``work(cursor)`` in one transaction, creating the schema first; database errors become
         :class:`BankUnavailable` or :class:`BankError` (a constraint), nothing half-written."""
-        failure, constraint = self.db.errors()
-        try:
-            with self.db.transaction() as cursor:
-                if not self._ready:
-                    for statement in (*_SCHEMA[self.db.kind], *_COMMON):
-                        cursor.execute(statement)
-                    cursor.execute(
-                        self.db.sql("INSERT INTO bank_generation (id, value) VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
-                    )
-                result = work(cursor)
-            self._ready = True
-            return result
-        except BankError:
-            raise
-        except constraint as exc:
-            # Two writers at once: the database's unique index refused the second.
-            raise BankError(f"refused by the bank (the same video was added at the same time?): {exc}") from None
-        except failure as exc:
-            raise BankUnavailable(f"the bank {shown(self.setting)} failed: {exc}") from None
+        return self.db.run(
+            work,
+            schema=bank_schema(self.db),
+            what="the bank",
+            refused="refused by the bank (the same video was added at the same time?)",
+        )
 
     def _bump(self, cursor) -> None:
         cursor.execute("UPDATE bank_generation SET value = value + 1 WHERE id = 1")
@@ -263,39 +300,68 @@ class Bank:
         Raises:
             BankError: a bad label, an empty fingerprint, or the same video already in force (its id named).
         """
+        self.check_add(fingerprint_json, label=label, by=by)
+        return self._run(
+            lambda cursor: self.add_in(
+                cursor, fingerprint_json, label=label, note=note, by=by, why=why, content_sha256=content_sha256
+            )
+        )
+
+    def check_add(self, fingerprint_json: str, *, label: str, by: str) -> None:
+        """What :meth:`add` refuses before it asks the database.
+
+        Raises:
+            BankError: a bad label, nobody named, a fingerprint without features.
+        """
         if label not in LABELS:
             raise BankError(f"label {label!r}: expected one of {', '.join(LABELS)}")
         if not by:
             raise BankError("who adds it must be named")
-        digest = fingerprint_sha256(fingerprint_json)
+        fingerprint_sha256(fingerprint_json)
         if not json.loads(fingerprint_json)["features"]:
             raise BankError("the fingerprint has no feature")
 
-        def work(cursor):
-            cursor.execute(
-                self.db.sql(
-                    "SELECT id FROM bank_entries WHERE removed_at IS NULL AND "
-                    "(fingerprint_sha256 = ? OR (content_sha256 IS NOT NULL AND content_sha256 = ?))"
-                ),
-                (digest, content_sha256),
-            )
-            existing = cursor.fetchone()
-            if existing is not None:
-                raise BankError(f"this video is already in the bank as entry {existing[0]}")
-            at = now_utc()
-            cursor.execute(
-                self.db.sql(
-                    "INSERT INTO bank_entries (label, note, content_sha256, fingerprint, fingerprint_sha256, "
-                    "created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
-                ),
-                (label, note, content_sha256, fingerprint_json, digest, at, by),
-            )
-            (entry_id,) = cursor.fetchone()
-            self._record(cursor, entry_id, "add", by, why or note)
-            self._bump(cursor)
-            return Entry(int(entry_id), label, note, content_sha256, fingerprint_json, at, by)
+    def add_in(
+        self,
+        cursor,
+        fingerprint_json: str,
+        *,
+        label: str,
+        note: str,
+        by: str,
+        why: str = "",
+        content_sha256: str | None = None,
+    ) -> Entry:
+        """:meth:`add` inside a transaction of the same database that the caller runs (its
+        ``cursor``, the bank's schema created): the entry is written with the caller's other changes,
+        or not at all. Call :meth:`check_add` first.
 
-        return self._run(work)
+        Raises:
+            BankError: the same video already in force (its id named).
+        """
+        digest = fingerprint_sha256(fingerprint_json)
+        cursor.execute(
+            self.db.sql(
+                "SELECT id FROM bank_entries WHERE removed_at IS NULL AND "
+                "(fingerprint_sha256 = ? OR (content_sha256 IS NOT NULL AND content_sha256 = ?))"
+            ),
+            (digest, content_sha256),
+        )
+        existing = cursor.fetchone()
+        if existing is not None:
+            raise BankError(f"this video is already in the bank as entry {existing[0]}")
+        at = now_utc()
+        cursor.execute(
+            self.db.sql(
+                "INSERT INTO bank_entries (label, note, content_sha256, fingerprint, fingerprint_sha256, "
+                "created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
+            ),
+            (label, note, content_sha256, fingerprint_json, digest, at, by),
+        )
+        (entry_id,) = cursor.fetchone()
+        self._record(cursor, entry_id, "add", by, why or note)
+        self._bump(cursor)
+        return Entry(int(entry_id), label, note, content_sha256, fingerprint_json, at, by)
 
     def remove(self, entry_id: int, *, by: str, why: str) -> Entry:
         """Takes an entry out of force, keeping it and the reason.

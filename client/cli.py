@@ -14,7 +14,7 @@ from typing import TextIO
 
 from contract import Exit, program_name
 
-from .commands import bank, calibrate, evaluate, explain, health, score, stream, web
+from .commands import bank, calibrate, evaluate, explain, health, reviewers, score, stream, web
 from .commands.args import check_tls, connection_parent
 
 #: The commands in the order ``--help`` lists them.
@@ -27,6 +27,8 @@ COMMANDS = {
     "calibrate": calibrate,
     "calibration": calibrate,
     "bank": bank,
+    "reviewers": reviewers,
+    "cases": reviewers,
     "stream": stream,
 }
 

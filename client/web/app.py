@@ -10,7 +10,7 @@ Content-Security-Policy allows scripts from this origin only, never inline ones.
 from __future__ import annotations
 
 import asyncio
-import hmac
+import hashlib
 import re
 import time
 from contextlib import asynccontextmanager
@@ -33,6 +33,7 @@ from ..codec import demo_warning
 from ..errors import DEADLINE_EXCEEDED, INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE, ClientError
 from ..results import ExplainResult, ScoreResult
 from ..versions import VERSIONS_KEY, check_served, check_version, describe_versions, version_entry
+from .cases import Cases, Identity, history_setting, require_reviewer
 from .form import FILE_FIELD, FormError, format_bytes, read_form
 from .images import as_base64, explanation_pngs
 from .settings import WebSettings
@@ -147,6 +148,12 @@ class ScoreResponse(BaseModel):
     )
     frame_weight: list[float] | None = Field(
         None, description="with temporal: how much each frame counted in the temporal model's answer (sums to 1)"
+    )
+    case: dict[str, Any] | None = Field(
+        None,
+        description="the upload recorded in the case history: its id, content_sha256 and uploaded_by (the "
+        "reviewer, or null); status unavailable with the reason when it could not be recorded; null when the "
+        "page keeps no history",
     )
 
 
@@ -410,9 +417,16 @@ class SecurityHeaders:
 # ----------------------------------------------------------------------------- the application
 
 
-def create_app(settings: WebSettings) -> FastAPI:
-    """The web page and its API for one Triton server."""
+def create_app(settings: WebSettings, bank: str | None = None) -> FastAPI:
+    """The web page and its API for one Triton server.
+
+    Args:
+        settings: what it serves and where it sends the work.
+        bank: the database of the case history (the bank's, :mod:`client.web.cases`); None:
+            ``$DEEPFAKE_BANK``, and no history when that is unset.
+    """
     state = _State(settings)
+    cases = Cases(settings.token, bank or history_setting())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -437,16 +451,10 @@ def create_app(settings: WebSettings) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    def check_token(request: Request) -> None:
-        if settings.token is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), settings.token.encode()):
-            raise ApiError(
-                401,
-                "this page needs its access token: enter it on the page, or send 'Authorization: Bearer <token>'",
-                "UNAUTHENTICATED",
-            )
+    async def check_token(request: Request) -> Identity:
+        """Who is asking (the shared token, a reviewer's own token, or nobody on an open page); 401 when
+        the page has a token and none that opens it was sent."""
+        return await cases.access.identify(request)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -487,7 +495,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         summary="the lengths served, the upload limit and what the checkpoints are",
     )
     async def models(request: Request) -> JSONResponse:
-        check_token(request)
+        await check_token(request)
         try:
             ready = await state.grpc().ready_lengths(settings.lengths, timeout_s=PROBE_TIMEOUT_S)
             info = await state.model_info()
@@ -513,17 +521,21 @@ def create_app(settings: WebSettings) -> FastAPI:
             }
         )
 
-    async def upload(request: Request, text_fields: frozenset[str]):
-        check_token(request)
+    async def upload(request: Request, text_fields: frozenset[str], reviewer_only: bool = False):
+        """(who is asking, the form read into memory); a slot is held until the caller releases it."""
+        identity = await check_token(request)
+        if reviewer_only:
+            require_reviewer(identity)
         if state.slots.locked():
             raise ApiError(
                 503, f"the page is busy with {settings.max_concurrent} uploads; retry in a moment", UNAVAILABLE, True
             )
         await state.slots.acquire()
         try:
-            return await read_form(
+            form = await read_form(
                 request.headers, request.stream(), settings.max_upload_bytes, text_fields, settings.upload_timeout_s
             )
+            return identity, form
         except ClientDisconnect:
             state.slots.release()
             raise FormError(400, "the upload was interrupted before it was complete") from None
@@ -560,7 +572,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         summary="score one upload (the keys of `client score --json`, plus per-frame values)",
     )
     async def score(request: Request) -> JSONResponse:
-        form = await upload(
+        identity, form = await upload(
             request,
             frozenset(
                 {FRAMES_FIELD, VERDICT_ONLY_FIELD, ALL_FACES_FIELD, ORIGINAL_FIELD, TEMPORAL_FIELD, MODEL_VERSION_FIELD}
@@ -573,12 +585,15 @@ def create_app(settings: WebSettings) -> FastAPI:
             await check_choice(frames, mode, version)
             name = form.filename or "upload"
             data, form.data = form.data, b""
+            digest = await content_sha256(data)
             result = await run(state.grpc().score, data, frames, name=name, mode=mode, version=version)
             del data
         finally:
             state.slots.release()
         info = await _info_or_none(state)
-        return JSONResponse(score_payload(result, frames, mode.model(frames), info, mode))
+        payload = score_payload(result, frames, mode.model(frames), info, mode)
+        payload["case"] = await cases.record(identity, digest, result, frames, payload[MODEL_KEY])
+        return JSONResponse(payload)
 
     @app.post(
         "/api/explain",
@@ -588,13 +603,14 @@ def create_app(settings: WebSettings) -> FastAPI:
         summary="score one upload and return each frame's face crop and heatmap as PNG",
     )
     async def explain(request: Request) -> JSONResponse:
-        form = await upload(request, frozenset({FRAMES_FIELD, MODEL_VERSION_FIELD}))
+        identity, form = await upload(request, frozenset({FRAMES_FIELD, MODEL_VERSION_FIELD}))
         try:
             frames = _frames_field(form.fields, settings.default_frames)
             version = version_of_form(form.fields)
             await check_choice(frames, Mode.SCORE, version)
             name = form.filename or "upload"
             data, form.data = form.data, b""
+            digest = await content_sha256(data)
             result: ExplainResult = await run(state.grpc().explain, data, frames, name=name, version=version)
             del data
         finally:
@@ -602,11 +618,36 @@ def create_app(settings: WebSettings) -> FastAPI:
         faces, overlays = await asyncio.to_thread(explanation_pngs, result)
         info = await _info_or_none(state)
         payload = score_payload(result, frames, model_name(Kind.EXPLAIN, frames), info)
+        payload["case"] = await cases.record(identity, digest, result, frames, payload[MODEL_KEY])
         payload["face_png"] = as_base64(faces)
         payload["heatmap_png"] = as_base64(overlays)
         return JSONResponse(payload)
 
+    async def content_sha256(data: bytes) -> str | None:
+        """sha256 of the uploaded bytes when the page keeps a case history (hashing a large upload
+        takes a moment: in a worker thread)."""
+        if not cases.enabled:
+            return None
+        return await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+
+    async def fingerprint_upload(request: Request) -> tuple[Identity, str, ScoreResult]:
+        """An upload to search the case history with: its sha256 and the server's verdict answer,
+        which carries its fingerprint and what the bank says of it. Reviewers only."""
+        identity, form = await upload(request, frozenset({FRAMES_FIELD}), reviewer_only=True)
+        try:
+            frames = _frames_field(form.fields, settings.default_frames)
+            await check_choice(frames, Mode.VERDICT, None)
+            data, form.data = form.data, b""
+            digest = await content_sha256(data)
+            result = await run(state.grpc().score, data, frames, name=form.filename or "upload", mode=Mode.VERDICT)
+            del data
+        finally:
+            state.slots.release()
+        return identity, digest, result
+
+    cases.mount(app, fingerprint_upload)
     app.state.web = state
+    app.state.cases = cases
     return app
 
 

@@ -3,6 +3,8 @@
 ``triton_server`` starts the embedded server (``serve.EmbeddedServer``) on free ports, waits until
 every model is ready, and stops it at the end of the session (SIGINT, then kill). When a test
 fails, the part of every server log written during that test is added to the failure report.
+Its bank of confirmed fakes (``DEEPFAKE_BANK``) is a SQLite file of the session's own
+(``triton_server.env["DEEPFAKE_BANK"]``), which a test gives the page and the CLI to share it.
 
 The classifier ONNX files are build artifacts: when some are missing the fixture builds them
 first with the project's exporter (demo checkpoints with random weights, exported and verified).
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from contract import ONNX_FILE, Kind
+from contract import BANK_ENV, ONNX_FILE, Kind
 from serve import EmbeddedServer, ServeError, TritonDistribution, TritonNotFoundError, free_ports
 from serve.distribution import PROJECT_ROOT
 from tests.integration.training_fixtures import trained_runs  # noqa: F401 (a session fixture: pytest finds it here)
@@ -100,6 +102,8 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
         metrics_port=metrics_port,
         log_path=scratch / "tritonserver.log",
         stop_timeout=STOP_TIMEOUT_S,
+        # The bank every answer is matched against: the session's own, never the user's default file.
+        env={BANK_ENV: str(scratch / "bank.sqlite3")},
     )
     try:
         server.start(timeout=START_TIMEOUT_S)

@@ -7,21 +7,27 @@ path given, so that Selenium Manager never downloads one), kept off the network 
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import av
 import httpx
 import numpy as np
 import pytest
 
+from bank.store import Bank
 from benchmarks.web_process import PROJECT_ROOT, WebProcess
 from calibration.point import describe
 from client import DeepfakeClient
-from contract import SCORE_JSON_KEYS
+from contract import BANK_ENV, SCORE_JSON_KEYS
 from tests import media
 
 pytestmark = pytest.mark.integration
@@ -588,3 +594,162 @@ def test_the_page_offers_the_versions_served_and_shows_which_answered(page, clip
     assert card.get_attribute("data-status") == "done", text(card, ".error-message")
     assert text(card, ".model-version") == "1 (the version asked for)"
     assert "sha256 " in text(card, ".checkpoint")
+
+
+# ----------------------------------------------------------------------------- the case history and the bank
+
+#: A clip long enough for several vPDQ hashes (one per second), and the copy's trim: one whole second,
+#: so that the copy's hashed frames are the original's.
+BANK_CLIP_FRAMES = 150
+TRIM_FRAMES = FPS
+#: How long a confirmed entry may take to reach every server (each polls the bank every 2 s).
+BANK_PROPAGATION_S = 30.0
+
+
+# The case list once it shows a search by content hash: [{id, text}] (read at once: the list is redrawn).
+LISTED_CASES = """
+const list = document.querySelector('#case-list');
+if (list.dataset.listing !== 'sha256') return null;
+return [...list.querySelectorAll('.case-item')].map((item) => ({id: item.dataset.caseId, text: item.textContent}));
+"""
+
+
+def reencoded(data: bytes, skip_frames: int, crf: str = "34", scale: float = 0.75) -> bytes:
+    """``data`` trimmed by its first ``skip_frames`` frames, scaled and encoded again (H.264, PyAV)."""
+    out = io.BytesIO()
+    with av.open(io.BytesIO(data)) as source, av.open(out, "w", format="mp4") as target:
+        decoded = source.streams.video[0]
+        width = int(decoded.codec_context.width * scale) // 2 * 2
+        height = int(decoded.codec_context.height * scale) // 2 * 2
+        stream = target.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": crf}
+        for index, frame in enumerate(source.decode(decoded)):
+            if index < skip_frames:
+                continue
+            picture = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+            for packet in stream.encode(picture.reformat(width=width, height=height)):
+                target.mux(packet)
+        for packet in stream.encode():
+            target.mux(packet)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def history_web(triton_server, tmp_path_factory) -> tuple[WebProcess, str, str]:
+    """The page keeping its case history in the server's own bank, and a reviewer made with the CLI:
+    (the page, the bank, alice's token)."""
+    bank = triton_server.env[BANK_ENV]
+    completed = subprocess.run(
+        [sys.executable, "-m", "client", "reviewers", "add", "alice", "--by", "test"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, BANK_ENV: bank},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    token = completed.stdout.strip()
+    process = WebProcess(
+        triton_server.grpc_url, tmp_path_factory.mktemp("web_history"), env={"DEEPFAKE_WEB_TOKEN": "", BANK_ENV: bank}
+    ).start()
+    yield process, bank, token
+    process.stop()
+
+
+def cli_record_with_bank(triton_server, path: Path, bank: str) -> dict:
+    """``python -m client score PATH --json`` with ``DEEPFAKE_BANK`` naming the server's bank."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "client", "score", str(path), "--json", "--frames", str(FRAMES)]
+        + ["--url", triton_server.grpc_url, "--timeout", str(TIMEOUT_S)],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, BANK_ENV: bank},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S * 2,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout.splitlines()[0])
+
+
+def test_a_fake_reviewed_and_confirmed_on_the_page_is_known_in_its_copies(
+    browser, triton_server, history_web, tmp_path
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    web, bank, token = history_web
+    original = tmp_path / "viral.mp4"
+    original.write_bytes(media.face_clip(frames=BANK_CLIP_FRAMES, fps=FPS))
+    copy = tmp_path / "copy.mp4"  # made now: re-encoded, scaled to 0.75 and its first second cut off
+    copy.write_bytes(reencoded(original.read_bytes(), TRIM_FRAMES))
+    unrelated = tmp_path / "unrelated.mp4"  # the same photo, moving otherwise: PDQ distances 70 and more
+    unrelated.write_bytes(media.face_clip(frames=BANK_CLIP_FRAMES, fps=FPS, seed=3))
+
+    # The reviewer signs in on the page with their own token.
+    browser.get(web.url)
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "frames").is_enabled())
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "reviewer-form").is_displayed())
+    browser.find_element(By.ID, "reviewer-token").send_keys(token)
+    browser.find_element(By.CSS_SELECTOR, "#reviewer-form button[type=submit]").click()
+    WebDriverWait(browser, 30).until(
+        lambda d: d.find_element(By.ID, "history").get_attribute("data-reviewer") == "alice"
+    )
+    assert "Signed in as alice" in browser.find_element(By.ID, "reviewer-status").text
+
+    # The clip: scored, recorded as a case, no match in the bank yet.
+    browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=verdict]").click()
+    choose(browser, original)
+    [card] = finished_cards(browser, 1)
+    assert card.get_attribute("data-status") == "done", text(card, ".error-message")
+    known = card.find_element(By.CSS_SELECTOR, ".known-match")
+    assert known.get_attribute("data-status") == "none" and text(card, ".known-match-label") == "No match"
+    case_id = card.get_attribute("data-case-id")
+    assert case_id and f"Case {case_id}" in text(card, ".case-info")
+
+    # Reviewed as fake, then confirmed into the bank, both under the reviewer's name.
+    Select(card.find_element(By.CSS_SELECTOR, ".review-decision")).select_by_value("fake")
+    card.find_element(By.CSS_SELECTOR, ".review-note").send_keys("face swapped onto the astronaut")
+    card.find_element(By.CSS_SELECTOR, ".review-submit").click()
+    WebDriverWait(browser, 30).until(
+        lambda d: card.find_elements(By.CSS_SELECTOR, '.case-review[data-reviewer="alice"][data-decision="fake"]')
+    )
+    card.find_element(By.CSS_SELECTOR, ".confirm-fake").click()
+    WebDriverWait(browser, 30).until(lambda d: card.get_attribute("data-bank-entry"))
+    entry_id = int(card.get_attribute("data-bank-entry"))
+    assert f"entry {entry_id}" in text(card, ".case-message")
+    WebDriverWait(browser, 30).until(lambda d: card.find_elements(By.CSS_SELECTOR, ".case-review[data-bank-entry]"))
+    [entry] = [e for e in Bank(bank).entries() if e.id == entry_id]
+    assert (entry.label, entry.created_by, entry.note) == ("fake", "alice", "face swapped onto the astronaut")
+
+    # Through the CLI, sharing the server's bank: the re-encoded, trimmed copy is the confirmed fake.
+    deadline = time.monotonic() + BANK_PROPAGATION_S
+    record = cli_record_with_bank(triton_server, copy, bank)
+    while (record["known_match"] or {}).get("status") != "match" and time.monotonic() < deadline:
+        time.sleep(1.0)
+        record = cli_record_with_bank(triton_server, copy, bank)
+    assert record["known_match"] is not None and record["known_match"]["status"] == "match", record
+    assert record["known_match"]["id"] == entry_id and record["known_match"]["label"] == "fake"
+    assert record["known_match"]["similarity"] >= 0.8
+    assert cli_record_with_bank(triton_server, unrelated, bank)["known_match"] is None
+
+    # On the page, the copy's card says so.
+    choose(browser, copy)
+    _, copied = finished_cards(browser, 2)
+    assert copied.get_attribute("data-status") == "done", text(copied, ".error-message")
+    known = copied.find_element(By.CSS_SELECTOR, ".known-match")
+    assert known.get_attribute("data-status") == "match" and known.get_attribute("data-entry") == str(entry_id)
+    assert text(copied, ".known-match-label") == "KNOWN FAKE"
+    assert f"Bank entry {entry_id}: “face swapped onto the astronaut”" in text(copied, ".known-match-text")
+
+    # The history panel finds the original by its content hash, confirmed, with the review.
+    digest = hashlib.sha256(original.read_bytes()).hexdigest()
+    browser.find_element(By.ID, "case-sha256").send_keys(digest)
+    browser.find_element(By.CSS_SELECTOR, "#case-search button[type=submit]").click()
+    listed = WebDriverWait(browser, 30).until(lambda d: d.execute_script(LISTED_CASES))
+    assert [item["id"] for item in listed] == [case_id]
+    assert f"in the bank as entry {entry_id}" in listed[0]["text"] and "alice: fake" in listed[0]["text"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "web_case_history.png"))

@@ -13,7 +13,10 @@
   const TOP_WEIGHTED_FRAMES = 3;
   const SHA256_SHOWN = 12;
 
-  const state = { token: sessionStorage.getItem(TOKEN_KEY), models: null, queue: [], busy: false };
+  const RECENT_CASES = 20;
+
+  // cases: what GET /api/cases/status said (null: the page keeps no case history).
+  const state = { token: sessionStorage.getItem(TOKEN_KEY), models: null, queue: [], busy: false, cases: null };
 
   const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -87,6 +90,7 @@
       ? `Connected to Triton at ${body.triton_url}: ${body.lengths.join(", ")}-frame models ready.`
       : `Connected to Triton at ${body.triton_url}, but no deepfake_<N> model is ready yet.`;
     if (!body.lengths.length) showServerError("No model is ready on the detection server yet.");
+    loadCaseStatus();
   }
 
   // The versions model_info lists for a length, in the section of the chosen analysis.
@@ -237,6 +241,7 @@
       entry.result = body;
       setState(entry, "Done");
       renderResult(entry, elapsed);
+      if (state.cases && state.cases.can_review && body.case && body.case.id) refreshCases();
       return;
     }
     if (status === 401) {
@@ -260,6 +265,8 @@
     const { card, result } = entry;
     const n = result.frames;
     $(".result", card).hidden = false;
+    renderKnownMatch(entry);
+    renderCase(entry);
     $(".decision-label", card).textContent = result.decision;
     card.dataset.decision = result.decision;
     $(".decision-text", card).textContent = result.decision_text;
@@ -625,6 +632,266 @@
     save(window.makeZip(files), `${baseName(entry)}.heatmaps.zip`);
   }
 
+  // ------------------------------------------------------------------------- the bank and the case history
+
+  // A JSON call of the page's API with the token: {status, body} (or {status, blob} with options.blob).
+  async function api(path, options = {}) {
+    const headers = { ...authHeaders() };
+    let body;
+    if (options.json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      body = JSON.stringify(options.json);
+    }
+    let response;
+    try {
+      response = await fetch(path, { method: options.method || "GET", headers, body, cache: "no-store" });
+    } catch (error) {
+      return { status: 0, body: { error: `the page's server cannot be reached (${error.message})` } };
+    }
+    if (options.blob && response.ok) return { status: response.status, blob: await response.blob(), body: {} };
+    return { status: response.status, body: parseJson(await response.text()) || {} };
+  }
+
+  function failure(status, body) {
+    return (body && body.error) || `HTTP ${status}`;
+  }
+
+  function span(times) {
+    return `${times[0].toFixed(1)}–${times[1].toFixed(1)} s`;
+  }
+
+  function percent(share) {
+    return `${Math.round(share * 100)} %`;
+  }
+
+  // known_match in words: null is no match, status "match" an entry, anything else the bank unavailable.
+  function knownMatchWords(known) {
+    if (known === null) {
+      return { status: "none", label: "No match", text: "No entry of the bank of confirmed fakes matches this video." };
+    }
+    if (!known || known.status !== "match") {
+      const reason = (known && known.reason) || "the server said nothing of it";
+      return { status: "unavailable", label: "Bank unavailable",
+        text: `The bank of confirmed fakes could not be asked (${reason}); the scores stand.` };
+    }
+    const label = known.label === "fake" ? "KNOWN FAKE" : `KNOWN ${String(known.label).toUpperCase()}`;
+    return { status: "match", label,
+      text: `Bank entry ${known.id}${known.note ? `: “${known.note}”` : ""}. ${percent(known.similarity)} of this ` +
+        `video's frames match it, at ${span(known.query_span)} of this video and ${span(known.entry_span)} of the ` +
+        `entry (${percent(known.entry_similarity)} of the entry's frames).` };
+  }
+
+  function renderKnownMatch(entry) {
+    const { card, result } = entry;
+    const box = $(".known-match", card);
+    const words = knownMatchWords(result.known_match);
+    box.hidden = false;
+    box.dataset.status = words.status;
+    box.dataset.entry = words.status === "match" ? String(result.known_match.id) : "";
+    $(".known-match-label", box).textContent = words.label;
+    $(".known-match-text", box).textContent = words.text;
+  }
+
+  function caseMessage(entry, text, error) {
+    const message = $(".case-message", entry.card);
+    message.textContent = text;
+    message.classList.toggle("error", Boolean(error));
+  }
+
+  // The case the upload was recorded as, and the review form when the token is a reviewer's.
+  function renderCase(entry) {
+    const { card, result } = entry;
+    const recorded = result.case;
+    const block = $(".case-block", card);
+    block.hidden = !recorded;
+    if (!recorded) return;
+    if (recorded.status === "unavailable") {
+      $(".case-info", card).textContent = `Not recorded in the case history: ${recorded.reason}`;
+      $(".review-form", card).hidden = true;
+      return;
+    }
+    card.dataset.caseId = String(recorded.id);
+    $(".case-info", card).textContent = `Case ${recorded.id}, content sha256 ${recorded.content_sha256.slice(0, SHA256_SHOWN)}…` +
+      (recorded.uploaded_by ? `, uploaded by ${recorded.uploaded_by}.` : ".");
+    $(".review-form", card).onsubmit = (event) => {
+      event.preventDefault();
+      submitReview(entry);
+    };
+    $(".confirm-fake", card).onclick = () => confirmFake(entry);
+    updateReviewForm(entry);
+  }
+
+  function updateReviewForm(entry) {
+    const { card } = entry;
+    if (!card.dataset.caseId) return;
+    const can = Boolean(state.cases && state.cases.can_review);
+    $(".review-form", card).hidden = !can;
+    if (!can) {
+      const why = state.cases && state.cases.why ? state.cases.why : "sign in with your reviewer token";
+      caseMessage(entry, `Decisions cannot be recorded from here: ${why}.`, false);
+      return;
+    }
+    if ($(".case-message", card).textContent.startsWith("Decisions cannot")) caseMessage(entry, "", false);
+    refreshReviews(entry);
+  }
+
+  async function refreshReviews(entry) {
+    const { status, body } = await api(`/api/cases/${entry.card.dataset.caseId}`);
+    if (status === 200) fillReviews($(".case-reviews", entry.card), body.reviews);
+  }
+
+  function reviewText(review) {
+    return `${review.at.replace("T", " ").slice(0, 19)} UTC, ${review.reviewer}: ${review.decision}` +
+      (review.bank_entry_id ? ` (confirmed into the bank as entry ${review.bank_entry_id})` : "") +
+      (review.note ? `. ${review.note}` : "");
+  }
+
+  function fillReviews(list, reviews) {
+    list.replaceChildren();
+    for (const review of reviews) {
+      const item = document.createElement("li");
+      item.className = "case-review";
+      item.dataset.reviewer = review.reviewer;
+      item.dataset.decision = review.decision;
+      if (review.bank_entry_id) item.dataset.bankEntry = String(review.bank_entry_id);
+      item.textContent = reviewText(review);
+      list.append(item);
+    }
+  }
+
+  async function submitReview(entry) {
+    const { card } = entry;
+    const decision = $(".review-decision", card).value;
+    if (!decision) {
+      caseMessage(entry, "Choose fake, real or unsure first.", true);
+      return;
+    }
+    const { status, body } = await api(`/api/cases/${card.dataset.caseId}/review`,
+      { method: "POST", json: { decision, note: $(".review-note", card).value } });
+    if (status !== 200) {
+      caseMessage(entry, `Not recorded: ${failure(status, body)}`, true);
+      return;
+    }
+    card.dataset.reviewed = body.review.decision;
+    caseMessage(entry, `Recorded: ${body.review.decision}, by ${body.review.reviewer}.`, false);
+    refreshReviews(entry);
+    if (!$("#history-tools").hidden) refreshCases();
+  }
+
+  async function confirmFake(entry) {
+    const { card } = entry;
+    const button = $(".confirm-fake", card);
+    button.disabled = true;
+    const { status, body } = await api(`/api/cases/${card.dataset.caseId}/confirm`,
+      { method: "POST", json: { note: $(".review-note", card).value } });
+    button.disabled = false;
+    if (status !== 200) {
+      caseMessage(entry, `Not confirmed: ${failure(status, body)}`, true);
+      return;
+    }
+    card.dataset.bankEntry = String(body.entry.id);
+    caseMessage(entry, `Confirmed as fake into the bank as entry ${body.entry.id}, by ${body.review.reviewer}: ` +
+      "every server matches copies of it within seconds.", false);
+    refreshReviews(entry);
+    if (!$("#history-tools").hidden) refreshCases();
+  }
+
+  function historyMessage(text, error) {
+    const message = $("#history-message");
+    message.textContent = text;
+    message.classList.toggle("error", Boolean(error));
+  }
+
+  async function loadCaseStatus() {
+    const { status, body } = await api("/api/cases/status");
+    const panel = $("#history");
+    state.cases = status === 200 && body.history ? body : null;
+    panel.hidden = !state.cases;
+    for (const entry of state.queue) updateReviewForm(entry);
+    if (!state.cases) return;
+    panel.dataset.reviewer = body.reviewer || "";
+    $("#reviewer-status").textContent = body.reviewer
+      ? `Signed in as ${body.reviewer}: your decisions are recorded under this name. Cases are kept ${body.retention_days} days.`
+      : `${body.why}.`;
+    $("#reviewer-form").hidden = Boolean(body.reviewer);
+    $("#history-tools").hidden = !body.can_review;
+    if (body.can_review) refreshCases();
+  }
+
+  function caseItem(found, similarity) {
+    const item = document.createElement("li");
+    item.className = "case-item";
+    item.dataset.caseId = String(found.id);
+    item.dataset.sha256 = found.content_sha256;
+    const known = knownMatchWords(found.known_match);
+    const head = document.createElement("p");
+    head.className = "case-summary";
+    head.textContent = (similarity === undefined ? "" : `similarity ${percent(similarity)}: `) +
+      `case ${found.id}, ${found.created_at.replace("T", " ").slice(0, 19)} UTC, ${found.file_name}: ` +
+      `${found.decision} (PROB_FAKE ${found.prob_fake === null ? "n/a" : found.prob_fake.toFixed(4)}), ` +
+      `${known.label}${known.status === "match" ? ` (entry ${found.known_match.id})` : ""}, ` +
+      `sha256 ${found.content_sha256.slice(0, SHA256_SHOWN)}…` +
+      (found.uploaded_by ? `, uploaded by ${found.uploaded_by}` : "") +
+      (found.confirmed_entry ? `, in the bank as entry ${found.confirmed_entry}` : "");
+    const similar = document.createElement("button");
+    similar.type = "button";
+    similar.className = "button similar";
+    similar.textContent = "Similar videos";
+    similar.addEventListener("click", () => searchSimilar(found.id));
+    head.append(" ", similar);
+    const reviews = document.createElement("ul");
+    reviews.className = "case-reviews";
+    fillReviews(reviews, found.reviews);
+    item.append(head, reviews);
+    return item;
+  }
+
+  // What the case list shows: the latest cases, those of one content hash, or those similar to a case.
+  // Only the answer to the latest request is shown, so a refresh never overwrites a newer search.
+  const listing = { query: { kind: "recent" }, sequence: 0 };
+
+  async function showCases(query) {
+    if (query) listing.query = query;
+    const { kind, sha256, caseId } = listing.query;
+    const sequence = ++listing.sequence;
+    const { status, body } = kind === "similar"
+      ? await api("/api/cases/search-similar", { method: "POST", json: { case_id: caseId } })
+      : await api(kind === "sha256" ? `/api/cases?sha256=${encodeURIComponent(sha256)}` : `/api/cases?limit=${RECENT_CASES}`);
+    if (sequence !== listing.sequence) return;
+    if (status !== 200) {
+      historyMessage(`The case history could not be read: ${failure(status, body)}`, true);
+      return;
+    }
+    const found = kind === "similar" ? body.matches : body.cases;
+    const count = found.length;
+    const cases = `${count} case${count === 1 ? "" : "s"}`;
+    historyMessage(kind === "similar"
+      ? `${cases} whose fingerprint matches case ${caseId}'s (the bank's rule).`
+      : kind === "sha256" ? `${cases} of the bytes with sha256 ${sha256.slice(0, SHA256_SHOWN)}….`
+        : `The ${count} latest case${count === 1 ? "" : "s"} (kept ${body.retention_days} days).`);
+    $("#case-list").replaceChildren(...found.map((item) => (kind === "similar"
+      ? caseItem(item.case, item.similarity) : caseItem(item))));
+    $("#case-list").dataset.listing = kind;
+  }
+
+  function refreshCases() {
+    return showCases();
+  }
+
+  function searchSimilar(caseId) {
+    return showCases({ kind: "similar", caseId });
+  }
+
+  async function exportCases() {
+    const { status, blob, body } = await api("/api/cases/export.csv", { blob: true });
+    if (status !== 200) {
+      historyMessage(`The export failed: ${failure(status, body)}`, true);
+      return;
+    }
+    save(blob, "cases.csv");
+    historyMessage("The decisions were saved as cases.csv.");
+  }
+
   // ------------------------------------------------------------------------- wiring
 
   function wire() {
@@ -650,6 +917,24 @@
     $("#server-retry").addEventListener("click", loadModels);
     $("#frames").addEventListener("change", fillVersions);
     for (const radio of document.querySelectorAll("input[name=mode]")) radio.addEventListener("change", fillVersions);
+    $("#reviewer-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      state.token = $("#reviewer-token").value.trim();
+      $("#reviewer-token").value = "";
+      sessionStorage.setItem(TOKEN_KEY, state.token);
+      loadModels();
+    });
+    $("#case-search").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const sha256 = $("#case-sha256").value.trim().toLowerCase();
+      if (!/^[0-9a-f]{64}$/.test(sha256)) {
+        historyMessage("A content sha256 is 64 hexadecimal digits (sha256sum FILE prints it).", true);
+        return;
+      }
+      showCases({ kind: "sha256", sha256 });
+    });
+    $("#case-recent").addEventListener("click", () => showCases({ kind: "recent" }));
+    $("#case-export").addEventListener("click", exportCases);
     $("#token-form").addEventListener("submit", (event) => {
       event.preventDefault();
       state.token = $("#token-input").value.trim();
