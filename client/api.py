@@ -43,7 +43,7 @@ from .codec import (
 )
 from .connection import ConnectedClient
 from .errors import INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE, ClientError
-from .results import ExplainResult, ScoreResult, explain_result, fingerprint_of, score_result
+from .results import ExplainResult, ScoreResult, check_not_refused, explain_result, fingerprint_of, score_result
 from .versions import TEMPORAL_NOT_SERVED, check_answered, check_version
 
 MODEL_STATE_READY = "READY"
@@ -149,6 +149,7 @@ class DeepfakeClient(ConnectedClient):
         # Every output is asked for (PREPROCESS_OUTPUTS): the server caches this model's answers keyed by
         # its inputs alone, so an answer cut to one output would be what the ensembles get next.
         tensors, _ = self._infer(model, payload, PREPROCESS_OUTPUTS, frames)
+        check_not_refused(model, tensors)
         fingerprint = fingerprint_of(tensors)
         if fingerprint is None:
             raise ClientError(INVALID_ARGUMENT, f"the server could not fingerprint {label}")

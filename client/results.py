@@ -29,7 +29,7 @@ from contract import (
     Mode,
 )
 
-from .errors import INTERNAL, ClientError
+from .errors import INTERNAL, INVALID_ARGUMENT, ClientError
 
 PERCENT = 100.0
 #: How far FRAME_WEIGHT may sum from 1 (float32 softmax over at most a few hundred frames).
@@ -292,6 +292,15 @@ def _known_match(video: str, tensors: dict[str, np.ndarray]) -> dict | None:
     if known is not None and not (isinstance(known, dict) and isinstance(known.get("status"), str)):
         raise ClientError(INTERNAL, f"server returned an unreadable KNOWN_MATCH for '{video}'")
     return known
+
+
+def check_not_refused(model: str, tensors: dict[str, np.ndarray]) -> None:
+    """Raises INVALID_ARGUMENT with ``preprocess_<N>``'s ``REFUSAL`` when it refused the video (called directly,
+    it answers a refusal as data: see contract's REFUSAL)."""
+    raw = tensors.get("REFUSAL")
+    refusal = "" if raw is None else _text(raw.reshape(-1)[0])
+    if refusal:
+        raise ClientError(INVALID_ARGUMENT, f"{model}: {refusal}")
 
 
 def fingerprint_of(tensors: dict[str, np.ndarray]) -> str | None:

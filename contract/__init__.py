@@ -308,13 +308,19 @@ TENSORS: dict[str, Tensor] = {
         # the bank of confirmed fakes says of it (JSON: null for no match, see KNOWN_MATCH_KEYS).
         Tensor("FINGERPRINT", "TYPE_STRING", (1,)),
         Tensor("KNOWN_MATCH", "TYPE_STRING", (1,)),
+        # preprocess_<N>: why the video was refused (empty when it was not). Refusals travel as data,
+        # not as error answers: Triton 2.51 stores an error answer of a cached model as an empty
+        # success, so the same bytes would come back with no outputs at all.
+        Tensor("REFUSAL", "TYPE_STRING", (1,)),
     )
 }
 
 # preprocess_<N> and preprocess_original_<N>: video bytes -> faces and what was seen.
 VIDEO_INPUT = "VIDEO"
 PREPROCESS_INPUTS = (VIDEO_INPUT,)
-PREPROCESS_OUTPUTS = ("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED", "FRAME_TIMES", "FINGERPRINT")
+PREPROCESS_OUTPUTS = ("FACES", "FACE_BOXES", "FACE_FOUND", "FRAMES_DECODED", "FRAME_TIMES", "FINGERPRINT", "REFUSAL")
+#: The preprocessing step's refusal, which the version-choosing step turns into INVALID_ARGUMENT.
+REFUSAL_INPUT = "REFUSAL"
 # resnext_lstm_<N> and resnext_frame_<N>: faces -> scores (the ONNX graph's names, in its order).
 CLASSIFIER_INPUTS = ("FACES",)
 CLASSIFIER_OUTPUTS = ("LOGITS", "PROB_FAKE", "FRAME_PROB_FAKE", "HEATMAP")
@@ -329,12 +335,12 @@ VERSION_OUTPUTS = ("CLASSIFIER_VERSION", "CHECKPOINT_SHA256")
 FINGERPRINT_INPUT = "FINGERPRINT"
 MATCH_OUTPUTS = ("KNOWN_MATCH",)
 #: Inputs a request may leave out.
-OPTIONAL_INPUTS = frozenset({VERSION_INPUT, FINGERPRINT_INPUT, "STREAM", "EXTRADATA"})
+OPTIONAL_INPUTS = frozenset({VERSION_INPUT, FINGERPRINT_INPUT, REFUSAL_INPUT, "STREAM", "EXTRADATA"})
 #: The decision made at the served operating point (beside the raw outputs, which stay as they were).
 DECISION_OUTPUTS = ("PROB_FAKE_CALIBRATED", "DECISION", "OPERATING_POINT")
 # classify_<N>: the classifier's inputs and outputs, plus the version asked for and the one that
 # answered, and the decision.
-SELECT_INPUTS = (*CLASSIFIER_INPUTS, VERSION_INPUT, FINGERPRINT_INPUT)
+SELECT_INPUTS = (*CLASSIFIER_INPUTS, VERSION_INPUT, FINGERPRINT_INPUT, REFUSAL_INPUT)
 SELECT_OUTPUTS = (*CLASSIFIER_OUTPUTS, *VERSION_OUTPUTS, *DECISION_OUTPUTS, *MATCH_OUTPUTS)
 # resnext_temporal_<N>: faces -> the clip's score from all N frames, each frame's own score through
 # the same head, and how much each frame counted.
@@ -464,6 +470,18 @@ MODEL_OUTPUTS: dict[Kind, tuple[str, ...]] = {
     Kind.STREAM: STREAM_OUTPUTS,
     Kind.MODEL_INFO: MODEL_INFO_OUTPUTS,
 }
+
+
+
+def optional_inputs(kind: Kind) -> frozenset[str]:
+    """The inputs of ``kind`` a request may leave out: :data:`OPTIONAL_INPUTS`, and for the
+    version-choosing steps their FACES too (an answer Triton's response cache gives back empty must
+    reach the step, which names it, instead of a refusal by Triton that names nothing)."""
+    names = set(MODEL_INPUTS[kind]) & OPTIONAL_INPUTS
+    if kind in SELECTED_KINDS:
+        names |= set(CLASSIFIER_INPUTS)
+    return frozenset(names)
+
 
 # --------------------------------------------------------------------------------------------
 # Limits.

@@ -243,11 +243,12 @@ def _tensors(frames: int, names: tuple[str, ...]) -> list[dict]:
     return specs
 
 
-def _inputs(frames: int, names: tuple[str, ...]) -> list[dict]:
-    """The contract's tensors as inputs: those a request may leave out are marked optional."""
+def _inputs(frames: int, names: tuple[str, ...], optional: frozenset[str] | None = None) -> list[dict]:
+    """The contract's tensors as inputs: those a request may leave out (``optional``, by default the
+    contract's :data:`~contract.OPTIONAL_INPUTS`) are marked optional."""
     specs = _tensors(frames, names)
     for spec in specs:
-        if spec["name"] in contract.OPTIONAL_INPUTS:
+        if spec["name"] in (contract.OPTIONAL_INPUTS if optional is None else optional):
             spec["optional"] = True
     return specs
 
@@ -403,7 +404,7 @@ def _select(kind: Kind, frames: int, instances: int = SELECT_INSTANCES) -> Confi
         name=model_name(kind, frames),
         backend="python",
         max_batch_size=contract.MAX_BATCH,
-        input=_inputs(frames, contract.MODEL_INPUTS[kind]),
+        input=_inputs(frames, contract.MODEL_INPUTS[kind], optional=contract.optional_inputs(kind)),
         output=_tensors(frames, contract.MODEL_OUTPUTS[kind]),
         instance_group=_instances(instances, "KIND_CPU"),
         dynamic_batching={

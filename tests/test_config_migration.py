@@ -80,14 +80,18 @@ def _choose_versions(config: model_config_pb2.ModelConfig) -> None:
     step.model_name = model_name(Kind.ORIGINAL_SELECT if kind is Kind.ORIGINAL else Kind.SELECT, frames)
     step.input_map[contract.VERSION_INPUT] = contract.VERSION_INPUT
     step.input_map[contract.FINGERPRINT_INPUT] = contract.FINGERPRINT_INPUT
+    step.input_map[contract.REFUSAL_INPUT] = contract.REFUSAL_INPUT
     for name in (*contract.VERSION_OUTPUTS, *contract.DECISION_OUTPUTS, *contract.MATCH_OUTPUTS):
         step.output_map[name] = name
     config.ensemble_scheduling.step[0].output_map["FINGERPRINT"] = "FINGERPRINT"
+    config.ensemble_scheduling.step[0].output_map[contract.REFUSAL_INPUT] = contract.REFUSAL_INPUT
 
 
 def _fingerprint_and_cache(config: model_config_pb2.ModelConfig) -> None:
-    # The preprocessing models fingerprint each video and their answers are cached (issue 23).
+    # The preprocessing models fingerprint each video and their answers are cached (issue 23); a
+    # refusal travels as data (an error answer of a cached model is cached as an empty one).
     _add_tensor(config.output, "FINGERPRINT")
+    _add_tensor(config.output, contract.REFUSAL_INPUT)
     config.response_cache.enable = True
 
 

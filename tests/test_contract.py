@@ -105,7 +105,7 @@ def test_models_serve_the_contracts_inputs_and_outputs(frames: int) -> None:
             assert tuple(tensor.name for tensor in config.input) == contract.MODEL_INPUTS[kind], path
             assert tuple(tensor.name for tensor in config.output) == contract.MODEL_OUTPUTS[kind], path
             optional = {tensor.name for tensor in config.input if tensor.optional}
-            assert optional == set(contract.MODEL_INPUTS[kind]) & contract.OPTIONAL_INPUTS, path
+            assert optional == contract.optional_inputs(kind), path
 
 
 @pytest.mark.parametrize("kind", contract.TEMPORAL_KINDS)

@@ -31,7 +31,8 @@ from client.api import DeepfakeClient
 from client.batch import backoff_delays, call_with_retries
 from client.codec import load_video, unpack_outputs, video_inputs
 from client.errors import INVALID_ARGUMENT, NOT_FOUND, ClientError
-from contract import PREPROCESS_OUTPUTS, Exit, Kind, model_name
+from client.results import check_not_refused
+from contract import PREPROCESS_OUTPUTS, REFUSAL_INPUT, Exit, Kind, model_name
 
 from .errors import TrainError
 from .files import canonical_json, read_json, sha256_text, write_atomic, write_json_atomic
@@ -92,7 +93,8 @@ class PreprocessClient(DeepfakeClient):
         # alone, so an answer cut to a few outputs would be what the next caller gets.
         inputs, requested = video_inputs(payload, PREPROCESS_OUTPUTS)
         result = self._call(self._client.infer, model, inputs, outputs=requested)
-        tensors = unpack_outputs(model, result, CROP_OUTPUTS, frames)
+        tensors = unpack_outputs(model, result, (*CROP_OUTPUTS, REFUSAL_INPUT), frames)
+        check_not_refused(model, tensors)
         return tensors[FACES].astype(np.float32, copy=False), tensors[FACE_FOUND].astype(bool, copy=False)
 
 

@@ -52,6 +52,7 @@ from contract import (
     EXPORT_METADATA_FILE,
     FINGERPRINT_INPUT,
     MATCH_OUTPUTS,
+    REFUSAL_INPUT,
     VERSION_INPUT,
     VERSION_OUTPUTS,
     Score,
@@ -205,13 +206,23 @@ class TritonPythonModel:
         ready = self._ready_versions()
         groups: dict[tuple[int, str, tuple[str, ...]], list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
+            refusal = _refusal(request)
+            if refusal:
+                # The preprocessing step refused the video (as data: see triton_models/video.py).
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(refusal, pb_utils.TritonError.INVALID_ARG)
+                )
+                continue
             if pb_utils.get_input_tensor_by_name(request, FACES_INPUT) is None:
-                # The preprocessing answer came without FACES: an answer cut to a few outputs, cached
-                # (the response cache keys on inputs alone). Said, never guessed around.
+                # The preprocessing answer came without FACES: Triton's response cache gave back an
+                # answer cut to a few outputs (its key is the inputs alone), or an empty one where a
+                # failure of these bytes was cached. Said, never guessed around.
                 responses[index] = pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(
-                        f"{self.name}: no {FACES_INPUT} in the preprocessing answer: a direct call of preprocess_<N> "
-                        "that asked for a subset of its outputs was cached; callers must ask for all of them"
+                        f"{self.name}: the preprocessing answer for this video came back without {FACES_INPUT} "
+                        "from the server's response cache (a failed or partial answer kept for these bytes); "
+                        "send it again after the cache is cleared by a restart, or report it",
+                        pb_utils.TritonError.UNAVAILABLE,
                     )
                 )
                 continue
@@ -297,3 +308,12 @@ class TritonPythonModel:
                     found[key] = json.dumps(self.bank.match(key)).encode()
                 rows.append(found[key])
         return np.array(rows, dtype=np.object_).reshape(-1, 1)
+
+
+def _refusal(request) -> str:
+    """The preprocessing step's refusal of the request's video ('' when it was accepted or not given)."""
+    tensor = pb_utils.get_input_tensor_by_name(request, REFUSAL_INPUT)
+    if tensor is None:
+        return ""
+    values = [bytes(value).decode("utf-8", "replace") for value in tensor.as_numpy().reshape(-1)]
+    return next((value for value in values if value), "")

@@ -10,8 +10,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from contract import VIDEO_INPUT
-from preprocessing.errors import InputError, NoFaceError
+from contract import BOX_COORDINATES, FACE_SIZE, VIDEO_INPUT
+from preprocessing.errors import InputError, LimitError, NoFaceError
 from preprocessing.fingerprint import fingerprint
 from triton_models.metrics import FACES_FOUND, FACES_NONE
 
@@ -86,23 +86,71 @@ class VideoModel:
     def _respond(self, request):
         videos = pb_utils.get_input_tensor_by_name(request, VIDEO_INPUT).as_numpy()
         prints = [self.fingerprints.submit(row) for row in videos]
-        results = []
+        results, refusals = [], []
         for row in videos:
-            result, error = run_pipeline(self.pipeline, self.name, row, self.videos)
+            result, error, refusal = self._process(row)
             if error is not None:
                 for future in prints:
                     future.cancel()
                 return error
             results.append(result)
-        timings = results[0].timings if results else {}
-        self.logger.log_verbose(f"{self.name}: " + " ".join(f"{k}={v * 1000:.0f}ms" for k, v in timings.items()))
+            refusals.append(refusal)
+        kept = [r for r in results if r is not None]
+        if kept:
+            timings = kept[0].timings
+            self.logger.log_verbose(f"{self.name}: " + " ".join(f"{k}={v * 1000:.0f}ms" for k, v in timings.items()))
+        frames = self.pipeline.config.frames
+        empty = _Refused(frames)
+        rows = [r if r is not None else empty for r in results]
+        fingerprints = []
+        for future, refusal in zip(prints, refusals):
+            if refusal:
+                future.cancel()
+                fingerprints.append(b"")
+            else:
+                fingerprints.append(self.fingerprints.result(future))
         outputs = [
-            self.tensor("FACES", np.stack([r.faces for r in results])),
-            self.tensor("FACE_BOXES", np.stack([r.boxes for r in results])),
-            self.tensor("FACE_FOUND", np.stack([r.found for r in results])),
-            self.tensor("FRAMES_DECODED", [[r.frames_decoded] for r in results]),
+            self.tensor("FACES", np.stack([r.faces for r in rows])),
+            self.tensor("FACE_BOXES", np.stack([r.boxes for r in rows])),
+            self.tensor("FACE_FOUND", np.stack([r.found for r in rows])),
+            self.tensor("FRAMES_DECODED", [[r.frames_decoded] for r in rows]),
             # Seconds from the stream's start; FP32 keeps 0.25 ms at one hour.
-            self.tensor("FRAME_TIMES", np.stack([r.frame_times for r in results])),
-            self.tensor("FINGERPRINT", np.array([[self.fingerprints.result(f)] for f in prints], dtype=np.object_)),
+            self.tensor("FRAME_TIMES", np.stack([r.frame_times for r in rows])),
+            self.tensor("FINGERPRINT", np.array([[f] for f in fingerprints], dtype=np.object_)),
+            self.tensor("REFUSAL", np.array([[r.encode()] for r in refusals], dtype=np.object_)),
         ]
         return pb_utils.InferenceResponse(output_tensors=outputs)
+
+    def _process(self, row):
+        """``(result, None, "")``, ``(None, None, refusal)`` for the bytes' own fault, or ``(None, error, "")``."""
+        try:
+            result = self.pipeline(row)
+        except InputError as exc:
+            if isinstance(exc, NoFaceError):
+                self.videos.count(FACES_NONE)
+            if isinstance(exc, LimitError) and exc.limit in TIME_LIMITS:
+                # Another try may pass: an error answer (still the input's limit), not a refusal of these bytes.
+                error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                return None, pb_utils.InferenceResponse(error=error), ""
+            return None, None, str(exc) or type(exc).__name__
+        except (RuntimeError, MemoryError, OSError) as exc:
+            pb_utils.Logger.log_error(f"{self.name}: preprocessing failed: {type(exc).__name__}: {exc}")
+            error = pb_utils.TritonError(f"preprocessing failed: {type(exc).__name__}: {exc}")
+            return None, pb_utils.InferenceResponse(error=error), ""
+        self.videos.count(FACES_FOUND)
+        return result, None, ""
+
+
+#: Limits that depend on the machine's load, not on the bytes.
+TIME_LIMITS = frozenset({"decode_timeout_s"})
+
+
+class _Refused:
+    """The outputs of a refused video: zeros of the contract's shapes (REFUSAL says why)."""
+
+    def __init__(self, frames: int) -> None:
+        self.faces = np.zeros((frames, 3, FACE_SIZE, FACE_SIZE), dtype=np.float32)
+        self.boxes = np.zeros((frames, BOX_COORDINATES), dtype=np.float32)
+        self.found = np.zeros(frames, dtype=bool)
+        self.frames_decoded = 0
+        self.frame_times = np.zeros(frames, dtype=np.float32)

@@ -14,6 +14,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
+from contract import PREPROCESS_OUTPUTS
 from export.checkpoints import load_original_model
 from export.model import FAKE_INDEX, original_scores
 from preprocessing import FacePipeline, PipelineConfig
@@ -40,7 +41,9 @@ def video_input(data: bytes) -> grpcclient.InferInput:
 
 
 def infer(client, data: bytes, model: str = f"deepfake_{FRAMES}", outputs=SCORE_OUTPUTS) -> dict[str, np.ndarray]:
-    requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
+    # preprocess_<N>'s answers are cached by their inputs alone: it is always asked for every output.
+    asked = PREPROCESS_OUTPUTS if model.startswith("preprocess_") else outputs
+    requested = [grpcclient.InferRequestedOutput(name) for name in asked]
     result = client.infer(model, [video_input(data)], outputs=requested, client_timeout=TIMEOUT_S)
     return {name: result.as_numpy(name) for name in outputs}
 

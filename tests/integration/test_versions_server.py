@@ -39,6 +39,7 @@ from contract import (
     CALIBRATION_DOCUMENT,
     CALIBRATION_HISTORY_FILE,
     FAKE_INDEX,
+    PREPROCESS_OUTPUTS,
     Kind,
     Score,
     calibration_file,
@@ -88,7 +89,8 @@ def _served_faces(server: EmbeddedServer, video: bytes) -> torch.Tensor:
     data = np.frombuffer(video, dtype=np.uint8)[None]
     tensor = grpcclient.InferInput("VIDEO", list(data.shape), "UINT8")
     tensor.set_data_from_numpy(data)
-    wanted = [grpcclient.InferRequestedOutput("FACES")]
+    # Every output: preprocess_<N>'s answers are cached by their inputs alone.
+    wanted = [grpcclient.InferRequestedOutput(name) for name in PREPROCESS_OUTPUTS]
     result = client.infer(model_name(Kind.PREPROCESS, FRAMES), [tensor], outputs=wanted)
     return torch.from_numpy(result.as_numpy("FACES").copy())
 
