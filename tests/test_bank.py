@@ -14,34 +14,20 @@ from bank.exchange import ExchangeError, read_signals, signal_of, write_signals
 from bank.match import BankIndex, BankWatcher, distances, hex_words
 from bank.store import Bank, BankError, BankUnavailable, fingerprint_sha256
 from contract import MATCH_UNAVAILABLE, PDQ_MATCH_DISTANCE, QUERY_MATCH_SHARE
+from tests import pdq_data
 
 RNG = np.random.default_rng(5)
 
 
 def random_hex() -> str:
-    return RNG.bytes(32).hex()
+    return pdq_data.random_hex(RNG)
 
 
 def flipped(pdq_hex: str, bits: int) -> str:
-    """``pdq_hex`` with ``bits`` of its bits flipped (at distinct positions)."""
-    raw = bytearray(bytes.fromhex(pdq_hex))
-    for bit in RNG.choice(256, bits, replace=False):
-        raw[bit // 8] ^= 1 << (bit % 8)
-    return raw.hex()
+    return pdq_data.flipped(pdq_hex, bits, RNG)
 
 
-def document(hashes: list[str], quality: int = 100) -> str:
-    features = [[h, quality, index * 25, float(index)] for index, h in enumerate(hashes)]
-    return json.dumps(
-        {
-            "format": 1,
-            "seconds_per_hash": 1.0,
-            "covered_seconds": len(hashes),
-            "frames_scanned": 0,
-            "truncated": False,
-            "features": features,
-        }
-    )
+document = pdq_data.document
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

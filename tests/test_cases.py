@@ -27,25 +27,22 @@ from bank.cases import (
 from bank.match import BankIndex
 from bank.store import Bank, BankError, BankUnavailable
 from client.evaluate.layouts import MEDIA_SUFFIXES, read_layout
+from tests import pdq_data
 
 RNG = np.random.default_rng(11)
 CONTENT = "content"
 
 
 def random_hex() -> str:
-    return RNG.bytes(32).hex()
+    return pdq_data.random_hex(RNG)
 
 
 def flipped(pdq_hex: str, bits: int) -> str:
-    raw = bytearray(bytes.fromhex(pdq_hex))
-    for bit in RNG.choice(256, bits, replace=False):
-        raw[bit // 8] ^= 1 << (bit % 8)
-    return raw.hex()
+    return pdq_data.flipped(pdq_hex, bits, RNG)
 
 
 def fingerprint(hashes: list[str], start: float = 0.0) -> str:
-    features = [[h, 100, index * 25, start + index] for index, h in enumerate(hashes)]
-    return json.dumps({"format": 1, "seconds_per_hash": 1.0, "features": features})
+    return pdq_data.document(hashes, start=start)
 
 
 def sha(text: str) -> str:

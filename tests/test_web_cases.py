@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import threading
 
 import numpy as np
@@ -28,6 +27,7 @@ from client.evaluate.layouts import read_layout
 from client.results import ExplainResult, ScoreResult
 from client.web.settings import WebSettings
 from contract import Mode
+from tests import pdq_data
 from tests.test_client import make_score
 
 RNG = np.random.default_rng(23)
@@ -36,19 +36,15 @@ FRAMES = 20
 
 
 def random_hex() -> str:
-    return RNG.bytes(32).hex()
+    return pdq_data.random_hex(RNG)
 
 
 def flipped(pdq_hex: str, bits: int) -> str:
-    raw = bytearray(bytes.fromhex(pdq_hex))
-    for bit in RNG.choice(256, bits, replace=False):
-        raw[bit // 8] ^= 1 << (bit % 8)
-    return raw.hex()
+    return pdq_data.flipped(pdq_hex, bits, RNG)
 
 
 def fingerprint(hashes: list[str]) -> str:
-    features = [[h, 100, index * 25, float(index)] for index, h in enumerate(hashes)]
-    return json.dumps({"format": 1, "seconds_per_hash": 1.0, "features": features}, separators=(",", ":"))
+    return pdq_data.document(hashes)
 
 
 def sha(data: bytes) -> str:
