@@ -472,7 +472,6 @@ MODEL_OUTPUTS: dict[Kind, tuple[str, ...]] = {
 }
 
 
-
 def optional_inputs(kind: Kind) -> frozenset[str]:
     """The inputs of ``kind`` a request may leave out: :data:`OPTIONAL_INPUTS`, and for the
     version-choosing steps their FACES too (an answer Triton's response cache gives back empty must
