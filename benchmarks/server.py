@@ -38,7 +38,7 @@ def bench_repository(source: Path, frames: int, target: Path) -> Path:
         FileNotFoundError: A model folder is missing from ``source``.
     """
     target.mkdir(parents=True, exist_ok=True)
-    also = (Kind.SELECT, Kind.VERDICT, Kind.ORIGINAL_PREPROCESS, Kind.ORIGINAL)
+    also = (Kind.SELECT, Kind.VERDICT, Kind.ORIGINAL_PREPROCESS, Kind.ORIGINAL_SELECT, Kind.ORIGINAL)
     for name in (*models_of(frames), *(model_name(kind, frames) for kind in also)):
         folder = source / name
         if not folder.is_dir():
