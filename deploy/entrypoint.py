@@ -22,8 +22,10 @@ embedded server uses too (``serve/flags.py``), and dead stubs are found by its /
   ``/v2/health/ready`` still means "started with every model"; that each model keeps a ready
   version afterwards is checked by ``deploy/health.py --check ready``.
 - ``--cache-config=local,size=...``: Triton's local response cache (``TRITON_RESPONSE_CACHE_BYTES``,
-  default :data:`contract.RESPONSE_CACHE_BYTES`; 0 turns it off), used by the preprocessing models
-  only (their configs enable it): a repeat upload of the same bytes is not decoded again.
+  default :data:`contract.RESPONSE_CACHE_BYTES`; 0 turns it off; ``TRITON_CACHE_DIRECTORY`` where
+  the cache implementations are, by default Triton's ``/opt/tritonserver/caches``), used by the
+  preprocessing models only (their configs enable it): a repeat upload of the same bytes is not
+  decoded again.
 - SageMaker and Vertex AI endpoints off; HTTP and gRPC APIs other than health, metadata and
   inference (gRPC also model-config, which perf_analyzer and tritonclient tools read) are
   restricted to callers that send the admin key read from a secret file, in the header
@@ -119,6 +121,7 @@ class Settings:
     exit_timeout_s: int
     extra_args: tuple[str, ...]
     response_cache_bytes: int | None = RESPONSE_CACHE_BYTES
+    cache_directory: Path | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -140,6 +143,7 @@ class Settings:
             exit_timeout_s=_positive_int(environ, "TRITON_EXIT_TIMEOUT_S", DEFAULT_EXIT_TIMEOUT_S),
             extra_args=_extra_args(environ.get("TRITON_EXTRA_ARGS", "")),
             response_cache_bytes=_cache_bytes(environ),
+            cache_directory=Path(environ["TRITON_CACHE_DIRECTORY"]) if environ.get("TRITON_CACHE_DIRECTORY") else None,
         )
         # Refuses TRITON_EXTRA_ARGS that would set a flag the entrypoint sets.
         settings.flags(ADMIN_KEY_PLACEHOLDER)
@@ -162,6 +166,7 @@ class Settings:
                 grpc_restrictions=(Restriction(GRPC_RESTRICTED, ADMIN_KEY_HEADER, admin_key),),
                 http_restrictions=(Restriction(HTTP_RESTRICTED, ADMIN_KEY_HEADER, admin_key),),
                 response_cache_bytes=self.response_cache_bytes,
+                cache_directory=self.cache_directory,
                 extra_args=self.extra_args,
             )
         except ValueError as exc:

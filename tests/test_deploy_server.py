@@ -115,6 +115,8 @@ def launch(tmp_path: Path, config: str = ECHO_CONFIG, model: str = ECHO_MODEL) -
         TRITON_BIND_ADDRESS="127.0.0.1",
         TRITON_EXIT_TIMEOUT_S=str(TEST_EXIT_TIMEOUT_S),
         TRITON_EXTRA_ARGS=f"--backend-directory={backends} --pinned-memory-pool-byte-size=0",
+        # The pip server keeps its cache implementations in its wheel, not in /opt/tritonserver/caches.
+        TRITON_CACHE_DIRECTORY=str(distribution.caches),
         PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
     )
     log = tmp_path / "server.log"
