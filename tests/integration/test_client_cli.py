@@ -174,12 +174,14 @@ def test_score_cli_json_and_human_output(detector, triton_server, clips):
         assert record["faces_found"] == expected.faces_found
         assert record["frames_decoded"] == expected.frames_decoded
     assert human.returncode == 0, human.stderr
-    lines = human.stdout.splitlines()
+    # One line per video, then its decision and what the bank said, indented.
+    lines = [line for line in human.stdout.splitlines() if not line.startswith("  ")]
     assert len(lines) == len(videos)
     for line, record in zip(lines, records):
         assert line.startswith(record["video"] + ":")
         assert f"{record['label']} {record['confidence']:.1f}%" in line
         assert f"prob_fake {record['prob_fake']:.4f}" in line
+    assert human.stdout.count("\n  decision ") == len(videos) and human.stdout.count("\n  bank: ") == len(videos)
 
 
 def test_health_cli_and_api_report_every_model_ready(detector, triton_server):
@@ -387,7 +389,7 @@ def test_score_cli_names_the_version_in_json_and_in_words(triton_server, clips):
     assert tuple(record) == SCORE_JSON_KEYS
     assert (record["model_version"], record["checkpoint_sha256"]) == (1, exported_sha256(FRAMES))
     assert human.returncode == 0, human.stderr
-    assert human.stdout.rstrip().endswith("version 1")
+    assert human.stdout.splitlines()[0].rstrip().endswith("version 1")
 
 
 def test_a_server_without_a_temporal_model_says_how_to_get_one(detector, triton_server, clips):

@@ -85,7 +85,9 @@ def test_stub_killed_mid_batch_loses_and_duplicates_nothing(triton_server, tmp_p
     videos = []
     for index in range(BATCH_VIDEOS):
         path = tmp_path / f"clip_{index:02d}.mp4"
-        path.write_bytes(media.face_clip(frames=FRAMES + 2, seed=100 + index))
+        # Seeds no other test uses: bytes the server has not seen, so they are not answered from its
+        # response cache and a preprocessing stub is busy with them.
+        path.write_bytes(media.face_clip(frames=FRAMES + 2, seed=7100 + index))
         videos.append(path)
     results = tmp_path / "results.jsonl"
     recoveries_before = len(triton_server.recoveries)
@@ -191,8 +193,15 @@ def test_clients_that_give_up_or_vanish_mid_request_do_not_hurt_the_server(trito
     assert len(triton_server.recoveries) == recoveries
 
 
+def _distinct(jpeg: bytes, index: int) -> bytes:
+    """The same picture as new bytes: a JPEG comment segment (FF FE) after the start marker, so that
+    the server's response cache has not seen it and it queues like a new upload."""
+    comment = f"burst {index}".encode()
+    return jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
+
+
 def test_a_burst_over_the_queue_limit_is_refused_quickly_with_unavailable(triton_server, capsys):
-    still = media.still_image("JPEG")
+    still = _distinct(media.still_image("JPEG"), -1)
     with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
         reference = client.infer(MODEL, [_video_input(still)], client_timeout=REQUEST_TIMEOUT_S).as_numpy("LOGITS")
     answers: list[tuple[float, np.ndarray | None, InferenceServerException | None]] = []
@@ -214,7 +223,7 @@ def test_a_burst_over_the_queue_limit_is_refused_quickly_with_unavailable(triton
             sent[index] = time.monotonic()
             client.async_infer(
                 MODEL,
-                [_video_input(still)],
+                [_video_input(_distinct(still, index))],
                 callback=lambda result, error, index=index: callback(index, result, error),
                 client_timeout=REQUEST_TIMEOUT_S,
             )
