@@ -43,6 +43,10 @@ IMAGE = os.environ.get("DEEPFAKE_IMAGE", "deepfake-triton:local")
 BASE_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 ROOTFS_IMAGE = "deepfake-debian:bookworm"
 STANDIN_LABEL = "deepfake.standin"
+#: The stand-in's revision (its Dockerfile's label): an older stand-in is built again, e.g. revision 2
+#: links Triton's response cache implementations into /opt/tritonserver/caches as NGC's image has them.
+STANDIN_REVISION_LABEL = "deepfake.standin.revision"
+STANDIN_REVISION = "2"
 STANDIN_SCRIPT = ROOT / "tools" / "standin" / "build.sh"
 # The compose file, and the CPU override that makes the host's network the project's default one.
 COMPOSE_FILES = (ROOT / "docker-compose.yml", ROOT / "docker-compose.cpu.yml")
@@ -110,6 +114,12 @@ def build_image(env: Mapping[str, str]) -> float:
     if image_label(env, BASE_IMAGE, STANDIN_LABEL) is None:
         print(f"container: {BASE_IMAGE} is absent: building the local stand-in", flush=True)
         _run(["bash", str(STANDIN_SCRIPT)], env)
+    elif (
+        image_label(env, BASE_IMAGE, STANDIN_LABEL) == "true"
+        and image_label(env, BASE_IMAGE, STANDIN_REVISION_LABEL) != STANDIN_REVISION
+    ):
+        print(f"container: the local stand-in is older than revision {STANDIN_REVISION}: building it again", flush=True)
+        _run(["bash", str(STANDIN_SCRIPT)], {**env, "STANDIN_FORCE": "yes"})
     standin = image_label(env, BASE_IMAGE, STANDIN_LABEL) == "true"
     command = ["docker", "build", "--network", "host", "--tag", IMAGE]
     if standin:
