@@ -748,14 +748,14 @@ def measure_cache(clips: list[Clip], sample: Path = SAMPLE, progress: Callable[[
     """Part 5: the same bytes scored again and again through ``deepfake_10`` on an embedded server."""
     from benchmarks.server import start_server
     from client import DeepfakeClient
-    from contract import Kind, model_name
+    from contract import RESPONSE_CACHE_BYTES, Kind, model_name
 
     scratch = Path(tempfile.mkdtemp(prefix="bench_fingerprints_"))
     os.environ["DEEPFAKE_BANK"] = str(scratch / "bank.sqlite3")  # an empty bank of its own
     repository = score_repository(PROJECT_ROOT / "model_repository", CACHE_FRAMES, scratch / "repository")
     preprocess = model_name(Kind.PREPROCESS, CACHE_FRAMES)
     started = time.perf_counter()
-    server = start_server(repository, scratch / "tritonserver.log")
+    server = start_server(repository, scratch / "tritonserver.log", response_cache_bytes=RESPONSE_CACHE_BYTES)
     start_s = time.perf_counter() - started
     progress(f"  server ready in {start_s:.0f} s")
     faces = [c for c in clips if c.source == "astronaut"]

@@ -89,7 +89,11 @@ def _copy_tree(source: Path, target: Path) -> None:
 
 
 def start_server(
-    repository: Path, log_path: Path, admin_key: str | None = None, env: dict[str, str] | None = None
+    repository: Path,
+    log_path: Path,
+    admin_key: str | None = None,
+    env: dict[str, str] | None = None,
+    response_cache_bytes: int | None = None,
 ) -> EmbeddedServer:
     """The embedded server (CPU configs) on free ports, every model ready; its model-control API
     restricted to ``admin_key`` (header ``admin-key``) when one is given; ``env``: more environment
@@ -105,6 +109,7 @@ def start_server(
         stop_timeout=STOP_TIMEOUT_S,
         http_restrictions=restrictions,
         env=env,
+        response_cache_bytes=response_cache_bytes,
     )
     server.start(timeout=START_TIMEOUT_S)
     return server

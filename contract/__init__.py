@@ -697,7 +697,11 @@ SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # The bank of confirmed fakes (bank/) and what every answer says of it.
 
 #: Triton's local response cache (``--cache-config local,size=``), which answers a repeat upload of
-#: the same bytes from the preprocessing step: about 80 videos' crops at N = 20 (3 MiB each).
+#: the same bytes from the preprocessing step: about 80 videos' crops at N = 20 (3 MiB each). Off
+#: unless asked for (``deepfake-serve --response-cache``, ``TRITON_RESPONSE_CACHE_BYTES``): Triton
+#: 2.51 stores an error answer of a cached model as an empty success, so a failure that is not the
+#: bytes' fault (a stub killed mid-request, a decode timeout under load) would be repeated for those
+#: bytes until the cache evicts them.
 RESPONSE_CACHE_BYTES = 256 * (1 << 20)
 #: Where the bank is: a SQLite file path or a ``postgresql://`` URL (unset: a SQLite file of the
 #: user's, see ``bank.store.default_location``). Read by the server, the CLI and the page.

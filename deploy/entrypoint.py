@@ -21,11 +21,11 @@ embedded server uses too (``serve/flags.py``), and dead stubs are found by its /
   builds TensorRT engines). The endpoints only answer once every model loaded at start, so
   ``/v2/health/ready`` still means "started with every model"; that each model keeps a ready
   version afterwards is checked by ``deploy/health.py --check ready``.
-- ``--cache-config=local,size=...``: Triton's local response cache (``TRITON_RESPONSE_CACHE_BYTES``,
-  default :data:`contract.RESPONSE_CACHE_BYTES`; 0 turns it off; ``TRITON_CACHE_DIRECTORY`` where
-  the cache implementations are, by default Triton's ``/opt/tritonserver/caches``), used by the
-  preprocessing models only (their configs enable it): a repeat upload of the same bytes is not
-  decoded again.
+- ``--cache-config=local,size=...`` when ``TRITON_RESPONSE_CACHE_BYTES`` is set (default 0: off; see
+  :data:`contract.RESPONSE_CACHE_BYTES` for why): Triton's local response cache, used by the
+  preprocessing models only (their configs enable it), so that a repeat upload of the same bytes is
+  not decoded again; ``TRITON_CACHE_DIRECTORY`` says where the cache implementations are, by
+  default Triton's ``/opt/tritonserver/caches``.
 - SageMaker and Vertex AI endpoints off; HTTP and gRPC APIs other than health, metadata and
   inference (gRPC also model-config, which perf_analyzer and tritonclient tools read) are
   restricted to callers that send the admin key read from a secret file, in the header
@@ -120,7 +120,7 @@ class Settings:
     bind_address: str | None
     exit_timeout_s: int
     extra_args: tuple[str, ...]
-    response_cache_bytes: int | None = RESPONSE_CACHE_BYTES
+    response_cache_bytes: int | None = None
     cache_directory: Path | None = None
 
     @classmethod
@@ -174,9 +174,11 @@ class Settings:
 
 
 def _cache_bytes(environ: Mapping[str, str]) -> int | None:
-    text = environ.get("TRITON_RESPONSE_CACHE_BYTES", str(RESPONSE_CACHE_BYTES))
+    text = environ.get("TRITON_RESPONSE_CACHE_BYTES", "0")
     if not text.isdigit():
-        raise SettingsError(f"TRITON_RESPONSE_CACHE_BYTES={text!r}: expected a size in bytes (0: no cache)")
+        raise SettingsError(
+            f"TRITON_RESPONSE_CACHE_BYTES={text!r}: expected a size in bytes, e.g. {RESPONSE_CACHE_BYTES} (0: no cache)"
+        )
     return int(text) or None
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from client.commands.args import port_number, positive_seconds
-from contract import ADMIN_KEY_ENV, ADMIN_KEY_HEADER, ADMIN_KEY_PATTERN, Exit, program_name
+from contract import ADMIN_KEY_ENV, ADMIN_KEY_HEADER, ADMIN_KEY_PATTERN, RESPONSE_CACHE_BYTES, Exit, program_name
 from serve.errors import ServeError, SetupError
 from serve.flags import managed_clashes
 from serve.options import RESTRICTABLE, GrpcTls, Restriction, covered
@@ -137,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
 
+    parser.add_argument(
+        "--response-cache",
+        action="store_true",
+        help=f"Triton's local response cache ({RESPONSE_CACHE_BYTES >> 20} MiB) for the preprocessing models: a repeat "
+        "upload of the same bytes is not decoded again. Off by default: Triton 2.51 keeps an error answer of a "
+        "cached model as an empty one, so a failure that is not the bytes' fault (a stub killed mid-request) "
+        "would be repeated for those bytes until evicted",
+    )
     tls = parser.add_argument_group("gRPC TLS")
     tls.add_argument(
         "--grpc-ssl", action="store_true", help="serve gRPC over TLS (needs --grpc-server-cert and --grpc-server-key)"
@@ -249,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         http_restrictions=_with_admin_key(args.http_restricted_api),
         stop_timeout=args.stop_timeout,
         auto_complete_config=args.auto_complete_config,
+        response_cache_bytes=RESPONSE_CACHE_BYTES if args.response_cache else None,
     )
     for stop_signal in STOP_SIGNALS:
         signal.signal(stop_signal, _raise_stop)

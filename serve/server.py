@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from contract import RESPONSE_CACHE_BYTES
 from serve import processes
 from serve.control import STATE_READY, STATE_UNAVAILABLE, ControlClient, ModelState
 from serve.distribution import BACKEND_NAME, TritonDistribution, allocator_of, server_environment
@@ -142,6 +141,8 @@ class EmbeddedServer:
             recovery times; every configuration of this project is complete.
         leftover_stub_grace: seconds the surviving stubs of a repaired model's old instances get
             before the watchdog ends them (see :data:`LEFTOVER_STUB_GRACE_S`).
+        response_cache_bytes: the size of Triton's local response cache, used by the preprocessing
+            models; None (the default): no cache (see :data:`contract.RESPONSE_CACHE_BYTES`).
     """
 
     def __init__(
@@ -165,6 +166,7 @@ class EmbeddedServer:
         python_path: Sequence[str | os.PathLike[str]] = (),
         auto_complete_config: bool = False,
         leftover_stub_grace: float = LEFTOVER_STUB_GRACE_S,
+        response_cache_bytes: int | None = None,
     ) -> None:
         if stop_timeout < 0:
             raise ValueError(f"stop_timeout must be at least 0 seconds, got {stop_timeout}")
@@ -192,6 +194,9 @@ class EmbeddedServer:
         self.python_path = tuple(Path(entry) for entry in python_path)
         self.auto_complete_config = auto_complete_config
         self.leftover_stub_grace = float(leftover_stub_grace)
+        if response_cache_bytes is not None and response_cache_bytes <= 0:
+            raise ValueError(f"response_cache_bytes must be positive, got {response_cache_bytes}")
+        self.response_cache_bytes = response_cache_bytes
 
         control_key = {CONTROL_KEY_HEADER: secrets.token_urlsafe(CONTROL_KEY_BYTES)}
         own = Restriction((CONTROL_PROTOCOL,), CONTROL_KEY_HEADER, control_key[CONTROL_KEY_HEADER])
@@ -418,8 +423,9 @@ class EmbeddedServer:
             model_config_name=self.model_config_name,
             auto_complete_config=self.auto_complete_config,
             pinned_memory_pool_bytes=0,
-            # The preprocessing models cache their answers (a repeat upload of the same bytes).
-            response_cache_bytes=RESPONSE_CACHE_BYTES if self._distribution.caches is not None else None,
+            # Asked for: the preprocessing models cache their answers (a repeat upload of the same
+            # bytes; see contract.RESPONSE_CACHE_BYTES for why it is off by default).
+            response_cache_bytes=self.response_cache_bytes,
             cache_directory=self._distribution.caches,
             grpc_tls=self.grpc_tls,
             grpc_restrictions=self.grpc_restrictions,

@@ -208,9 +208,12 @@ def test_embedded_flags_come_from_the_shared_builder(tmp_path):
     flags = server._flags()
     assert isinstance(flags, ServerFlags)
     command = flags.command("tritonserver")
-    # The local response cache, for the preprocessing models' repeat bytes.
-    assert f"--cache-config=local,size={RESPONSE_CACHE_BYTES}" in command
-    assert f"--cache-directory={server._distribution.caches}" in command
+    # The local response cache only when asked for.
+    assert not any(part.startswith("--cache-config") for part in command)
+    server.response_cache_bytes = RESPONSE_CACHE_BYTES
+    cached = server._flags().command("tritonserver")
+    assert f"--cache-config=local,size={RESPONSE_CACHE_BYTES}" in cached
+    assert f"--cache-directory={server._distribution.caches}" in cached
     for flag in (
         "--model-control-mode=explicit",
         "--load-model=*",

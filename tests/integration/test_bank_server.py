@@ -29,7 +29,7 @@ import pytest
 from bank.match import POLL_S
 from benchmarks.server import private_repository, start_server
 from client import DeepfakeClient, Mode
-from contract import BANK_ENV, MATCH_UNAVAILABLE
+from contract import BANK_ENV, MATCH_UNAVAILABLE, RESPONSE_CACHE_BYTES
 from serve.distribution import PROJECT_ROOT
 from tests.training_set import _photo, clip
 
@@ -108,7 +108,10 @@ def banked(request, tmp_path_factory, media):
         database = request.getfixturevalue("postgres_server")
         setting = database.new_database()
     repository = private_repository(PROJECT_ROOT / "model_repository", FRAMES, scratch / "repository")
-    server = start_server(repository, scratch / "tritonserver.log", env={BANK_ENV: setting})
+    # With the response cache (off by default: contract.RESPONSE_CACHE_BYTES says why).
+    server = start_server(
+        repository, scratch / "tritonserver.log", env={BANK_ENV: setting}, response_cache_bytes=RESPONSE_CACHE_BYTES
+    )
     (scratch / "original.mp4").write_bytes(media["original"])
     added = _cli(
         setting, "bank", "add", str(scratch / "original.mp4"), "--note", "viral fake", "--url", server.grpc_url
