@@ -16,8 +16,6 @@ from typing import TextIO
 
 from contract import Exit, Score, program_name
 
-from .install import InstallError, history, install, rollback
-
 MANAGE_DESCRIPTION = (
     "Manage the calibrations of a model repository. Every install and rollback is recorded in the version "
     "folder's calibration_history.jsonl with who and when; a running server applies the change from its next "
@@ -73,6 +71,10 @@ def add_actions(parser: argparse.ArgumentParser) -> None:
 
 def manage(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Runs the parsed action; returns the exit status."""
+    # Imported here: installing reads a version's export.json (triton_models.versions), which the
+    # page's image, whose client imports this module, does not carry.
+    from .install import InstallError, history, install, rollback
+
     by = args.by or default_user()
     repository = Path(args.repository)
     try:

@@ -98,7 +98,18 @@ LONG_WAIT_S = 60.0
 #: The checkpoint digest the made-up answers name.
 DIGEST = "0123456789abcdef" * 4
 # Modules the client must never load: the server side's heavy dependencies.
-SERVER_ONLY_MODULES = ("torch", "torchvision", "cv2", "av", "onnxruntime", "facenet_pytorch", "preprocessing", "export")
+SERVER_ONLY_MODULES = (
+    "torch",
+    "torchvision",
+    "cv2",
+    "av",
+    "onnxruntime",
+    "facenet_pytorch",
+    "preprocessing",
+    "export",
+    # The python models' package: neither the page's image nor a plain client install carries it.
+    "triton_models",
+)
 # The eval extra's report libraries: only `evaluate` imports them, once it has scored.
 EVAL_ONLY_MODULES = ("sklearn", "matplotlib")
 

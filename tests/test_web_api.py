@@ -466,7 +466,7 @@ def test_the_web_page_loads_no_server_side_package():
     code = textwrap.dedent(
         f"""
         import json, sys
-        import client.aio, client.web.app, client.web.server, client.web.form, client.web.images
+        import client.aio, client.cli, client.web.app, client.web.server, client.web.form, client.web.images
         print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {SERVER_ONLY_MODULES!r})))
         """
     )
