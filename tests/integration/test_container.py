@@ -502,10 +502,15 @@ def test_prometheus_evaluates_the_drift_rules_and_reads_the_drift_metrics(deploy
         assert time.monotonic() < deadline, f"no scored video in Prometheus after {PROMETHEUS_BOUND_S:g} s: {found}"
         time.sleep(POLL_S)
     assert {series["metric"]["faces"] for series in found[videos]} <= {"found", "none"}
+    # The counters of every decision step of the classifier exist from its load (born at 0): the
+    # scored video counts under deepfake_<N>'s score.
     for series in found[decisions]:
         labels = series["metric"]
-        assert labels["instance"] == deployment.metrics and labels["version"] == "1" and labels["score"] == "deepfake"
+        assert labels["instance"] == deployment.metrics and labels["version"] == "1"
+        assert labels["score"] in {"deepfake", "original"}, labels
         assert labels["decision"] in DECISIONS and labels["calibrated"] in {"yes", "no"}, labels
+    scored = [s for s in found[decisions] if s["metric"]["score"] == "deepfake" and float(s["value"][1]) >= 1]
+    assert scored, found[decisions]
 
 
 def _versions(deployment: Deployment, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
