@@ -212,6 +212,7 @@ def test_bench_repository_links_only_the_requested_length(tmp_path):
         "preprocess_7",
         "resnext_lstm_7",
         "classify_7",
+        "classify_original_7",
         "deepfake_7",
         "explain_7",
         "verdict_7",
@@ -224,6 +225,7 @@ def test_bench_repository_links_only_the_requested_length(tmp_path):
     target = bench_repository(source, 7, tmp_path / "bench")
     assert sorted(p.name for p in target.iterdir()) == [
         "classify_7",
+        "classify_original_7",
         "deepfake_7",
         "original_7",
         "preprocess_7",
