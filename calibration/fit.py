@@ -316,10 +316,12 @@ def fit(
 RELIABILITY_BINS = 10
 
 
-def reliability(probabilities, labels, bins: int = RELIABILITY_BINS) -> list[dict]:
-    """Per equal-width bin of the probabilities: how many videos, the mean probability, the share of fakes."""
+def reliability(probabilities, labels, bins: int = RELIABILITY_BINS, values=None) -> list[dict]:
+    """Per equal-width bin of the probabilities: how many videos, the mean probability, the share of
+    fakes, and (``values`` given, one per video) the mean of those values in the bin as ``mean_value``."""
     p = np.asarray(probabilities, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
+    v = None if values is None else np.asarray(values, dtype=np.float64)
     index = np.minimum((p * bins).astype(int), bins - 1)
     rows = []
     for b in range(bins):
@@ -332,6 +334,7 @@ def reliability(probabilities, labels, bins: int = RELIABILITY_BINS) -> list[dic
                 "videos": count,
                 "mean_probability": float(p[inside].mean()) if count else None,
                 "fake_share": float(y[inside].mean()) if count else None,
+                **({} if v is None else {"mean_value": float(v[inside].mean()) if count else None}),
             }
         )
     return rows

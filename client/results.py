@@ -248,10 +248,7 @@ def answer_facts(video: str, tensors: dict[str, np.ndarray]) -> dict:
     """
     version = int(tensors[ANSWER_FACT_TENSORS[MODEL_VERSION_KEY]][0])
     raw = tensors[ANSWER_FACT_TENSORS[CHECKPOINT_SHA256_KEY]][0]
-    try:
-        digest = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-    except UnicodeDecodeError:
-        digest = ""
+    digest = _text(raw)
     if version < 1 or not digest:
         raise ClientError(
             INTERNAL, f"server named no usable classifier version or checkpoint for '{video}' ({version}, {raw!r})"

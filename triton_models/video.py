@@ -46,29 +46,45 @@ class Fingerprints:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run_pipeline(pipeline, name: str, row: np.ndarray, counter=None):
-    """One video through the pipeline: ``(result, None)``, or ``(None, error response)``.
+#: Limits that depend on the machine's load, not on the bytes.
+TIME_LIMITS = frozenset({"decode_timeout_s"})
+
+
+def process(pipeline, name: str, row: np.ndarray, counter=None):
+    """One video through the pipeline: ``(result, None, "")``; ``(None, None, refusal)`` when the bytes
+    themselves are refused (not a video, too large, no face); ``(None, error response, "")`` for a
+    failure another try may not meet (the decode time limit, a server error).
 
     ``counter`` (a :class:`~triton_models.metrics.VideoCounter`) counts the videos with a face and
     those refused for having none.
     """
     try:
         result = pipeline(row)
-        if counter is not None:
-            counter.count(FACES_FOUND)
-        return result, None
-    except NoFaceError as exc:
-        if counter is not None:
-            counter.count(FACES_NONE)
-        return None, pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
     except InputError as exc:
-        return None, pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
+        if isinstance(exc, NoFaceError) and counter is not None:
+            counter.count(FACES_NONE)
+        if isinstance(exc, LimitError) and exc.limit in TIME_LIMITS:
+            # Another try may pass: an error answer (still the input's limit), not a refusal of these bytes.
+            error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+            return None, pb_utils.InferenceResponse(error=error), ""
+        return None, None, str(exc) or type(exc).__name__
     except (RuntimeError, MemoryError, OSError) as exc:
         # Not the client's fault: say what broke, keep serving the next request.
         pb_utils.Logger.log_error(f"{name}: preprocessing failed: {type(exc).__name__}: {exc}")
-        return None, pb_utils.InferenceResponse(
-            error=pb_utils.TritonError(f"preprocessing failed: {type(exc).__name__}: {exc}")
-        )
+        error = pb_utils.TritonError(f"preprocessing failed: {type(exc).__name__}: {exc}")
+        return None, pb_utils.InferenceResponse(error=error), ""
+    if counter is not None:
+        counter.count(FACES_FOUND)
+    return result, None, ""
+
+
+def run_pipeline(pipeline, name: str, row: np.ndarray, counter=None):
+    """One video through the pipeline: ``(result, None)``, or ``(None, error response)`` (a refusal
+    as INVALID_ARGUMENT: for models whose answers are not cached)."""
+    result, error, refusal = process(pipeline, name, row, counter)
+    if refusal:
+        error = pb_utils.InferenceResponse(error=pb_utils.TritonError(refusal, pb_utils.TritonError.INVALID_ARG))
+    return result, error
 
 
 class VideoModel:
@@ -88,7 +104,7 @@ class VideoModel:
         prints = [self.fingerprints.submit(row) for row in videos]
         results, refusals = [], []
         for row in videos:
-            result, error, refusal = self._process(row)
+            result, error, refusal = process(self.pipeline, self.name, row, self.videos)
             if error is not None:
                 for future in prints:
                     future.cancel()
@@ -120,29 +136,6 @@ class VideoModel:
             self.tensor("REFUSAL", np.array([[r.encode()] for r in refusals], dtype=np.object_)),
         ]
         return pb_utils.InferenceResponse(output_tensors=outputs)
-
-    def _process(self, row):
-        """``(result, None, "")``, ``(None, None, refusal)`` for the bytes' own fault, or ``(None, error, "")``."""
-        try:
-            result = self.pipeline(row)
-        except InputError as exc:
-            if isinstance(exc, NoFaceError):
-                self.videos.count(FACES_NONE)
-            if isinstance(exc, LimitError) and exc.limit in TIME_LIMITS:
-                # Another try may pass: an error answer (still the input's limit), not a refusal of these bytes.
-                error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
-                return None, pb_utils.InferenceResponse(error=error), ""
-            return None, None, str(exc) or type(exc).__name__
-        except (RuntimeError, MemoryError, OSError) as exc:
-            pb_utils.Logger.log_error(f"{self.name}: preprocessing failed: {type(exc).__name__}: {exc}")
-            error = pb_utils.TritonError(f"preprocessing failed: {type(exc).__name__}: {exc}")
-            return None, pb_utils.InferenceResponse(error=error), ""
-        self.videos.count(FACES_FOUND)
-        return result, None, ""
-
-
-#: Limits that depend on the machine's load, not on the bytes.
-TIME_LIMITS = frozenset({"decode_timeout_s"})
 
 
 class _Refused:

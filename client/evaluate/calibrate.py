@@ -161,23 +161,15 @@ def write_report(folder: Path, document: dict, scores: list[float], labels: list
         "| --- | --- | --- | --- |",
     ]
     calibrated = [calibration.calibrated(score) for score in scores]
-    for row, cal in zip(reliability(scores, labels), _binned(scores, calibrated)):
+    for row in reliability(scores, labels, values=calibrated):
         if row["videos"]:
             lines.append(
-                f"| {row['low']:.1f}-{row['high']:.1f} | {row['videos']} | {cal:.3f} | {row['fake_share']:.3f} |"
+                f"| {row['low']:.1f}-{row['high']:.1f} | {row['videos']} | {row['mean_value']:.3f} | "
+                f"{row['fake_share']:.3f} |"
             )
     path = folder / CALIBRATION_REPORT
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def _binned(scores: list[float], values: list[float], bins: int = 10) -> list[float]:
-    sums, counts = [0.0] * bins, [0] * bins
-    for score, value in zip(scores, values):
-        index = min(int(score * bins), bins - 1)
-        sums[index] += value
-        counts[index] += 1
-    return [total / count if count else 0.0 for total, count in zip(sums, counts)]
 
 
 def run_calibrate(client_factory, args: argparse.Namespace, mode: Mode, out: TextIO, err: TextIO) -> int:
